@@ -1,0 +1,66 @@
+"""End to end: every stage of `dvc repro` on the tiny synthetic benchmark with a tiny encoder, in a scratch folder."""
+import json
+from pathlib import Path
+import pytest
+from tbpr.core import resolve_params, TbprError
+from tbpr import pipeline as P
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = {"synthetic": {"size": "tiny", "height": 96, "width": 32},
+        "model": {"image_size": [48, 16], "patch_size": 8, "embed_dim": 32, "vision_width": 32, "vision_layers": 1,
+                  "vision_heads": 2, "text_width": 32, "text_layers": 1, "text_heads": 2, "max_length": 48},
+        "train": {"epochs": 2, "batch_size": 16, "num_instance": 2, "cmt_depth": 1, "cmt_heads": 2, "warmup_epochs": 1,
+                  "augment": {"pad": 2}},
+        "eval": {"grid_queries": 2}}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    "Run download, preprocess, train, evaluate and report once, in a scratch working directory."
+    work = tmp_path_factory.mktemp("pipeline")
+    mp = pytest.MonkeyPatch(); mp.chdir(work)
+    params = resolve_params(None, TINY)
+    P.stage_download(params); P.stage_preprocess(params); summary = P.stage_train(params)
+    metrics = P.stage_evaluate(params)
+    P.stage_report(params, notebook=REPO / "nbs/experiments/report.ipynb")
+    yield work, params, summary, metrics
+    mp.undo()
+
+
+def test_outputs_of_every_stage(run):
+    work, _, summary, metrics = run
+    for f in ("dataset/reid_raw.json", "cache/images.npy", "cache/dataset.json", "model/encoder.safetensors",
+              "model/config.json", "checkpoints/last/trainer_state.json", "train_live/metrics.json",
+              "eval/metrics.json", "eval/cmc.csv", "eval/cmc.png", "eval/retrieval_grid.png",
+              "report/report.ipynb", "report/report.html"):
+        assert (work / "artifacts" / f).exists(), f
+    assert {"R1", "R5", "R10", "mAP", "mINP", "chance_R1"} <= set(metrics)
+    assert 0 <= metrics["R1"] <= metrics["R5"] <= metrics["R10"] <= 100
+    assert summary["select"] == "val" and 1 <= summary["selected_epoch"] <= 2
+    assert json.loads((work / "artifacts/eval/metrics.json").read_text())["R1"] == metrics["R1"]
+    assert not list((work / "artifacts").glob(".*.tmp")), "temporary folders left behind"
+
+
+def test_report_shows_metrics(run):
+    html = (run[0] / "artifacts/report/report.html").read_text()
+    assert "R1" in html and "chance" in html and "<img" in html
+
+
+def test_failed_preprocess_keeps_previous_cache(run):
+    work, params, *_ = run
+    before = (work / "artifacts/cache/dataset.json").read_bytes()
+    victim = next((work / "artifacts/dataset/imgs").rglob("*.jpg"))
+    good = victim.read_bytes(); victim.write_bytes(good[:100])           # truncate one image
+    try:
+        with pytest.raises(TbprError, match="unreadable image"):
+            P.stage_preprocess(params)
+    finally: victim.write_bytes(good)
+    assert (work / "artifacts/cache/dataset.json").read_bytes() == before
+
+
+def test_cli_reports_errors_without_traceback(run, capsys):
+    work, *_ = run
+    (work / "bad.yaml").write_text("data:\n  name: market\n")
+    assert P.main(["download", "--params", str(work / "bad.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "data.name='market'" in err and "Traceback" not in err
