@@ -64,3 +64,35 @@ def test_cli_reports_errors_without_traceback(run, capsys):
     assert P.main(["download", "--params", str(work / "bad.yaml")]) == 2
     err = capsys.readouterr().err
     assert "data.name='market'" in err and "Traceback" not in err
+
+
+def test_several_seeds_give_mean_and_std(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    params = resolve_params(None, {**TINY, "train": {**TINY["train"], "epochs": 1, "seeds": 2}})
+    P.stage_download(params); P.stage_preprocess(params); P.stage_train(params)
+    assert (tmp_path / "artifacts/seeds/seed1/model/encoder.safetensors").exists()
+    metrics = P.stage_evaluate(params)
+    assert metrics["seeds"]["n_seeds"] == 2 and set(metrics["per_seed"]) == {"0", "1"}
+    assert metrics["per_seed"]["0"]["R1"] == metrics["R1"] and metrics["seeds"]["R1_std"] >= 0
+    P.stage_report(params, notebook=REPO / "nbs/experiments/report.ipynb")
+    assert "over 2 seeds" in (tmp_path / "artifacts/report/report.html").read_text()
+    one = resolve_params(None, {**TINY, "train": {**TINY["train"], "epochs": 1, "seeds": 1}})
+    P.stage_train(one)                                   # back to one seed: the stale extra seed is removed
+    assert not (tmp_path / "artifacts/seeds/seed1").exists()
+
+
+def test_bilma_ablation_notebook_runs(run):
+    "The ablation notebook end to end on the tiny cache: two variants, one seed, one epoch; finished runs are reused."
+    import yaml
+    work, params, *_ = run
+    (work / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    nb = REPO / "nbs/experiments/bilma_ablation.ipynb"
+    P.run_ablation("bilma", work / "tiny.yaml", epochs=1, seeds=[0], variants=["MLM only", "both"], notebook=nb)
+    out = work / "artifacts/ablations/bilma"
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary) == {"MLM only", "both"} and 0 <= summary["both"]["R1"]["mean"] <= 100
+    html = (out / "report/bilma_ablation.html").read_text()
+    assert "seed spread" in html and "<img" in html
+    first = (out / "both/seed0/test.json").stat().st_mtime
+    P.run_ablation("bilma", work / "tiny.yaml", epochs=1, seeds=[0], variants=["MLM only", "both"], notebook=nb)
+    assert (out / "both/seed0/test.json").stat().st_mtime == first
