@@ -96,3 +96,29 @@ def test_bilma_ablation_notebook_runs(run):
     first = (out / "both/seed0/test.json").stat().st_mtime
     P.run_ablation("bilma", work / "tiny.yaml", epochs=1, seeds=[0], variants=["MLM only", "both"], notebook=nb)
     assert (out / "both/seed0/test.json").stat().st_mtime == first
+
+
+def test_ivt_trains_and_evaluates_through_the_pipeline(tmp_path, monkeypatch):
+    "IVT with every level, token dropping and overlapping patches: trained by the shared loop, shipped, loaded, evaluated."
+    monkeypatch.chdir(tmp_path)
+    params = resolve_params(None, {**TINY, "model": {**TINY["model"], "patch_stride": 6},
+                                   "train": {**TINY["train"], "method": "ivt", "epochs": 1}})
+    P.stage_download(params); P.stage_preprocess(params)
+    assert (tmp_path / "artifacts/cache/attributes.json").exists()
+    summary = P.stage_train(params)
+    config = json.loads((tmp_path / "artifacts/model/config.json").read_text())
+    assert config["encoder"]["arch"] == "shared" and config["encoder"]["patch_stride"] == 6 and summary["method"] == "ivt"
+    metrics = P.stage_evaluate(params)
+    assert metrics["method"] == "ivt" and 0 <= metrics["R1"] <= 100
+
+
+def test_ivt_ablation_notebook_runs(run):
+    import yaml
+    work, params, *_ = run
+    (work / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    P.run_ablation("ivt", work / "tiny.yaml", epochs=1, seeds=[0], variants=["sentence", "+ BMM"],
+                   notebook=REPO / "nbs/experiments/ivt_ablation.ipynb")
+    out = work / "artifacts/ablations/ivt"
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary) == {"sentence", "+ BMM"}
+    assert "seed spread" in (out / "report/ivt_ablation.html").read_text()
