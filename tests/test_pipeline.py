@@ -122,3 +122,34 @@ def test_ivt_ablation_notebook_runs(run):
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary) == {"sentence", "+ BMM"}
     assert "seed spread" in (out / "report/ivt_ablation.html").read_text()
+
+
+LCR2S = {**TINY["train"], "method": "lcr2s", "epochs": 1, "num_instance": 4, "support_size": 3}
+
+
+def test_lcr2s_trains_teacher_then_student_and_resumes(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    params = resolve_params(None, {**TINY, "train": LCR2S})
+    P.stage_download(params); P.stage_preprocess(params)
+    P.stage_train(params)
+    out = capsys.readouterr().out
+    assert "phase 1 of 2" in out and "support sets (K=3)" in out and "no identity is dropped" in out
+    teacher = json.loads((tmp_path / "artifacts/checkpoints/teacher/model/config.json").read_text())
+    shipped = json.loads((tmp_path / "artifacts/model/config.json").read_text())
+    assert teacher["encoder"]["arch"] == "support" and teacher["method"] == "lcr2s-teacher"
+    assert shipped["encoder"]["arch"] == "clip" and shipped["method"] == "lcr2s"      # only the student is shipped
+    stamp = (tmp_path / "artifacts/checkpoints/teacher/checkpoints/last/trainer_state.json").stat().st_mtime
+    P.stage_train(params)                                                                # both phases are done: nothing retrains
+    assert (tmp_path / "artifacts/checkpoints/teacher/checkpoints/last/trainer_state.json").stat().st_mtime == stamp
+    assert "epoch 1:" not in capsys.readouterr().out                                       # no epoch was trained again
+    assert 0 <= P.stage_evaluate(params)["R1"] <= 100
+
+
+def test_lcr2s_ablation_notebook_runs(run):
+    import yaml
+    work, params, *_ = run
+    (work / "tiny.yaml").write_text(yaml.safe_dump({**TINY, "train": {**LCR2S, "method": "irra"}}))
+    P.run_ablation("lcr2s", work / "tiny.yaml", epochs=1, seeds=[0], variants=["student alone", "+ both (LCR²S)"],
+                   notebook=REPO / "nbs/experiments/lcr2s_ablation.ipynb")
+    summary = json.loads((work / "artifacts/ablations/lcr2s/summary.json").read_text())
+    assert set(summary) == {"student alone", "+ both (LCR²S)", "teacher alone", "teacher + oracle supports"}
