@@ -153,3 +153,17 @@ def test_lcr2s_ablation_notebook_runs(run):
                    notebook=REPO / "nbs/experiments/lcr2s_ablation.ipynb")
     summary = json.loads((work / "artifacts/ablations/lcr2s/summary.json").read_text())
     assert set(summary) == {"student alone", "+ both (LCR²S)", "teacher alone", "teacher + oracle supports"}
+
+
+def test_search_command_on_the_trained_model(run, capsys):
+    "`tbpr search` with the pipeline's model on the synthetic test crops: top-k printed, grid written, cache reused."
+    work, params, *_ = run
+    gallery = work / "artifacts/dataset/imgs/test"
+    args = ["search", "--model", str(work / "artifacts/model"), "--images", str(gallery), "--query",
+            "a woman in a red coat", "--k", "4", "--out", str(work / "search.png"), "--cache", str(work / "search_cache")]
+    assert P.main(args) == 0
+    out = capsys.readouterr().out
+    assert out.count("  0.") + out.count("  -0.") >= 4 and (work / "search.png").exists() and "from the cache" in out
+    assert P.main(args) == 0 and " 0 encoded" in capsys.readouterr().out
+    assert P.main(args[:-6] + ["--query", " "]) == 2 and "the query is empty" in capsys.readouterr().err
+    assert P.main(["search", "--model", str(work / "artifacts/model"), "--images", str(work / "nowhere"), "--query", "x"]) == 2
