@@ -2,15 +2,19 @@
 gathered features, accelerate's sharded identity batches, DDP, checkpoints and the shipped model, end to end."""
 import json, os, subprocess, sys
 from pathlib import Path
+import pytest
 import yaml
 from tbpr.core import resolve_params
 from tbpr import pipeline as P
 from test_pipeline import TINY
 
 
-def test_two_process_training(tmp_path, monkeypatch):
+@pytest.mark.parametrize("method", ["irra", "lcr2s"])
+def test_two_process_training(tmp_path, monkeypatch, method):
+    "Both processes train; with lcr2s, the student phase starts only once the teacher's model is written."
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    config = {**TINY, "train": {**TINY["train"], "method": method, "num_instance": 4, "support_size": 3}}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
     params = resolve_params(tmp_path / "tiny.yaml")
     P.stage_download(params); P.stage_preprocess(params)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -18,7 +22,8 @@ def test_two_process_training(tmp_path, monkeypatch):
                           "train", "--params", "tiny.yaml"], capture_output=True, text=True, env=env, timeout=600)
     errors = [l for l in (run.stdout + run.stderr).splitlines() if "Error" in l or "[rank1]" in l]   # the failing rank's own words
     assert run.returncode == 0, "\n".join(errors[-40:]) + "\n" + run.stderr[-2000:]
-    state = json.loads((tmp_path / "artifacts/checkpoints/last/trainer_state.json").read_text())
+    last = tmp_path / "artifacts/checkpoints" / ("student/last" if method == "lcr2s" else "last")
+    state = json.loads((last / "trainer_state.json").read_text())
     assert state["epoch"] == TINY["train"]["epochs"] - 1 and len(state["history"]) == TINY["train"]["epochs"]
     assert (tmp_path / "artifacts/model/encoder.safetensors").exists()
     metrics = P.stage_evaluate(params)                     # the model trained on two processes loads and evaluates

@@ -133,7 +133,7 @@ def test_lcr2s_trains_teacher_then_student_and_resumes(tmp_path, monkeypatch, ca
     P.stage_download(params); P.stage_preprocess(params)
     P.stage_train(params)
     out = capsys.readouterr().out
-    assert "phase 1 of 2" in out and "support sets (K=3)" in out and "no identity is dropped" in out
+    assert "phase 1 of 2" in out and "support sets (K=3," in out and "no identity is dropped" in out
     teacher = json.loads((tmp_path / "artifacts/checkpoints/teacher/model/config.json").read_text())
     shipped = json.loads((tmp_path / "artifacts/model/config.json").read_text())
     assert teacher["encoder"]["arch"] == "support" and teacher["method"] == "lcr2s-teacher"
@@ -163,7 +163,8 @@ def test_search_command_on_the_trained_model(run, capsys):
             "a woman in a red coat", "--k", "4", "--out", str(work / "search.png"), "--cache", str(work / "search_cache")]
     assert P.main(args) == 0
     out = capsys.readouterr().out
-    assert out.count("  0.") + out.count("  -0.") >= 4 and (work / "search.png").exists() and "from the cache" in out
-    assert P.main(args) == 0 and " 0 encoded" in capsys.readouterr().out
+    n = len(list(gallery.rglob("*.jpg")))
+    assert out.count("  0.") + out.count("  -0.") >= 4 and (work / "search.png").exists() and f"{n} encoded, 0 from the cache" in out
+    assert P.main(args) == 0 and f" 0 encoded, {n} from the cache" in capsys.readouterr().out
     assert P.main(args[:-6] + ["--query", " "]) == 2 and "the query is empty" in capsys.readouterr().err
     assert P.main(["search", "--model", str(work / "artifacts/model"), "--images", str(work / "nowhere"), "--query", "x"]) == 2
