@@ -116,14 +116,14 @@ def write_attributes(captions: list, cache_dir) -> Path:
     return write_json({"extractor": "rules", "heads": len(HEAD_TABLE), "modifiers": len(MODIFIERS), "attributes": attrs},
                       Path(cache_dir) / "attributes.json")
 
-def load_attributes(cache_dir, n_captions: int) -> list:
-    "The cached attribute phrases, one list per training caption."
+def load_attributes(cache_dir, n_captions: int | None = None) -> list:
+    "The cached attribute phrases, one list per training caption (checked against `n_captions` when given)."
     path = Path(cache_dir) / "attributes.json"
     if not path.exists():
         raise TbprError(f"{path}: no attribute phrases cached (IVT's word level needs them)",
                         fix="re-run the preprocess stage (`dvc repro preprocess` or `tbpr preprocess`), which writes them")
     attrs = read_json(path, "attribute cache")["attributes"]
-    if len(attrs) != n_captions:
+    if n_captions is not None and len(attrs) != n_captions:
         raise TbprError(f"{path}: {len(attrs)} entries for {n_captions} training captions", fix="re-run the preprocess stage")
     return attrs
 

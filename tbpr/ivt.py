@@ -205,11 +205,11 @@ def level_inputs(batch: dict) -> tuple:
 # %% ../nbs/10_ivt.ipynb #337a32c7
 @register_method("ivt", objectives=("cmpm",), init_keys=("init_vision", "init_text"))
 def build_ivt(cfg: EncoderConfig, train: dict, num_ids: int, model_params: dict | None = None,
-              cache_dir: str = "the preprocess cache", num_captions: int | None = None, **context) -> RetrievalModel:
+              cache_dir: str = "the preprocess cache", train_split=None, **context) -> RetrievalModel:
     "IVT: the shared encoder trained by multi-level alignment (CMPM) with token dropping."
     levels = check_levels(train["ivt_levels"])
     if not 0 <= train["bmm_ratio"] < 1:
         raise TbprError(f"train.bmm_ratio={train['bmm_ratio']!r} must be in [0, 1)", fix="IVT uses 0.2; 0 turns token dropping off")
-    attributes = load_attributes(cache_dir, num_captions) if "word" in levels else None
+    attributes = load_attributes(cache_dir, len(train_split) if train_split is not None else None) if "word" in levels else None
     encoder = build_shared_encoder(cfg, model_params)
     return RetrievalModel(encoder, {"cmpm": MLA(levels, train["bmm_ratio"], attributes)}, train["loss_weights"])

@@ -141,7 +141,7 @@ def fit(params: dict, cache_dir, model_dir, ckpt_dir, live_dir, **context) -> di
                         fix="re-run the preprocess stage (dvc repro does it)")
     parsing = load_parsing(cache_dir)
     model = build_model(train["method"], cfg, train, ds.train.num_ids, model_params=params["model"], parsing_labels=parsing[1] if parsing else None,
-                        cache_dir=str(cache_dir), num_captions=len(ds.train), train_split=ds.train, **context)
+                        cache_dir=str(cache_dir), train_split=ds.train, **context)
     if pre is not None: init_encoder(model.encoder, pre); print(f"encoder initialised from {pre.source}")
     data = TrainData(ds.train, store, Augment(**train["augment"]), seed, parsing=parsing[0] if "parsing" in model.needs else None,
                      **model.data_options)
