@@ -28,8 +28,8 @@ def main():
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--queries", type=int, default=50)
-    ap.add_argument("--nprobe", type=int, default=128)
-    ap.add_argument("--rerank", type=int, default=2000)
+    ap.add_argument("--nprobe", type=int, default=512)
+    ap.add_argument("--rerank", type=int, default=4000)
     args = ap.parse_args()
     import faiss
     from tbpr.search import build_index, exact_topk, index_spec, index_topk

@@ -76,7 +76,7 @@ def build_index(emb: np.ndarray, seed: int = 0, chunk: int = 100_000):
     for s in range(0, n, chunk): index.add(np.asarray(emb[s:s + chunk], np.float32))
     return index
 
-def index_topk(index, emb: np.ndarray, q: np.ndarray, k: int, nprobe: int = 128, rerank: int = 2000) -> tuple:
+def index_topk(index, emb: np.ndarray, q: np.ndarray, k: int, nprobe: int = 512, rerank: int = 4000) -> tuple:
     "Top-`k` via the faiss `index` (`rerank` candidates from `nprobe` cells), re-scored exactly from `emb`."
     import faiss
     faiss.extract_index_ivf(index).nprobe = nprobe
