@@ -9,11 +9,11 @@ import torch.nn.functional as F
 from torch import nn
 from .core import TbprError, check_choice
 from .data import IGNORE
-from .model import DualEncoder, EncoderConfig, eot_positions
+from .model import DualEncoder, EncoderConfig, text_padding
 from .objectives import (Objective, RetrievalModel, SDM, IDLoss, IRR, CrossModal, MLMHead, register_method)
 
 # %% auto #0
-__all__ = ['patch_labels', 'patch_pixels', 'random_patch_mask', 'text_padding', 'MIM', 'build_bilma']
+__all__ = ['patch_labels', 'patch_pixels', 'random_patch_mask', 'MIM', 'build_bilma']
 
 # %% ../nbs/09_bilma.ipynb #c3fa0126
 def patch_labels(parsing: torch.Tensor, patch: int, num_classes: int) -> torch.Tensor:
@@ -36,10 +36,6 @@ def random_patch_mask(b: int, n: int, ratio: float, device=None) -> torch.Tensor
     none = ~mask.any(1)
     if none.any(): mask[none, torch.randint(0, n, (int(none.sum()),), device=device)] = True
     return mask
-
-def text_padding(ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
-    "(B, L) True for the positions after each caption's first end token (padding)."
-    return torch.arange(ids.shape[1], device=ids.device)[None] > eot_positions(ids, eos_token_id)[:, None]
 
 # %% ../nbs/09_bilma.ipynb #3683e16e
 class MIM(Objective):

@@ -13,7 +13,7 @@ from transformers import BertConfig, ViTConfig
 from transformers.models.bert.modeling_bert import BertEmbeddings
 from transformers.models.vit.modeling_vit import ViTLayer, ViTMLP
 from .core import TbprError
-from .model import ENCODERS, EncoderConfig, eot_positions, interpolate_position_table
+from .model import ENCODERS, EncoderConfig, interpolate_position_table, text_padding
 from .objectives import Objective, RetrievalModel, gather_features, register_method
 from .captions import CaptionLevels, check_levels, load_attributes
 from .data import minilm_path
@@ -87,7 +87,7 @@ class SharedEncoder(nn.Module):
     def encode_text(self, ids: torch.Tensor, drop: float = 0.0) -> tuple:
         "Caption features at the first token; positions after the first end token are padding; `drop` as for images."
         x = self.text_embed(input_ids=ids)
-        pad = torch.arange(ids.shape[1], device=ids.device)[None] > eot_positions(ids, self.cfg.eos_token_id)[:, None]
+        pad = text_padding(ids, self.cfg.eos_token_id)
         if drop and self.training and (keep := keep_tokens(x.shape[1], drop, x.device)) is not None: x, pad = x[:, keep], pad[:, keep]
         x = self.blocks(x, "text", pad)
         return x[:, 0], x

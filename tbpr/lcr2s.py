@@ -124,19 +124,19 @@ def report_support(split, k: int, num_instance: int, draws: int = 20, seed: int 
 # %% ../nbs/11_lcr2s.ipynb #1fa46c4a
 class StudentStep(Step):
     "A training step that also runs the frozen teacher on the same batch (once, shared by the distillation losses)."
-    teacher, k = None, 3
+    teacher, teacher_step = None, SupportStep
     @cached_property
     def teacher_feats(self) -> tuple:
         "The teacher's enriched (image, text) features of this batch, without gradients."
         device = self.batch["images"].device
         if next(self.teacher.parameters()).device != device: self.teacher.to(device)
         with torch.no_grad():
-            s = support_step(self.k)(self.teacher, self.batch)
+            s = self.teacher_step(self.teacher, self.batch)
             return s.image[0].float(), s.text[0].float()
 
 def student_step(teacher: SupportEncoder, k: int) -> type:
     "A `StudentStep` class bound to the frozen `teacher` (kept outside the student's modules: not saved, not optimised)."
-    return type("LCR2SStudentStep", (StudentStep,), {"teacher": teacher.eval(), "k": k})
+    return type("LCR2SStudentStep", (StudentStep,), {"teacher": teacher.eval(), "teacher_step": support_step(k)})
 
 class FeatureDistill(Objective):
     "MSE between the student's L2-normalised image and text features and the teacher's enriched ones."

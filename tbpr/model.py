@@ -16,7 +16,7 @@ from .core import TbprError
 
 # %% auto #0
 __all__ = ['ENCODERS', 'ENCODER_MODULES', 'EncoderConfig', 'RectVisionEmbeddings', 'interpolate_position_table', 'eot_positions',
-           'DualEncoder', 'build_encoder', 'save_encoder', 'load_encoder', 'load_encoder_tokenizer']
+           'text_padding', 'DualEncoder', 'build_encoder', 'save_encoder', 'load_encoder', 'load_encoder_tokenizer']
 
 # %% ../nbs/03_model.ipynb #9a46d7c5
 @dataclass
@@ -103,6 +103,10 @@ def eot_positions(ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
     "Index of the first `eos_token_id` in each row of `ids` (the last position if there is none)."
     is_eot = ids == eos_token_id
     return torch.where(is_eot.any(1), is_eot.int().argmax(1), torch.full_like(ids[:, 0], ids.shape[1] - 1))
+
+def text_padding(ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
+    "(B, L) True for the positions after each caption's first end token (padding)."
+    return torch.arange(ids.shape[1], device=ids.device)[None] > eot_positions(ids, eos_token_id)[:, None]
 
 class DualEncoder(nn.Module):
     "CLIP image and text encoders returning (global features, token features) in the joint space."
