@@ -15,7 +15,8 @@ from .data import EvalSplit, ImageStore, to_tensor, tokenize
 from .metrics import rank_metrics, topk_gallery
 
 # %% auto #0
-__all__ = ['encode_images', 'encode_texts', 'embed_split', 'evaluate_split', 'plot_cmc', 'plot_retrieval_grid']
+__all__ = ['encode_images', 'encode_texts', 'embed_split', 'evaluate_split', 'plot_cmc', 'plot_retrieval_grid',
+           'plot_method_grid']
 
 # %% ../nbs/06_evaluate.ipynb #6a390aca
 @torch.inference_mode()
@@ -56,30 +57,54 @@ def evaluate_split(encoder, split: EvalSplit, store: ImageStore, tokenizer, max_
 # %% ../nbs/06_evaluate.ipynb #1569e372
 def plot_cmc(curves: dict, path, title: str = "CMC, text to image") -> Path:
     "Plot CMC curves (`{label: [cmc@1, cmc@2, ...]}` in percent) to a PNG."
-    import matplotlib; matplotlib.use("Agg")
-    import matplotlib.pyplot as plt, pandas as pd, seaborn as sns
-    df = pd.concat([pd.DataFrame({"rank": np.arange(1, len(c) + 1), "matching rate (%)": c, "model": k}) for k, c in curves.items()])
+    from matplotlib.figure import Figure
+    import pandas as pd, seaborn as sns
+    df = pd.concat([pd.DataFrame({"rank": np.arange(1, len(c) + 1), "matching rate (%)": c, "model": textwrap.fill(k, 40)})
+                    for k, c in curves.items()])
     sns.set_theme(style="whitegrid")
-    fig, ax = plt.subplots(figsize=(5, 3.6))
+    fig = Figure(figsize=(5, 3.6)); ax = fig.subplots()
     sns.lineplot(df, x="rank", y="matching rate (%)", hue="model", ax=ax, marker="o", markersize=3)
     ax.set(title=title, ylim=(0, 100.5), xlim=(1, df["rank"].max()))
-    fig.tight_layout(); fig.savefig(path, dpi=120); plt.close(fig)
+    if len(curves) > 1: sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1), fontsize=7, title=None)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     return Path(path)
+
+def _draw_crop(ax, image, correct: bool, title: str = "") -> None:
+    "One ranked crop: the image, framed green when it shows the described person and red when not."
+    ax.imshow(image); ax.set_xticks([]); ax.set_yticks([])
+    for s in ax.spines.values(): s.set_color("#1a9850" if correct else "#d73027"); s.set_linewidth(3)
+    if title: ax.set_title(title, fontsize=6)
 
 def plot_retrieval_grid(split: EvalSplit, store: ImageStore, text_feats, image_feats, queries: list, path, k: int = 10) -> Path:
     "For each query index, its caption and the top-`k` gallery images, correct matches framed green, wrong ones red."
-    import matplotlib; matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     scores, idx = topk_gallery(text_feats[queries], image_feats, k=k)
-    fig, axes = plt.subplots(len(queries), k + 1, figsize=(1.1 * (k + 1) + 2.2, 2.3 * len(queries)),
-                             gridspec_kw={"width_ratios": [3] + [1] * k}, squeeze=False)
+    fig = Figure(figsize=(1.1 * (k + 1) + 2.2, 2.3 * len(queries)))
+    axes = fig.subplots(len(queries), k + 1, gridspec_kw={"width_ratios": [3] + [1] * k}, squeeze=False)
     for r, q in enumerate(queries):
         axes[r, 0].text(0, 0.5, "\n".join(textwrap.wrap(split.captions[q], 34)), va="center", fontsize=7.5)
         axes[r, 0].axis("off")
         for c in range(k):
-            g = int(idx[r, c]); ok = split.image_pids[g] == split.caption_pids[q]; ax = axes[r, c + 1]
-            ax.imshow(store[split.img_paths[g]]); ax.set_xticks([]); ax.set_yticks([])
-            for s in ax.spines.values(): s.set_color("#1a9850" if ok else "#d73027"); s.set_linewidth(3)
-            ax.set_title(f"{c + 1}: {float(scores[r, c]):.2f}", fontsize=6)
-    fig.tight_layout(); fig.savefig(path, dpi=110); plt.close(fig)
+            g = int(idx[r, c])
+            _draw_crop(axes[r, c + 1], store[split.img_paths[g]], split.image_pids[g] == split.caption_pids[q],
+                       f"{c + 1}: {float(scores[r, c]):.2f}")
+    fig.tight_layout(); fig.savefig(path, dpi=110)
+    return Path(path)
+
+def plot_method_grid(split: EvalSplit, store: ImageStore, rankings: dict, queries: list, path, k: int = 10) -> Path:
+    """The same queries across methods: for each query index, its caption above one row per method (`rankings`:
+    `{label: (num_queries, >= k) gallery indices}`, best first) of its top-`k` crops, framed green or red."""
+    from matplotlib.figure import Figure
+    n = len(rankings)
+    fig = Figure(figsize=(1.0 * k + 2.4, (1.75 * n + 0.55) * len(queries)))
+    for sub, q in zip(np.atleast_1d(fig.subfigures(len(queries), 1)), queries):
+        sub.suptitle("\n".join(textwrap.wrap(f"“{split.captions[q]}”", 120)), fontsize=8, x=0.01, ha="left")
+        axes = sub.subplots(n, k + 1, squeeze=False, gridspec_kw={"width_ratios": [2.2] + [1] * k})
+        for r, (label, ranked) in enumerate(rankings.items()):
+            axes[r, 0].text(0.95, 0.5, "\n".join(textwrap.wrap(label, 22)), va="center", ha="right", fontsize=7.5)
+            axes[r, 0].axis("off")
+            for c in range(k):
+                g = int(ranked[q][c])
+                _draw_crop(axes[r, c + 1], store[split.img_paths[g]], split.image_pids[g] == split.caption_pids[q])
+    fig.savefig(path, dpi=100)
     return Path(path)

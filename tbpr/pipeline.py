@@ -4,7 +4,8 @@
 
 # %% ../nbs/08_pipeline.ipynb #6944d8f2
 from __future__ import annotations
-import argparse, csv, subprocess, sys, shutil
+import argparse, csv, json, os, subprocess, sys, shutil
+from unittest.mock import patch
 import yaml
 from pathlib import Path
 import torch
@@ -12,15 +13,17 @@ from .core import TbprError, check_choice, resolve_params, write_json, read_json
 from .data import load_dataset, build_cache, load_cached_dataset
 
 # %% auto #0
-__all__ = ['ART', 'PATHS', 'METRIC_KEYS', 'ABLATIONS', 'STAGES', 'stage_download', 'stage_preprocess', 'parsing_folder',
-           'run_seeds', 'seed_paths', 'stage_train', 'chance_levels', 'seed_statistics', 'evaluate_model_dir',
-           'stage_evaluate', 'run_notebook', 'stage_report', 'train_variant', 'summarise_ablation', 'compare_variants',
-           'run_ablation', 'main']
+__all__ = ['ART', 'PATHS', 'METRIC_KEYS', 'RUN_KEYS', 'IGNORED_TRAIN_KEYS', 'ABLATIONS', 'STAGES', 'stage_download',
+           'stage_preprocess', 'parsing_folder', 'run_seeds', 'seed_paths', 'stage_train', 'chance_levels',
+           'seed_statistics', 'evaluate_model_dir', 'grid_queries', 'dataset_id', 'run_id', 'run_changes', 'run_label',
+           'live_curves', 'record_run', 'load_runs', 'stage_evaluate', 'run_notebook', 'stage_report', 'train_variant',
+           'summarise_ablation', 'compare_variants', 'run_ablation', 'main']
 
 # %% ../nbs/08_pipeline.ipynb #7d9a2d72
 ART = Path("artifacts")
 PATHS = {"dataset": ART / "dataset", "cache": ART / "cache", "model": ART / "model", "checkpoints": ART / "checkpoints",
-         "live": ART / "train_live", "eval": ART / "eval", "report": ART / "report", "seeds": ART / "seeds"}
+         "live": ART / "train_live", "eval": ART / "eval", "report": ART / "report", "seeds": ART / "seeds",
+         "runs": ART / "runs"}
 
 # %% ../nbs/08_pipeline.ipynb #b7157e9a
 def stage_download(params: dict, out=PATHS["dataset"]) -> Path:
@@ -113,10 +116,97 @@ def evaluate_model_dir(model_dir, split, store, ev: dict) -> tuple:
     return (*evaluate_split(encoder, split, store, load_encoder_tokenizer(model_dir, meta), encoder.cfg.max_length,
                             ev["batch_size"], ev["chunk_size"], ev["max_rank"]), meta)
 
+def grid_queries(split, seed: int, count: int) -> list:
+    "The test captions the retrieval grids show: `count` of them, drawn with `seed`, the same for every method."
+    g = torch.Generator().manual_seed(seed)
+    return torch.randperm(len(split.captions), generator=g)[:count].tolist()
+
+# %% ../nbs/08_pipeline.ipynb #2977266d
+RUN_KEYS = ("seed", "preset", "model", "train")
+IGNORED_TRAIN_KEYS = ("num_workers", "log_every", "device", "seeds", "eval_every")
+
+def dataset_id(cache=PATHS["cache"]) -> str:
+    "A short hash of the preprocessed dataset (its splits and image list): runs with the same one are comparable."
+    import hashlib
+    return hashlib.sha256((Path(cache) / "dataset.json").read_bytes()).hexdigest()[:12]
+
+def _run_params(params: dict) -> dict:
+    out = {k: params[k] for k in RUN_KEYS}
+    out["train"] = {k: v for k, v in params["train"].items() if k not in IGNORED_TRAIN_KEYS}
+    return out
+
+def run_id(params: dict, cache=PATHS["cache"]) -> str:
+    "`<method>-<hash>` of the model-shaping parameters and the dataset."
+    import hashlib
+    h = hashlib.sha256(json.dumps([_run_params(params), dataset_id(cache)], sort_keys=True).encode()).hexdigest()[:10]
+    return f"{params['train']['method']}-{h}"
+
+def run_changes(params: dict) -> list:
+    "The model-shaping parameters that differ from the defaults of the run's preset, as `key=value` strings."
+    from tbpr.core import DEFAULTS, _flatten, apply_preset
+    base = _flatten(_run_params(apply_preset(json.loads(json.dumps(DEFAULTS)), params["preset"])[0]))
+    return [f"{k}={v}" for k, v in _flatten(_run_params(params)).items() if k != "train.method" and base.get(k) != v]
+
+def run_label(params: dict, max_changes: int = 4) -> str:
+    "The method and what it changed, e.g. `bilma (train.mim_target=pixel)`."
+    changed = run_changes(params)
+    if len(changed) > max_changes: changed = changed[:max_changes] + [f"+{len(changed) - max_changes} more"]
+    return params["train"]["method"] + (f" ({', '.join(changed)})" if changed else "")
+
+def live_curves(live_dirs: dict) -> list:
+    "The dvclive curves of each seed (`{seed: live dir}`) as rows of seed, group (train/val), metric, epoch, value."
+    rows = []
+    for seed, live in live_dirs.items():
+        for f in sorted((Path(live) / "plots" / "metrics").rglob("*.tsv")):
+            with open(f, newline="") as fh:
+                for r in csv.DictReader(fh, delimiter="\t"):
+                    rows.append({"seed": seed, "group": f.parent.name, "metric": f.stem, "epoch": int(r["step"]) + 1,
+                                 "value": float(r[f.stem])})
+    return rows
+
+def record_run(params: dict, results: dict, meta: dict, topk, live_dirs: dict, cache=PATHS["cache"],
+               runs=PATHS["runs"]) -> Path:
+    "Record an evaluated run (`results`: `{seed: metrics}`, the first shipped) in `runs/<run_id>/`, atomically."
+    import numpy as np, datetime
+    per_seed = {str(s): {k: round(r[k], 4) for k in METRIC_KEYS} for s, r in results.items()}
+    cmc = np.mean([r["cmc"] for r in results.values()], axis=0)
+    record = {"id": run_id(params, cache), "label": run_label(params), "changes": run_changes(params),
+              "method": params["train"]["method"],
+              "dataset": dataset_id(cache), "data": params["data"]["name"], "seeds": [int(s) for s in results],
+              "stats": seed_statistics(per_seed), "per_seed": per_seed, "cmc_mean": [round(float(c), 4) for c in cmc],
+              "epochs": params["train"]["epochs"], "selected_epoch": meta.get("selected_epoch"),
+              "select": meta.get("select"), "params": _run_params(params),
+              "recorded": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    out = Path(runs) / record["id"]
+    with atomic_path(out, is_dir=True) as tmp:
+        write_json(record, tmp / "run.json")
+        np.save(tmp / "topk.npy", np.asarray(topk, dtype=np.int32))
+        with open(tmp / "curves.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, ["seed", "group", "metric", "epoch", "value"]); w.writeheader()
+            w.writerows(live_curves(live_dirs))
+    return out
+
+def load_runs(runs=PATHS["runs"], dataset: str | None = None) -> list:
+    """The recorded runs (their `run.json` plus `dir` and `name`), those on `dataset` only when given, by method then
+    label. `name` is short, for figures: the method, with a letter when a method has several runs (`bilma a`)."""
+    from tbpr.objectives import available_methods
+    order = {m: i for i, m in enumerate(["irra", *sorted(set(available_methods()) - {"irra"})])}
+    found = []
+    for f in sorted(Path(runs).glob("*/run.json")):
+        r = read_json(f, "run record")
+        if dataset is None or r["dataset"] == dataset: found.append({**r, "dir": f.parent})
+    found.sort(key=lambda r: (order.get(r["method"], 99), r["label"]))
+    for method in {r["method"] for r in found}:
+        same = [r for r in found if r["method"] == method]
+        for i, r in enumerate(same): r["name"] = method if len(same) == 1 else f"{method} {chr(97 + i % 26)}{i // 26 or ''}"
+    return found
+
+# %% ../nbs/08_pipeline.ipynb #b2d9f09b
 def stage_evaluate(params: dict, model_dir=PATHS["model"], cache=PATHS["cache"], out=PATHS["eval"]) -> dict:
     """IRRA's text-to-image protocol on the test split for the shipped model (and every extra seed's, for mean and std);
-    metrics, CMC and a retrieval grid into `out`."""
+    metrics, CMC and a retrieval grid into `out`; the run recorded in `artifacts/runs/` for the comparison."""
     from tbpr.evaluate import plot_cmc, plot_retrieval_grid
+    from tbpr.metrics import topk_gallery
     ev = params["eval"]
     ds, store = load_cached_dataset(cache)
     evaluate = lambda d: evaluate_model_dir(d, ds.test, store, ev)
@@ -134,9 +224,10 @@ def stage_evaluate(params: dict, model_dir=PATHS["model"], cache=PATHS["cache"],
         with open(tmp / "cmc.csv", "w", newline="") as f:
             w = csv.writer(f); w.writerow(["rank", "cmc"]); w.writerows((i + 1, round(c, 4)) for i, c in enumerate(m["cmc"]))
         plot_cmc({meta.get("method", "model"): m["cmc"]}, tmp / "cmc.png")
-        g = torch.Generator().manual_seed(params["seed"])
-        queries = torch.randperm(len(ds.test.captions), generator=g)[:ev["grid_queries"]].tolist()
+        queries = grid_queries(ds.test, params["seed"], ev["grid_queries"])
         plot_retrieval_grid(ds.test, store, feats["text"], feats["image"], queries, tmp / "retrieval_grid.png")
+    topk = topk_gallery(feats["text"], feats["image"], k=10, chunk_size=ev["chunk_size"])[1]
+    record_run(params, results, meta, topk, {s: seed_paths(s, i == 0)["live"] for i, s in enumerate(seeds)}, cache)
     if len(seeds) > 1: print("over seeds " + ", ".join(f"{k} {metrics['seeds'][k + '_mean']:.2f} ± {metrics['seeds'][k + '_std']:.2f}" for k in METRIC_KEYS))
     print({k: metrics[k] for k in ("R1", "R5", "R10", "mAP", "mINP", "chance_R1")})
     return metrics
@@ -145,7 +236,7 @@ def run_notebook(notebook, out, parameters: dict) -> Path:
     "Execute a parameterised notebook with papermill into `out/<name>.ipynb` and render `out/<name>.html`, atomically."
     import papermill as pm
     out, name = Path(out), Path(notebook).stem
-    with atomic_path(out, is_dir=True) as tmp:
+    with atomic_path(out, is_dir=True) as tmp, patch.dict(os.environ, {"TQDM_DISABLE": "1"}):   # no progress bars in reports
         pm.execute_notebook(str(notebook), str(tmp / f"{name}.ipynb"), kernel_name="python3", language="python", cwd=".",
                             progress_bar=False, parameters=parameters)
         subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", "--no-input", str(tmp / f"{name}.ipynb")],
@@ -154,7 +245,8 @@ def run_notebook(notebook, out, parameters: dict) -> Path:
 
 def stage_report(params: dict, notebook="nbs/experiments/report.ipynb", out=PATHS["report"]) -> Path:
     "Run the parameterised report notebook with papermill, and render it to HTML."
-    run_notebook(notebook, out, {"eval_dir": str(PATHS["eval"]), "live_dir": str(PATHS["live"]), "model_dir": str(PATHS["model"])})
+    run_notebook(notebook, out, {"eval_dir": str(PATHS["eval"]), "live_dir": str(PATHS["live"]), "model_dir": str(PATHS["model"]),
+                                 "runs_dir": str(PATHS["runs"]), "cache_dir": str(PATHS["cache"]), "seed": params["seed"]})
     print(f"report: {Path(out) / 'report.html'}")
     return Path(out)
 
@@ -225,9 +317,10 @@ def main(argv=None) -> int:
     "Entry point of the `tbpr` command."
     ap = argparse.ArgumentParser(prog="tbpr", description="Text-based person retrieval: pipeline stages (see dvc.yaml), "
                                  "the resolved parameters, and ablation notebooks.")
-    ap.add_argument("stage", choices=list(STAGES) + ["params", "ablation", "search"],
+    ap.add_argument("stage", choices=list(STAGES) + ["params", "ablation", "search", "docs"],
                     help="a pipeline stage; `params` prints the resolved parameters; `ablation NAME` runs an ablation "
-                         "notebook; `search` ranks a folder of crops for a description (--images, --query)")
+                         "notebook; `search` ranks a folder of crops for a description (--images, --query); `docs` "
+                         "builds the documentation site (--out, default _site)")
     ap.add_argument("name", nargs="?", help=f"the ablation to run: {', '.join(ABLATIONS)}")
     ap.add_argument("--params", default="params.yaml", help="parameter file (default: params.yaml)")
     ap.add_argument("--epochs", type=int, help="ablation: epochs per run (default: the notebook's)")
@@ -236,14 +329,17 @@ def main(argv=None) -> int:
     ap.add_argument("--images", help="search: the folder of crops to rank (sub-folders included)")
     ap.add_argument("--query", help="search: the description of the person")
     ap.add_argument("--k", type=int, default=10, help="search: how many crops to show (default: 10)")
-    ap.add_argument("--out", default="artifacts/search/result.png", help="search: the image grid to write")
+    ap.add_argument("--out", help="search: the image grid to write (default: artifacts/search/result.png); docs: the site folder (default: _site)")
     ap.add_argument("--cache", default="artifacts/search_cache", help="search: where gallery embeddings are cached")
     args = ap.parse_args(argv)
     try:
         if args.stage == "search":                  # needs no params.yaml: it runs on any model and folder
             from tbpr.search import search
             if not args.images: raise TbprError("which gallery?", fix="pass --images FOLDER (and --query \"...\")")
-            search(args.model, args.images, args.query or "", args.k, args.out, args.cache); return 0
+            search(args.model, args.images, args.query or "", args.k, args.out or "artifacts/search/result.png", args.cache); return 0
+        if args.stage == "docs":
+            from tbpr.docs import build_docs
+            build_docs(args.out or "_site"); return 0
         params = resolve_params(args.params, verbose=True)
         if args.stage == "params": print(yaml.safe_dump(params, sort_keys=False)); return 0
         if args.stage == "ablation":

@@ -152,10 +152,9 @@ class GalleryIndex:
 
 def plot_ranked(query: str, results: list, images_dir, path, cols: int = 10) -> Path:
     "An image grid of ranked crops `results` ((path, score) pairs) under the query, written to `path`."
-    import matplotlib; matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     rows = math.ceil(len(results) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 2.9 * rows + 0.6), squeeze=False)
+    fig = Figure(figsize=(1.3 * cols, 2.9 * rows + 0.6)); axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat: ax.axis("off")
     for n, (rel, score) in enumerate(results):
         ax = axes.flat[n]; ax.imshow(load_image(Path(images_dir) / rel)); ax.axis("on"); ax.set_xticks([]); ax.set_yticks([])
@@ -163,7 +162,6 @@ def plot_ranked(query: str, results: list, images_dir, path, cols: int = 10) -> 
     fig.suptitle(textwrap.fill(query, 100), fontsize=8)
     fig.tight_layout(); Path(path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp: fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
     return Path(path)
 
 def search(model_dir, images_dir, query: str, k: int = 10, out="artifacts/search/result.png", cache_dir=None, **kw) -> list:

@@ -10,4 +10,13 @@ if ! git diff --quiet -- tbpr nbs; then
   git --no-pager diff --stat -- tbpr nbs >&2
   exit 1
 fi
+# The documentation test drives Chromium headless: install Debian's package when it is missing and we may.
+if [ -z "${TBPR_CHROMIUM:-}" ] && ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing Debian's chromium for the documentation test (apt-get install chromium)" >&2
+    apt-get install -y -q chromium >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }
+  else
+    echo "no chromium: install it (apt-get install chromium) or set TBPR_CHROMIUM; the documentation test will fail" >&2
+  fi
+fi
 python -m pytest -q "$@"

@@ -46,6 +46,29 @@ def test_report_shows_metrics(run):
     assert "R1" in html and "chance" in html and "<img" in html
 
 
+def test_report_compares_every_trained_method(run):
+    "A second method (two seeds) trained in the same workspace: the report compares it with the first, figure by figure."
+    import numpy as np
+    work, params, *_ = run
+    bilma = resolve_params(None, {**TINY, "train": {**TINY["train"], "method": "bilma", "epochs": 1, "seeds": 2}})
+    P.stage_train(bilma); P.stage_evaluate(bilma); P.stage_report(bilma, notebook=REPO / "nbs/experiments/report.ipynb")
+    runs = P.load_runs(work / "artifacts/runs", P.dataset_id(work / "artifacts/cache"))
+    assert [r["method"] for r in runs] == ["irra", "bilma"] and [r["stats"]["n_seeds"] for r in runs] == [1, 2]
+    n_test = len(json.loads((work / "artifacts/cache/dataset.json").read_text())["test"]["captions"])
+    assert np.load(runs[1]["dir"] / "topk.npy").shape == (n_test, 10)
+    curves = (runs[1]["dir"] / "curves.csv").read_text()
+    assert "train,loss_mim" in curves and "val,R1" in curves and {l.split(",")[0] for l in curves.splitlines()[1:]} == {"0", "1"}
+    nb = json.loads((work / "artifacts/report/report.ipynb").read_text())
+    text = json.dumps(nb)
+    assert [r["name"] for r in runs] == ["irra", "bilma"] and "train.epochs=1" in ", ".join(runs[1]["changes"])
+    assert "2 run(s)" in text and ", ".join(runs[1]["changes"]) in text and " \\u00b1 " in text
+    compare = nb["cells"][[i for i, c in enumerate(nb["cells"]) if "Every method trained" in "".join(c["source"])][0]:]
+    images = [o for c in compare for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(images) == 3, "CMC curves, the retrieval grid across methods, the training curves"
+    P.stage_evaluate(bilma)                                     # the same run again replaces its record
+    assert len(list((work / "artifacts/runs").glob("*/run.json"))) == 2
+
+
 def test_failed_preprocess_keeps_previous_cache(run):
     work, params, *_ = run
     before = (work / "artifacts/cache/dataset.json").read_bytes()
