@@ -66,6 +66,7 @@ def notebook_markdown(nb_path, out_dir, name: str, hide_code: bool = False, sour
             found, cell.source = cell_directives(cell.source)
             if found.get("include") == "false" or "hide" in found or not (cell.source or cell.get("outputs")): continue
             if hide_code or found.get("echo") == "false": cell.metadata["transient"] = {"remove_source": True}
+            if hide_code: cell.outputs = [o for o in cell.outputs if o.get("name") != "stderr"]   # warnings, progress bars
             if found.get("echo") == "false": anchor_api_entries(cell)
         cells.append(cell)
     nb.cells = cells
@@ -143,6 +144,7 @@ def library_pages(proc: Path, nbs: Path, pages: Path) -> list:
     "The home page and one page per library notebook, in reading order, as MkDocs nav entries."
     nav = []
     for nb in sorted(proc.glob("*.ipynb")):
+        if not (nbs / nb.name).exists(): continue            # processed once, since renamed or deleted
         name = _page_name(nb)
         title = notebook_markdown(nb, pages, name, source_nb=nbs / nb.name)
         nav.append({"Home" if name == "index" else title: f"{name}.md"})
@@ -168,8 +170,8 @@ def build_docs(out="_site", force: bool = False) -> Path:
     except ImportError as err:
         raise TbprError(f"the documentation tools are not installed ({err.name})", fix='pip install -e ".[docs]"')
     cfg = get_config(); root = cfg.config_path
-    quiet = {**os.environ, "PYTHONWARNINGS": "ignore"}   # nbdev's workers warn about example cells that import
-    with patch.dict(os.environ, quiet): proc = proc_nbs(cfg.nbs_path, n_workers=2, force=force)
+    with patch.dict(os.environ, {"PYTHONWARNINGS": "ignore"}):   # nbdev's workers warn about example cells that import
+        proc = proc_nbs(cfg.nbs_path, n_workers=2, force=force)
     with tempfile.TemporaryDirectory() as tmp, atomic_path(Path(out).resolve(), is_dir=True) as site:
         pages = Path(tmp) / "pages"
         nav = library_pages(proc, cfg.nbs_path, pages)

@@ -96,12 +96,12 @@ def plot_method_grid(split: EvalSplit, store: ImageStore, rankings: dict, querie
     `{label: (num_queries, >= k) gallery indices}`, best first) of its top-`k` crops, framed green or red."""
     from matplotlib.figure import Figure
     n = len(rankings)
-    fig = Figure(figsize=(1.0 * k + 2.4, (1.75 * n + 0.55) * len(queries)))
+    fig = Figure(figsize=(1.0 * k + 1.4, (1.75 * n + 0.55) * len(queries)))
     for sub, q in zip(np.atleast_1d(fig.subfigures(len(queries), 1)), queries):
         sub.suptitle("\n".join(textwrap.wrap(f"“{split.captions[q]}”", 120)), fontsize=8, x=0.01, ha="left")
-        axes = sub.subplots(n, k + 1, squeeze=False, gridspec_kw={"width_ratios": [2.2] + [1] * k})
+        axes = sub.subplots(n, k + 1, squeeze=False, gridspec_kw={"width_ratios": [1.2] + [1] * k})
         for r, (label, ranked) in enumerate(rankings.items()):
-            axes[r, 0].text(0.95, 0.5, "\n".join(textwrap.wrap(label, 22)), va="center", ha="right", fontsize=7.5)
+            axes[r, 0].text(0.95, 0.5, "\n".join(textwrap.wrap(label, 14)), va="center", ha="right", fontsize=8)
             axes[r, 0].axis("off")
             for c in range(k):
                 g = int(ranked[q][c])
