@@ -11,9 +11,9 @@ import yaml
 from .core import TbprError, atomic_path
 
 # %% auto #0
-__all__ = ['DIRECTIVE', 'API_HEADING', 'ANCHOR', 'EXPERIMENTS', 'SHIM', 'cell_directives', 'notebook_summary',
-           'anchor_api_entries', 'notebook_markdown', 'api_entries', 'api_index', 'site_config', 'library_pages',
-           'experiment_pages', 'build_docs']
+__all__ = ['DIRECTIVE', 'API_HEADING', 'ANCHOR', 'DATAFRAME_STYLE', 'EXPERIMENTS', 'SHIM', 'cell_directives', 'notebook_summary',
+           'anchor_api_entries', 'tidy_dataframe_html', 'notebook_markdown', 'api_entries', 'api_index', 'site_config',
+           'library_pages', 'experiment_pages', 'build_docs']
 
 # %% ../nbs/13_docs.ipynb #cc7f0686
 DIRECTIVE = re.compile(r"^\s*#\|\s*([\w-]+)\s*:?\s*(.*?)\s*$")
@@ -51,6 +51,15 @@ def anchor_api_entries(cell) -> None:
         md = out.get("data", {}).get("text/markdown")
         if md: out["data"]["text/markdown"] = API_HEADING.sub(lambda m: f'{m[0]} {{ id="{m[2].lower()}" }}', md, count=1)
 
+# %% ../nbs/13_docs.ipynb #33258d98
+DATAFRAME_STYLE = re.compile(r"<style scoped>.*?</style>\s*", re.S)
+
+def tidy_dataframe_html(output) -> None:
+    "Strip pandas' inline style and border from a displayed DataFrame, in place, so the site's table style applies."
+    html = output.get("data", {}).get("text/html")
+    if html and 'class="dataframe"' in html:
+        output["data"]["text/html"] = DATAFRAME_STYLE.sub("", html).replace('<table border="1" class="dataframe">', "<table>")
+
 # %% ../nbs/13_docs.ipynb #5a934fb0
 def notebook_markdown(nb_path, out_dir, name: str, hide_code: bool = False, source_nb=None, note: str = "") -> str:
     "Write `out_dir/<name>.md` (and its figures in `<name>_files/`) from the notebook at `nb_path`; return its title."
@@ -68,6 +77,7 @@ def notebook_markdown(nb_path, out_dir, name: str, hide_code: bool = False, sour
             if hide_code or found.get("echo") == "false": cell.metadata["transient"] = {"remove_source": True}
             if hide_code: cell.outputs = [o for o in cell.outputs if o.get("name") != "stderr"]   # warnings, progress bars
             if found.get("echo") == "false": anchor_api_entries(cell)
+            for out in cell.get("outputs", []): tidy_dataframe_html(out)
         cells.append(cell)
     nb.cells = cells
     body, res = MarkdownExporter().from_notebook_node(nb, resources={"output_files_dir": f"{name}_files"})
