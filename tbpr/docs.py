@@ -179,7 +179,10 @@ def build_docs(out="_site", force: bool = False) -> Path:
         from nbdev.serve import proc_nbs
     except ImportError as err:
         raise TbprError(f"the documentation tools are not installed ({err.name})", fix='pip install -e ".[docs]"')
-    cfg = get_config(); root = cfg.config_path
+    cfg = get_config(path=Path.cwd()); root = cfg.config_path      # (get_config caches by path)
+    if not cfg.config_file.exists():
+        raise TbprError(f"no settings.ini in {Path.cwd()} or above: the site is built from a checkout of the repository",
+                        fix="run `tbpr docs` in the repository (where settings.ini and nbs/ are)")
     with patch.dict(os.environ, {"PYTHONWARNINGS": "ignore"}):   # nbdev's workers warn about example cells that import
         proc = proc_nbs(cfg.nbs_path, n_workers=2, force=force)
     with tempfile.TemporaryDirectory() as tmp, atomic_path(Path(out).resolve(), is_dir=True) as site:
