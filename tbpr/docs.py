@@ -183,6 +183,7 @@ def build_docs(out="_site", force: bool = False) -> Path:
     if not cfg.config_file.exists():
         raise TbprError(f"no settings.ini in {Path.cwd()} or above: the site is built from a checkout of the repository",
                         fix="run `tbpr docs` in the repository (where settings.ini and nbs/ are)")
+    get_config.cache_clear()                                      # proc_nbs asks nbdev again, without a path
     with patch.dict(os.environ, {"PYTHONWARNINGS": "ignore"}):   # nbdev's workers warn about example cells that import
         proc = proc_nbs(cfg.nbs_path, n_workers=2, force=force)
     with tempfile.TemporaryDirectory() as tmp, atomic_path(Path(out).resolve(), is_dir=True) as site:

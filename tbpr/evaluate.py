@@ -79,6 +79,7 @@ def plot_retrieval_grid(split: EvalSplit, store: ImageStore, text_feats, image_f
     "For each query index, its caption and the top-`k` gallery images, correct matches framed green, wrong ones red."
     from matplotlib.figure import Figure
     scores, idx = topk_gallery(text_feats[queries], image_feats, k=k)
+    k = idx.shape[1]                                              # a gallery smaller than k shows all of it
     fig = Figure(figsize=(1.1 * (k + 1) + 2.2, 2.3 * len(queries)))
     axes = fig.subplots(len(queries), k + 1, gridspec_kw={"width_ratios": [3] + [1] * k}, squeeze=False)
     for r, q in enumerate(queries):
@@ -95,7 +96,7 @@ def plot_method_grid(split: EvalSplit, store: ImageStore, rankings: dict, querie
     """The same queries across methods: for each query index, its caption above one row per method (`rankings`:
     `{label: (num_queries, >= k) gallery indices}`, best first) of its top-`k` crops, framed green or red."""
     from matplotlib.figure import Figure
-    n = len(rankings)
+    n, k = len(rankings), min(k, *(len(r[0]) for r in rankings.values()))
     fig = Figure(figsize=(1.0 * k + 1.4, (1.75 * n + 0.55) * len(queries)))
     for sub, q in zip(np.atleast_1d(fig.subfigures(len(queries), 1)), queries):
         sub.suptitle("\n".join(textwrap.wrap(f"“{split.captions[q]}”", 120)), fontsize=8, x=0.01, ha="left")

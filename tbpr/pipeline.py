@@ -13,11 +13,11 @@ from .core import TbprError, check_choice, resolve_params, write_json, read_json
 from .data import load_dataset, build_cache, load_cached_dataset
 
 # %% auto #0
-__all__ = ['ART', 'PATHS', 'METRIC_KEYS', 'RUN_KEYS', 'IGNORED_TRAIN_KEYS', 'ABLATIONS', 'STAGES', 'stage_download',
-           'stage_preprocess', 'parsing_folder', 'run_seeds', 'seed_paths', 'stage_train', 'chance_levels',
-           'seed_statistics', 'evaluate_model_dir', 'grid_queries', 'dataset_id', 'run_id', 'run_changes', 'run_label',
-           'live_curves', 'record_run', 'load_runs', 'stage_evaluate', 'run_notebook', 'stage_report', 'train_variant',
-           'summarise_ablation', 'compare_variants', 'run_ablation', 'main']
+__all__ = ['ART', 'PATHS', 'METRIC_KEYS', 'RUN_KEYS', 'IGNORED_TRAIN_KEYS', 'RUN_RECORD_KEYS', 'ABLATIONS', 'STAGES',
+           'stage_download', 'stage_preprocess', 'parsing_folder', 'run_seeds', 'seed_paths', 'stage_train',
+           'chance_levels', 'seed_statistics', 'mean_std', 'evaluate_model_dir', 'grid_queries', 'dataset_id', 'run_id',
+           'run_changes', 'run_label', 'live_curves', 'record_run', 'load_runs', 'stage_evaluate', 'run_notebook',
+           'stage_report', 'train_variant', 'summarise_ablation', 'compare_variants', 'run_ablation', 'main']
 
 # %% ../nbs/08_pipeline.ipynb #7d9a2d72
 ART = Path("artifacts")
@@ -108,6 +108,11 @@ def seed_statistics(per_seed: dict) -> dict:
         out[f"{k}_std"] = round(statistics.stdev(vals), 4) if len(vals) > 1 else 0.0
     return out
 
+def mean_std(stats: dict, key: str) -> str:
+    "`stats` (of `seed_statistics`) of metric `key` as text: `12.34 ± 0.56`, or `12.34` for one seed."
+    m = f"{stats[key + '_mean']:.2f}"
+    return m if stats["n_seeds"] < 2 else f"{m} ± {stats[key + '_std']:.2f}"
+
 def evaluate_model_dir(model_dir, split, store, ev: dict) -> tuple:
     "(metrics, features, config) of the model saved in `model_dir` on `split`, with the `eval` parameters `ev`."
     from tbpr.model import load_encoder, load_encoder_tokenizer
@@ -123,7 +128,7 @@ def grid_queries(split, seed: int, count: int) -> list:
 
 # %% ../nbs/08_pipeline.ipynb #2977266d
 RUN_KEYS = ("seed", "preset", "model", "train")
-IGNORED_TRAIN_KEYS = ("num_workers", "log_every", "device", "seeds", "eval_every")
+IGNORED_TRAIN_KEYS = ("num_workers", "log_every", "device", "seeds")
 
 def dataset_id(cache=PATHS["cache"]) -> str:
     "A short hash of the preprocessed dataset (its splits and image list): runs with the same one are comparable."
@@ -164,16 +169,18 @@ def live_curves(live_dirs: dict) -> list:
                                  "value": float(r[f.stem])})
     return rows
 
-def record_run(params: dict, results: dict, meta: dict, topk, live_dirs: dict, cache=PATHS["cache"],
+def record_run(params: dict, metrics: dict, cmcs: list, meta: dict, topk, live_dirs: dict, cache=PATHS["cache"],
                runs=PATHS["runs"]) -> Path:
-    "Record an evaluated run (`results`: `{seed: metrics}`, the first shipped) in `runs/<run_id>/`, atomically."
+    """Record an evaluated run in `runs/<run_id>/`, atomically: `metrics` of `stage_evaluate` (its `per_seed` and
+    `seeds` statistics), the CMC curve of each seed, the shipped model's top 10 per query, the seeds' dvclive folders."""
     import numpy as np, datetime
-    per_seed = {str(s): {k: round(r[k], 4) for k in METRIC_KEYS} for s, r in results.items()}
-    cmc = np.mean([r["cmc"] for r in results.values()], axis=0)
-    record = {"id": run_id(params, cache), "label": run_label(params), "changes": run_changes(params),
-              "method": params["train"]["method"],
-              "dataset": dataset_id(cache), "data": params["data"]["name"], "seeds": [int(s) for s in results],
-              "stats": seed_statistics(per_seed), "per_seed": per_seed, "cmc_mean": [round(float(c), 4) for c in cmc],
+    if meta.get("method", params["train"]["method"]) != params["train"]["method"]:
+        raise TbprError(f"the model was trained as {meta['method']!r} but train.method is {params['train']['method']!r}",
+                        fix="retrain (`dvc repro`, or `tbpr train`) before evaluating")
+    record = {"id": run_id(params, cache), "method": params["train"]["method"],
+              "dataset": dataset_id(cache), "data": params["data"]["name"], "seeds": [int(s) for s in metrics["per_seed"]],
+              "stats": metrics["seeds"], "per_seed": metrics["per_seed"],
+              "cmc_mean": [round(float(c), 4) for c in np.mean(cmcs, axis=0)],
               "epochs": params["train"]["epochs"], "selected_epoch": meta.get("selected_epoch"),
               "select": meta.get("select"), "params": _run_params(params),
               "recorded": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
@@ -186,15 +193,25 @@ def record_run(params: dict, results: dict, meta: dict, topk, live_dirs: dict, c
             w.writerows(live_curves(live_dirs))
     return out
 
+RUN_RECORD_KEYS = ("method", "dataset", "data", "stats", "per_seed", "cmc_mean", "epochs", "params")
+
 def load_runs(runs=PATHS["runs"], dataset: str | None = None) -> list:
-    """The recorded runs (their `run.json` plus `dir` and `name`), those on `dataset` only when given, by method then
-    label. `name` is short, for figures: the method, with a letter when a method has several runs (`bilma a`)."""
+    """The recorded runs (their `run.json` plus `dir`, `label`, `changes` and `name`), those on `dataset` only when
+    given, by method then label. `changes` are worked out now, against today's defaults. `name` is short, for figures:
+    the method, with a letter when a method has several runs (`bilma a`). A record that cannot be read is skipped, and
+    said so."""
     from tbpr.objectives import available_methods
     order = {m: i for i, m in enumerate(["irra", *sorted(set(available_methods()) - {"irra"})])}
     found = []
     for f in sorted(Path(runs).glob("*/run.json")):
-        r = read_json(f, "run record")
-        if dataset is None or r["dataset"] == dataset: found.append({**r, "dir": f.parent})
+        try:
+            r = read_json(f, "run record")
+            missing = [k for k in RUN_RECORD_KEYS if k not in r]
+            if missing: raise TbprError(f"{f}: not a run record (no {', '.join(missing)})")
+            r.update(changes=run_changes(r["params"]), label=run_label(r["params"]), dir=f.parent)
+        except (TbprError, KeyError, TypeError) as err:
+            print(f"skipping {f.parent}: {err} (evaluate that run again, or delete the folder)"); continue
+        if dataset is None or r["dataset"] == dataset: found.append(r)
     found.sort(key=lambda r: (order.get(r["method"], 99), r["label"]))
     for method in {r["method"] for r in found}:
         same = [r for r in found if r["method"] == method]
@@ -227,8 +244,9 @@ def stage_evaluate(params: dict, model_dir=PATHS["model"], cache=PATHS["cache"],
         queries = grid_queries(ds.test, params["seed"], ev["grid_queries"])
         plot_retrieval_grid(ds.test, store, feats["text"], feats["image"], queries, tmp / "retrieval_grid.png")
     topk = topk_gallery(feats["text"], feats["image"], k=10, chunk_size=ev["chunk_size"])[1]
-    record_run(params, results, meta, topk, {s: seed_paths(s, i == 0)["live"] for i, s in enumerate(seeds)}, cache)
-    if len(seeds) > 1: print("over seeds " + ", ".join(f"{k} {metrics['seeds'][k + '_mean']:.2f} ± {metrics['seeds'][k + '_std']:.2f}" for k in METRIC_KEYS))
+    record_run(params, metrics, [r["cmc"] for r in results.values()], meta, topk,
+               {s: seed_paths(s, i == 0)["live"] for i, s in enumerate(seeds)}, cache)
+    if len(seeds) > 1: print("over seeds " + ", ".join(f"{k} {mean_std(metrics['seeds'], k)}" for k in METRIC_KEYS))
     print({k: metrics[k] for k in ("R1", "R5", "R10", "mAP", "mINP", "chance_R1")})
     return metrics
 
@@ -246,7 +264,8 @@ def run_notebook(notebook, out, parameters: dict) -> Path:
 def stage_report(params: dict, notebook="nbs/experiments/report.ipynb", out=PATHS["report"]) -> Path:
     "Run the parameterised report notebook with papermill, and render it to HTML."
     run_notebook(notebook, out, {"eval_dir": str(PATHS["eval"]), "live_dir": str(PATHS["live"]), "model_dir": str(PATHS["model"]),
-                                 "runs_dir": str(PATHS["runs"]), "cache_dir": str(PATHS["cache"]), "seed": params["seed"]})
+                                 "runs_dir": str(PATHS["runs"]), "cache_dir": str(PATHS["cache"]), "seed": params["seed"],
+                                 "grid_queries": params["eval"]["grid_queries"]})
     print(f"report: {Path(out) / 'report.html'}")
     return Path(out)
 

@@ -4,6 +4,7 @@ is saved. Set TBPR_CHROMIUM to use another Chromium binary."""
 import os, shutil, subprocess, sys
 from pathlib import Path
 from urllib.parse import urlparse
+from urllib.request import url2pathname
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,7 +66,7 @@ def test_home_is_the_readme_and_links_resolve(site, browser):
     assert "dvc repro" in page.inner_text("article") and not problems
     links = page.evaluate("() => [...document.querySelectorAll('nav a.md-nav__link')].map(a => a.href)")
     local = {l.split("#")[0] for l in links if l.startswith("file://")}
-    missing = [l for l in local if not Path(l[len("file://"):]).exists()]
+    missing = [l for l in local if not Path(url2pathname(urlparse(l).path)).exists()]
     assert len(local) >= 20 and not missing, missing
 
 

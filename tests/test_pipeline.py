@@ -46,7 +46,7 @@ def test_report_shows_metrics(run):
     assert "R1" in html and "chance" in html and "<img" in html
 
 
-def test_report_compares_every_trained_method(run):
+def test_report_compares_every_trained_method(run, capsys):
     "A second method (two seeds) trained in the same workspace: the report compares it with the first, figure by figure."
     import numpy as np
     work, params, *_ = run
@@ -67,6 +67,11 @@ def test_report_compares_every_trained_method(run):
     assert len(images) == 3, "CMC curves, the retrieval grid across methods, the training curves"
     P.stage_evaluate(bilma)                                     # the same run again replaces its record
     assert len(list((work / "artifacts/runs").glob("*/run.json"))) == 2
+    broken = work / "artifacts/runs/irra-broken"; broken.mkdir()
+    (broken / "run.json").write_text('{"method": "irra"}')     # a record from elsewhere: skipped, and said so
+    assert len(P.load_runs(work / "artifacts/runs")) == 2
+    assert "skipping" in capsys.readouterr().out
+    import shutil; shutil.rmtree(broken)
 
 
 def test_failed_preprocess_keeps_previous_cache(run):
