@@ -12,8 +12,8 @@ from .core import TbprError, atomic_path
 
 # %% auto #0
 __all__ = ['DIRECTIVE', 'API_HEADING', 'ANCHOR', 'DATAFRAME_STYLE', 'EXPERIMENTS', 'SHIM', 'cell_directives', 'notebook_summary',
-           'anchor_api_entries', 'tidy_dataframe_html', 'notebook_markdown', 'api_entries', 'api_index', 'site_config',
-           'library_pages', 'experiment_pages', 'build_docs']
+           'anchor_api_entries', 'tidy_dataframe_html', 'notebook_markdown', 'api_entries', 'api_index',
+           'execute_notebook', 'site_config', 'library_pages', 'experiment_pages', 'processed_notebooks', 'build_docs']
 
 # %% ../nbs/13_docs.ipynb #cc7f0686
 DIRECTIVE = re.compile(r"^\s*#\|\s*([\w-]+)\s*:?\s*(.*?)\s*$")
@@ -75,7 +75,7 @@ def notebook_markdown(nb_path, out_dir, name: str, hide_code: bool = False, sour
             found, cell.source = cell_directives(cell.source)
             if found.get("include") == "false" or "hide" in found or not (cell.source or cell.get("outputs")): continue
             if hide_code or found.get("echo") == "false": cell.metadata["transient"] = {"remove_source": True}
-            if hide_code: cell.outputs = [o for o in cell.outputs if o.get("name") != "stderr"]   # warnings, progress bars
+            cell.outputs = [o for o in cell.get("outputs", []) if o.get("name") != "stderr"]   # warnings, progress bars
             if found.get("echo") == "false": anchor_api_entries(cell)
             for out in cell.get("outputs", []): tidy_dataframe_html(out)
         cells.append(cell)
@@ -125,6 +125,30 @@ def api_index(entries: list, anchors: set) -> str:
         out += [f"| [`{e['name']}`]({link(e)}) | {e['doc']} |" for e in rows] + [""]
     return "\n".join(out)
 
+# %% ../nbs/13_docs.ipynb #6fb97159
+def execute_notebook(src, dest, skip_flags=("notest", "slow"), timeout: int = 900) -> Path:
+    """Run notebook `src` in its folder with a Jupyter kernel, as `nbdev_test` would (cells marked `eval: false` or
+    with one of `skip_flags` are not run), and save it with its outputs to `dest`."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+    src, nb = Path(src), nbformat.read(str(src), as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type != "code": continue
+        found, _ = cell_directives(cell.source)
+        if found.get("eval") == "false" or set(skip_flags) & set(found):
+            cell.metadata.setdefault("tags", []).append("skip-execution")      # nbclient leaves these cells alone
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(src.parent)}})
+    try:
+        with patch.dict(os.environ, {"TQDM_DISABLE": "1"}): client.execute()
+    except CellExecutionError as err:
+        raise TbprError(f"{src} failed while running it for the documentation:\n{str(err)[-1500:]}",
+                        fix=f"fix the notebook (`nbdev_test --path {src}`), or build without outputs: tbpr docs --no-execute")
+    for cell in nb.cells:
+        if "skip-execution" in cell.metadata.get("tags", []): cell.metadata["tags"].remove("skip-execution")
+    nbformat.write(nb, str(dest))
+    return Path(dest)
+
 # %% ../nbs/13_docs.ipynb #5fb8194d
 EXPERIMENTS = {   # page: (executed notebook in artifacts/, source notebook, how to produce it)
     "report": ("artifacts/report/report.ipynb", "experiments/report.ipynb", "`dvc repro`"),
@@ -170,23 +194,45 @@ def experiment_pages(proc: Path, nbs: Path, pages: Path, root: Path) -> list:
         nav.append({title: f"{name}.md"})
     return nav
 
-def build_docs(out="_site", force: bool = False) -> Path:
-    "Build the documentation site from the notebooks (and the pipeline's latest reports) into `out`; run it in the repository."
+def processed_notebooks(cfg, work: Path, execute: bool = True, force: bool = False) -> Path:
+    """nbdev's processing of the notebooks: of the notebooks themselves (cached in `_proc/`), or with `execute` of
+    copies run first, in a scratch copy of the project under `work` (so `_proc/` keeps the plain pages)."""
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
+    from nbdev.config import get_config
+    from nbdev.serve import proc_nbs
+    quiet = patch.dict(os.environ, {"PYTHONWARNINGS": "ignore"})   # nbdev's workers warn about example cells that import
+    get_config.cache_clear()                                        # proc_nbs asks nbdev again, without a path
+    if not execute:
+        with quiet: return proc_nbs(cfg.nbs_path, n_workers=2, force=force)
+    project = Path(work) / "project"; nbs = project / cfg.nbs_path.name
+    shutil.copytree(cfg.nbs_path, nbs); shutil.copy(cfg.config_file, project / cfg.config_file.name)
+    (project / cfg.lib_name).symlink_to(cfg.config_path / cfg.lib_name)
+    sources = sorted(cfg.nbs_path.glob("*.ipynb"))
+    flags = tuple(str(cfg.get("tst_flags", "")).split())
+    with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+        list(pool.map(execute_notebook, sources, [nbs / s.name for s in sources], [flags] * len(sources)))
+    here = os.getcwd(); os.chdir(project)
+    try:
+        get_config.cache_clear()
+        with quiet: return proc_nbs(nbs, n_workers=2, force=True)
+    finally: os.chdir(here); get_config.cache_clear()
+
+def build_docs(out="_site", force: bool = False, execute: bool = True) -> Path:
+    """Build the documentation site from the notebooks (run first, with `execute`) and the pipeline's latest reports
+    into `out`; run it in the repository."""
     try:
         from mkdocs.commands.build import build
         from mkdocs.config import load_config
         from nbdev.config import get_config
-        from nbdev.serve import proc_nbs
     except ImportError as err:
         raise TbprError(f"the documentation tools are not installed ({err.name})", fix='pip install -e ".[docs]"')
     cfg = get_config(path=Path.cwd()); root = cfg.config_path      # (get_config caches by path)
     if not cfg.config_file.exists():
         raise TbprError(f"no settings.ini in {Path.cwd()} or above: the site is built from a checkout of the repository",
                         fix="run `tbpr docs` in the repository (where settings.ini and nbs/ are)")
-    get_config.cache_clear()                                      # proc_nbs asks nbdev again, without a path
-    with patch.dict(os.environ, {"PYTHONWARNINGS": "ignore"}):   # nbdev's workers warn about example cells that import
-        proc = proc_nbs(cfg.nbs_path, n_workers=2, force=force)
     with tempfile.TemporaryDirectory() as tmp, atomic_path(Path(out).resolve(), is_dir=True) as site:
+        proc = processed_notebooks(cfg, Path(tmp), execute, force)
         pages = Path(tmp) / "pages"
         nav = library_pages(proc, cfg.nbs_path, pages)
         nav.append({"Experiments": experiment_pages(proc, cfg.nbs_path, pages, root)})

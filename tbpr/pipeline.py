@@ -350,6 +350,7 @@ def main(argv=None) -> int:
     ap.add_argument("--k", type=int, default=10, help="search: how many crops to show (default: 10)")
     ap.add_argument("--out", help="search: the image grid to write (default: artifacts/search/result.png); docs: the site folder (default: _site)")
     ap.add_argument("--cache", default="artifacts/search_cache", help="search: where gallery embeddings are cached")
+    ap.add_argument("--no-execute", action="store_true", help="docs: do not run the notebooks first (quicker, no outputs)")
     args = ap.parse_args(argv)
     try:
         if args.stage == "search":                  # needs no params.yaml: it runs on any model and folder
@@ -358,7 +359,7 @@ def main(argv=None) -> int:
             search(args.model, args.images, args.query or "", args.k, args.out or "artifacts/search/result.png", args.cache); return 0
         if args.stage == "docs":
             from tbpr.docs import build_docs
-            build_docs(args.out or "_site"); return 0
+            build_docs(args.out or "_site", execute=not args.no_execute); return 0
         params = resolve_params(args.params, verbose=True)
         if args.stage == "params": print(yaml.safe_dump(params, sort_keys=False)); return 0
         if args.stage == "ablation":

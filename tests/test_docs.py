@@ -88,6 +88,13 @@ def test_search_finds_an_api_name(site, browser, tmp_path):
     assert urlparse(page.url).path.endswith("/search.html") and "GalleryIndex" in page.inner_text("article")
 
 
+def test_pages_show_the_notebooks_outputs(site, browser):
+    "The notebooks are stored without outputs; `tbpr docs` runs them, so examples show what they print and draw."
+    page, problems = open_page(browser, (site / "metrics.html").as_uri())
+    assert "'mAP': 41.66" in page.inner_text("article") and not problems        # the worked example's result
+    assert len(list((site / "synthetic_files").glob("*.png"))) >= 3              # the generated crops, drawn
+
+
 def test_api_index_links_land_on_entries(site, browser):
     page, problems = open_page(browser, (site / "api.html").as_uri())
     links = page.evaluate("() => [...document.querySelectorAll('article td a')].map(a => a.getAttribute('href'))")
