@@ -454,4 +454,5 @@ d = { 'settings': { 'branch': 'main',
                             'tbpr.train.param_groups': ('train.html#param_groups', 'tbpr/train.py'),
                             'tbpr.train.run_fingerprint': ('train.html#run_fingerprint', 'tbpr/train.py'),
                             'tbpr.train.teacher_params': ('train.html#teacher_params', 'tbpr/train.py'),
+                            'tbpr.train.training_params': ('train.html#training_params', 'tbpr/train.py'),
                             'tbpr.train.warmup_cosine': ('train.html#warmup_cosine', 'tbpr/train.py')}}}

@@ -13,11 +13,11 @@ from .core import TbprError, check_choice, resolve_params, write_json, read_json
 from .data import load_dataset, build_cache, load_cached_dataset
 
 # %% auto #0
-__all__ = ['ART', 'PATHS', 'METRIC_KEYS', 'RUN_KEYS', 'IGNORED_TRAIN_KEYS', 'RUN_RECORD_KEYS', 'ABLATIONS', 'STAGES',
-           'stage_download', 'stage_preprocess', 'parsing_folder', 'run_seeds', 'seed_paths', 'stage_train',
-           'chance_levels', 'seed_statistics', 'mean_std', 'evaluate_model_dir', 'grid_queries', 'dataset_id', 'run_id',
-           'run_changes', 'run_label', 'live_curves', 'record_run', 'load_runs', 'stage_evaluate', 'run_notebook',
-           'stage_report', 'train_variant', 'summarise_ablation', 'compare_variants', 'run_ablation', 'main']
+__all__ = ['ART', 'PATHS', 'METRIC_KEYS', 'RUN_RECORD_KEYS', 'ABLATIONS', 'STAGES', 'stage_download', 'stage_preprocess',
+           'parsing_folder', 'run_seeds', 'seed_paths', 'stage_train', 'chance_levels', 'seed_statistics', 'mean_std',
+           'evaluate_model_dir', 'grid_queries', 'dataset_id', 'run_id', 'run_changes', 'run_label', 'live_curves',
+           'record_run', 'load_runs', 'stage_evaluate', 'run_notebook', 'stage_report', 'train_variant',
+           'summarise_ablation', 'compare_variants', 'run_ablation', 'main']
 
 # %% ../nbs/08_pipeline.ipynb #7d9a2d72
 ART = Path("artifacts")
@@ -127,18 +127,15 @@ def grid_queries(split, seed: int, count: int) -> list:
     return torch.randperm(len(split.captions), generator=g)[:count].tolist()
 
 # %% ../nbs/08_pipeline.ipynb #2977266d
-RUN_KEYS = ("seed", "preset", "model", "train")
-IGNORED_TRAIN_KEYS = ("num_workers", "log_every", "device", "seeds")
-
 def dataset_id(cache=PATHS["cache"]) -> str:
     "A short hash of the preprocessed dataset (its splits and image list): runs with the same one are comparable."
     import hashlib
     return hashlib.sha256((Path(cache) / "dataset.json").read_bytes()).hexdigest()[:12]
 
 def _run_params(params: dict) -> dict:
-    out = {k: params[k] for k in RUN_KEYS}
-    out["train"] = {k: v for k, v in params["train"].items() if k not in IGNORED_TRAIN_KEYS}
-    return out
+    "What identifies a run: the parameters that shape training (as for resuming its checkpoints) and the preset."
+    from tbpr.train import training_params
+    return {**training_params(params), "preset": params["preset"]}
 
 def run_id(params: dict, cache=PATHS["cache"]) -> str:
     "`<method>-<hash>` of the model-shaping parameters and the dataset."

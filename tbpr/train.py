@@ -18,7 +18,7 @@ from .evaluate import evaluate_split
 
 # %% auto #0
 __all__ = ['encoder_config', 'param_groups', 'make_optimizer', 'warmup_cosine', 'EpochRandomBatches', 'make_loader',
-           'run_fingerprint', 'load_resume_state', 'fit', 'teacher_params', 'fit_method']
+           'training_params', 'run_fingerprint', 'load_resume_state', 'fit', 'teacher_params', 'fit_method']
 
 # %% ../nbs/07_train.ipynb #3a32c1f0
 def encoder_config(model_params: dict, tokenizer, pre=None) -> EncoderConfig:
@@ -72,12 +72,15 @@ def make_loader(data: TrainData, collate: Collate, train: dict, seed: int) -> Da
     return DataLoader(data, batch_sampler=sampler, collate_fn=collate, num_workers=train["num_workers"])
 
 # %% ../nbs/07_train.ipynb #93289038
+def training_params(params: dict) -> dict:
+    "The parameters that shape training: the seed, `model`, and `train` but for how it runs (workers, logging, device, seed count)."
+    return {"seed": params["seed"], "model": params["model"],
+            "train": {k: v for k, v in params["train"].items() if k not in ("num_workers", "log_every", "device", "seeds")}}
+
 def run_fingerprint(params: dict, cache_dir, extra_files=()) -> str:
     """A hash of the parameters that shape training, of the preprocess cache's dataset and cached caption attributes,
     and of `extra_files` (e.g. the teacher a student learns from)."""
-    keep = {"seed": params["seed"], "model": params["model"],
-            "train": {k: v for k, v in params["train"].items() if k not in ("num_workers", "log_every", "device", "seeds")}}
-    h = hashlib.sha256(json.dumps(keep, sort_keys=True).encode())
+    h = hashlib.sha256(json.dumps(training_params(params), sort_keys=True).encode())
     for f in ("dataset.json", "cache.json"): h.update((Path(cache_dir) / f).read_bytes())
     for f in [Path(cache_dir) / "attributes.json", *map(Path, extra_files)]:
         if f.exists(): h.update(f.read_bytes())
