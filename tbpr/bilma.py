@@ -7,23 +7,27 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from .core import TbprError, check_choice
+from pathlib import Path
+from .core import TbprError, check_choice, read_json
 from .data import IGNORE
 from .model import DualEncoder, EncoderConfig, text_padding
 from .objectives import (Objective, RetrievalModel, SDM, IDLoss, IRR, CrossModal, MLMHead, register_method)
 
 # %% auto #0
-__all__ = ['patch_labels', 'patch_pixels', 'random_patch_mask', 'MIM', 'build_bilma']
+__all__ = ['patch_labels', 'patch_pixels', 'random_patch_mask', 'MIM', 'parsing_default_folder', 'build_bilma']
 
 # %% ../nbs/09_bilma.ipynb #c3fa0126
-def patch_labels(parsing: torch.Tensor, patch: int, num_classes: int) -> torch.Tensor:
-    "Majority label of each patch of (B, H, W) label maps, as (B, N) in row-major patch order; -100 where no pixel is labelled."
+def patch_labels(parsing: torch.Tensor, patch: int, num_classes: int, ignore_labels=()) -> torch.Tensor:
+    """Majority label of each patch of (B, H, W) label maps, as (B, N) in row-major patch order (ties: the lower label);
+    -100 where no pixel is labelled, or where the majority is one of `ignore_labels`."""
     b, h, w = parsing.shape
-    valid = parsing != IGNORE
-    onehot = F.one_hot(torch.where(valid, parsing, 0).long(), num_classes).permute(0, 3, 1, 2).float() * valid[:, None]
-    counts = F.avg_pool2d(onehot, patch).flatten(2).transpose(1, 2)          # (B, N, C) share of each class
+    cells = parsing.reshape(b, h // patch, patch, w // patch, patch).transpose(2, 3).reshape(b, -1, patch * patch).long()
+    cells = torch.where(cells == IGNORE, num_classes, cells)                   # unknown pixels go to an extra bin
+    counts = torch.zeros(*cells.shape[:2], num_classes + 1, dtype=torch.int32, device=parsing.device)
+    counts.scatter_add_(2, cells, torch.ones_like(cells, dtype=torch.int32))[..., num_classes] = 0
     lab = counts.argmax(-1)
-    return torch.where(counts.sum(-1) > 0, lab, torch.full_like(lab, -100))
+    drop = (counts.sum(-1) == 0) | torch.isin(lab, torch.as_tensor(list(ignore_labels), dtype=lab.dtype, device=lab.device))
+    return torch.where(drop, torch.full_like(lab, -100), lab)
 
 def patch_pixels(images: torch.Tensor, patch: int) -> torch.Tensor:
     "Pixels of each patch, (B, N, patch*patch*3), normalised to zero mean and unit variance per patch (MAE's target)."
@@ -41,8 +45,9 @@ def random_patch_mask(b: int, n: int, ratio: float, device=None) -> torch.Tensor
 class MIM(Objective):
     "Masked image modelling from the caption: masked patches attend to the text and predict their target."
     def __init__(self, cfg: EncoderConfig, target: str = "semantic", ratio: float = 0.15, heads: int = 8, depth: int = 4,
-                 num_classes: int | None = None):
+                 num_classes: int | None = None, ignore_labels=()):
         super().__init__()
+        self.ignore_labels = tuple(ignore_labels)
         self.target, self.ratio, self.patch, self.eos = check_choice(target, ["semantic", "pixel", "feature"], "train.mim_target"), ratio, cfg.patch_size, cfg.eos_token_id
         self.num_classes = num_classes
         if target == "semantic" and not num_classes: raise ValueError("semantic MIM needs the number of parsing classes")
@@ -60,25 +65,35 @@ class MIM(Objective):
         x = self.cross(tokens[:, 1:], step.text[1], key_padding_mask=text_padding(ids, self.eos))
         pred = self.head(x[mask])
         if self.target == "semantic":
-            return F.cross_entropy(pred, patch_labels(step.batch["parsing"], self.patch, self.num_classes)[mask], ignore_index=-100)
+            return F.cross_entropy(pred, patch_labels(step.batch["parsing"], self.patch, self.num_classes, self.ignore_labels)[mask], ignore_index=-100)
         if self.target == "pixel":
             return F.mse_loss(pred, patch_pixels(images, self.patch)[mask])
         target = step.image[1][:, 1:].detach()[mask]                       # the unmasked encoder's patch tokens
         return (F.normalize(pred, dim=-1) - F.normalize(target, dim=-1)).pow(2).sum(-1).mean()
 
 # %% ../nbs/09_bilma.ipynb #bec32359
+def parsing_default_folder(cache_dir) -> str:
+    "Where the preprocess stage looks for parsing maps of the dataset cached in `cache_dir` (`<dataset root>/parsing`)."
+    meta = Path(cache_dir) / "dataset.json"
+    if not meta.exists(): return "<dataset>/parsing"
+    return str(Path(read_json(meta)["images_root"]).parent / "parsing")
+
 @register_method("bilma", objectives=("sdm", "id", "mlm", "mim"))
 def build_bilma(cfg: EncoderConfig, train: dict, num_ids: int, parsing_labels=None, cache_dir: str = "the preprocess cache", **context) -> RetrievalModel:
     "BiLMa: SDM + ID + IRR (masked words from the image) + MIM (masked patches from the caption)."
     target = check_choice(train["mim_target"], ["semantic", "pixel", "feature"], "train.mim_target")
     if target == "semantic" and not parsing_labels and train["loss_weights"].get("mim", 1.0) != 0:
+        folder = parsing_default_folder(cache_dir)
         raise TbprError(f"train.mim_target=semantic needs human-parsing maps, and {cache_dir} has none (parsing.npy): the "
-                        "preprocess stage found no <dataset>/parsing/ folder and data.parsing_dir is not set",
-                        fix="put parsing maps mirroring the image tree (one PNG of class indices per image, LIP's 20 classes "
-                            "by default) in <dataset>/parsing/ or data.parsing_dir and re-run preprocess; or use "
-                            "train.mim_target: pixel or feature")
+                        f"preprocess stage found no folder {folder} and data.parsing_dir is not set",
+                        fix=f"put one PNG of class indices per image in {folder}, mirroring the image tree (LIP's 20 classes "
+                            "by default, other label sets named in parsing_labels.json), or set data.parsing_dir to your "
+                            "parser's output; then re-run preprocess with `dvc repro -f preprocess` (data/ is not a DVC "
+                            "dependency). Or train without maps: -S train.mim_target=pixel (or feature), "
+                            "-S train.loss_weights.mim=0 (MLM only), or -S train.method=irra")
+    ignore = [parsing_labels.index("Background")] if train["mim_ignore_background"] and parsing_labels and "Background" in parsing_labels else []
     objectives = {"sdm": SDM(train["temperature"]), "id": IDLoss(cfg.embed_dim, num_ids),
                   "mlm": IRR(cfg.embed_dim, cfg.vocab_size, train["cmt_heads"], train["cmt_depth"]),
                   "mim": MIM(cfg, target, train["mim_ratio"], train["cmt_heads"], train["cmt_depth"],
-                             len(parsing_labels) if parsing_labels else None)}
+                             len(parsing_labels) if parsing_labels else None, ignore)}
     return RetrievalModel(DualEncoder(cfg), objectives, train["loss_weights"])

@@ -12,8 +12,9 @@ import torch
 import yaml
 
 # %% auto #0
-__all__ = ['DEFAULTS', 'CHOICES', 'PRESETS', 'TbprError', 'check_choice', 'check_keys', 'load_params', 'merge_params',
-           'seed_everything', 'atomic_path', 'write_json', 'read_json', 'apply_preset', 'resolve_params']
+__all__ = ['DEFAULTS', 'CHOICES', 'PRESETS', 'RANGES', 'TbprError', 'check_choice', 'check_keys', 'load_params', 'merge_params',
+           'seed_everything', 'atomic_path', 'write_json', 'read_json', 'apply_preset', 'resolve_params',
+           'check_ranges']
 
 # %% ../nbs/00_core.ipynb #f98ff951
 class TbprError(Exception):
@@ -112,7 +113,7 @@ DEFAULTS = {
     "train": {"method": "irra", "seeds": 1, "epochs": 12, "batch_size": 64, "sampler": "identity", "num_instance": 4,
               "optimizer": "adam", "lr": 3e-4, "lr_factor": 1.0, "grad_clip": 1.0, "bias_lr_factor": 2.0, "weight_decay": 4e-5, "adam_eps": 1e-8,
               "warmup_epochs": 1, "temperature": 0.05, "mlm_prob": 0.15, "cmt_depth": 2, "cmt_heads": 4,
-              "mim_ratio": 0.15, "mim_target": "semantic", "ivt_levels": ["sentence", "phrase", "word"], "bmm_ratio": 0.2,
+              "mim_ratio": 0.15, "mim_target": "semantic", "mim_ignore_background": False, "ivt_levels": ["sentence", "phrase", "word"], "bmm_ratio": 0.2,
               "support_size": 3, "fusion_heads": 4,
               "loss_weights": {}, "augment": {"flip": 0.5, "pad": 4, "erase": 0.5},
               "select": "val", "eval_every": 1, "mixed_precision": "fp32", "num_workers": 0, "device": "auto",
@@ -190,4 +191,22 @@ def resolve_params(path="params.yaml", overrides: dict | None = None, verbose: b
         sec, key = dotted.split(".")
         if not isinstance(params[sec][key], int) or params[sec][key] < 1:
             raise TbprError(f"{dotted}={params[sec][key]!r} must be a positive integer")
+    check_ranges(params)
     return params
+
+RANGES = {  # dotted key: (low, high, low included, high included): shares and probabilities
+    "train.mim_ratio": (0, 1, False, True), "train.mlm_prob": (0, 1, True, False), "train.bmm_ratio": (0, 1, True, False),
+    "train.augment.flip": (0, 1, True, True), "train.augment.erase": (0, 1, True, True)}
+
+def check_ranges(params: dict):
+    "Refuse shares and probabilities outside their range (e.g. `mim_ratio: 15` meant 0.15) and negative loss weights."
+    for dotted, (lo, hi, lo_in, hi_in) in RANGES.items():
+        v = params
+        for k in dotted.split("."): v = v[k]
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (lo <= v if lo_in else lo < v) and (v <= hi if hi_in else v < hi)
+        if not ok:
+            span = f"{'[' if lo_in else '('}{lo}, {hi}{']' if hi_in else ')'}"
+            raise TbprError(f"{dotted}={v!r} must be a number in {span}", fix=f"set {dotted} to a share, e.g. 0.15 for 15%")
+    for name, w in params["train"]["loss_weights"].items():
+        if not isinstance(w, (int, float)) or isinstance(w, bool) or w < 0:
+            raise TbprError(f"train.loss_weights.{name}={w!r} must be a number >= 0", fix="0 switches that loss off")

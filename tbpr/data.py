@@ -16,12 +16,12 @@ from .core import TbprError, check_choice, read_json, write_json, atomic_path
 from .captions import write_attributes
 
 # %% auto #0
-__all__ = ['SCHEMAS', 'CLIP_MEAN', 'CLIP_STD', 'BLACK', 'IGNORE', 'LIP_LABELS', 'Schema', 'annotation_file', 'assign_splits',
-           'TrainSplit', 'EvalSplit', 'PersonDataset', 'read_annotations', 'build_dataset', 'load_dataset',
-           'write_fixture', 'fixture_entries', 'load_image', 'to_tensor', 'random_flip', 'pad_random_crop',
-           'random_erasing', 'Augment', 'minilm_path', 'load_tokenizer', 'tokenize', 'mask_tokens', 'IdentitySampler',
-           'ImageStore', 'load_parsing_map', 'build_cache', 'load_parsing', 'load_cached_dataset', 'TrainData',
-           'Collate']
+__all__ = ['SCHEMAS', 'CLIP_MEAN', 'CLIP_STD', 'BLACK', 'ERASE', 'IGNORE', 'LIP_LABELS', 'Schema', 'annotation_file',
+           'assign_splits', 'TrainSplit', 'EvalSplit', 'PersonDataset', 'read_annotations', 'build_dataset',
+           'load_dataset', 'write_fixture', 'fixture_entries', 'load_image', 'to_tensor', 'flip_draw', 'random_flip',
+           'flip_permutation', 'pad_random_crop', 'random_erasing', 'Augment', 'minilm_path', 'load_tokenizer',
+           'tokenize', 'mask_tokens', 'IdentitySampler', 'ImageStore', 'load_parsing_map', 'build_cache',
+           'load_parsing', 'load_cached_dataset', 'TrainData', 'Collate']
 
 # %% ../nbs/02_data.ipynb #66ede0b3
 @dataclass(frozen=True)
@@ -216,11 +216,11 @@ def fixture_entries(n_train_ids=3, n_test_ids=2, per_id=2, id_base=1, key="file_
 
 # %% ../nbs/02_data.ipynb #b474f2f8
 def load_image(path, size: tuple | None = None) -> np.ndarray:
-    "Read an image as an RGB uint8 array of shape (H, W, 3), resized (bicubic) to `size`=(H, W) if given."
+    "Read an image as an RGB uint8 array of shape (H, W, 3), resized (bilinear, as IRRA's `T.Resize`) to `size`=(H, W) if given."
     try:
         with Image.open(path) as im:
             im.load(); im = im.convert("RGB")
-            if size is not None and im.size != (size[1], size[0]): im = im.resize((size[1], size[0]), Image.BICUBIC)
+            if size is not None and im.size != (size[1], size[0]): im = im.resize((size[1], size[0]), Image.BILINEAR)
             return np.asarray(im, dtype=np.uint8).copy()
     except FileNotFoundError: raise TbprError(f"{path}: image file not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
@@ -236,10 +236,21 @@ def to_tensor(img: np.ndarray, mean=CLIP_MEAN, std=CLIP_STD) -> torch.Tensor:
     shape = (3, 1, 1)
     return (x - torch.tensor(mean).view(shape)) / torch.tensor(std).view(shape)
 
+def flip_draw(g: torch.Generator, p=0.5) -> bool:
+    "Whether to flip (one draw from `g`)."
+    return bool(torch.rand((), generator=g) < p)
+
 def random_flip(x, g: torch.Generator, p=0.5):
-    return x.flip(-1) if torch.rand((), generator=g) < p else x
+    return x.flip(-1) if flip_draw(g, p) else x
+
+def flip_permutation(labels: list) -> list:
+    "The label each label becomes when the image is flipped: `Left-x` and `Right-x` swap, the rest stay."
+    index = {name: i for i, name in enumerate(labels)}
+    swap = lambda n: n.replace("Left-", "Right-") if n.startswith("Left-") else n.replace("Right-", "Left-") if n.startswith("Right-") else n
+    return [index.get(swap(n), i) for i, n in enumerate(labels)]
 
 BLACK = tuple(((0 - torch.tensor(CLIP_MEAN)) / torch.tensor(CLIP_STD)).tolist())   # a black pixel after normalising
+ERASE = CLIP_MEAN           # IRRA's erasing value, written into the normalised tensor (RandomErasing(value=mean) after Normalize)
 
 def pad_random_crop(x, g: torch.Generator, pad: int, fill=BLACK):
     "Pad with `fill` per channel (black pixels, as torchvision's Pad does before normalising) and crop back at random."
@@ -267,16 +278,22 @@ def random_erasing(x, g: torch.Generator, p=0.5, scale=(0.02, 0.4), ratio=(0.3, 
 @dataclass
 class Augment:
     """IRRA's training augmentation with its probabilities as parameters. With a `label` map (H, W) (human parsing), the
-    same flip and crop move it with the image (padding is background, 0) and erased pixels become `IGNORE`."""
-    flip: float = 0.5; pad: int = 10; erase: float = 0.5
+    same flip and crop move it with the image (padding is background, 0), a flip swaps labels by `label_flip` (from
+    `flip_permutation`), and erased pixels become `IGNORE`."""
+    flip: float = 0.5; pad: int = 10; erase: float = 0.5; label_flip: list | None = None
     def __call__(self, img: np.ndarray, g: torch.Generator, label: np.ndarray | None = None):
         x = to_tensor(img)
         if label is not None: x = torch.cat([x, torch.as_tensor(np.asarray(label), dtype=x.dtype)[None]])
-        fill, erase = (BLACK, 0.0) if label is None else (BLACK + (0.0,), (0.0, 0.0, 0.0, float(IGNORE)))
-        x = random_flip(x, g, self.flip)
+        fill, erase = (BLACK, ERASE) if label is None else (BLACK + (0.0,), ERASE + (float(IGNORE),))
+        flipped = flip_draw(g, self.flip)
+        if flipped: x = x.flip(-1)
         x = pad_random_crop(x, g, self.pad, fill)
         x = random_erasing(x, g, self.erase, value=erase)
-        return x if label is None else (x[:3], x[3].round().long())
+        if label is None: return x
+        lab = x[3].round().long()
+        if flipped and self.label_flip is not None:
+            lut = torch.arange(256); lut[:len(self.label_flip)] = torch.tensor(self.label_flip); lab = lut[lab]
+        return x[:3], lab
 
 IGNORE = 255   # label of pixels whose class is unknown (erased): left out of per-patch majorities
 
@@ -382,14 +399,19 @@ LIP_LABELS = ["Background", "Hat", "Hair", "Glove", "Sunglasses", "Upper-clothes
               "Jumpsuits", "Scarf", "Skirt", "Face", "Left-arm", "Right-arm", "Left-leg", "Right-leg", "Left-shoe", "Right-shoe"]
 
 def load_parsing_map(path, size: tuple) -> np.ndarray:
-    "A human-parsing label map (PNG, one class index per pixel) as uint8 (H, W), resized with nearest neighbour to `size`."
+    """A human-parsing label map (PNG, one class index per pixel) as uint8 (H, W), resized with nearest neighbour to `size`.
+    255 is kept as `IGNORE` (LIP's 'unknown'); a 16-bit map must hold labels below 255."""
     try:
         with Image.open(path) as im:
             im.load()
             if im.mode not in ("L", "P", "I", "I;16"): raise TbprError(f"{path}: parsing map in mode {im.mode}, not one label per pixel",
                                                                       fix="save label maps as 8-bit PNG (mode L or P) holding class indices")
             if im.size != (size[1], size[0]): im = im.resize((size[1], size[0]), Image.NEAREST)
-            return np.asarray(im).astype(np.uint8)
+            lab = np.asarray(im)
+            if lab.size and int(lab.max()) > IGNORE:
+                raise TbprError(f"{path}: label {int(lab.max())} is not a class index (0-254, or 255 for unknown)",
+                                fix="save the parser's class indices (not colours or scaled values) as an 8-bit PNG")
+            return lab.astype(np.uint8)
     except FileNotFoundError: raise TbprError(f"{path}: parsing map not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise TbprError(f"{path}: corrupt or truncated parsing map ({err})", fix="re-run the human parser on this image") from None
@@ -397,11 +419,12 @@ def load_parsing_map(path, size: tuple) -> np.ndarray:
 def _cache_parsing(paths, parsing_root: Path, size, tmp: Path, labels: list):
     "parsing.npy (N, H, W) uint8 beside images.npy: each image's map at `parsing_root/<image path>.png`."
     arr = np.lib.format.open_memmap(tmp / "parsing.npy", mode="w+", dtype=np.uint8, shape=(len(paths), *size))
-    bad = []
+    bad, top = [], 0
     for i, p in enumerate(tqdm(paths, desc="parsing maps", mininterval=2)):
-        try: arr[i] = load_parsing_map(parsing_root / Path(p).with_suffix(".png"), size)
-        except TbprError as err: bad.append(str(err).splitlines()[0])
-    top = int(arr.max()) if len(paths) else 0; arr.flush(); del arr
+        try: arr[i] = lab = load_parsing_map(parsing_root / Path(p).with_suffix(".png"), size)
+        except TbprError as err: bad.append(str(err).splitlines()[0]); continue
+        top = max(top, int(lab[lab != IGNORE].max(initial=0)))          # 255 (unknown) is no class
+    arr.flush(); del arr
     if bad:
         raise TbprError(f"{len(bad)} of {len(paths)} parsing maps missing or unreadable under {parsing_root}:\n  " + "\n  ".join(bad[:5]),
                         fix="the folder must mirror the image tree with one PNG per image (e.g. the output of a human parser); "

@@ -270,19 +270,24 @@ ABLATIONS = {"bilma": "nbs/experiments/bilma_ablation.ipynb", "ivt": "nbs/experi
              "lcr2s": "nbs/experiments/lcr2s_ablation.ipynb"}
 
 def train_variant(base: dict, overrides: dict, run_dir, cache_dir, seed: int, epochs: int, name: str = "", teacher_dir=None) -> dict:
-    """Train (or, when `run_dir/test.json` exists, skip) one ablation run: `base` params with `overrides` of `train`, at
-    `seed` for `epochs`; selected on val, evaluated on test. Its test metrics. Variants of a method with a teacher may
-    share one teacher (`teacher_dir`)."""
+    """Train one ablation run: `base` params with `overrides` of `train`, at `seed` for `epochs`; selected on val,
+    evaluated on test. Its test metrics. A finished run (`run_dir/test.json`) is reused only when it was trained with
+    the same parameters, data and teacher (`run_fingerprint`); otherwise it is trained again. Variants of a method with
+    a teacher may share one teacher (`teacher_dir`)."""
     import json
-    from tbpr.train import fit_method
-    run_dir = Path(run_dir)
-    if (run_dir / "test.json").exists(): return read_json(run_dir / "test.json")
+    from tbpr.train import fit_method, run_fingerprint
+    run_dir = Path(run_dir); done = run_dir / "test.json"
     p = json.loads(json.dumps(base)); p["seed"] = seed; p["train"].update(epochs=epochs, **overrides)
+    fingerprint = run_fingerprint(p, cache_dir, sorted(Path(teacher_dir).rglob("*.safetensors")) if teacher_dir else ())
+    if done.exists():
+        res = read_json(done)
+        if res.pop("fingerprint", None) == fingerprint: return res
+        print(f"{run_dir}: trained with other parameters or data; training it again"); done.unlink()
     summary = fit_method(p, cache_dir, run_dir / "model", run_dir / "checkpoints", run_dir / "live", teacher_dir)
     ds, store = load_cached_dataset(cache_dir)
     m = evaluate_model_dir(run_dir / "model", ds.test, store, p["eval"])[0]
-    res = {"variant": name, "seed": seed, "selected_epoch": summary["selected_epoch"], **{k: m[k] for k in METRIC_KEYS}}
-    write_json(res, run_dir / "test.json")
+    res = {"variant": name, "seed": seed, "epochs": epochs, "selected_epoch": summary["selected_epoch"], **{k: m[k] for k in METRIC_KEYS}}
+    write_json({**res, "fingerprint": fingerprint}, done)
     return res
 
 def summarise_ablation(rows, out, title: str) -> tuple:

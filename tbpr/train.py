@@ -11,14 +11,16 @@ import torch
 from torch.utils.data import DataLoader, BatchSampler, RandomSampler
 from tqdm.auto import tqdm
 from .core import TbprError, atomic_path, check_choice, read_json, write_json, seed_everything
-from .data import (Augment, Collate, IdentitySampler, TrainData, load_cached_dataset, load_parsing, load_tokenizer)
+from .data import (Augment, Collate, IdentitySampler, TrainData, flip_permutation, load_cached_dataset, load_parsing,
+                       load_tokenizer)
 from .model import EncoderConfig, save_encoder
 from .objectives import build_model, check_init_keys
 from .evaluate import evaluate_split
 
 # %% auto #0
-__all__ = ['encoder_config', 'param_groups', 'make_optimizer', 'warmup_cosine', 'EpochRandomBatches', 'make_loader',
-           'training_params', 'run_fingerprint', 'load_resume_state', 'fit', 'teacher_params', 'fit_method']
+__all__ = ['CROSS_IO_NORMS', 'encoder_config', 'lr_scale', 'param_groups', 'make_optimizer', 'warmup_cosine',
+           'EpochRandomBatches', 'make_loader', 'training_params', 'run_fingerprint', 'load_resume_state', 'fit',
+           'teacher_params', 'fit_method']
 
 # %% ../nbs/07_train.ipynb #3a32c1f0
 def encoder_config(model_params: dict, tokenizer, pre=None) -> EncoderConfig:
@@ -31,13 +33,22 @@ def encoder_config(model_params: dict, tokenizer, pre=None) -> EncoderConfig:
     return EncoderConfig(**kw, vocab_size=len(tokenizer), bos_token_id=first(tokenizer.cls_token_id, tokenizer.bos_token_id),
                          eos_token_id=first(tokenizer.sep_token_id, tokenizer.eos_token_id), pad_token_id=tokenizer.pad_token_id)
 
+CROSS_IO_NORMS = (".ln_q.", ".ln_kv.", ".ln_post.")   # IRRA's ln_pre_t, ln_pre_i, ln_post
+
+def lr_scale(name: str, lr_factor: float, bias_lr_factor: float) -> float:
+    "IRRA's learning-rate multiplier for the parameter `name` (see above): the last matching rule wins, as in its solver."
+    new = not name.startswith("encoder.")
+    scale = lr_factor if new and not any(n in name for n in CROSS_IO_NORMS) else 1.0
+    if name.endswith("bias"): scale = bias_lr_factor
+    if new and (".head." in name or ".classifier." in name): scale = lr_factor
+    return scale
+
 def param_groups(model, lr: float, weight_decay: float, lr_factor: float, bias_lr_factor: float) -> list:
-    "Optimizer parameter groups: new modules at lr*lr_factor, biases at lr*bias_lr_factor without weight decay."
+    "Optimizer parameter groups by `lr_scale`; biases without weight decay."
     groups = {}
     for name, p in model.named_parameters():
         if not p.requires_grad: continue
-        new, bias = not name.startswith("encoder."), name.endswith(".bias")
-        key = (lr * (lr_factor if new else 1.0) * (bias_lr_factor if bias else 1.0), 0.0 if bias else weight_decay)
+        key = (lr * lr_scale(name, lr_factor, bias_lr_factor), 0.0 if name.endswith("bias") else weight_decay)
         groups.setdefault(key, []).append(p)
     return [{"params": ps, "lr": k[0], "weight_decay": k[1]} for k, ps in groups.items()]
 
@@ -146,7 +157,8 @@ def fit(params: dict, cache_dir, model_dir, ckpt_dir, live_dir, **context) -> di
     model = build_model(train["method"], cfg, train, ds.train.num_ids, model_params=params["model"], parsing_labels=parsing[1] if parsing else None,
                         cache_dir=str(cache_dir), train_split=ds.train, **context)
     if pre is not None: init_encoder(model.encoder, pre); print(f"encoder initialised from {pre.source}")
-    data = TrainData(ds.train, store, Augment(**train["augment"]), seed, parsing=parsing[0] if "parsing" in model.needs else None,
+    augment = Augment(**train["augment"], label_flip=flip_permutation(parsing[1]) if parsing else None)
+    data = TrainData(ds.train, store, augment, seed, parsing=parsing[0] if "parsing" in model.needs else None,
                      **model.data_options)
     loader = make_loader(data, Collate(tok, cfg.max_length, train["mlm_prob"], seed), train, seed)
     batches = loader.batch_sampler      # ours: on several processes accelerate wraps it in a shard that hides set_epoch

@@ -124,6 +124,10 @@ def test_bilma_ablation_notebook_runs(run):
     first = (out / "both/seed0/test.json").stat().st_mtime
     P.run_ablation("bilma", work / "tiny.yaml", epochs=1, seeds=[0], variants=["MLM only", "both"], notebook=nb)
     assert (out / "both/seed0/test.json").stat().st_mtime == first
+    # a finished run trained with other parameters is not reused: two epochs retrain it, and the record says so
+    P.run_ablation("bilma", work / "tiny.yaml", epochs=2, seeds=[0], variants=["both"], notebook=nb)
+    again = json.loads((out / "both/seed0/test.json").read_text())
+    assert again["epochs"] == 2 and (out / "both/seed0/test.json").stat().st_mtime > first
 
 
 def test_ivt_trains_and_evaluates_through_the_pipeline(tmp_path, monkeypatch):
