@@ -4,14 +4,15 @@
 
 # %% ../nbs/02a_sources.ipynb #5b5390db
 from __future__ import annotations
-import hashlib, os, shutil, tarfile, urllib.error, urllib.parse, urllib.request, zipfile
+import gzip, hashlib, http.client, lzma, os, re, shutil, sys, tarfile, urllib.error, urllib.parse, urllib.request, zipfile, zlib
 from pathlib import Path
 from .core import TbprError, atomic_path, check_choice, read_json, write_json
 from .data import SCHEMAS, annotation_file, load_dataset, PersonDataset, _safe_image_path
 
 # %% auto #0
-__all__ = ['OFFICIAL', 'ARCHIVES', 'sha256_file', 'is_archive', 'candidate_sources', 'find_source', 'download', 'check_sha256',
-           'count_splits', 'compare_with_official', 'safe_extract', 'find_dataset_root', 'dataset_root', 'materialize']
+__all__ = ['OFFICIAL', 'ARCHIVES', 'TAR_FILTER', 'sha256_file', 'archive_kind', 'is_archive', 'candidate_sources', 'find_source',
+           'download_name', 'unpinned_warning', 'download', 'check_sha256', 'count_splits', 'compare_with_official',
+           'safe_extract', 'find_dataset_root', 'dataset_root', 'materialize']
 
 # %% ../nbs/02a_sources.ipynb #d06a9458
 OFFICIAL = {   # folder name and (ids, images, captions) per split, from the papers' and loaders' docstrings
@@ -19,7 +20,7 @@ OFFICIAL = {   # folder name and (ids, images, captions) per split, from the pap
     "icfgpedes": {"folder": "ICFG-PEDES", "train": (3102, 34674, 34674), "test": (1000, 19848, 19848)},
     "rstpreid":  {"folder": "RSTPReid",   "train": (3701, 18505, 37010), "val": (200, 1000, 2000), "test": (200, 1000, 2000)},
 }
-ARCHIVES = (".zip", ".tar", ".tar.gz", ".tgz")
+ARCHIVES = (".zip", ".tar", ".tar.gz", ".tgz")   # the names `find_source` looks for; the type comes from the content
 
 def sha256_file(path, chunk: int = 1 << 20) -> str:
     "The hex sha256 of a file, read in chunks."
@@ -28,7 +29,16 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk): h.update(block)
     return h.hexdigest()
 
-def is_archive(path) -> bool: return Path(path).is_file() and str(path).lower().endswith(ARCHIVES)
+def archive_kind(path) -> str | None:
+    "'zip' or 'tar' (plain, gzip, bzip2 or xz) read from the file's content, whatever its name; None if it is neither."
+    path = Path(path)
+    if not path.is_file(): return None
+    try:
+        if zipfile.is_zipfile(path): return "zip"
+        return "tar" if tarfile.is_tarfile(path) else None
+    except (OSError, EOFError, tarfile.TarError, zlib.error, lzma.LZMAError): return None
+
+def is_archive(path) -> bool: return archive_kind(path) is not None
 
 # %% ../nbs/02a_sources.ipynb #2d7d7659
 def candidate_sources(raw_dir, name: str, source: str = "") -> list:
@@ -41,22 +51,53 @@ def find_source(raw_dir, name: str, source: str = "") -> Path | None:
     "The first existing candidate for dataset `name` (a folder or an archive), or None."
     for p in candidate_sources(raw_dir, name, source):
         if p.is_dir() or is_archive(p): return p
-        if p.exists(): raise TbprError(f"{p}: neither a folder nor an archive ({', '.join(ARCHIVES)})",
-                                       fix="give the dataset folder or its archive in data.source")
+        if p.exists(): raise TbprError(f"{p}: neither a folder nor a readable zip or tar archive (corrupt or truncated "
+                                       "archive, or another format)",
+                                       fix="give the dataset folder or its archive (zip, tar, tar.gz) in data.source; fetch a damaged archive again")
     return None
 
-def download(url: str, dest_dir) -> Path:
-    "Fetch `url` into `dest_dir` (kept between runs, written atomically); a file already there is reused."
-    name = Path(urllib.parse.urlparse(url).path).name or "download"
-    dest = Path(dest_dir) / name
-    if dest.exists(): print(f"using the earlier download {dest}"); return dest
+# %% ../nbs/02a_sources.ipynb #7f61bea0
+def download_name(url: str) -> str:
+    "The local file name of `url`'s download: a short hash of the whole URL, then its last path segment."
+    base = Path(urllib.parse.unquote(urllib.parse.urlparse(url).path)).name
+    base = re.sub(r"[^A-Za-z0-9._+-]", "_", base)[-80:].lstrip(".") or "download"
+    return f"{hashlib.sha256(url.encode()).hexdigest()[:12]}-{base}"
+
+def unpinned_warning(url: str, digest: str, name: str = "") -> str:
+    "What to say when a download's sha256 is not pinned."
+    key = name or "<dataset>"
+    return (f"warning: {url} is not pinned: whatever it serves is used. Its sha256 is {digest}; pin it in params.yaml\n"
+            f"  data:\n    sha256:\n      {key}: \"{digest}\"\n"
+            f"so that a changed or damaged download stops the stage instead of training on it")
+
+def download(url: str, dest_dir, sha256: str = "", name: str = "") -> tuple:
+    """Fetch `url` into `dest_dir` as `download_name(url)`, atomically, checking the pinned `sha256` (if any) before the
+    file is moved into place. A copy already there is reused if it matches the pin (or there is none), else fetched
+    again. Returns (path, sha256)."""
+    dest, want = Path(dest_dir) / download_name(url), sha256.strip().lower()
+    pin = f"data.sha256.{name}" if name else "the pinned sha256"
+    if dest.is_file():
+        got = sha256_file(dest)
+        if not want or got == want:
+            print(f"using the earlier download {dest} of {url}")
+            if not want: print(unpinned_warning(url, got, name))
+            return dest, got
+        print(f"{dest}: sha256 {got} does not match {pin} {want}: deleting it and downloading again")
+        dest.unlink()
+    print(f"downloading {url} to {dest}")
+    h = hashlib.sha256()
     try:
         with atomic_path(dest) as tmp, urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
-            shutil.copyfileobj(r, f, 1 << 20)
-    except (urllib.error.URLError, OSError, ValueError) as err:
+            while block := r.read(1 << 20): h.update(block); f.write(block)
+            got = h.hexdigest()
+            if want and got != want:       # raised inside atomic_path: the temporary is deleted, nothing is kept
+                raise TbprError(f"{url}: the download's sha256 {got} does not match {pin} {want}; it was deleted",
+                                fix=f"check data.urls.{name or '<name>'} (a changed or truncated file?), or update {pin} in params.yaml if you trust the new file")
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
         raise TbprError(f"{url}: download failed ({err})",
-                        fix=f"download it by hand and put it in the raw-input folder (e.g. data/{name}), then `dvc add data`") from None
-    return dest
+                        fix=f"download it by hand and put it in the raw-input folder (e.g. data/{dest.name.split('-', 1)[1]}), then `dvc add data`") from None
+    if not want: print(unpinned_warning(url, got, name))
+    return dest, got
 
 # %% ../nbs/02a_sources.ipynb #09d6a63a
 def check_sha256(path, expected: str, what: str) -> str:
@@ -89,24 +130,56 @@ def compare_with_official(counts: dict, name: str) -> list:
     return lines
 
 # %% ../nbs/02a_sources.ipynb #9b3f1526
+TAR_FILTER = hasattr(tarfile, "data_filter")     # tarfile's extraction filters: Python 3.10.12+, 3.11.4+, 3.12+
+
 def _inside(root: Path, member: str) -> bool:
     return _safe_image_path(root, member) is not None        # the loader's rule for image paths
 
+def _refuse(archive, bad: list, why: str, fix: str = "refusing this archive; nothing was extracted"):
+    if bad: raise TbprError(f"{archive}: {len(bad)} member(s) {why}, e.g. {bad[:3]}", fix=fix)
+
+def _tar_members(t: tarfile.TarFile, archive, out_dir: Path, allow_links: bool) -> list:
+    "The members of `t`, checked: paths and link targets inside `out_dir`; links only if `allow_links`; no devices."
+    outside, links, special = [], [], []
+    for m in t.getmembers():
+        if not _inside(out_dir, m.name): outside.append(m.name); continue
+        if m.issym() or m.islnk():      # a symlink's target is relative to its folder, a hard link's to the archive root
+            if not _inside(out_dir, m.linkname if m.islnk() else str(Path(m.name).parent / m.linkname)): outside.append(f"{m.name} -> {m.linkname}")
+            elif not allow_links: links.append(f"{m.name} -> {m.linkname}")
+        elif not (m.isfile() or m.isdir()): special.append(m.name)
+    _refuse(archive, outside, "would be written outside the target")
+    _refuse(archive, special, "are devices or pipes, not files")
+    _refuse(archive, links, f"are links, which this Python ({'.'.join(map(str, sys.version_info[:3]))}) cannot extract safely: "
+            "its tarfile has no extraction filter", fix="use Python 3.10.12+ or 3.11.4+, or extract the archive yourself into the raw-input folder")
+    return t.getmembers()
+
+def _extract_tar(t: tarfile.TarFile, archive, out_dir: Path, use_filter: bool = TAR_FILTER):
+    "Extract the checked members of `t` into `out_dir`: with the `data` filter if this Python has it, else the fallback."
+    members = _tar_members(t, archive, out_dir, allow_links=use_filter)
+    if use_filter: t.extractall(out_dir, members=members, filter="data"); return
+    for m in members:                   # what the data filter does to files and folders: no special bits, no foreign owner
+        m.mode = (m.mode & 0o755) | (0o600 if m.isfile() else 0o700)
+        m.uid, m.gid, m.uname, m.gname = os.getuid(), os.getgid(), "", ""
+    t.extractall(out_dir, members=members, **({"filter": "fully_trusted"} if TAR_FILTER else {}))   # checked above
+
 def safe_extract(archive, out_dir) -> Path:
-    "Extract a zip or tar archive into `out_dir`, refusing members that would leave it."
+    "Extract a zip or tar archive (type read from its content) into `out_dir`, refusing members that would leave it."
     archive, out_dir = Path(archive), Path(out_dir)
+    kind = archive_kind(archive)
+    if kind is None:
+        raise TbprError(f"{archive}: not a zip or tar archive (read by its content: corrupt or truncated archive, or another format)",
+                        fix="download it again, or give the dataset folder")
     try:
-        if archive.suffix.lower() == ".zip":
+        if kind == "zip":
             with zipfile.ZipFile(archive) as z:
-                bad = [n for n in z.namelist() if not _inside(out_dir, n)]
-                if bad: raise TbprError(f"{archive}: {len(bad)} member(s) would be written outside the target, e.g. {bad[:3]}", fix="refusing this archive")
+                _refuse(archive, [n for n in z.namelist() if not _inside(out_dir, n)], "would be written outside the target")
                 z.extractall(out_dir)
         else:
-            with tarfile.open(archive) as t:
-                bad = [m.name for m in t.getmembers() if not _inside(out_dir, m.name) or ((m.issym() or m.islnk()) and not _inside(out_dir, str(Path(m.name).parent / m.linkname)))]
-                if bad: raise TbprError(f"{archive}: {len(bad)} member(s) would be written outside the target, e.g. {bad[:3]}", fix="refusing this archive")
-                t.extractall(out_dir, filter="data")
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as err:
+            with tarfile.open(archive) as t: _extract_tar(t, archive, out_dir)
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile) as err:
+        raise TbprError(f"{archive}: corrupt or truncated archive ({err})", fix="download it again") from None
+    except OSError as err:
+        if err.errno is not None: raise                      # a real I/O error (disk full...), not a damaged archive
         raise TbprError(f"{archive}: corrupt or truncated archive ({err})", fix="download it again") from None
     return out_dir
 
@@ -135,7 +208,8 @@ def materialize(params: dict, out) -> dict:
     "Find, verify and materialise the real dataset named by `data.name` into `out`; returns the manifest."
     data = params["data"]; name = check_choice(data["name"], list(OFFICIAL), "data.name (real benchmarks)")
     src, url = find_source(data["raw_dir"], name, data["source"]), data["urls"].get(name, "")
-    if src is None and url: src = download(url, Path(out).parent / "downloads")
+    downloaded = src is None and bool(url)
+    if downloaded: src, digest = download(url, Path(out).parent / "downloads", data["sha256"].get(name, ""), name)
     if src is None:
         looked = "\n  ".join(map(str, candidate_sources(data["raw_dir"], name, data["source"])))
         raise TbprError(f"{name}: no dataset found; looked at\n  {looked}",
@@ -147,8 +221,13 @@ def materialize(params: dict, out) -> dict:
             digest = check_sha256(annotation_file(src, name), data["sha256"].get(name, ""), f"{name} annotation file")
             root, rel = src, os.path.relpath(src.resolve(), out.resolve())
         else:
-            digest = check_sha256(src, data["sha256"].get(name, ""), f"{name} archive")
-            root = find_dataset_root(safe_extract(src, tmp), name); rel = str(root.relative_to(tmp))
+            if not downloaded: digest = check_sha256(src, data["sha256"].get(name, ""), f"{name} archive")
+            try: root = find_dataset_root(safe_extract(src, tmp), name); rel = str(root.relative_to(tmp))
+            except TbprError as err:
+                if not downloaded: raise
+                src.unlink(missing_ok=True)                 # not what we wanted: the next run fetches it again
+                raise TbprError(f"{err.message}\n  (downloaded from {url}; the download was deleted)",
+                                fix=f"check data.urls.{name}: it must serve the {OFFICIAL[name]['folder']} folder as a zip or tar archive") from None
         ds = load_dataset(root, name)                       # validates schema, paths and image files
         counts = count_splits(ds)
         print(f"{name} from {src}:"); print("\n".join(compare_with_official(counts, name)))
