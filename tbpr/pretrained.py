@@ -12,17 +12,22 @@ from .core import TbprError
 from .model import DualEncoder, EncoderConfig, interpolate_position_table
 
 # %% auto #0
-__all__ = ['OPENAI_SHA256', 'ARCH_KEYS', 'CLIP_HUB_ID', 'Pretrained', 'openai_dims', 'openai_to_hf', 'load_pretrained',
-           'encoder_dims', 'init_encoder', 'load_clip_tokenizer', 'write_tiny_clip_tokenizer', 'write_tiny_clip']
+__all__ = ['OPENAI_SHA256', 'OPENAI_BPE', 'CLIP_TOP', 'CLIP_NORMS', 'CLIP_TOWERS', 'CLIP_BLOCK', 'ARCH_KEYS', 'CLIP_HUB_ID',
+           'CLIP_CONTEXT', 'Pretrained', 'openai_dims', 'openai_to_hf', 'hf_to_openai', 'load_pretrained',
+           'encoder_dims', 'init_encoder', 'bytes_to_unicode', 'openai_bpe_vocab', 'is_clip_tokenizer',
+           'prepare_clip_tokenizer', 'load_clip_tokenizer', 'write_tiny_clip_tokenizer', 'write_tiny_openai_bpe',
+           'write_tiny_clip']
 
 # %% ../nbs/03a_pretrained.ipynb #63ac6ab2
 OPENAI_SHA256 = {   # the sha256 in the clip package's download URLs
     "ViT-B-16.pt": "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f",
 }
+OPENAI_BPE = "bpe_simple_vocab_16e6.txt.gz"   # the BPE merges file of OpenAI's clip package
 
 @dataclass
 class Pretrained:
-    "A CLIP checkpoint in transformers naming: its state dict, its sizes, and where it came from."
+    """A CLIP checkpoint in transformers naming: its state dict, its sizes, where it came from, and where its tokenizer is
+    (its folder or hub id, OpenAI's BPE file beside a `.pt`, or None when there is none)."""
     state: dict; dims: dict; source: str; tokenizer_dir: str | None = None
 
 # %% ../nbs/03a_pretrained.ipynb #4229ad12
@@ -37,35 +42,47 @@ def openai_dims(sd: dict) -> dict:
             "text_heads": tw // 64, "embed_dim": sd["text_projection"].shape[1], "vocab_size": sd["token_embedding.weight"].shape[0],
             "context_length": sd["positional_embedding"].shape[0]}
 
-def _blocks(sd, src: str, dst: str, layers: int) -> dict:
-    out = {}
-    for i in range(layers):
-        s, d = f"{src}.{i}", f"{dst}.{i}"
-        for kind in ("weight", "bias"):
-            q, k, v = sd[f"{s}.attn.in_proj_{kind}"].chunk(3)
-            out.update({f"{d}.self_attn.q_proj.{kind}": q, f"{d}.self_attn.k_proj.{kind}": k, f"{d}.self_attn.v_proj.{kind}": v,
-                        f"{d}.self_attn.out_proj.{kind}": sd[f"{s}.attn.out_proj.{kind}"],
-                        f"{d}.layer_norm1.{kind}": sd[f"{s}.ln_1.{kind}"], f"{d}.layer_norm2.{kind}": sd[f"{s}.ln_2.{kind}"],
-                        f"{d}.mlp.fc1.{kind}": sd[f"{s}.mlp.c_fc.{kind}"], f"{d}.mlp.fc2.{kind}": sd[f"{s}.mlp.c_proj.{kind}"]})
+# One table of names, read both ways: (OpenAI name, transformers name, transposed?) for the tensors outside the blocks,
+# LayerNorm prefixes, and the per-block names (OpenAI's fused attention input `in_proj` is split into q, k and v).
+CLIP_TOP = (("visual.class_embedding", "vision_model.embeddings.class_embedding", False),
+            ("visual.conv1.weight", "vision_model.embeddings.patch_embedding.weight", False),
+            ("visual.positional_embedding", "vision_model.embeddings.position_embedding.weight", False),
+            ("visual.proj", "visual_projection.weight", True),
+            ("token_embedding.weight", "text_model.embeddings.token_embedding.weight", False),
+            ("positional_embedding", "text_model.embeddings.position_embedding.weight", False),
+            ("text_projection", "text_projection.weight", True), ("logit_scale", "logit_scale", False))
+CLIP_NORMS = (("visual.ln_pre", "vision_model.pre_layrnorm"), ("visual.ln_post", "vision_model.post_layernorm"),
+              ("ln_final", "text_model.final_layer_norm"))
+CLIP_TOWERS = (("visual.transformer.resblocks", "vision_model.encoder.layers"), ("transformer.resblocks", "text_model.encoder.layers"))
+CLIP_BLOCK = (("attn.out_proj", "self_attn.out_proj"), ("ln_1", "layer_norm1"), ("ln_2", "layer_norm2"),
+              ("mlp.c_fc", "mlp.fc1"), ("mlp.c_proj", "mlp.fc2"))
+
+def _rename(sd: dict, to_hf: bool) -> dict:
+    "`sd` renamed from OpenAI's naming to transformers' (`to_hf`) or back; the blocks of each tower by their index."
+    a, b = (0, 1) if to_hf else (1, 0)
+    out = {t[b]: (sd[t[a]].t() if t[2] else sd[t[a]]) for t in CLIP_TOP}
+    for pair in CLIP_NORMS:
+        out.update({f"{pair[b]}.{kind}": sd[f"{pair[a]}.{kind}"] for kind in ("weight", "bias")})
+    for tower in CLIP_TOWERS:
+        src, dst = tower[a], tower[b]
+        for i in sorted({int(k[len(src) + 1:].split(".")[0]) for k in sd if k.startswith(src + ".")}):
+            s, d = f"{src}.{i}", f"{dst}.{i}"
+            for kind in ("weight", "bias"):
+                out.update({f"{d}.{pair[b]}.{kind}": sd[f"{s}.{pair[a]}.{kind}"] for pair in CLIP_BLOCK})
+                if to_hf:
+                    q, k, v = sd[f"{s}.attn.in_proj_{kind}"].chunk(3)
+                    out.update({f"{d}.self_attn.{x}_proj.{kind}": t for x, t in zip("qkv", (q, k, v))})
+                else: out[f"{d}.attn.in_proj_{kind}"] = torch.cat([sd[f"{s}.self_attn.{x}_proj.{kind}"] for x in "qkv"])
     return out
 
 def openai_to_hf(sd: dict) -> tuple:
     "An OpenAI CLIP ViT state dict in `transformers`' `CLIPModel` naming, and its sizes."
-    dims = openai_dims(sd); sd = {k: v.float() for k, v in sd.items()}
-    out = {"vision_model.embeddings.class_embedding": sd["visual.class_embedding"],
-           "vision_model.embeddings.patch_embedding.weight": sd["visual.conv1.weight"],
-           "vision_model.embeddings.position_embedding.weight": sd["visual.positional_embedding"],
-           "visual_projection.weight": sd["visual.proj"].t(),
-           "text_model.embeddings.token_embedding.weight": sd["token_embedding.weight"],
-           "text_model.embeddings.position_embedding.weight": sd["positional_embedding"],
-           "text_projection.weight": sd["text_projection"].t(), "logit_scale": sd["logit_scale"]}
-    for kind in ("weight", "bias"):
-        out.update({f"vision_model.pre_layrnorm.{kind}": sd[f"visual.ln_pre.{kind}"],
-                    f"vision_model.post_layernorm.{kind}": sd[f"visual.ln_post.{kind}"],
-                    f"text_model.final_layer_norm.{kind}": sd[f"ln_final.{kind}"]})
-    out.update(_blocks(sd, "visual.transformer.resblocks", "vision_model.encoder.layers", dims["vision_layers"]))
-    out.update(_blocks(sd, "transformer.resblocks", "text_model.encoder.layers", dims["text_layers"]))
-    return out, dims
+    dims = openai_dims(sd)
+    return _rename({k: v.float() for k, v in sd.items()}, to_hf=True), dims
+
+def hf_to_openai(sd: dict) -> dict:
+    "A `CLIPModel` state dict (transformers naming) in OpenAI's naming, the layout of `ViT-B-16.pt`: the inverse of `openai_to_hf`."
+    return {k: v.detach().contiguous() for k, v in _rename(sd, to_hf=False).items()}
 
 # %% ../nbs/03a_pretrained.ipynb #ee26e2d2
 def _load_openai(path: Path, sha256: str) -> Pretrained:
@@ -84,7 +101,8 @@ def _load_openai(path: Path, sha256: str) -> Pretrained:
     if "visual.conv1.weight" not in sd:
         raise TbprError(f"{path}: not an OpenAI CLIP ViT checkpoint (no visual.conv1.weight)", fix="give ViT-B-16.pt from the clip package")
     state, dims = openai_to_hf(sd)
-    return Pretrained(state, dims, str(path))
+    bpe = path.parent / OPENAI_BPE                  # a .pt carries no tokenizer: OpenAI's BPE file beside it, if any
+    return Pretrained(state, dims, str(path), str(bpe) if bpe.is_file() else None)
 
 def _load_hf(name: str) -> Pretrained:
     from transformers import CLIPModel
@@ -102,7 +120,7 @@ def _load_hf(name: str) -> Pretrained:
             "patch_size": vc.patch_size, "source_grid": [g, g], "text_width": tc.hidden_size, "text_layers": tc.num_hidden_layers,
             "text_heads": tc.num_attention_heads, "embed_dim": model.config.projection_dim, "vocab_size": tc.vocab_size,
             "context_length": tc.max_position_embeddings}
-    tok = name if Path(name).is_dir() and any((Path(name) / f).exists() for f in ("vocab.json", "tokenizer.json")) else None
+    tok = name if is_clip_tokenizer(name) or not Path(name).exists() else None      # its own folder, or the same hub id
     return Pretrained(model.state_dict(), dims, name, tok)
 
 def load_pretrained(init: str, sha256: str = "") -> Pretrained:
@@ -155,37 +173,122 @@ def init_encoder(encoder: DualEncoder, pre: Pretrained) -> DualEncoder:
 
 # %% ../nbs/03a_pretrained.ipynb #4d86a4d4
 CLIP_HUB_ID = "openai/clip-vit-base-patch16"
+CLIP_CONTEXT = 77                                   # CLIP's text positions
 
-def load_clip_tokenizer(where: str | None = None):
-    "The CLIP BPE tokenizer from a folder or hub id, with a `<|mask|>` token added."
-    from transformers import AutoTokenizer
-    where = where or CLIP_HUB_ID
-    try: tok = AutoTokenizer.from_pretrained(where)
-    except (OSError, ValueError) as err:
-        raise TbprError(f"CLIP tokenizer {where!r} could not be loaded ({str(err).splitlines()[0]})",
-                        fix="give a folder with CLIP's vocab.json and merges.txt in model.tokenizer (a Hugging Face CLIP folder "
-                            "has them), or put the hub snapshot in the local cache") from None
+def bytes_to_unicode() -> dict:
+    "OpenAI's (and GPT-2's) map from the 256 byte values to printable characters, in its order: the BPE's base alphabet."
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs: bs.append(b); cs.append(256 + n); n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+def _clip_tokens(merges) -> list:
+    "CLIP's vocabulary in id order, for BPE `merges` [(a, b), ...]: as OpenAI's `SimpleTokenizer` builds it."
+    chars = list(bytes_to_unicode().values())
+    return chars + [c + "</w>" for c in chars] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
+
+def openai_bpe_vocab(path) -> tuple:
+    "The vocabulary {token: id} and merges [(a, b), ...] that OpenAI's `SimpleTokenizer` builds from `bpe_simple_vocab_16e6.txt.gz`."
+    import gzip
+    path = Path(path)
+    fix = f"give OpenAI's {OPENAI_BPE} (it ships inside the clip package: clip/{OPENAI_BPE}) or a Hugging Face CLIP tokenizer folder"
+    try:
+        with gzip.open(path, "rb") as f: lines = f.read().decode("utf-8").split("\n")
+    except (OSError, EOFError, UnicodeDecodeError) as err:
+        raise TbprError(f"{path}: not a gzipped UTF-8 text file ({err})", fix=fix) from None
+    if "#version" not in lines[0]:
+        raise TbprError(f"{path}: the first line {lines[0][:60]!r} is not the '#version' header of OpenAI's BPE merges", fix=fix)
+    lines = lines[1:49152 - 256 - 2 + 1]                 # OpenAI's slice: 48,894 merges
+    while lines and not lines[-1].strip(): lines.pop()   # a short file's final newline
+    merges = [tuple(m.split()) for m in lines]
+    tokens = _clip_tokens(merges); vocab = {t: i for i, t in enumerate(tokens)}
+    for i, m in enumerate(merges):
+        if len(m) != 2 or m[0] not in vocab or m[1] not in vocab:
+            raise TbprError(f"{path}: line {i + 2} ({lines[i][:60]!r}) is not a merge of two known symbols", fix=fix)
+    if len(vocab) != len(tokens):
+        raise TbprError(f"{path}: {len(tokens) - len(vocab)} merges repeat a token, unlike OpenAI's file", fix=fix)
+    return vocab, merges
+
+def is_clip_tokenizer(where) -> bool:
+    """Whether the path `where` holds a CLIP tokenizer: OpenAI's BPE file (a `.txt.gz`), or a folder whose
+    `tokenizer_config.json` names a CLIP tokenizer class, else whose `vocab.json` has CLIP's `<|startoftext|>`, else
+    that holds `bpe_simple_vocab_16e6.txt.gz`. Hub ids and missing paths: False."""
+    if not where: return False
+    p = Path(where)
+    if p.is_file(): return p.name.endswith(".txt.gz")
+    if not p.is_dir(): return False
+    try: cls = json.loads((p / "tokenizer_config.json").read_text()).get("tokenizer_class") or ""
+    except (OSError, ValueError, AttributeError): cls = ""
+    if cls: return cls.startswith("CLIPTokenizer")
+    if (p / "vocab.json").is_file(): return "<|startoftext|>" in (p / "vocab.json").read_text(encoding="utf-8")
+    return (p / OPENAI_BPE).is_file()
+
+def prepare_clip_tokenizer(tok):
+    "A CLIP tokenizer `tok` with a `<|mask|>` token appended if it has no mask token (for IRR), and CLIP's 77 positions."
     if tok.mask_token is None: tok.add_special_tokens({"mask_token": "<|mask|>"})
+    tok.model_max_length = CLIP_CONTEXT
     return tok
 
+def load_clip_tokenizer(where: str | None = None):
+    """CLIP's BPE tokenizer (`prepare_clip_tokenizer`: with a mask token, 77 positions) from a CLIP tokenizer folder,
+    OpenAI's `bpe_simple_vocab_16e6.txt.gz` (or a folder holding only that), or a hub id (default `CLIP_HUB_ID`)."""
+    from transformers import AutoTokenizer, CLIPTokenizer
+    where = str(where or CLIP_HUB_ID); p = Path(where)
+    kinds = (f"give a Hugging Face CLIP tokenizer folder (vocab.json and merges.txt, or tokenizer.json with a tokenizer_config.json "
+             f"naming CLIPTokenizer) or OpenAI's {OPENAI_BPE}")
+    if p.exists() and not is_clip_tokenizer(p): raise TbprError(f"model.tokenizer {where!r}: no CLIP tokenizer here", fix=kinds)
+    has = lambda f: p.is_dir() and (p / f).is_file()
+    bpe = p if p.is_file() else p / OPENAI_BPE
+    if bpe.is_file() and not any(has(f) for f in ("vocab.json", "tokenizer.json", "tokenizer_config.json")):
+        vocab, merges = openai_bpe_vocab(bpe)                       # OpenAI's file
+        tok = CLIPTokenizer(vocab=vocab, merges=merges); tok.name_or_path = str(bpe)
+    elif has("vocab.json") and has("merges.txt") and not has("tokenizer.json") and not has("tokenizer_config.json"):
+        tok = CLIPTokenizer(vocab=str(p / "vocab.json"), merges=str(p / "merges.txt")); tok.name_or_path = where   # bare BPE files
+    else:
+        # AutoTokenizer, not CLIPTokenizer.from_pretrained: that one returns an empty tokenizer when it finds no files
+        try: tok = AutoTokenizer.from_pretrained(where)
+        except (OSError, ValueError) as err:
+            raise TbprError(f"CLIP tokenizer {where!r} could not be loaded ({str(err).splitlines()[0]})",
+                            fix=f"offline, give CLIP's tokenizer on disk in model.tokenizer: a Hugging Face CLIP folder (vocab.json and "
+                                f"merges.txt) or OpenAI's {OPENAI_BPE} (in the clip package; beside ViT-B-16.pt it is found without "
+                                f"model.tokenizer), e.g. under data/weights/; or put the hub snapshot in the local Hugging Face cache") from None
+        if not type(tok).__name__.startswith("CLIPTokenizer") or tok.bos_token != "<|startoftext|>":
+            raise TbprError(f"model.tokenizer {where!r} is a {type(tok).__name__}, not a CLIP tokenizer", fix=kinds)
+    return prepare_clip_tokenizer(tok)
+
 # %% ../nbs/03a_pretrained.ipynb #eb4b84ca
-def write_tiny_clip_tokenizer(out_dir, words=("a", "man", "woman", "in", "red", "black", "coat", "with", "backpack", "the")):
-    "A tiny CLIP BPE tokenizer (byte alphabet plus merges spelling `words`) saved as a Hugging Face folder: for tests and examples."
-    from transformers import CLIPTokenizer
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-    chars = list(bytes_to_unicode().values())
-    vocab = chars + [c + "</w>" for c in chars]; merges = []
+_TINY_WORDS = ("a", "man", "woman", "in", "red", "black", "coat", "with", "backpack", "the")
+
+def _tiny_merges(words) -> list:
+    "BPE merges [(a, b), ...] spelling each of `words` left to right, without repeats."
+    merges = []
     for w in words:
         parts = list(w[:-1]) + [w[-1] + "</w>"]
         while len(parts) > 1:
-            merges.append(f"{parts[0]} {parts[1]}"); parts = [parts[0] + parts[1]] + parts[2:]
-            if parts[0] not in vocab: vocab.append(parts[0])
-    vocab += ["<|startoftext|>", "<|endoftext|>"]
+            merges.append((parts[0], parts[1])); parts = [parts[0] + parts[1]] + parts[2:]
+    return list(dict.fromkeys(merges))
+
+def write_tiny_clip_tokenizer(out_dir, words=_TINY_WORDS):
+    "A tiny CLIP BPE tokenizer (byte alphabet plus merges spelling `words`) saved as a Hugging Face folder: for tests and examples."
+    from transformers import CLIPTokenizer
+    merges = _tiny_merges(words)
     d = Path(out_dir); d.mkdir(parents=True, exist_ok=True)
-    (d / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
-    (d / "merges.txt").write_text("#version: 0.2\n" + "\n".join(dict.fromkeys(merges)) + "\n")
+    (d / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(_clip_tokens(merges))}))
+    (d / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
     CLIPTokenizer(vocab=str(d / "vocab.json"), merges=str(d / "merges.txt")).save_pretrained(d)
     return d
+
+def write_tiny_openai_bpe(path, words=_TINY_WORDS) -> Path:
+    """A tiny `bpe_simple_vocab_16e6.txt.gz` in OpenAI's format (a `#version` line, then one merge per line) spelling `words`:
+    the same vocabulary as `write_tiny_clip_tokenizer(words)`. `path` is the file, or a folder to put it in."""
+    import gzip
+    path = Path(path)
+    if path.suffix != ".gz": path = path / OPENAI_BPE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wb") as f:
+        f.write(('"bpe_simple_vocab_16e6.txt#version: 0.2\n' + "".join(f"{a} {b}\n" for a, b in _tiny_merges(words))).encode())
+    return path
 
 def write_tiny_clip(out_dir, width: int = 64, layers: int = 1, heads: int = 2, embed_dim: int = 32, words=None) -> Path:
     "A tiny random CLIP ViT (224x224, patch 16) with a tiny tokenizer, written with `save_pretrained`: the shape of a hub snapshot."
