@@ -96,9 +96,19 @@ def run_child(dataset, impl, chunk, repeat):
     return out
 
 
+def default_mem_cap_gib() -> float:
+    "80% of the memory available now (so the naive run is skipped rather than killed on a small machine), at most 12 GiB."
+    try:            # Linux's estimate of what can be allocated without swapping (free memory plus reclaimable cache)
+        with open('/proc/meminfo') as f:
+            available = next(int(l.split()[1]) * 1024 for l in f if l.startswith('MemAvailable:'))
+    except (OSError, StopIteration, ValueError): return 12.0
+    return round(min(12.0, 0.8 * available / GIB), 1)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument('--mem-cap-gib', type=float, default=12.0, help='skip the naive run if its estimated peak is above this')
+    ap.add_argument('--mem-cap-gib', type=float, default=default_mem_cap_gib(),
+                    help='skip the naive run if its estimated peak is above this (default: 80%% of the memory available now, at most 12)')
     ap.add_argument('--chunk-size', type=int, default=1024)
     ap.add_argument('--datasets', default='cuhk,icfg')
     ap.add_argument('--repeat', type=int, default=None,

@@ -1,58 +1,55 @@
-"""Training throughput of the default configuration (params.yaml), in images per second.
+"""Training throughput of the configured run (params.yaml), in images per second, through the real training loop.
 
-Runs warm-up steps, then times `--steps` optimiser steps of the configured method on batches drawn through the real
-data path (preprocess cache, augmentation, tokenization, MLM masking) when `artifacts/cache` exists, else on random
-images with real captions. Prints one table. Usage: python benchmarks/bench_train.py [--steps 20] [--params params.yaml]
+Trains `--epochs` epochs with `tbpr.train.fit` (accelerate, the method's objectives, gradient clipping, the schedule,
+per-epoch validation and checkpoints) on the pipeline's preprocess cache, in a scratch folder, and prints the loop's own
+images/s per epoch (the training steps only, as logged to dvclive). Then it times the data path alone (cache read,
+augmentation, tokenization, MLM masking) for as many batches, to show whether training waits for data.
+Usage: python benchmarks/bench_train.py [--epochs 1] [--params params.yaml] [--cache artifacts/cache]
 """
-import argparse, time
+import argparse, tempfile, time
 from pathlib import Path
 import torch
-from tbpr.core import resolve_params, seed_everything
-from tbpr.data import (Augment, Collate, TrainData, TrainSplit, ImageStore, load_cached_dataset, load_tokenizer)
-from tbpr.objectives import build_model
-from tbpr.train import encoder_config, make_loader, param_groups
+from tbpr.core import TbprError, resolve_params
+from tbpr.data import Augment, Collate, TrainData, load_cached_dataset, load_tokenizer
+from tbpr.train import fit, make_loader
 
 
-def batches(params, tok, cfg):
+def data_path_rate(params: dict, cache: Path, batches: int) -> float:
+    "Images per second the data path alone delivers (no model), over `batches` batches."
     train = params["train"]
-    cache = Path("artifacts/cache")
-    if cache.exists():
-        ds, store = load_cached_dataset(cache); split, source = ds.train, "preprocess cache"
-    else:
-        n = 64 * 8
-        split = TrainSplit([i % 64 for i in range(n)], list(range(n)), [f"{i}" for i in range(n)],
-                           ["a woman in a navy coat with a black backpack and white shoes"] * n)
-        store = ImageStore(split.img_paths, cfg.image_size, array=torch.randint(0, 255, (n, *cfg.image_size, 3), dtype=torch.uint8).numpy())
-        source = "random images"
-    data = TrainData(split, store, Augment(**train["augment"]), params["seed"])
-    loader = make_loader(data, Collate(tok, cfg.max_length, train["mlm_prob"], params["seed"]), train, params["seed"])
-    return loader, split, source
+    ds, store = load_cached_dataset(cache)
+    tok = load_tokenizer(params["model"]["tokenizer"])
+    data = TrainData(ds.train, store, Augment(**train["augment"]), params["seed"])
+    loader = make_loader(data, Collate(tok, params["model"]["max_length"], train["mlm_prob"], params["seed"]), train, params["seed"])
+    images, t0 = 0, time.perf_counter()
+    for i, batch in enumerate(loader):
+        images += len(batch["pids"])
+        if i + 1 == batches: break
+    return images / (time.perf_counter() - t0)
 
 
 def main():
-    ap = argparse.ArgumentParser(); ap.add_argument("--steps", type=int, default=20); ap.add_argument("--params", default="params.yaml")
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=1); ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--cache", default="artifacts/cache")
     args = ap.parse_args()
-    params = resolve_params(args.params); train = params["train"]
-    seed_everything(0); torch.set_num_threads(torch.get_num_threads())
-    tok = load_tokenizer(params["model"]["tokenizer"]); cfg = encoder_config(params["model"], tok)
-    loader, split, source = batches(params, tok, cfg)
-    model = build_model(train["method"], cfg, train, split.num_ids)
-    opt = torch.optim.Adam(param_groups(model, train["lr"], train["weight_decay"], train["lr_factor"], train["bias_lr_factor"]))
-    it = iter(loader); timings = {"data": 0.0, "step": 0.0}; images = 0
-    for i in range(args.steps + 3):
-        t0 = time.perf_counter()
-        try: batch = next(it)
-        except StopIteration: it = iter(loader); batch = next(it)
-        t1 = time.perf_counter()
-        losses = model(batch); total = model.total(losses)
-        opt.zero_grad(); total.backward(); opt.step()
-        t2 = time.perf_counter()
-        if i >= 3: timings["data"] += t1 - t0; timings["step"] += t2 - t1; images += len(batch["pids"])
-    secs = timings["data"] + timings["step"]
-    print(f"method {train['method']}, batch {train['batch_size']}, input {cfg.image_size[0]}x{cfg.image_size[1]}, "
-          f"{torch.get_num_threads()} threads, batches from {source}")
-    print(f"{'steps':>6} {'images/s':>9} {'s/step':>7} {'data share':>10}")
-    print(f"{args.steps:>6} {images / secs:>9.1f} {secs / args.steps:>7.3f} {timings['data'] / secs:>10.1%}")
+    cache = Path(args.cache)
+    if not (cache / "dataset.json").exists():
+        raise SystemExit(f"{cache}: no preprocess cache; run `dvc repro preprocess` (or `tbpr preprocess`) first")
+    params = resolve_params(args.params, {"train": {"epochs": args.epochs, "seeds": 1}})
+    train = params["train"]
+    with tempfile.TemporaryDirectory() as d:
+        try: summary = fit(params, cache, Path(d) / "model", Path(d) / "ckpt", Path(d) / "live")
+        except TbprError as err: raise SystemExit(f"bench_train: {err}")
+    history = summary["history"]
+    steps = len(history) and round(history[0]["images_per_s"] * history[0]["epoch_secs"] / train["batch_size"])
+    data_rate = data_path_rate(params, cache, max(1, steps))
+    print(f"method {train['method']}, batch {train['batch_size']}, input {params['model']['image_size'][0]}x"
+          f"{params['model']['image_size'][1]}, {torch.get_num_threads()} threads, mixed precision {train['mixed_precision']}, "
+          f"device {'cuda' if torch.cuda.is_available() and train['device'] != 'cpu' else 'cpu'}")
+    print(f"{'epoch':>5} {'images/s':>9} {'s/epoch':>8}")
+    for h in history: print(f"{h['epoch']:>5} {h['images_per_s']:>9.1f} {h['epoch_secs']:>8.1f}")
+    print(f"data path alone: {data_rate:.0f} images/s, {data_rate / history[-1]['images_per_s']:.1f}x what training consumes")
 
 
 if __name__ == "__main__":

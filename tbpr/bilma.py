@@ -11,7 +11,7 @@ from pathlib import Path
 from .core import TbprError, check_choice, read_json
 from .data import IGNORE
 from .model import DualEncoder, EncoderConfig, text_padding
-from .objectives import (Objective, RetrievalModel, SDM, IDLoss, IRR, CrossModal, MLMHead, register_method)
+from .objectives import (Objective, RetrievalModel, SDM, IDLoss, IRR, CrossModal, MLMHead, irra_stds, register_method)
 
 # %% auto #0
 __all__ = ['patch_labels', 'patch_pixels', 'random_patch_mask', 'MIM', 'parsing_default_folder', 'build_bilma']
@@ -45,7 +45,7 @@ def random_patch_mask(b: int, n: int, ratio: float, device=None) -> torch.Tensor
 class MIM(Objective):
     "Masked image modelling from the caption: masked patches attend to the text and predict their target."
     def __init__(self, cfg: EncoderConfig, target: str = "semantic", ratio: float = 0.15, heads: int = 8, depth: int = 4,
-                 num_classes: int | None = None, ignore_labels=()):
+                 num_classes: int | None = None, ignore_labels=(), style: str = "torch"):
         super().__init__()
         self.ignore_labels = tuple(ignore_labels)
         self.target, self.ratio, self.patch, self.eos = check_choice(target, ["semantic", "pixel", "feature"], "train.mim_target"), ratio, cfg.patch_size, cfg.eos_token_id
@@ -53,9 +53,9 @@ class MIM(Objective):
         if target == "semantic" and not num_classes: raise ValueError("semantic MIM needs the number of parsing classes")
         self.needs = {"parsing"} if target == "semantic" else set()
         self.mask_token = nn.Parameter(torch.randn(cfg.vision_width) * 0.02)
-        self.cross = CrossModal(cfg.embed_dim, heads, depth)
+        self.cross = CrossModal(cfg.embed_dim, heads, depth, style)
         out = {"semantic": num_classes, "pixel": 3 * cfg.patch_size ** 2, "feature": cfg.embed_dim}[target]
-        self.head = MLMHead(cfg.embed_dim, out)
+        self.head = MLMHead(cfg.embed_dim, out, irra_stds(cfg.embed_dim, depth) if style == "irra" else None)
 
     def forward(self, step) -> torch.Tensor:
         images, ids = step.batch["images"], step.batch["input_ids"]
@@ -93,7 +93,7 @@ def build_bilma(cfg: EncoderConfig, train: dict, num_ids: int, parsing_labels=No
                             "-S train.loss_weights.mim=0 (MLM only), or -S train.method=irra")
     ignore = [parsing_labels.index("Background")] if train["mim_ignore_background"] and parsing_labels and "Background" in parsing_labels else []
     objectives = {"sdm": SDM(train["temperature"]), "id": IDLoss(cfg.embed_dim, num_ids),
-                  "mlm": IRR(cfg.embed_dim, cfg.vocab_size, train["cmt_heads"], train["cmt_depth"]),
+                  "mlm": IRR(cfg.embed_dim, cfg.vocab_size, train["cmt_heads"], train["cmt_depth"], train["cmt_style"]),
                   "mim": MIM(cfg, target, train["mim_ratio"], train["cmt_heads"], train["cmt_depth"],
-                             len(parsing_labels) if parsing_labels else None, ignore)}
+                             len(parsing_labels) if parsing_labels else None, ignore, train["cmt_style"])}
     return RetrievalModel(DualEncoder(cfg), objectives, train["loss_weights"])

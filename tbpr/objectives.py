@@ -13,8 +13,8 @@ from .model import DualEncoder, EncoderConfig
 
 # %% auto #0
 __all__ = ['METHODS', 'METHOD_INIT', 'METHOD_OBJECTIVES', 'METHOD_TEACHER', 'INIT_KEYS', 'METHOD_MODULES', 'Step', 'Objective',
-           'RetrievalModel', 'sdm_loss', 'gather_features', 'SDM', 'IDLoss', 'QuickGELU', 'CrossModal', 'MLMHead',
-           'IRR', 'register_method', 'build_irra', 'check_init_keys', 'build_model', 'available_methods']
+           'RetrievalModel', 'sdm_loss', 'gather_features', 'SDM', 'IDLoss', 'QuickGELU', 'irra_stds', 'CrossModal',
+           'MLMHead', 'IRR', 'register_method', 'build_irra', 'check_init_keys', 'build_model', 'available_methods']
 
 # %% ../nbs/05_objectives.ipynb #221d45f0
 class Step:
@@ -97,16 +97,29 @@ class IDLoss(Objective):
 class QuickGELU(nn.Module):
     def forward(self, x): return x * torch.sigmoid(1.702 * x)
 
+def irra_stds(dim: int, depth: int) -> dict:
+    "IRRA's initialisation scales for its cross-modal module of width `dim` and `depth` layers (model/build.py)."
+    return {"attn": dim ** -0.5, "proj": dim ** -0.5 * (2 * max(depth, 1)) ** -0.5, "fc": (2 * dim) ** -0.5}
+
 class CrossModal(nn.Module):
     "Queries from one modality attend to another's tokens, then a small pre-norm transformer refines them."
-    def __init__(self, dim: int, heads: int = 8, depth: int = 4):
+    def __init__(self, dim: int, heads: int = 8, depth: int = 4, style: str = "torch"):
         super().__init__()
+        check_choice(style, ["torch", "irra"], "train.cmt_style")
         self.ln_q, self.ln_kv = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
-        layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout=0.0, activation="gelu", batch_first=True, norm_first=True)
+        act = QuickGELU() if style == "irra" else "gelu"
+        layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout=0.0, activation=act, batch_first=True, norm_first=True)
         self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False) if depth else nn.Identity()
         self.ln_post = nn.LayerNorm(dim)
-        nn.init.normal_(self.attn.in_proj_weight, std=dim ** -0.5); nn.init.normal_(self.attn.out_proj.weight, std=dim ** -0.5)
+        if style == "torch":
+            nn.init.normal_(self.attn.in_proj_weight, std=dim ** -0.5); nn.init.normal_(self.attn.out_proj.weight, std=dim ** -0.5)
+            return
+        std = irra_stds(dim, depth)
+        nn.init.normal_(self.attn.in_proj_weight, std=std["attn"]); nn.init.normal_(self.attn.out_proj.weight, std=std["proj"])
+        for block in (self.blocks.layers if depth else []):
+            nn.init.normal_(block.self_attn.in_proj_weight, std=std["attn"]); nn.init.normal_(block.self_attn.out_proj.weight, std=std["proj"])
+            nn.init.normal_(block.linear1.weight, std=std["fc"]); nn.init.normal_(block.linear2.weight, std=std["proj"])
     def forward(self, queries, keys, key_padding_mask=None):
         "`key_padding_mask` (B, L): True where a key is padding and must not be attended to."
         kv = self.ln_kv(keys)
@@ -114,14 +127,17 @@ class CrossModal(nn.Module):
         return self.ln_post(self.blocks(x))
 
 class MLMHead(nn.Sequential):
-    def __init__(self, dim: int, vocab_size: int):
+    "IRRA's prediction head (dense, QuickGELU, LayerNorm, fc); with `stds` (from `irra_stds`), IRRA's initialisation."
+    def __init__(self, dim: int, vocab_size: int, stds: dict | None = None):
         super().__init__(nn.Linear(dim, dim), QuickGELU(), nn.LayerNorm(dim), nn.Linear(dim, vocab_size))
+        if stds: nn.init.normal_(self[0].weight, std=stds["fc"]); nn.init.normal_(self[3].weight, std=stds["proj"])
 
 class IRR(Objective):
     "Implicit relation reasoning: predict masked caption tokens from the masked caption attending to the image."
-    def __init__(self, dim: int, vocab_size: int, heads: int = 8, depth: int = 4):
+    def __init__(self, dim: int, vocab_size: int, heads: int = 8, depth: int = 4, style: str = "torch"):
         super().__init__()
-        self.cross, self.head = CrossModal(dim, heads, depth), MLMHead(dim, vocab_size)
+        self.cross = CrossModal(dim, heads, depth, style)
+        self.head = MLMHead(dim, vocab_size, irra_stds(dim, depth) if style == "irra" else None)
     def forward(self, step):
         if "mlm_ids" not in step.batch:
             raise TbprError("the IRR objective needs masked captions in the batch", fix="set train.mlm_prob > 0")
@@ -148,7 +164,7 @@ def register_method(name: str, objectives: tuple, init_keys: tuple = ("init",), 
 def build_irra(cfg: EncoderConfig, train: dict, num_ids: int, **context) -> RetrievalModel:
     "IRRA: SDM + ID + implicit relation reasoning on the CLIP dual encoder."
     objectives = {"sdm": SDM(train["temperature"]), "id": IDLoss(cfg.embed_dim, num_ids),
-                  "mlm": IRR(cfg.embed_dim, cfg.vocab_size, train["cmt_heads"], train["cmt_depth"])}
+                  "mlm": IRR(cfg.embed_dim, cfg.vocab_size, train["cmt_heads"], train["cmt_depth"], train["cmt_style"])}
     return RetrievalModel(DualEncoder(cfg), objectives, train["loss_weights"])
 
 def check_init_keys(method: str, model_params: dict) -> None:

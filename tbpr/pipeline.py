@@ -16,8 +16,8 @@ from .data import load_dataset, build_cache, load_cached_dataset
 __all__ = ['ART', 'PATHS', 'METRIC_KEYS', 'RUN_RECORD_KEYS', 'ABLATIONS', 'STAGES', 'stage_download', 'stage_preprocess',
            'parsing_folder', 'run_seeds', 'seed_paths', 'stage_train', 'chance_levels', 'seed_statistics', 'mean_std',
            'evaluate_model_dir', 'grid_queries', 'dataset_id', 'run_id', 'run_changes', 'run_label', 'live_curves',
-           'record_run', 'load_runs', 'stage_evaluate', 'run_notebook', 'stage_report', 'train_variant',
-           'summarise_ablation', 'compare_variants', 'run_ablation', 'main']
+           'record_run', 'load_runs', 'stage_evaluate', 'compare_recorded_runs', 'run_notebook', 'stage_report',
+           'train_variant', 'summarise_ablation', 'compare_variants', 'run_ablation', 'main']
 
 # %% ../nbs/08_pipeline.ipynb #7d9a2d72
 ART = Path("artifacts")
@@ -78,9 +78,10 @@ def stage_train(params: dict) -> dict:
     check_choice(params["train"]["method"], available_methods(), "train.method")
     seeds = run_seeds(params); PATHS["seeds"].mkdir(parents=True, exist_ok=True)
     keep = {f"seed{s}" for s in seeds[1:]}
-    for old in PATHS["seeds"].iterdir():                       # seeds of an earlier, larger train.seeds
-        if old.is_dir() and old.name not in keep: shutil.rmtree(old)
-    (PATHS["seeds"] / "README.md").write_text("Models of the extra seeds (train.seeds > 1); the first seed is artifacts/model.\n")
+    if int(os.environ.get("RANK", "0")) == 0:                  # under `accelerate launch`, the main process tidies up
+        for old in PATHS["seeds"].iterdir():                   # seeds of an earlier, larger train.seeds
+            if old.is_dir() and old.name not in keep: shutil.rmtree(old, ignore_errors=True)
+        (PATHS["seeds"] / "README.md").write_text("Models of the extra seeds (train.seeds > 1); the first seed is artifacts/model.\n")
     summaries = []
     for i, s in enumerate(seeds):
         if len(seeds) > 1: print(f"--- seed {s} ({i + 1} of {len(seeds)})")
@@ -245,7 +246,18 @@ def stage_evaluate(params: dict, model_dir=PATHS["model"], cache=PATHS["cache"],
                {s: seed_paths(s, i == 0)["live"] for i, s in enumerate(seeds)}, cache)
     if len(seeds) > 1: print("over seeds " + ", ".join(f"{k} {mean_std(metrics['seeds'], k)}" for k in METRIC_KEYS))
     print({k: metrics[k] for k in ("R1", "R5", "R10", "mAP", "mINP", "chance_R1")})
+    print(compare_recorded_runs(PATHS["runs"], dataset_id(cache)))
     return metrics
+
+def compare_recorded_runs(runs_dir, dataset: str) -> str:
+    "Every run recorded on this test split (e.g. the IRRA baseline beside the method just evaluated), as a text table."
+    runs = [r for r in load_runs(runs_dir, dataset) if r["dataset"] == dataset]
+    if not runs: return "no run recorded on this test split yet"
+    rows = [(r["name"], str(r["stats"]["n_seeds"]), *(mean_std(r["stats"], k) for k in ("R1", "R5", "R10", "mAP", "mINP"))) for r in runs]
+    head = ("run", "seeds", "R1", "R5", "R10", "mAP", "mINP")
+    width = [max(len(x) for x in col) for col in zip(head, *rows)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, width))
+    return "\n".join([f"runs recorded on this test split ({len(runs)}; the report compares them):", line(head), *map(line, rows)])
 
 def run_notebook(notebook, out, parameters: dict) -> Path:
     "Execute a parameterised notebook with papermill into `out/<name>.ipynb` and render `out/<name>.html`, atomically."
@@ -260,6 +272,9 @@ def run_notebook(notebook, out, parameters: dict) -> Path:
 
 def stage_report(params: dict, notebook="nbs/experiments/report.ipynb", out=PATHS["report"]) -> Path:
     "Run the parameterised report notebook with papermill, and render it to HTML."
+    for need in (PATHS["eval"] / "metrics.json", PATHS["model"] / "config.json"):
+        if not need.exists(): raise TbprError(f"{need}: not found, so there is nothing to report yet",
+                                              fix="run the stages before it: `dvc repro` (or `tbpr train` then `tbpr evaluate`)")
     run_notebook(notebook, out, {"eval_dir": str(PATHS["eval"]), "live_dir": str(PATHS["live"]), "model_dir": str(PATHS["model"]),
                                  "runs_dir": str(PATHS["runs"]), "cache_dir": str(PATHS["cache"]), "seed": params["seed"],
                                  "grid_queries": params["eval"]["grid_queries"]})
@@ -376,5 +391,6 @@ def main(argv=None) -> int:
 # %% ../nbs/08_pipeline.ipynb #4e9a7911
 #| eval: false
 if __name__ == "__main__": sys.exit(main())      # `python -m tbpr.pipeline train`, e.g. under `accelerate launch`
+
 
 

@@ -114,8 +114,9 @@ def _device_args(train: dict) -> dict:
     return {"cpu": train["device"] == "cpu" or not torch.cuda.is_available(), "mixed_precision": {"fp32": "no"}.get(train["mixed_precision"], train["mixed_precision"])}
 
 def _live_name(key: str) -> str:
-    "dvclive metric name: val_R1 -> val/R1, loss_sdm -> train/loss_sdm."
-    return "val/" + key[4:] if key.startswith("val_") else "train/" + key
+    "dvclive metric name: val_R1 -> val/R1, test_R1 -> test/R1, loss_sdm -> train/loss_sdm."
+    split, _, rest = key.partition("_")
+    return f"{split}/{rest}" if split in ("val", "test") else "train/" + key
 
 def _epoch(model, loader, opt, accelerator, epoch: int, train: dict) -> dict:
     "One pass over the training batches; returns mean losses and throughput."
@@ -171,8 +172,11 @@ def fit(params: dict, cache_dir, model_dir, ckpt_dir, live_dir, **context) -> di
     unused = any(w == 0 for w in model.weights.values())
     accelerator = Accelerator(**_device_args(train), kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=unused)])
     model, opt, loader = accelerator.prepare(model, opt, loader)
-    select = train["select"] if ds.val is not None else "last"
+    select = "last" if train["select"] == "val" and ds.val is None else train["select"]
     if select != train["select"]: print("no validation split: shipping the last epoch (train.select=last); the test split is never used for selection")
+    if select == "test": print("train.select=test: the best epoch on the TEST split is shipped (IRRA's protocol for ICFG-PEDES, "
+                               "--val_dataset test); its test metrics are optimistic and recorded as selected on test")
+    watch, watch_name = (ds.test, "test") if select == "test" else (ds.val, "val")   # evaluated every eval_every epochs
 
     teacher = [Path(context["teacher_dir"]) / "encoder.safetensors"] if context.get("teacher_dir") else []
     fp, ckpt_dir = run_fingerprint(params, cache_dir, teacher), Path(ckpt_dir)
@@ -199,17 +203,17 @@ def fit(params: dict, cache_dir, model_dir, ckpt_dir, live_dir, **context) -> di
         logs["lr"] = opt.param_groups[0]["lr"]
         if not main: continue
         score = None
-        if ds.val is not None and ((epoch + 1) % train["eval_every"] == 0 or epoch + 1 == train["epochs"]):
-            m, _ = evaluate_split(core.encoder, ds.val, store, tok, cfg.max_length, params["eval"]["batch_size"],
+        if watch is not None and ((epoch + 1) % train["eval_every"] == 0 or epoch + 1 == train["epochs"]):
+            m, _ = evaluate_split(core.encoder, watch, store, tok, cfg.max_length, params["eval"]["batch_size"],
                                  params["eval"]["chunk_size"], params["eval"]["max_rank"])
-            logs.update({"val_R1": m["R1"], "val_mAP": m["mAP"]}); score = m["R1"]
+            logs.update({f"{watch_name}_R1": m["R1"], f"{watch_name}_mAP": m["mAP"]}); score = m["R1"]
         for k, v in logs.items():
             if k not in ("epoch_secs", "images_per_s"): live.log_metric(_live_name(k), v)
         live.next_step()
         state["history"].append({"epoch": epoch + 1, **{k: round(v, 5) for k, v in logs.items()}})
         print(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4g}" for k, v in logs.items()))
-        if select == "val" and score is not None and (state["best"] is None or score > state["best"]["val_R1"]):
-            state["best"] = {"epoch": epoch + 1, "val_R1": score, "val_mAP": logs["val_mAP"]}
+        if select in ("val", "test") and score is not None and (state["best"] is None or score > state["best"][f"{select}_R1"]):
+            state["best"] = {"epoch": epoch + 1, f"{select}_R1": score, f"{select}_mAP": logs[f"{select}_mAP"]}
             with atomic_path(ckpt_dir / "best", is_dir=True) as tmp: save_encoder(core.encoder, tmp)
         state["epoch"] = epoch
         with atomic_path(ckpt_dir / "last", is_dir=True) as tmp:
@@ -223,7 +227,7 @@ def fit(params: dict, cache_dir, model_dir, ckpt_dir, live_dir, **context) -> di
 def _ship(state: dict, select: str, params: dict, ckpt_dir: Path, model_dir, encoder, tok, live) -> dict:
     "Close the logs and write the selected encoder, its tokenizer and the training summary to `model_dir`, atomically."
     live.end()
-    chosen = ckpt_dir / ("best" if select == "val" and state["best"] else "last")
+    chosen = ckpt_dir / ("best" if select in ("val", "test") and state["best"] else "last")
     summary = {"method": params["train"]["method"], "tokenizer": params["model"]["tokenizer"], "select": select,
                "selected_epoch": state["best"]["epoch"] if chosen.name == "best" else state["epoch"] + 1,
                "best": state["best"], "epochs": params["train"]["epochs"], "history": state["history"]}

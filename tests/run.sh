@@ -3,11 +3,13 @@
 # runs the notebooks' own tests and the plain tests in tests/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Any change below tbpr/ or nbs/ (a modified, new or deleted file) after exporting and cleaning means the committed library
+# is not what the committed notebooks export. (Commit your notebook edits first: uncommitted ones show up here too.)
 nbdev_export
 nbdev_clean
-if ! git diff --quiet -- tbpr nbs; then
-  echo "The library or notebooks are out of sync: run nbdev_export and nbdev_clean, then commit." >&2
-  git --no-pager diff --stat -- tbpr nbs >&2
+if [ -n "$(git status --porcelain -- tbpr nbs)" ]; then
+  echo "The library or notebooks are out of sync with what is committed: run nbdev_export and nbdev_clean, then commit." >&2
+  git status --short -- tbpr nbs >&2
   exit 1
 fi
 # The documentation test drives Chromium headless: install Debian's package when it is missing and we may.

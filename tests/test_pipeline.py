@@ -41,6 +41,12 @@ def test_outputs_of_every_stage(run):
     assert not list((work / "artifacts").glob(".*.tmp")), "temporary folders left behind"
 
 
+def test_report_needs_evaluate_first(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TbprError, match="nothing to report yet"): P.stage_report(resolve_params(None, TINY))
+    assert not (tmp_path / "artifacts/report").exists()
+
+
 def test_report_shows_metrics(run):
     html = (run[0] / "artifacts/report/report.html").read_text()
     assert "R1" in html and "chance" in html and "<img" in html
@@ -65,8 +71,12 @@ def test_report_compares_every_trained_method(run, capsys):
     compare = nb["cells"][[i for i, c in enumerate(nb["cells"]) if "Every method trained" in "".join(c["source"])][0]:]
     images = [o for c in compare for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert len(images) == 3, "CMC curves, the retrieval grid across methods, the training curves"
+    capsys.readouterr()
     P.stage_evaluate(bilma)                                     # the same run again replaces its record
     assert len(list((work / "artifacts/runs").glob("*/run.json"))) == 2
+    printed = capsys.readouterr().out                           # evaluate prints the recorded runs, baseline beside bilma
+    table = printed[printed.index("runs recorded on this test split (2"):].splitlines()
+    assert table[2].startswith("irra ") and table[3].startswith("bilma ") and " ± " in table[3]
     broken = work / "artifacts/runs/irra-broken"; broken.mkdir()
     (broken / "run.json").write_text('{"method": "irra"}')     # a record from elsewhere: skipped, and said so
     assert len(P.load_runs(work / "artifacts/runs")) == 2
