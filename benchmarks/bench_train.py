@@ -11,14 +11,14 @@ from pathlib import Path
 import torch
 from tbpr.core import TbprError, resolve_params
 from tbpr.data import Augment, Collate, TrainData, load_cached_dataset, load_tokenizer
-from tbpr.train import fit, make_loader
+from tbpr.train import fit_method, make_loader
 
 
-def data_path_rate(params: dict, cache: Path, batches: int) -> float:
-    "Images per second the data path alone delivers (no model), over `batches` batches."
+def data_path_rate(params: dict, cache: Path, batches: int, model_dir: Path) -> float:
+    "Images per second the data path alone delivers (no model), over `batches` batches, with the trained model's tokenizer."
     train = params["train"]
     ds, store = load_cached_dataset(cache)
-    tok = load_tokenizer(params["model"]["tokenizer"])
+    tok = load_tokenizer(str(model_dir / "tokenizer"))
     data = TrainData(ds.train, store, Augment(**train["augment"]), params["seed"])
     loader = make_loader(data, Collate(tok, params["model"]["max_length"], train["mlm_prob"], params["seed"]), train, params["seed"])
     images, t0 = 0, time.perf_counter()
@@ -38,12 +38,13 @@ def main():
         raise SystemExit(f"{cache}: no preprocess cache; run `dvc repro preprocess` (or `tbpr preprocess`) first")
     params = resolve_params(args.params, {"train": {"epochs": args.epochs, "seeds": 1}})
     train = params["train"]
-    with tempfile.TemporaryDirectory() as d:
-        try: summary = fit(params, cache, Path(d) / "model", Path(d) / "ckpt", Path(d) / "live")
+    with tempfile.TemporaryDirectory() as d:        # fit_method: a method with a teacher (lcr2s) trains both, the student is timed
+        try:
+            summary = fit_method(params, cache, Path(d) / "model", Path(d) / "ckpt", Path(d) / "live")
+            history = summary["history"]
+            steps = len(history) and round(history[0]["images_per_s"] * history[0]["epoch_secs"] / train["batch_size"])
+            data_rate = data_path_rate(params, cache, max(1, steps), Path(d) / "model")
         except TbprError as err: raise SystemExit(f"bench_train: {err}")
-    history = summary["history"]
-    steps = len(history) and round(history[0]["images_per_s"] * history[0]["epoch_secs"] / train["batch_size"])
-    data_rate = data_path_rate(params, cache, max(1, steps))
     print(f"method {train['method']}, batch {train['batch_size']}, input {params['model']['image_size'][0]}x"
           f"{params['model']['image_size'][1]}, {torch.get_num_threads()} threads, mixed precision {train['mixed_precision']}, "
           f"device {'cuda' if torch.cuda.is_available() and train['device'] != 'cpu' else 'cpu'}")

@@ -21,6 +21,11 @@ def patch_labels(parsing: torch.Tensor, patch: int, num_classes: int, ignore_lab
     """Majority label of each patch of (B, H, W) label maps, as (B, N) in row-major patch order (ties: the lower label);
     -100 where no pixel is labelled, or where the majority is one of `ignore_labels`."""
     b, h, w = parsing.shape
+    if h % patch or w % patch: raise TbprError(f"parsing maps of {h}x{w} do not split into {patch}-pixel patches",
+                                               fix="model.image_size must be a multiple of model.patch_size")
+    if ((parsing >= num_classes) & (parsing != IGNORE)).any():
+        raise TbprError(f"a parsing label >= {num_classes} found, but the label set has {num_classes} classes",
+                        fix="re-run preprocess, which checks the maps against parsing_labels.json")
     cells = parsing.reshape(b, h // patch, patch, w // patch, patch).transpose(2, 3).reshape(b, -1, patch * patch).long()
     cells = torch.where(cells == IGNORE, num_classes, cells)                   # unknown pixels go to an extra bin
     counts = torch.zeros(*cells.shape[:2], num_classes + 1, dtype=torch.int32, device=parsing.device)
@@ -88,10 +93,16 @@ def build_bilma(cfg: EncoderConfig, train: dict, num_ids: int, parsing_labels=No
                         f"preprocess stage found no folder {folder} and data.parsing_dir is not set",
                         fix=f"put one PNG of class indices per image in {folder}, mirroring the image tree (LIP's 20 classes "
                             "by default, other label sets named in parsing_labels.json), or set data.parsing_dir to your "
-                            "parser's output; then re-run preprocess with `dvc repro -f preprocess` (data/ is not a DVC "
-                            "dependency). Or train without maps: -S train.mim_target=pixel (or feature), "
-                            "-S train.loss_weights.mim=0 (MLM only), or -S train.method=irra")
-    ignore = [parsing_labels.index("Background")] if train["mim_ignore_background"] and parsing_labels and "Background" in parsing_labels else []
+                            "parser's output (for a dataset given as an archive, which is extracted under artifacts/, "
+                            "data.parsing_dir is the way); then re-run preprocess alone with `dvc repro -s -f preprocess "
+                            "&& dvc repro` (data/ is not a DVC dependency). Or train without maps: -S train.mim_target=pixel "
+                            "(or feature), -S train.loss_weights.mim=0 (MLM only), or -S train.method=irra")
+    ignore = []
+    if train["mim_ignore_background"] and target == "semantic" and parsing_labels:
+        if "Background" not in parsing_labels:
+            raise TbprError(f"train.mim_ignore_background is set, but the parsing labels {parsing_labels[:4]}... have no 'Background'",
+                            fix="name the background class 'Background' in parsing_labels.json, or set train.mim_ignore_background: false")
+        ignore = [parsing_labels.index("Background")]
     objectives = {"sdm": SDM(train["temperature"]), "id": IDLoss(cfg.embed_dim, num_ids),
                   "mlm": IRR(cfg.embed_dim, cfg.vocab_size, train["cmt_heads"], train["cmt_depth"], train["cmt_style"]),
                   "mim": MIM(cfg, target, train["mim_ratio"], train["cmt_heads"], train["cmt_depth"],

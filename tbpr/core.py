@@ -102,7 +102,7 @@ def read_json(path, what: str = "JSON file"):
 DEFAULTS = {
     "seed": 0,
     "preset": "cpu",
-    "data": {"name": "synthetic", "raw_dir": "data", "source": "", "parsing_dir": "",
+    "data": {"name": "synthetic", "raw_dir": "data", "source": "", "parsing_dir": "", "resize": "bilinear",
              "urls": {"cuhkpedes": "", "icfgpedes": "", "rstpreid": ""},
              "sha256": {"cuhkpedes": "", "icfgpedes": "", "rstpreid": ""}},
     "synthetic": {"size": "small", "difficulty": 0.5, "images_per_id": [2, 4], "height": 192, "width": 64},
@@ -123,6 +123,7 @@ DEFAULTS = {
 
 CHOICES = {
     "data.name": ["synthetic", "cuhkpedes", "icfgpedes", "rstpreid"],
+    "data.resize": ["bilinear", "bicubic"],
     "train.sampler": ["identity", "random"],
     "train.mim_target": ["semantic", "pixel", "feature"],
     "train.select": ["val", "last", "test"],
@@ -146,6 +147,7 @@ PRESETS = {
         "eval": {"batch_size": 512},
     },
     "ivt-paper": {
+        "data": {"resize": "bicubic"},
         "model": {"init_vision": "google/vit-base-patch16-224", "init_text": "bert-base-uncased", "tokenizer": "bert-base-uncased",
                   "image_size": [384, 128], "patch_size": 16, "patch_stride": 12, "vision_width": 768, "vision_layers": 12,
                   "vision_heads": 12, "max_length": 100},
@@ -201,6 +203,10 @@ RANGES = {  # dotted key: (low, high, low included, high included): shares and p
 
 def check_ranges(params: dict):
     "Refuse shares and probabilities outside their range (e.g. `mim_ratio: 15` meant 0.15) and negative loss weights."
+    for dotted in ("train.loss_weights", "train.augment"):
+        sec, key = dotted.split(".")
+        if not isinstance(params[sec][key], dict):
+            raise TbprError(f"{dotted}={params[sec][key]!r} must be a mapping", fix=f"write {dotted.split('.')[1]}: {{}} for none")
     for dotted, (lo, hi, lo_in, hi_in) in RANGES.items():
         v = params
         for k in dotted.split("."): v = v[k]

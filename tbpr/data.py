@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_data.ipynb #7d30b268
 from __future__ import annotations
-import difflib, json, math, posixpath, random
+import difflib, json, math, posixpath, random, re
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from collections import defaultdict
@@ -16,12 +16,13 @@ from .core import TbprError, check_choice, read_json, write_json, atomic_path
 from .captions import write_attributes
 
 # %% auto #0
-__all__ = ['SCHEMAS', 'IMAGE_KEYS', 'CLIP_MEAN', 'CLIP_STD', 'BLACK', 'ERASE', 'IGNORE', 'NO_MASK_FIX', 'LIP_LABELS', 'Schema',
-           'annotation_file', 'assign_splits', 'TrainSplit', 'EvalSplit', 'PersonDataset', 'read_annotations',
+__all__ = ['SCHEMAS', 'IMAGE_KEYS', 'RESAMPLE', 'CLIP_MEAN', 'CLIP_STD', 'BLACK', 'ERASE', 'IGNORE', 'NO_MASK_FIX', 'LIP_LABELS',
+           'Schema', 'annotation_file', 'assign_splits', 'TrainSplit', 'EvalSplit', 'PersonDataset', 'read_annotations',
            'build_dataset', 'load_dataset', 'write_fixture', 'fixture_entries', 'load_image', 'to_tensor', 'flip_draw',
-           'random_flip', 'flip_permutation', 'pad_random_crop', 'random_erasing', 'Augment', 'minilm_path',
-           'load_tokenizer', 'tokenize', 'replacement_ids', 'mask_tokens', 'IdentitySampler', 'ImageStore',
-           'load_parsing_map', 'build_cache', 'load_parsing', 'load_cached_dataset', 'TrainData', 'Collate']
+           'random_flip', 'mirror_name', 'flip_permutation', 'pad_random_crop', 'random_erasing', 'Augment',
+           'minilm_path', 'load_tokenizer', 'tokenize', 'replacement_ids', 'mask_tokens', 'IdentitySampler',
+           'ImageStore', 'load_parsing_map', 'build_cache', 'load_parsing', 'load_cached_dataset', 'TrainData',
+           'Collate']
 
 # %% ../nbs/02_data.ipynb #66ede0b3
 @dataclass(frozen=True)
@@ -255,12 +256,14 @@ def fixture_entries(n_train_ids=3, n_test_ids=2, per_id=2, id_base=1, key="file_
     return out
 
 # %% ../nbs/02_data.ipynb #b474f2f8
-def load_image(path, size: tuple | None = None) -> np.ndarray:
-    "Read an image as an RGB uint8 array of shape (H, W, 3), resized (bilinear, as IRRA's `T.Resize`) to `size`=(H, W) if given."
+RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}   # `data.resize`: IRRA's T.Resize, IVT's bicubic
+
+def load_image(path, size: tuple | None = None, resize: str = "bilinear") -> np.ndarray:
+    "Read an image as an RGB uint8 array of shape (H, W, 3), resized (`resize`: bilinear or bicubic) to `size`=(H, W) if given."
     try:
         with Image.open(path) as im:
             im.load(); im = im.convert("RGB")
-            if size is not None and im.size != (size[1], size[0]): im = im.resize((size[1], size[0]), Image.BILINEAR)
+            if size is not None and im.size != (size[1], size[0]): im = im.resize((size[1], size[0]), RESAMPLE[resize])
             return np.asarray(im, dtype=np.uint8).copy()
     except FileNotFoundError: raise TbprError(f"{path}: image file not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
@@ -283,11 +286,22 @@ def flip_draw(g: torch.Generator, p=0.5) -> bool:
 def random_flip(x, g: torch.Generator, p=0.5):
     return x.flip(-1) if flip_draw(g, p) else x
 
+def mirror_name(name: str) -> str:
+    "A label name with its first 'left' and 'right' swapped, in any case: `Left-arm` -> `Right-arm`, `r_shoe`'s stay."
+    def swap(m):
+        w = m.group(0); t = "right" if w.lower() == "left" else "left"
+        return t.upper() if w.isupper() else t.capitalize() if w[0].isupper() else t
+    return re.sub(r"(?i)left|right", swap, name, count=1)
+
 def flip_permutation(labels: list) -> list:
-    "The label each label becomes when the image is flipped: `Left-x` and `Right-x` swap, the rest stay."
+    """The label each label becomes when the image is flipped: names with 'left' and 'right' (any case: LIP's `Left-arm`,
+    ATR's `left-leg`, `left_shoe`) swap with their mirror; the rest stay. A left or right label without its mirror is
+    reported: it cannot be flipped, so it would be wrong on flipped images."""
     index = {name: i for i, name in enumerate(labels)}
-    swap = lambda n: n.replace("Left-", "Right-") if n.startswith("Left-") else n.replace("Right-", "Left-") if n.startswith("Right-") else n
-    return [index.get(swap(n), i) for i, n in enumerate(labels)]
+    lonely = [n for n in labels if mirror_name(n) != n and mirror_name(n) not in index]
+    if lonely: print(f"warning: parsing labels {lonely} have no mirrored partner (e.g. {mirror_name(lonely[0])!r}); they keep "
+                     "their label when an image is flipped. Name the pairs alike, or set train.augment.flip: 0")
+    return [index.get(mirror_name(n), i) for i, n in enumerate(labels)]
 
 BLACK = tuple(((0 - torch.tensor(CLIP_MEAN)) / torch.tensor(CLIP_STD)).tolist())   # a black pixel after normalising
 ERASE = CLIP_MEAN           # IRRA's erasing value, written into the normalised tensor (RandomErasing(value=mean) after Normalize)
@@ -495,15 +509,15 @@ def _cache_parsing(paths, parsing_root: Path, size, tmp: Path, labels: list):
                         fix="put the label names in parsing_labels.json beside the maps (LIP's 20 are the default)")
     write_json({"labels": labels, "root": str(parsing_root)}, tmp / "parsing.json")
 
-def build_cache(dataset: PersonDataset, out_dir, size: tuple, parsing_root=None) -> Path:
-    """Write `images.npy` (all distinct images resized to `size`), `cache.json` and `dataset.json` to `out_dir`, atomically;
+def build_cache(dataset: PersonDataset, out_dir, size: tuple, parsing_root=None, resize: str = "bilinear") -> Path:
+    """Write `images.npy` (all distinct images resized to `size` with `resize`), `cache.json` and `dataset.json` to `out_dir`, atomically;
     with `parsing_root`, also `parsing.npy` and `parsing.json` (label names from `parsing_labels.json` there, else LIP's);
     and `attributes.json`, the attribute phrases of every training caption."""
     paths, root, bad = dataset.all_image_paths(), Path(dataset.images_root), []
     with atomic_path(out_dir, is_dir=True) as tmp:
         arr = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8, shape=(len(paths), *size, 3))
         for i, p in enumerate(tqdm(paths, desc="preprocess", mininterval=2)):
-            try: arr[i] = load_image(root / p, size)
+            try: arr[i] = load_image(root / p, size, resize)
             except TbprError as err: bad.append(str(err).splitlines()[0])
         arr.flush(); del arr
         if bad:
@@ -515,7 +529,7 @@ def build_cache(dataset: PersonDataset, out_dir, size: tuple, parsing_root=None)
             if not names.exists(): names = parsing_root.parent / "parsing_labels.json"
             _cache_parsing(paths, parsing_root, size, tmp, read_json(names, "parsing label names") if names.exists() else LIP_LABELS)
         write_attributes(dataset.train.captions, tmp)          # IVT's word level (nbs/02b_captions)
-        write_json({"paths": paths, "size": list(size), "name": dataset.name}, tmp / "cache.json")
+        write_json({"paths": paths, "size": list(size), "name": dataset.name, "resize": resize}, tmp / "cache.json")
         write_json(dataset.to_dict(), tmp / "dataset.json")
     return Path(out_dir)
 

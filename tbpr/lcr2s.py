@@ -52,6 +52,7 @@ class MHAF(nn.Module):
 
 class SupportEncoder(DualEncoder):
     "The dual encoder plus LCR²S's fusion of each image (caption) with other images (captions) of its identity."
+    new_modules = ("fuse_image", "fuse_text")      # randomly initialised: `train.lr_factor` applies (07_train)
     def __init__(self, cfg: EncoderConfig):
         if not cfg.fusion_heads: cfg = replace(cfg, fusion_heads=4)
         if cfg.embed_dim % cfg.fusion_heads:

@@ -47,7 +47,8 @@ def stage_preprocess(params: dict, dataset=PATHS["dataset"], out=PATHS["cache"])
     root = dataset_root(dataset)
     ds = load_dataset(root, params["data"]["name"])
     print(ds.summary())
-    return build_cache(ds, out, tuple(params["model"]["image_size"]), parsing_root=parsing_folder(params, root))
+    return build_cache(ds, out, tuple(params["model"]["image_size"]), parsing_root=parsing_folder(params, root),
+                       resize=params["data"]["resize"])
 
 def parsing_folder(params: dict, root: Path) -> Path | None:
     "The human-parsing maps to cache: `data.parsing_dir` if set (it must exist), else `<dataset>/parsing` if present."
@@ -251,9 +252,10 @@ def stage_evaluate(params: dict, model_dir=PATHS["model"], cache=PATHS["cache"],
 
 def compare_recorded_runs(runs_dir, dataset: str) -> str:
     "Every run recorded on this test split (e.g. the IRRA baseline beside the method just evaluated), as a text table."
-    runs = [r for r in load_runs(runs_dir, dataset) if r["dataset"] == dataset]
+    runs = load_runs(runs_dir, dataset)
     if not runs: return "no run recorded on this test split yet"
-    rows = [(r["name"], str(r["stats"]["n_seeds"]), *(mean_std(r["stats"], k) for k in ("R1", "R5", "R10", "mAP", "mINP"))) for r in runs]
+    label = lambda r: r["label"] + (" (selected on test)" if r.get("select") == "test" else "")
+    rows = [(label(r), str(r["stats"]["n_seeds"]), *(mean_std(r["stats"], k) for k in ("R1", "R5", "R10", "mAP", "mINP"))) for r in runs]
     head = ("run", "seeds", "R1", "R5", "R10", "mAP", "mINP")
     width = [max(len(x) for x in col) for col in zip(head, *rows)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, width))
@@ -285,24 +287,26 @@ ABLATIONS = {"bilma": "nbs/experiments/bilma_ablation.ipynb", "ivt": "nbs/experi
              "lcr2s": "nbs/experiments/lcr2s_ablation.ipynb"}
 
 def train_variant(base: dict, overrides: dict, run_dir, cache_dir, seed: int, epochs: int, name: str = "", teacher_dir=None) -> dict:
-    """Train one ablation run: `base` params with `overrides` of `train`, at `seed` for `epochs`; selected on val,
-    evaluated on test. Its test metrics. A finished run (`run_dir/test.json`) is reused only when it was trained with
-    the same parameters, data and teacher (`run_fingerprint`); otherwise it is trained again. Variants of a method with
-    a teacher may share one teacher (`teacher_dir`)."""
+    """Train one ablation run: `base` params with `overrides` of `train`, at `seed` for `epochs`; selected on val (the
+    last epoch without one; never on test, whatever `params.yaml` says), evaluated on test. Its test metrics. A finished
+    run (`run_dir/test.json`) is reused only when it was trained with the same parameters, data and teacher model
+    (`run_fingerprint`); otherwise it is trained again. Variants of a method with a teacher may share one teacher
+    (`teacher_dir`, whose `model/` the student learns from)."""
     import json
     from tbpr.train import fit_method, run_fingerprint
     run_dir = Path(run_dir); done = run_dir / "test.json"
-    p = json.loads(json.dumps(base)); p["seed"] = seed; p["train"].update(epochs=epochs, **overrides)
-    fingerprint = run_fingerprint(p, cache_dir, sorted(Path(teacher_dir).rglob("*.safetensors")) if teacher_dir else ())
+    p = json.loads(json.dumps(base)); p["seed"] = seed; p["train"].update(epochs=epochs, select="val", **overrides)
+    teacher = Path(teacher_dir) / "model" / "encoder.safetensors" if teacher_dir else None
+    fingerprint = lambda: run_fingerprint(p, cache_dir, [teacher] if teacher and teacher.exists() else [])
     if done.exists():
         res = read_json(done)
-        if res.pop("fingerprint", None) == fingerprint: return res
-        print(f"{run_dir}: trained with other parameters or data; training it again"); done.unlink()
+        if res.pop("fingerprint", None) == fingerprint(): return res
+        print(f"{run_dir}: trained with other parameters, data or teacher; training it again"); done.unlink()
     summary = fit_method(p, cache_dir, run_dir / "model", run_dir / "checkpoints", run_dir / "live", teacher_dir)
     ds, store = load_cached_dataset(cache_dir)
     m = evaluate_model_dir(run_dir / "model", ds.test, store, p["eval"])[0]
     res = {"variant": name, "seed": seed, "epochs": epochs, "selected_epoch": summary["selected_epoch"], **{k: m[k] for k in METRIC_KEYS}}
-    write_json({**res, "fingerprint": fingerprint}, done)
+    write_json({**res, "fingerprint": fingerprint()}, done)      # after training: a teacher trained on the way counts
     return res
 
 def summarise_ablation(rows, out, title: str) -> tuple:

@@ -212,8 +212,9 @@ def openai_bpe_vocab(path) -> tuple:
 
 def is_clip_tokenizer(where) -> bool:
     """Whether the path `where` holds a CLIP tokenizer: OpenAI's BPE file (a `.txt.gz`), or a folder whose
-    `tokenizer_config.json` names a CLIP tokenizer class, else whose `vocab.json` has CLIP's `<|startoftext|>`, else
-    that holds `bpe_simple_vocab_16e6.txt.gz`. Hub ids and missing paths: False."""
+    `tokenizer_config.json` names a CLIP tokenizer class, else whose `vocab.json` (or, for a fast tokenizer alone,
+    `tokenizer.json`) has CLIP's `<|startoftext|>`, else that holds `bpe_simple_vocab_16e6.txt.gz`. Hub ids and missing
+    paths: False."""
     if not where: return False
     p = Path(where)
     if p.is_file(): return p.name.endswith(".txt.gz")
@@ -221,7 +222,8 @@ def is_clip_tokenizer(where) -> bool:
     try: cls = json.loads((p / "tokenizer_config.json").read_text()).get("tokenizer_class") or ""
     except (OSError, ValueError, AttributeError): cls = ""
     if cls: return cls.startswith("CLIPTokenizer")
-    if (p / "vocab.json").is_file(): return "<|startoftext|>" in (p / "vocab.json").read_text(encoding="utf-8")
+    for vocab in ("vocab.json", "tokenizer.json"):               # a slow or a fast tokenizer's files
+        if (p / vocab).is_file(): return "<|startoftext|>" in (p / vocab).read_text(encoding="utf-8")
     return (p / OPENAI_BPE).is_file()
 
 def prepare_clip_tokenizer(tok):

@@ -18,9 +18,9 @@ from .objectives import build_model, check_init_keys
 from .evaluate import evaluate_split
 
 # %% auto #0
-__all__ = ['CROSS_IO_NORMS', 'encoder_config', 'lr_scale', 'param_groups', 'make_optimizer', 'warmup_cosine',
-           'EpochRandomBatches', 'make_loader', 'training_params', 'run_fingerprint', 'load_resume_state', 'fit',
-           'teacher_params', 'fit_method']
+__all__ = ['CROSS_IO_NORMS', 'encoder_config', 'lr_scale', 'new_module_prefixes', 'param_groups', 'make_optimizer',
+           'warmup_cosine', 'EpochRandomBatches', 'make_loader', 'training_params', 'run_fingerprint',
+           'load_resume_state', 'fit', 'teacher_params', 'fit_method']
 
 # %% ../nbs/07_train.ipynb #3a32c1f0
 def encoder_config(model_params: dict, tokenizer, pre=None) -> EncoderConfig:
@@ -29,26 +29,36 @@ def encoder_config(model_params: dict, tokenizer, pre=None) -> EncoderConfig:
         from tbpr.pretrained import encoder_dims
         model_params = encoder_dims(model_params, pre)
     kw = {k: v for k, v in model_params.items() if k not in ("tokenizer", "init", "init_sha256", "init_vision", "init_text")}
-    first = lambda *ids: next(i for i in ids if i is not None)      # WordPiece: [CLS]/[SEP]; CLIP BPE: start/end of text
+    def first(*ids):                                               # WordPiece: [CLS]/[SEP]; CLIP BPE: start/end of text
+        found = [i for i in ids if i is not None]
+        if not found: raise TbprError(f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no start/end-of-text tokens "
+                                      "(CLS/SEP or BOS/EOS), which the text encoder pools at",
+                                      fix="use model.tokenizer: minilm, clip, a BERT or CLIP tokenizer folder, or OpenAI's bpe_simple_vocab_16e6.txt.gz")
+        return found[0]
     return EncoderConfig(**kw, vocab_size=len(tokenizer), bos_token_id=first(tokenizer.cls_token_id, tokenizer.bos_token_id),
                          eos_token_id=first(tokenizer.sep_token_id, tokenizer.eos_token_id), pad_token_id=tokenizer.pad_token_id)
 
 CROSS_IO_NORMS = (".ln_q.", ".ln_kv.", ".ln_post.")   # IRRA's ln_pre_t, ln_pre_i, ln_post
 
-def lr_scale(name: str, lr_factor: float, bias_lr_factor: float) -> float:
-    "IRRA's learning-rate multiplier for the parameter `name` (see above): the last matching rule wins, as in its solver."
-    new = not name.startswith("encoder.")
+def lr_scale(name: str, lr_factor: float, bias_lr_factor: float, new_prefixes=()) -> float:
+    """IRRA's learning-rate multiplier for the parameter `name` (see above): the last matching rule wins, as in its solver.
+    New modules are those outside `encoder.`, and those under `new_prefixes` (added modules that live in an encoder)."""
+    new = not name.startswith("encoder.") or name.startswith(tuple(new_prefixes))
     scale = lr_factor if new and not any(n in name for n in CROSS_IO_NORMS) else 1.0
     if name.endswith("bias"): scale = bias_lr_factor
     if new and (".head." in name or ".classifier." in name): scale = lr_factor
     return scale
 
+def new_module_prefixes(model) -> tuple:
+    "Name prefixes of the randomly initialised modules a module declares in its `new_modules` (e.g. LCR²S's fusion)."
+    return tuple(f"{name}.{child}." if name else f"{child}." for name, m in model.named_modules() for child in getattr(m, "new_modules", ()))
+
 def param_groups(model, lr: float, weight_decay: float, lr_factor: float, bias_lr_factor: float) -> list:
     "Optimizer parameter groups by `lr_scale`; biases without weight decay."
-    groups = {}
+    groups, new = {}, new_module_prefixes(model)
     for name, p in model.named_parameters():
         if not p.requires_grad: continue
-        key = (lr * lr_scale(name, lr_factor, bias_lr_factor), 0.0 if name.endswith("bias") else weight_decay)
+        key = (lr * lr_scale(name, lr_factor, bias_lr_factor, new), 0.0 if name.endswith("bias") else weight_decay)
         groups.setdefault(key, []).append(p)
     return [{"params": ps, "lr": k[0], "weight_decay": k[1]} for k, ps in groups.items()]
 
@@ -161,7 +171,8 @@ def fit(params: dict, cache_dir, model_dir, ckpt_dir, live_dir, **context) -> di
     augment = Augment(**train["augment"], label_flip=flip_permutation(parsing[1]) if parsing else None)
     data = TrainData(ds.train, store, augment, seed, parsing=parsing[0] if "parsing" in model.needs else None,
                      **model.data_options)
-    loader = make_loader(data, Collate(tok, cfg.max_length, train["mlm_prob"], seed), train, seed)
+    mlm_prob = train["mlm_prob"] if model.weights.get("mlm", 0) else 0.0     # only IRR reads masked captions
+    loader = make_loader(data, Collate(tok, cfg.max_length, mlm_prob, seed), train, seed)
     batches = loader.batch_sampler      # ours: on several processes accelerate wraps it in a shard that hides set_epoch
     opt = make_optimizer(model, train)
     base_lrs = [g["lr"] for g in opt.param_groups]
