@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #7f36ede7
 from __future__ import annotations
-import json, os, random, shutil, tempfile
+import json, math, os, random, re, shutil, tempfile
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
@@ -12,9 +12,10 @@ import torch
 import yaml
 
 # %% auto #0
-__all__ = ['DEFAULTS', 'CHOICES', 'PRESETS', 'RANGES', 'TbprError', 'check_choice', 'check_keys', 'load_params', 'merge_params',
-           'seed_everything', 'atomic_path', 'write_json', 'read_json', 'apply_preset', 'resolve_params',
-           'check_ranges']
+__all__ = ['DEFAULTS', 'CHOICES', 'PRESETS', 'RANGES', 'POSITIVE', 'PAIRS', 'TbprError', 'check_choice', 'check_keys',
+           'load_params', 'merge_params', 'seed_everything', 'remove_stale_temporaries', 'atomic_path', 'write_json',
+           'read_json', 'check_free_space', 'disk_full_error', 'NpyWriter', 'apply_preset', 'resolve_params',
+           'check_params']
 
 # %% ../nbs/00_core.ipynb #f98ff951
 class TbprError(Exception):
@@ -70,33 +71,128 @@ def seed_everything(seed: int) -> None:
     os.environ.setdefault("PYTHONHASHSEED", str(seed))
 
 # %% ../nbs/00_core.ipynb #ed26c371
+def _pid_alive(pid: int) -> bool:
+    "Whether process `pid` still runs (on this machine)."
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+def _stale_temporaries(target: Path) -> list:
+    "The temporaries of `target` left by processes that no longer run (killed mid-write)."
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.(?:(\d+)-)?[a-z0-9_]{{8}}\.tmp")
+    stale = []
+    for p in target.parent.glob(".*.tmp"):
+        m = pattern.fullmatch(p.name)
+        if m and not (m.group(1) and _pid_alive(int(m.group(1)))):   # no pid: written before pids were kept
+            stale.append(p)
+    return stale
+
+def remove_stale_temporaries(target) -> list:
+    """Remove the temporaries a killed run left beside `target`; if the kill came between moving the old `target`
+    aside and moving the new one in, put the old one back first. Returns what was removed."""
+    target = Path(target)
+    stale = _stale_temporaries(target)
+    for tmp in stale:
+        old = tmp / ".old"
+        if old.exists() and not target.exists():
+            os.replace(old, target)
+            print(f"{target}: restored the previous version, which a killed run had moved aside")
+        shutil.rmtree(tmp, ignore_errors=True)
+    return stale
+
 @contextmanager
 def atomic_path(target, is_dir: bool = False):
-    "Yield a temporary sibling of `target`; on success move it over `target`, on failure remove it."
-    target = Path(target); target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    """Yield a temporary sibling of `target`; on success move it over `target`, on failure remove it. Temporaries
+    are named after the process that writes them, so the next write removes those of a killed run."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(target)
+    prefix = f".{target.name}.{os.getpid()}-"
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=target.parent))
     out = tmp / target.name
-    if is_dir: out.mkdir()
+    if is_dir:
+        out.mkdir()
     try:
         yield out
         if target.is_dir() and not target.is_symlink():
-            old = tmp / ".old"; target.rename(old)      # keep the old one until the new one is in place
-            os.replace(out, target)
-        else: os.replace(out, target)
-    finally: shutil.rmtree(tmp, ignore_errors=True)
+            old = tmp / ".old"
+            target.rename(old)      # keep the old one until the new one is in place
+        os.replace(out, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 def write_json(obj, path, **kw) -> Path:
     "Write `obj` as pretty JSON, atomically."
-    with atomic_path(path) as tmp: tmp.write_text(json.dumps(obj, indent=2, **kw) + "\n", encoding="utf-8")
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, **kw) + "\n", encoding="utf-8")
     return Path(path)
 
 def read_json(path, what: str = "JSON file"):
     "Read JSON (UTF-8, with or without a byte-order mark) with errors that name the file."
     path = Path(path)
-    if not path.exists(): raise TbprError(f"{path}: {what} not found")
-    try: return json.loads(path.read_text(encoding="utf-8-sig"))     # -sig: editors on Windows often write a BOM
-    except UnicodeDecodeError: raise TbprError(f"{path}: {what} is not UTF-8 text", fix="re-save it as UTF-8") from None
-    except json.JSONDecodeError as err: raise TbprError(f"{path}: {what} is not valid JSON ({err})") from None
+    if not path.exists():
+        raise TbprError(f"{path}: {what} not found")
+    try:
+        return json.loads(path.read_text(encoding="utf-8-sig"))   # -sig: Windows editors often write a BOM
+    except UnicodeDecodeError:
+        raise TbprError(f"{path}: {what} is not UTF-8 text", fix="re-save it as UTF-8") from None
+    except json.JSONDecodeError as err:
+        raise TbprError(f"{path}: {what} is not valid JSON ({err})") from None
+
+# %% ../nbs/00_core.ipynb #sp0cd01b
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**28 else f"{n / 2**20:.1f} MiB"
+
+def check_free_space(folder, needed: int, what: str, margin: int = 64 * 2**20) -> None:
+    "Refuse to start writing `needed` bytes of `what` into `folder` when its disk has less free (plus `margin`)."
+    folder = Path(folder)
+    probe = next(p for p in (folder, *folder.parents) if p.exists())
+    free = shutil.disk_usage(probe).free
+    if free < needed + margin:
+        raise TbprError(f"{folder}: {what} needs {_gib(needed)} ({needed:,} bytes) but the disk has only "
+                        f"{_gib(free)} free", fix="free some space (or move artifacts/ to a larger disk) and run again; "
+                                                  "nothing was written")
+
+def disk_full_error(err: OSError, folder, needed: int, what: str) -> TbprError:
+    "The `TbprError` for a write of `what` into `folder` that ran out of space (`err`, ENOSPC or EDQUOT)."
+    return TbprError(f"{folder}: the disk filled up while writing {what} ({_gib(needed)} needed; {err.strerror})",
+                     fix="free some space and run again; the partial files were removed")
+
+class NpyWriter:
+    "Write an `.npy` array of `shape` and `dtype` row by row, with plain writes (no memory map)."
+    def __init__(self, path, shape: tuple, dtype):
+        self.path, self.shape, self.dtype = Path(path), tuple(shape), np.dtype(dtype)
+        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
+        self.nbytes = self.row_bytes * self.shape[0]
+        self.rows = 0
+        self.file = open(self.path, "wb")
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
+        np.lib.format.write_array_header_2_0(self.file, header)
+
+    def write(self, rows: np.ndarray) -> None:
+        "Append `rows` (one row, shape[1:], or a batch of them)."
+        rows = np.ascontiguousarray(rows, dtype=self.dtype).reshape(-1, *self.shape[1:])
+        if self.rows + len(rows) > self.shape[0]:
+            raise ValueError(f"{self.path}: more rows than the {self.shape[0]} declared")
+        self.file.write(rows.tobytes())
+        self.rows += len(rows)
+
+    def close(self) -> None:
+        "Flush and close; every declared row must have been written."
+        self.file.close()
+        if self.rows != self.shape[0]:
+            raise ValueError(f"{self.path}: {self.rows} of {self.shape[0]} rows written")
+
+    def __enter__(self): return self
+    def __exit__(self, kind, *_):
+        if kind is None:
+            self.close()
+        else:
+            self.file.close()
 
 # %% ../nbs/00_core.ipynb #d043726a
 DEFAULTS = {
@@ -181,39 +277,114 @@ def apply_preset(params: dict, name: str) -> tuple:
     return out, kept
 
 def resolve_params(path="params.yaml", overrides: dict | None = None, verbose: bool = False) -> dict:
-    "`params.yaml` (and `overrides`) laid over `DEFAULTS` and the preset, with unknown keys and invalid choices refused."
+    """`params.yaml` (and `overrides`) laid over `DEFAULTS` and the preset; unknown keys, invalid choices and values
+    of the wrong type or range are refused (`check_params`)."""
     params = merge_params(DEFAULTS, load_params(path) if path else {}, "params")
     params = merge_params(params, overrides or {}, "params")
-    if params["train"]["mixed_precision"] in (False, "no"): params["train"]["mixed_precision"] = "fp32"   # YAML 1.1 reads `no` as false
+    if params["train"]["mixed_precision"] in (False, "no"):      # YAML 1.1 reads `no` as false
+        params["train"]["mixed_precision"] = "fp32"
+    check_choice(params["preset"], list(PRESETS), "preset")
     params, kept = apply_preset(params, params["preset"])
-    if verbose and kept: print(f"preset {params['preset']}: your values kept for {', '.join(kept)}")
+    if verbose and kept:
+        print(f"preset {params['preset']}: your values kept for {', '.join(kept)}")
+    return check_params(params)
+
+RANGES = {  # dotted key: (low, high, low included, high included); None: no bound on that side
+    # shares and probabilities
+    "train.mim_ratio": (0, 1, False, True), "train.mlm_prob": (0, 1, True, False),
+    "train.bmm_ratio": (0, 1, True, False), "train.augment.flip": (0, 1, True, True),
+    "train.augment.erase": (0, 1, True, True), "synthetic.difficulty": (0, 1, True, True),
+    # rates and scales: a zero or negative value trains on nothing (or on NaN losses)
+    "train.lr": (0, None, False, True), "train.temperature": (0, None, False, True),
+    "train.lr_factor": (0, None, False, True), "train.bias_lr_factor": (0, None, False, True),
+    "train.adam_eps": (0, None, False, True), "train.weight_decay": (0, None, True, True),
+    "train.grad_clip": (0, None, True, True), "train.warmup_epochs": (0, None, True, True),
+    "train.augment.pad": (0, None, True, True), "train.num_workers": (0, None, True, True),
+    "seed": (0, 2**32 - 1, True, True), "model.patch_stride": (0, None, True, True),
+    "eval.grid_queries": (0, None, True, True), "synthetic.height": (16, None, True, True),
+    "synthetic.width": (8, None, True, True), "model.max_length": (3, None, True, True),
+}
+POSITIVE = ("train.epochs", "train.batch_size", "train.num_instance", "train.seeds", "train.eval_every",
+            "train.log_every", "train.cmt_depth", "train.cmt_heads", "train.support_size",
+            "train.fusion_heads", "eval.batch_size", "eval.chunk_size", "eval.max_rank",
+            "model.patch_size", "model.embed_dim", "model.vision_width", "model.vision_layers",
+            "model.vision_heads", "model.text_width", "model.text_layers", "model.text_heads")
+PAIRS = {"model.image_size": "(height, width), e.g. [144, 48]",
+         "synthetic.images_per_id": "(min, max) views, e.g. [2, 4]"}
+
+def _kind(default) -> str:
+    "The type a parameter must have, read from its default."
+    if isinstance(default, bool): return "true or false"
+    if isinstance(default, int): return "an integer"
+    if isinstance(default, float): return "a number"
+    if isinstance(default, str): return "text"
+    if isinstance(default, list): return "a list"
+    return "a mapping"
+
+def _typed(value, default):
+    "`value` if it has the type of `default` (an int for a float is fine), `...` if not."
+    if isinstance(default, bool): return value if isinstance(value, bool) else ...
+    if isinstance(value, bool): return ...
+    if isinstance(default, int): return value if isinstance(value, int) else ...
+    if isinstance(default, float):
+        if isinstance(value, str):                 # YAML 1.1 reads 1e-5 (no dot) as text
+            try: value = float(value)
+            except ValueError: return ...
+        return value if isinstance(value, (int, float)) and math.isfinite(value) else ...
+    if isinstance(default, str): return value if isinstance(value, str) else ...
+    if isinstance(default, list): return value if isinstance(value, list) else ...
+    return value if isinstance(value, dict) else ...
+
+def _bad(dotted: str, value, must: str, example) -> TbprError:
+    return TbprError(f"{dotted}={value!r} must be {must}",
+                     fix=f"set it in params.yaml or with `-S {dotted}={example}` (the default)")
+
+def _check_range(dotted: str, v):
+    if dotted in POSITIVE and v < 1:
+        raise _bad(dotted, v, "a positive integer", _get(DEFAULTS, dotted))
+    lo, hi, lo_in, hi_in = RANGES.get(dotted, (None, None, True, True))
+    below = lo is not None and (v < lo if lo_in else v <= lo)
+    above = hi is not None and (v > hi if hi_in else v >= hi)
+    if below or above:
+        span = f"{'[' if lo_in else '('}{lo}, {'inf' if hi is None else hi}{']' if hi_in else ')'}"
+        raise _bad(dotted, v, f"a number in {span}", _get(DEFAULTS, dotted))
+
+def _mappings(d: dict, prefix: str = "") -> list:
+    "The dotted keys of every mapping in `d` (`train.augment`, `train.loss_weights`, ...)."
+    out = []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out += [prefix + k, *_mappings(v, f"{prefix}{k}.")]
+    return out
+
+def _get(d: dict, dotted: str):
+    for k in dotted.split("."): d = d[k]
+    return d
+
+def check_params(params: dict) -> dict:
+    """Refuse every value of the wrong type or out of range, before any stage does work: the type comes from the
+    default (`true` is no epoch count, `abc` no learning rate), ranges from `RANGES` and `POSITIVE`, choices from
+    `CHOICES`. Numbers written as text by YAML 1.1 (`1e-5`) become numbers. Returns `params`."""
+    for dotted in _mappings(DEFAULTS):
+        if not isinstance(_get(params, dotted), dict):
+            raise TbprError(f"{dotted}={_get(params, dotted)!r} must be a mapping",
+                            fix=f"write {dotted.split('.')[-1]}: {{}} for none")
+    for dotted, default in _flatten(DEFAULTS).items():
+        *path, key = dotted.split(".")
+        section = _get(params, ".".join(path)) if path else params
+        value = _typed(section[key], default)
+        if value is ...:
+            raise _bad(dotted, section[key], _kind(default), json.dumps(default))
+        section[key] = value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            _check_range(dotted, value)
     for dotted, choices in CHOICES.items():
-        sec, key = dotted.split(".")
-        check_choice(params[sec][key], choices, dotted)
-    for dotted in ("train.epochs", "train.batch_size", "train.num_instance", "train.seeds"):
-        sec, key = dotted.split(".")
-        if not isinstance(params[sec][key], int) or params[sec][key] < 1:
-            raise TbprError(f"{dotted}={params[sec][key]!r} must be a positive integer")
-    check_ranges(params)
-    return params
-
-RANGES = {  # dotted key: (low, high, low included, high included): shares and probabilities
-    "train.mim_ratio": (0, 1, False, True), "train.mlm_prob": (0, 1, True, False), "train.bmm_ratio": (0, 1, True, False),
-    "train.augment.flip": (0, 1, True, True), "train.augment.erase": (0, 1, True, True)}
-
-def check_ranges(params: dict):
-    "Refuse shares and probabilities outside their range (e.g. `mim_ratio: 15` meant 0.15) and negative loss weights."
-    for dotted in ("train.loss_weights", "train.augment"):
-        sec, key = dotted.split(".")
-        if not isinstance(params[sec][key], dict):
-            raise TbprError(f"{dotted}={params[sec][key]!r} must be a mapping", fix=f"write {dotted.split('.')[1]}: {{}} for none")
-    for dotted, (lo, hi, lo_in, hi_in) in RANGES.items():
-        v = params
-        for k in dotted.split("."): v = v[k]
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (lo <= v if lo_in else lo < v) and (v <= hi if hi_in else v < hi)
-        if not ok:
-            span = f"{'[' if lo_in else '('}{lo}, {hi}{']' if hi_in else ')'}"
-            raise TbprError(f"{dotted}={v!r} must be a number in {span}", fix=f"set {dotted} to a share, e.g. 0.15 for 15%")
+        check_choice(_get(params, dotted), choices, dotted)
+    for dotted, what in PAIRS.items():
+        v = _get(params, dotted)
+        if len(v) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v):
+            raise _bad(dotted, v, f"two positive integers {what}", json.dumps(_get(DEFAULTS, dotted)))
     for name, w in params["train"]["loss_weights"].items():
-        if not isinstance(w, (int, float)) or isinstance(w, bool) or w < 0:
+        if not isinstance(w, (int, float)) or isinstance(w, bool) or not math.isfinite(w) or w < 0:
             raise TbprError(f"train.loss_weights.{name}={w!r} must be a number >= 0", fix="0 switches that loss off")
+    return params

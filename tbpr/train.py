@@ -18,9 +18,11 @@ from .objectives import build_model, check_init_keys
 from .evaluate import evaluate_split
 
 # %% auto #0
-__all__ = ['CROSS_IO_NORMS', 'encoder_config', 'lr_scale', 'new_module_prefixes', 'param_groups', 'make_optimizer',
-           'warmup_cosine', 'EpochRandomBatches', 'make_loader', 'training_params', 'run_fingerprint',
-           'load_resume_state', 'fit', 'teacher_params', 'fit_method']
+__all__ = ['CROSS_IO_NORMS', 'TRAINING_CODE', 'CHECKPOINTS', 'encoder_config', 'lr_scale', 'new_module_prefixes', 'param_groups',
+           'make_optimizer', 'warmup_cosine', 'EpochRandomBatches', 'make_loader', 'training_params',
+           'code_fingerprint', 'fingerprint_parts', 'run_fingerprint', 'fingerprint_changes', 'checkpoint_problem',
+           'find_resume_checkpoint', 'load_resume_state', 'save_checkpoint', 'trim_live_curves', 'fit',
+           'teacher_params', 'fit_method']
 
 # %% ../nbs/07_train.ipynb #3a32c1f0
 def encoder_config(model_params: dict, tokenizer, pre=None) -> EncoderConfig:
@@ -94,28 +96,153 @@ def make_loader(data: TrainData, collate: Collate, train: dict, seed: int) -> Da
 
 # %% ../nbs/07_train.ipynb #93289038
 def training_params(params: dict) -> dict:
-    "The parameters that shape training: the seed, `model`, and `train` but for how it runs (workers, logging, device, seed count)."
+    """The parameters that shape training: the seed, `model`, and `train` but for how it runs (workers, logging,
+    device, seed count)."""
+    skip = ("num_workers", "log_every", "device", "seeds")
     return {"seed": params["seed"], "model": params["model"],
-            "train": {k: v for k, v in params["train"].items() if k not in ("num_workers", "log_every", "device", "seeds")}}
+            "train": {k: v for k, v in params["train"].items() if k not in skip}}
+
+# the modules whose code shapes a trained model (evaluate and metrics: they select the epoch); not the pipeline's
+# orchestration, the download stage's sources, search or the docs
+TRAINING_CODE = ("core", "data", "captions", "model", "pretrained", "objectives", "bilma", "ivt", "lcr2s",
+                 "evaluate", "metrics", "train")
+
+def code_fingerprint(modules=TRAINING_CODE) -> dict:
+    """Per module of `TRAINING_CODE`, a hash of its code as this process runs it: of its syntax tree, so comments and
+    layout do not count, and every other change does."""
+    import ast, tbpr
+    root = Path(tbpr.__file__).parent
+    tree = lambda m: ast.dump(ast.parse((root / f"{m}.py").read_text(encoding="utf-8")))
+    return {f"tbpr/{m}.py": hashlib.sha256(tree(m).encode()).hexdigest()[:16] for m in modules}
+
+def fingerprint_parts(params: dict, cache_dir, extra_files=()) -> dict:
+    """What a run's checkpoints must agree with to be resumed: the parameters that shape training, the inputs (the
+    preprocess cache's index with its images' digest, its caption attributes, and `extra_files`, e.g. the teacher a
+    student learns from) and the code (`code_fingerprint`)."""
+    h = hashlib.sha256()
+    for f in ("dataset.json", "cache.json"):
+        h.update((Path(cache_dir) / f).read_bytes())
+    for f in [Path(cache_dir) / "attributes.json", *map(Path, extra_files)]:
+        if f.exists():
+            h.update(f.read_bytes())
+    return {"params": training_params(params), "inputs": h.hexdigest()[:16], "code": code_fingerprint()}
 
 def run_fingerprint(params: dict, cache_dir, extra_files=()) -> str:
-    """A hash of the parameters that shape training, of the preprocess cache's dataset and cached caption attributes,
-    and of `extra_files` (e.g. the teacher a student learns from)."""
-    h = hashlib.sha256(json.dumps(training_params(params), sort_keys=True).encode())
-    for f in ("dataset.json", "cache.json"): h.update((Path(cache_dir) / f).read_bytes())
-    for f in [Path(cache_dir) / "attributes.json", *map(Path, extra_files)]:
-        if f.exists(): h.update(f.read_bytes())
-    return h.hexdigest()[:16]
+    "One hash of `fingerprint_parts`: parameters, inputs and code."
+    parts = fingerprint_parts(params, cache_dir, extra_files)
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
-def load_resume_state(ckpt_dir, fingerprint: str) -> dict | None:
-    "The saved trainer state if `ckpt_dir/last` holds a checkpoint of the same run, else None."
-    f = Path(ckpt_dir) / "last" / "trainer_state.json"
-    if not f.exists(): return None
-    state = read_json(f)
-    if state.get("fingerprint") != fingerprint:
-        print(f"checkpoint in {f.parent} is from other parameters or data: starting afresh")
+def fingerprint_changes(old: dict | None, new: dict) -> str:
+    "What differs between two `fingerprint_parts`, in words."
+    if not old:
+        return "it was written by an earlier version of tbpr, which did not record its code"
+    from tbpr.core import _flatten
+    was, now = _flatten(old.get("params", {})), _flatten(new["params"])
+    keys = [k for k in sorted(set(was) | set(now)) if was.get(k) != now.get(k)]
+    said = [f"{k} {was.get(k)!r} -> {now.get(k)!r}" for k in keys[:4]] + [f"+{len(keys) - 4} more"] * (len(keys) > 4)
+    why = [f"parameters changed ({', '.join(said)})"] if keys else []
+    if old.get("inputs") != new["inputs"]:
+        why.append("the data changed (the preprocess cache, or the teacher)")
+    code = [f for f, h in new["code"].items() if old.get("code", {}).get(f) != h]
+    if code:
+        why.append(f"the code changed ({', '.join(code)})")
+    return "; ".join(why) or "it is from another run"
+
+# %% ../nbs/07_train.ipynb #rs0cd01a
+CHECKPOINTS = ("next", "last", "prev")    # newest first: `next` is complete only once `last` is about to be replaced
+
+def checkpoint_problem(folder) -> str | None:
+    """What makes the checkpoint in `folder` unreadable (a missing, truncated or corrupt file, named), or None. Read
+    before anything is loaded: safetensors by their header (which covers the file's length), accelerate's torch
+    pickles by the CRC of every member of their zip, `trainer_state.json` as JSON."""
+    import zipfile
+    from safetensors import safe_open
+    folder = Path(folder)
+    for need in ("trainer_state.json", "model.safetensors", "optimizer.bin"):
+        if not (folder / need).is_file():
+            return f"{folder / need}: missing"
+    for f in sorted(folder.iterdir()):
+        try:
+            if f.suffix == ".safetensors":
+                with safe_open(str(f), "pt") as st:
+                    list(st.keys())
+            elif f.suffix in (".bin", ".pkl", ".pt"):
+                with zipfile.ZipFile(f) as z:
+                    bad = z.testzip()
+                if bad:
+                    return f"{f}: corrupt (member {bad} fails its checksum)"
+            elif f.name == "trainer_state.json":
+                if not isinstance(read_json(f, "trainer state").get("epoch"), int):
+                    return f"{f}: no epoch recorded"
+        except Exception as err:                 # whatever the reader raises: the file cannot be used
+            return f"{f}: truncated or corrupt ({str(err).splitlines()[0][:120]})"
+    return None
+
+def find_resume_checkpoint(ckpt_dir, fingerprint: str, parts: dict | None = None) -> tuple | None:
+    """(folder, trainer state) of the newest readable checkpoint in `ckpt_dir` of the same run (`fingerprint`), or
+    None to start afresh. Unreadable checkpoints are named and passed over; a checkpoint of another run is reported
+    with what changed (`fingerprint_changes` against `parts`)."""
+    found = []
+    for name in CHECKPOINTS:
+        folder = Path(ckpt_dir) / name
+        if not folder.is_dir():
+            continue
+        problem = checkpoint_problem(folder)
+        if problem:
+            print(f"checkpoint {folder} cannot be used: {problem}")
+            continue
+        found.append((folder, read_json(folder / "trainer_state.json", "trainer state")))
+    if not found:
         return None
-    return state
+    folder, state = max(found, key=lambda f: f[1]["epoch"])
+    if state.get("fingerprint") != fingerprint:
+        why = fingerprint_changes(state.get("parts"), parts) if parts else "it is from another run"
+        print(f"checkpoint in {folder} does not match this run: {why}. Starting afresh")
+        return None
+    if folder.name != "last":
+        print(f"going on from {folder} (epoch {state['epoch'] + 1}), the newest checkpoint that can be read")
+    return folder, state
+
+def load_resume_state(ckpt_dir, fingerprint: str, parts: dict | None = None) -> dict | None:
+    "The trainer state of `find_resume_checkpoint`, or None."
+    found = find_resume_checkpoint(ckpt_dir, fingerprint, parts)
+    return found[1] if found else None
+
+def save_checkpoint(ckpt_dir, accelerator, state: dict) -> Path:
+    """Write the whole training state to `ckpt_dir/next`, then turn the old `last` into `prev` and `next` into
+    `last`: a complete `last` exists before the old one goes. A full disk is an error naming the folder."""
+    import errno
+    from tbpr.core import disk_full_error
+    ckpt_dir = Path(ckpt_dir)
+    nxt, last, prev = (ckpt_dir / n for n in ("next", "last", "prev"))
+    try:
+        with atomic_path(nxt, is_dir=True) as tmp:
+            accelerator.save_state(str(tmp), safe_serialization=True)
+            write_json(state, tmp / "trainer_state.json")
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        size = sum(f.stat().st_size for f in last.iterdir()) if last.is_dir() else 0
+        raise disk_full_error(err, ckpt_dir, size, "a checkpoint") from None
+    if last.exists():
+        shutil.rmtree(prev, ignore_errors=True)
+        last.rename(prev)
+    nxt.rename(last)
+    return last
+
+def trim_live_curves(live_dir, last_step: int) -> None:
+    """Drop the dvclive rows after step `last_step` (epochs logged after the checkpoint a resume goes on from), so
+    the curves of a resumed run are those of an uninterrupted one."""
+    import csv, io
+    for f in sorted((Path(live_dir) / "plots" / "metrics").rglob("*.tsv")):
+        rows = list(csv.DictReader(io.StringIO(f.read_text()), delimiter="\t"))
+        kept = [r for r in rows if int(r["step"]) <= last_step]
+        if len(kept) == len(rows):
+            continue
+        with atomic_path(f) as tmp, open(tmp, "w", newline="") as out:
+            w = csv.DictWriter(out, fieldnames=list(rows[0]), delimiter="\t")
+            w.writeheader()
+            w.writerows(kept)
 
 # %% ../nbs/07_train.ipynb #e0557cd1
 def _device_args(train: dict) -> dict:
@@ -128,23 +255,47 @@ def _live_name(key: str) -> str:
     split, _, rest = key.partition("_")
     return f"{split}/{rest}" if split in ("val", "test") else "train/" + key
 
+def _finite_everywhere(value: float, accelerator) -> bool:
+    "Whether the loss is finite on every process (all stop together, none waits for the others forever)."
+    ok = torch.tensor([math.isfinite(value)], device=accelerator.device)
+    return bool(accelerator.gather(ok).all()) if accelerator.num_processes > 1 else bool(ok)
+
+def _non_finite(epoch: int, step: int, losses: dict) -> TbprError:
+    said = ", ".join(f"{k} {v.item():.4g}" for k, v in losses.items())
+    return TbprError(f"epoch {epoch + 1}, step {step + 1}: the loss is not finite ({said}); training stopped before "
+                     "this step changed the weights",
+                     fix="the last good checkpoint is kept (a run with fixed values goes on from it or starts afresh): "
+                         "lower train.lr, raise train.temperature, set train.grad_clip (e.g. 1.0), or train in "
+                         "bf16/fp32 instead of fp16")
+
 def _epoch(model, loader, opt, accelerator, epoch: int, train: dict) -> dict:
-    "One pass over the training batches; returns mean losses and throughput."
-    model.train(); sums, n, images, t0 = {}, 0, 0, time.perf_counter()
+    "One pass over the training batches; returns mean losses and throughput. A non-finite loss stops it."
+    model.train()
+    sums, n, images, t0 = {}, 0, 0, time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{train['epochs']}", leave=False, mininterval=2,
                disable=not accelerator.is_local_main_process)
     for i, batch in enumerate(bar):
         with accelerator.autocast():
             losses = model(batch)
             total = accelerator.unwrap_model(model).total(losses)
-        opt.zero_grad(set_to_none=True); accelerator.backward(total)
-        if train["grad_clip"]: accelerator.clip_grad_norm_(model.parameters(), train["grad_clip"])
+        loss = total.item()                    # the one sync a step makes (the logs need it anyway)
+        if not _finite_everywhere(loss, accelerator):
+            raise _non_finite(epoch, i, losses)
+        opt.zero_grad(set_to_none=True)
+        accelerator.backward(total)
+        if train["grad_clip"]:
+            accelerator.clip_grad_norm_(model.parameters(), train["grad_clip"])
         opt.step()
-        for k, v in losses.items(): sums[k] = sums.get(k, 0.0) + v.item()
-        sums["total"] = sums.get("total", 0.0) + total.item(); n += 1; images += len(batch["pids"])
-        if i % train["log_every"] == 0: bar.set_postfix(loss=f"{total.item():.3f}")
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0.0) + v.item()
+        sums["total"] = sums.get("total", 0.0) + loss
+        n += 1
+        images += len(batch["pids"])
+        if i % train["log_every"] == 0:
+            bar.set_postfix(loss=f"{loss:.3f}")
     secs = time.perf_counter() - t0
-    return {**{f"loss_{k}": v / max(n, 1) for k, v in sums.items()}, "images_per_s": images / secs, "epoch_secs": secs}
+    means = {f"loss_{k}": v / max(n, 1) for k, v in sums.items()}
+    return {**means, "images_per_s": images / secs, "epoch_secs": secs}
 
 def fit(params: dict, cache_dir, model_dir, ckpt_dir, live_dir, **context) -> dict:
     """Train `params.train.method` on the preprocess cache; write the selected encoder to `model_dir`. `context` goes to
@@ -190,50 +341,96 @@ def fit(params: dict, cache_dir, model_dir, ckpt_dir, live_dir, **context) -> di
     watch, watch_name = (ds.test, "test") if select == "test" else (ds.val, "val")   # evaluated every eval_every epochs
 
     teacher = [Path(context["teacher_dir"]) / "encoder.safetensors"] if context.get("teacher_dir") else []
-    fp, ckpt_dir = run_fingerprint(params, cache_dir, teacher), Path(ckpt_dir)
-    state = load_resume_state(ckpt_dir, fp)
-    if state:
-        accelerator.load_state(str(ckpt_dir / "last")); print(f"resuming after epoch {state['epoch'] + 1}")
+    ckpt_dir, live_dir = Path(ckpt_dir), Path(live_dir)
+    parts = fingerprint_parts(params, cache_dir, teacher)
+    fp = run_fingerprint(params, cache_dir, teacher)
+    found = find_resume_checkpoint(ckpt_dir, fp, parts)
+    if found:
+        accelerator.load_state(str(found[0]))
+        state = found[1]
+        _check_best(ckpt_dir, state)
+        print(f"resuming after epoch {state['epoch'] + 1}")
     else:
-        if accelerator.is_main_process: shutil.rmtree(ckpt_dir, ignore_errors=True); shutil.rmtree(live_dir, ignore_errors=True)
-        state = {"fingerprint": fp, "epoch": -1, "best": None, "history": []}
+        state = {"fingerprint": fp, "parts": parts, "epoch": -1, "best": None, "history": []}
     accelerator.wait_for_everyone()     # every process has read the resume state before the main one clears it
     # the main process alone validates, logs and checkpoints; the others only train their share of each batch
     main = accelerator.is_main_process
-    live = Live(str(live_dir), resume=state["epoch"] >= 0, save_dvc_exp=False, dvcyaml=None) if main else None
-    if main and state["epoch"] < 0: live.log_params({"method": train["method"], "seed": seed})
+    live = None                         # opened after the first epoch: a run that fails first keeps the old curves
     core = accelerator.unwrap_model(model)
-    print(f"{train['method']}: {sum(p.numel() for p in core.encoder.parameters()) / 1e6:.2f}M encoder parameters, "
-          f"{sum(p.numel() for p in core.parameters()) / 1e6:.2f}M in training; {len(ds.train)} captions, {ds.train.num_ids} ids")
+    print(f"{train['method']}: {sum(p.numel() for p in core.encoder.parameters()) / 1e6:.2f}M encoder "
+          f"parameters, {sum(p.numel() for p in core.parameters()) / 1e6:.2f}M in training; "
+          f"{len(ds.train)} captions, {ds.train.num_ids} ids")
 
     for epoch in range(state["epoch"] + 1, train["epochs"]):
-        for g, lr in zip(opt.param_groups, base_lrs): g["lr"] = lr * warmup_cosine(epoch, train["epochs"], train["warmup_epochs"])
-        loader.set_epoch(epoch); batches.set_epoch(epoch)   # every process draws the same epoch's batches, each takes its share
+        scale = warmup_cosine(epoch, train["epochs"], train["warmup_epochs"])
+        for g, lr in zip(opt.param_groups, base_lrs):
+            g["lr"] = lr * scale
+        loader.set_epoch(epoch)
+        batches.set_epoch(epoch)        # every process draws the same epoch's batches, each takes its share
         data.set_epoch(epoch)
         logs = _epoch(model, loader, opt, accelerator, epoch, train)
         logs["lr"] = opt.param_groups[0]["lr"]
-        if not main: continue
+        if not main:
+            continue
         score = None
         if watch is not None and ((epoch + 1) % train["eval_every"] == 0 or epoch + 1 == train["epochs"]):
-            m, _ = evaluate_split(core.encoder, watch, store, tok, cfg.max_length, params["eval"]["batch_size"],
-                                 params["eval"]["chunk_size"], params["eval"]["max_rank"])
-            logs.update({f"{watch_name}_R1": m["R1"], f"{watch_name}_mAP": m["mAP"]}); score = m["R1"]
+            ev = params["eval"]
+            m, _ = evaluate_split(core.encoder, watch, store, tok, cfg.max_length, ev["batch_size"],
+                                  ev["chunk_size"], ev["max_rank"])
+            logs.update({f"{watch_name}_R1": m["R1"], f"{watch_name}_mAP": m["mAP"]})
+            score = m["R1"]
+        if live is None:
+            live = _open_live(live_dir, ckpt_dir, state, train, seed)
         for k, v in logs.items():
-            if k not in ("epoch_secs", "images_per_s"): live.log_metric(_live_name(k), v)
+            if k not in ("epoch_secs", "images_per_s"):
+                live.log_metric(_live_name(k), v)
         live.next_step()
         state["history"].append({"epoch": epoch + 1, **{k: round(v, 5) for k, v in logs.items()}})
         print(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4g}" for k, v in logs.items()))
-        if select in ("val", "test") and score is not None and (state["best"] is None or score > state["best"][f"{select}_R1"]):
+        best = state["best"]
+        if select in ("val", "test") and score is not None and (best is None or score > best[f"{select}_R1"]):
             state["best"] = {"epoch": epoch + 1, f"{select}_R1": score, f"{select}_mAP": logs[f"{select}_mAP"]}
-            with atomic_path(ckpt_dir / "best", is_dir=True) as tmp: save_encoder(core.encoder, tmp)
+            with atomic_path(ckpt_dir / "best", is_dir=True) as tmp:
+                save_encoder(core.encoder, tmp)
         state["epoch"] = epoch
-        with atomic_path(ckpt_dir / "last", is_dir=True) as tmp:
-            accelerator.save_state(str(tmp), safe_serialization=True)
-            write_json(state, tmp / "trainer_state.json")
+        save_checkpoint(ckpt_dir, accelerator, state)
     summary = {"method": train["method"], "rank": accelerator.process_index}
-    if main: summary = _ship(state, select, params, ckpt_dir, model_dir, core.encoder, tok, live)
-    accelerator.wait_for_everyone()      # the shipped model exists before any process goes on (e.g. to a student phase)
+    if main:
+        live = live or _open_live(live_dir, ckpt_dir, state, train, seed)
+        summary = _ship(state, select, params, ckpt_dir, model_dir, core.encoder, tok, live)
+    accelerator.wait_for_everyone()      # the shipped model exists before any process goes on (e.g. a student)
     return summary
+
+def _check_best(ckpt_dir: Path, state: dict) -> None:
+    "Forget the best epoch so far when its saved encoder cannot be read (and say so): it cannot be shipped."
+    f = ckpt_dir / "best" / "encoder.safetensors"
+    if not state["best"]:
+        return
+    try:
+        from safetensors import safe_open
+        with safe_open(str(f), "pt") as st:
+            list(st.keys())
+    except Exception as err:            # missing, truncated or corrupt
+        print(f"{f} cannot be read ({str(err).splitlines()[0][:100]}): the best epoch so far "
+              f"({state['best']['epoch']}) is lost; selection goes on over the epochs still to train")
+        state["best"] = None
+
+def _open_live(live_dir: Path, ckpt_dir: Path, state: dict, train: dict, seed: int):
+    """dvclive for this run. A fresh run first removes the previous run's checkpoints and curves (only now, after its
+    first epoch trained); a resumed one drops the curves' rows after its checkpoint and logs from the step after it."""
+    from dvclive import Live
+    resume = state["epoch"] >= 0
+    if resume:
+        trim_live_curves(live_dir, state["epoch"])
+    else:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        shutil.rmtree(live_dir, ignore_errors=True)
+    live = Live(str(live_dir), resume=resume, save_dvc_exp=False, dvcyaml=None)
+    if resume:
+        live.step = state["epoch"] + 1
+    else:
+        live.log_params({"method": train["method"], "seed": seed})
+    return live
 
 def _ship(state: dict, select: str, params: dict, ckpt_dir: Path, model_dir, encoder, tok, live) -> dict:
     "Close the logs and write the selected encoder, its tokenizer and the training summary to `model_dir`, atomically."
