@@ -13,19 +13,33 @@ from .core import TbprError, check_choice, resolve_params, write_json, read_json
 from .data import load_dataset, build_cache, load_cached_dataset
 
 # %% auto #0
-__all__ = ['ART', 'PATHS', 'METRIC_KEYS', 'RUN_RECORD_KEYS', 'ABLATIONS', 'STAGES', 'stage_download', 'stage_preprocess',
-           'parsing_folder', 'run_seeds', 'seed_paths', 'stage_train', 'chance_levels', 'seed_statistics', 'mean_std',
-           'evaluate_model_dir', 'grid_queries', 'dataset_id', 'run_id', 'run_changes', 'run_label', 'live_curves',
-           'record_run', 'load_runs', 'stage_evaluate', 'compare_recorded_runs', 'run_notebook', 'stage_report',
-           'train_variant', 'summarise_ablation', 'compare_variants', 'run_ablation', 'main']
+__all__ = ['ART', 'PATHS', 'CHECKED', 'METRIC_KEYS', 'RUN_RECORD_KEYS', 'ABLATIONS', 'STAGES', 'stage_check', 'stage_download',
+           'stage_preprocess', 'parsing_folder', 'run_seeds', 'seed_paths', 'stage_train', 'chance_levels',
+           'seed_statistics', 'mean_std', 'evaluate_model_dir', 'grid_queries', 'dataset_id', 'run_id', 'run_changes',
+           'run_label', 'live_curves', 'record_run', 'load_runs', 'stage_evaluate', 'compare_recorded_runs',
+           'run_notebook', 'stage_report', 'train_variant', 'summarise_ablation', 'compare_variants', 'run_ablation',
+           'main', 'restore_hint']
 
 # %% ../nbs/08_pipeline.ipynb #7d9a2d72
 ART = Path("artifacts")
 PATHS = {"dataset": ART / "dataset", "cache": ART / "cache", "model": ART / "model", "checkpoints": ART / "checkpoints",
          "live": ART / "train_live", "eval": ART / "eval", "report": ART / "report", "seeds": ART / "seeds",
-         "runs": ART / "runs"}
+         "runs": ART / "runs", "checked": ART / "checked.txt"}
 
 # %% ../nbs/08_pipeline.ipynb #b7157e9a
+CHECKED = ("Every parameter passed `tbpr check` (type, range, choices, the method). The stages depend on this\n"
+           "file so that `dvc repro` checks the parameters before any stage removes its outputs.\n")
+
+def stage_check(params: dict, out=PATHS["checked"]) -> Path:
+    """Refuse an unknown method (the parameters' types and ranges were checked by `resolve_params`); write the
+    constant note `out` the other stages depend on."""
+    from tbpr.objectives import available_methods
+    check_choice(params["train"]["method"], available_methods(), "train.method")
+    with atomic_path(out) as tmp:
+        tmp.write_text(CHECKED, encoding="utf-8")
+    print("parameters checked")
+    return Path(out)
+
 def stage_download(params: dict, out=PATHS["dataset"]) -> Path:
     "Materialise the benchmark named by `data.name` in `out`: generated (`synthetic`) or found, verified and extracted (real)."
     name = params["data"]["name"]
@@ -350,7 +364,7 @@ def run_ablation(name: str, params_file="params.yaml", epochs: int | None = None
     return out
 
 # %% ../nbs/08_pipeline.ipynb #c186d8a3
-STAGES = {"download": stage_download, "preprocess": stage_preprocess, "train": stage_train,
+STAGES = {"check": stage_check, "download": stage_download, "preprocess": stage_preprocess, "train": stage_train,
           "evaluate": stage_evaluate, "report": stage_report}
 
 def main(argv=None) -> int:
@@ -389,8 +403,21 @@ def main(argv=None) -> int:
         STAGES[args.stage](params)
     except TbprError as err:
         print(f"tbpr {args.stage}: error: {err}", file=sys.stderr)
+        print(restore_hint(args.stage), file=sys.stderr, end="")
         return 2
+    except Exception:
+        print(restore_hint(args.stage), file=sys.stderr, end="")
+        raise
     return 0
+
+def restore_hint(stage: str) -> str:
+    "Under `dvc repro`, how to get back the outputs DVC removed before the failed `stage` ran ('' elsewhere)."
+    if not os.environ.get("DVC_STAGE") or stage not in STAGES:
+        return ""
+    if stage == "check":
+        return "No stage's outputs were removed: correct the value and run `dvc repro` again.\n"
+    return (f"DVC removed the previous outputs of the {stage} stage before running it. To get them back: "
+            "`git checkout params.yaml && dvc checkout` (checkpoints and run records are kept as they were).\n")
 
 # %% ../nbs/08_pipeline.ipynb #4e9a7911
 #| eval: false

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest, yaml
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("download", "preprocess", "train", "evaluate", "report")
+STAGES = ("check", "download", "preprocess", "train", "evaluate", "report")
 REPORT_NOTEBOOK = "nbs/experiments/report.ipynb"
 CHROMIUM = os.environ.get("TBPR_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"     # as tests/test_docs.py
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -214,6 +214,32 @@ def test_plots_draw_offline_in_chromium(plots_page):
     assert min(marks) > 0, f"charts without data (data marks per chart: {marks}); {problems}"
     assert not images, f"images that do not load: {images}"
     assert not problems, problems
+
+
+def test_bad_value_fails_before_any_output_is_removed(ws):
+    "A value only training would refuse stops `dvc exp run` in the check stage: the previous model is still there."
+    model = (ws.root / "artifacts/model/encoder.safetensors").read_bytes()
+    for bad, says in (("train.method=foo", "train.method='foo' is not a valid choice"),
+                      ("train.temperature=0", "train.temperature=0 must be a number in (0, inf]"),
+                      ("train.epochs=true", "train.epochs=True must be an integer"),
+                      ("train.lr=abc", "train.lr='abc' must be a number")):
+        p = ws.dvc("exp", "run", "-S", bad, check=False)
+        ws.git("checkout", "params.yaml")
+        assert p.returncode != 0 and says in p.stdout + p.stderr, shown(p)
+        assert "Running stage 'train'" not in p.stdout, shown(p)
+        assert (ws.root / "artifacts/model/encoder.safetensors").read_bytes() == model, f"{bad}: model lost"
+    status = ws.dvc("status", "--json", "dvc.yaml")
+    assert set(json.loads(status.stdout)) <= {"check"}, "only the check stage may need a re-run" + shown(status)
+
+
+def test_code_edit_restarts_training(ws):
+    "An edited training module re-runs train from scratch, saying why, instead of resuming the old checkpoints."
+    f = ws.root / "tbpr/model.py"
+    f.write_text(f.read_text() + "\nEDITED_FOR_A_TEST = True\n")
+    p = ws.dvc("repro")
+    assert "Running stage 'train'" in p.stdout and "the code changed (tbpr/model.py)" in p.stdout, shown(p)
+    assert "resuming" not in p.stdout, shown(p)
+    ws.git("add", "-A"); ws.git("commit", "-q", "-m", "an edited module")         # the baseline of the test below
 
 
 def test_exp_run_changes_train_metrics(ws):
