@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #7f36ede7
 from __future__ import annotations
-import json, math, os, random, re, shutil, tempfile
+import hashlib, json, math, os, random, re, shutil, tempfile
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
@@ -14,8 +14,8 @@ import yaml
 # %% auto #0
 __all__ = ['DEFAULTS', 'CHOICES', 'PRESETS', 'RANGES', 'POSITIVE', 'PAIRS', 'TbprError', 'check_choice', 'check_keys',
            'load_params', 'merge_params', 'seed_everything', 'remove_stale_temporaries', 'atomic_path', 'write_json',
-           'read_json', 'check_free_space', 'disk_full_error', 'NpyWriter', 'apply_preset', 'resolve_params',
-           'check_params']
+           'read_json', 'sha256_file', 'check_free_space', 'disk_full_error', 'NpyWriter', 'apply_preset',
+           'resolve_params', 'check_params']
 
 # %% ../nbs/00_core.ipynb #f98ff951
 class TbprError(Exception):
@@ -144,6 +144,14 @@ def read_json(path, what: str = "JSON file"):
         raise TbprError(f"{path}: {what} is not valid JSON ({err})") from None
 
 # %% ../nbs/00_core.ipynb #sp0cd01b
+def sha256_file(path, chunk: int = 1 << 20) -> str:
+    "The hex sha256 of a file, read in chunks."
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
 def _gib(n: int) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**28 else f"{n / 2**20:.1f} MiB"
 

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_data.ipynb #7d30b268
 from __future__ import annotations
-import difflib, json, math, posixpath, random, re
+import difflib, errno, hashlib, json, math, posixpath, random, re
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from collections import defaultdict
@@ -12,17 +12,18 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
-from .core import TbprError, check_choice, read_json, write_json, atomic_path
+from .core import (TbprError, NpyWriter, atomic_path, check_choice, check_free_space, disk_full_error,
+                       read_json, sha256_file, write_json)
 from .captions import write_attributes
 
 # %% auto #0
-__all__ = ['SCHEMAS', 'IMAGE_KEYS', 'RESAMPLE', 'CLIP_MEAN', 'CLIP_STD', 'BLACK', 'ERASE', 'IGNORE', 'NO_MASK_FIX', 'LIP_LABELS',
-           'Schema', 'annotation_file', 'assign_splits', 'TrainSplit', 'EvalSplit', 'PersonDataset', 'read_annotations',
-           'build_dataset', 'load_dataset', 'write_fixture', 'fixture_entries', 'load_image', 'to_tensor', 'flip_draw',
-           'random_flip', 'mirror_name', 'flip_permutation', 'pad_random_crop', 'random_erasing', 'Augment',
-           'minilm_path', 'load_tokenizer', 'tokenize', 'replacement_ids', 'mask_tokens', 'IdentitySampler',
-           'ImageStore', 'load_parsing_map', 'build_cache', 'load_parsing', 'load_cached_dataset', 'TrainData',
-           'Collate']
+__all__ = ['SCHEMAS', 'IMAGE_KEYS', 'RESAMPLE', 'NOT_8BIT_FIX', 'CLIP_MEAN', 'CLIP_STD', 'BLACK', 'ERASE', 'IGNORE',
+           'NO_MASK_FIX', 'LIP_LABELS', 'Schema', 'annotation_file', 'assign_splits', 'TrainSplit', 'EvalSplit',
+           'PersonDataset', 'read_annotations', 'build_dataset', 'check_protocol', 'load_dataset', 'write_fixture',
+           'fixture_entries', 'load_image', 'to_tensor', 'flip_draw', 'random_flip', 'mirror_name', 'flip_permutation',
+           'pad_random_crop', 'random_erasing', 'Augment', 'minilm_path', 'load_tokenizer', 'tokenize',
+           'replacement_ids', 'mask_tokens', 'IdentitySampler', 'ImageStore', 'load_parsing_map', 'same_bytes_warning',
+           'build_cache', 'load_parsing', 'load_cached_dataset', 'TrainData', 'Collate']
 
 # %% ../nbs/02_data.ipynb #66ede0b3
 @dataclass(frozen=True)
@@ -225,8 +226,30 @@ def build_dataset(entries: list, root, name: str = "cuhkpedes") -> PersonDataset
         raise TbprError(f"{annotation_file(root, name)}: train ids are not contiguous from {schema.id_base} "
                         f"(first gaps near {[i for i in range(len(ids)) if i not in set(ids)][:5]})",
                         fix="renumber train ids contiguously, as the official files do")
-    return PersonDataset(name, str(Path(root) / schema.images_dir), tr,
-                         _eval_split(by_split["test"], key), _eval_split(by_split.get("val"), key))
+    ds = PersonDataset(name, str(Path(root) / schema.images_dir), tr,
+                       _eval_split(by_split["test"], key), _eval_split(by_split.get("val"), key))
+    check_protocol(ds, annotation_file(root, name), schema.id_base)
+    return ds
+
+def check_protocol(ds: PersonDataset, ann, id_base: int) -> None:
+    """Refuse a val or test split with fewer than two identities (every ranking finds the one person: chance R1 is
+    100%); warn, with counts, when training identities come back in val or test (the protocol ranks unseen people)."""
+    train_ids = {p + id_base for p in ds.train.pids}
+    for name in ("val", "test"):
+        split = getattr(ds, name)
+        if split is None:
+            continue
+        ids = set(split.image_pids)
+        if len(ids) < 2:
+            raise TbprError(f"{ann}: the {name} split holds {len(ids)} identity: every ranking finds that person "
+                            "first (chance R1 100%), so its metrics say nothing",
+                            fix=f"give the {name} split at least two identities (the benchmarks have hundreds); "
+                                "check the entries' split fields")
+        shared = sorted(ids & train_ids)
+        if shared:
+            print(f"warning: {ann}: {len(shared)} of the {len(ids)} {name} identities also appear in the train "
+                  f"split (e.g. ids {shared[:5]}): the protocol ranks people unseen in training, so these metrics "
+                  "flatter the model. Give those people new ids, or keep each person in one split")
 
 def load_dataset(root, name: str = "cuhkpedes", check_files: bool = True) -> PersonDataset:
     "Read, validate and convert a dataset folder."
@@ -257,15 +280,32 @@ def fixture_entries(n_train_ids=3, n_test_ids=2, per_id=2, id_base=1, key="file_
 
 # %% ../nbs/02_data.ipynb #b474f2f8
 RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}   # `data.resize`: IRRA's T.Resize, IVT's bicubic
+NOT_8BIT_FIX = "save it as an 8-bit image (RGB or greyscale PNG or JPEG), e.g. `convert in.tif -depth 8 out.png`"
+
+def _rgb8(im: Image.Image, path) -> Image.Image:
+    """`im` as 8-bit RGB. 16-bit greyscale (PNG, TIFF) is scaled to 0-255; a 32-bit integer or floating-point image is
+    refused by name, since its range is unknown (PIL's own conversion would clip it to white)."""
+    if im.mode.startswith("I;16") or (im.mode == "I" and im.format == "PNG"):    # PNG's 16 bits may read as I
+        lab = np.asarray(im, dtype=np.uint32)
+        return Image.fromarray(((lab * 255 + 32767) // 65535).astype(np.uint8)).convert("RGB")
+    if im.mode in ("I", "F"):
+        kind = "floating-point" if im.mode == "F" else "32-bit integer"
+        raise TbprError(f"{path}: a {kind} image (mode {im.mode}), whose range of values is unknown",
+                        fix=NOT_8BIT_FIX)
+    return im.convert("RGB")
 
 def load_image(path, size: tuple | None = None, resize: str = "bilinear") -> np.ndarray:
-    "Read an image as an RGB uint8 array of shape (H, W, 3), resized (`resize`: bilinear or bicubic) to `size`=(H, W) if given."
+    """Read an image as an RGB uint8 array of shape (H, W, 3), resized (`resize`: bilinear or bicubic) to `size`=(H, W)
+    if given. 16-bit images are scaled to 8 bits; 32-bit and floating-point ones are refused (`_rgb8`)."""
     try:
         with Image.open(path) as im:
-            im.load(); im = im.convert("RGB")
-            if size is not None and im.size != (size[1], size[0]): im = im.resize((size[1], size[0]), RESAMPLE[resize])
+            im.load()
+            im = _rgb8(im, path)
+            if size is not None and im.size != (size[1], size[0]):
+                im = im.resize((size[1], size[0]), RESAMPLE[resize])
             return np.asarray(im, dtype=np.uint8).copy()
-    except FileNotFoundError: raise TbprError(f"{path}: image file not found") from None
+    except FileNotFoundError:
+        raise TbprError(f"{path}: image file not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise TbprError(f"{path}: corrupt or truncated image ({err})", fix="re-extract or remove this image") from None
 
@@ -491,45 +531,104 @@ def load_parsing_map(path, size: tuple) -> np.ndarray:
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise TbprError(f"{path}: corrupt or truncated parsing map ({err})", fix="re-run the human parser on this image") from None
 
-def _cache_parsing(paths, parsing_root: Path, size, tmp: Path, labels: list):
-    "parsing.npy (N, H, W) uint8 beside images.npy: each image's map at `parsing_root/<image path>.png`."
-    arr = np.lib.format.open_memmap(tmp / "parsing.npy", mode="w+", dtype=np.uint8, shape=(len(paths), *size))
-    bad, top = [], 0
-    for i, p in enumerate(tqdm(paths, desc="parsing maps", mininterval=2)):
-        try: arr[i] = lab = load_parsing_map(parsing_root / Path(p).with_suffix(".png"), size)
-        except TbprError as err: bad.append(str(err).splitlines()[0]); continue
-        top = max(top, int(lab[lab != IGNORE].max(initial=0)))          # 255 (unknown) is no class
-    arr.flush(); del arr
+def _write_rows(path: Path, shape: tuple, rows, what: str) -> str:
+    """Write the arrays `rows` yields as one `.npy` of `shape` (uint8) with `NpyWriter`, after checking the disk has
+    room; a full disk is an error naming the folder and the bytes. Returns the sha256 of the data written."""
+    digest = hashlib.sha256()
+    needed = int(np.prod(shape, dtype=np.int64))
+    check_free_space(path.parent, needed, what)
+    try:
+        with NpyWriter(path, shape, np.uint8) as w:
+            for row in rows:
+                row = np.ascontiguousarray(row, dtype=np.uint8)
+                w.write(row)
+                digest.update(row.tobytes())
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise disk_full_error(err, path.parent, needed, what) from None
+    return digest.hexdigest()
+
+def _cache_parsing(paths, parsing_root: Path, size, tmp: Path, labels: list) -> str:
+    """parsing.npy (N, H, W) uint8 beside images.npy: each image's map at `parsing_root/<image path>.png`. Returns
+    the digest of the maps."""
+    bad, top = [], [0]
+    def maps():
+        for p in tqdm(paths, desc="parsing maps", mininterval=2):
+            try:
+                lab = load_parsing_map(parsing_root / Path(p).with_suffix(".png"), size)
+            except TbprError as err:
+                bad.append(str(err).splitlines()[0])
+                lab = np.zeros(size, np.uint8)
+            top[0] = max(top[0], int(lab[lab != IGNORE].max(initial=0)))    # 255 (unknown) is no class
+            yield lab
+    digest = _write_rows(tmp / "parsing.npy", (len(paths), *size), maps(), "the parsing maps")
     if bad:
-        raise TbprError(f"{len(bad)} of {len(paths)} parsing maps missing or unreadable under {parsing_root}:\n  " + "\n  ".join(bad[:5]),
-                        fix="the folder must mirror the image tree with one PNG per image (e.g. the output of a human parser); "
-                            "or set data.parsing_dir to the right folder; the cache was not written")
-    if top >= len(labels):
-        raise TbprError(f"{parsing_root}: label {top} found, but the label set has {len(labels)} classes",
+        raise TbprError(f"{len(bad)} of {len(paths)} parsing maps missing or unreadable under {parsing_root}:\n  "
+                        + "\n  ".join(bad[:5]),
+                        fix="the folder must mirror the image tree with one PNG per image (e.g. the output of a "
+                            "human parser); or set data.parsing_dir to the right folder; the cache was not written")
+    if top[0] >= len(labels):
+        raise TbprError(f"{parsing_root}: label {top[0]} found, but the label set has {len(labels)} classes",
                         fix="put the label names in parsing_labels.json beside the maps (LIP's 20 are the default)")
     write_json({"labels": labels, "root": str(parsing_root)}, tmp / "parsing.json")
+    return digest
+
+def same_bytes_warning(dataset: PersonDataset, digests: dict) -> str:
+    """A warning when distinct image paths hold the same bytes (`digests`: path -> sha256), with counts, and how many
+    such pairs cross splits (a test image seen in training), else ''."""
+    split_of = {p: "train" for p in dataset.train.img_paths}
+    for name in ("val", "test"):
+        split = getattr(dataset, name)
+        split_of.update({p: name for p in (split.img_paths if split else [])})
+    by_digest = defaultdict(list)
+    for p, h in digests.items():
+        by_digest[h].append(p)
+    groups = [g for g in by_digest.values() if len(g) > 1]
+    if not groups:
+        return ""
+    crossing = [g for g in groups if len({split_of[p] for p in g}) > 1]
+    text = (f"warning: {sum(len(g) - 1 for g in groups)} image(s) repeat the bytes of another under a different "
+            f"name ({len(groups)} group(s), e.g. {' = '.join(groups[0][:3])})")
+    if crossing:
+        where = " = ".join(f"{p} ({split_of[p]})" for p in crossing[0][:3])
+        text += (f"; {len(crossing)} group(s) span two splits (e.g. {where}): those test or val images were seen in "
+                 "training, so the metrics flatter the model")
+    return text + ". Remove the copies for a clean benchmark."
 
 def build_cache(dataset: PersonDataset, out_dir, size: tuple, parsing_root=None, resize: str = "bilinear") -> Path:
-    """Write `images.npy` (all distinct images resized to `size` with `resize`), `cache.json` and `dataset.json` to `out_dir`, atomically;
-    with `parsing_root`, also `parsing.npy` and `parsing.json` (label names from `parsing_labels.json` there, else LIP's);
-    and `attributes.json`, the attribute phrases of every training caption."""
-    paths, root, bad = dataset.all_image_paths(), Path(dataset.images_root), []
+    """Write `images.npy` (all distinct images resized to `size` with `resize`), `cache.json` (with the digest of the
+    cached pixels) and `dataset.json` to `out_dir`, atomically; with `parsing_root`, also `parsing.npy` and
+    `parsing.json` (label names from `parsing_labels.json` there, else LIP's); and `attributes.json`, the attribute
+    phrases of every training caption. Images with the same bytes under two names are reported."""
+    paths, root, bad, digests = dataset.all_image_paths(), Path(dataset.images_root), [], {}
+    def images():
+        for p in tqdm(paths, desc="preprocess", mininterval=2):
+            try:
+                digests[p] = sha256_file(root / p)
+                yield load_image(root / p, size, resize)
+            except (TbprError, FileNotFoundError) as err:
+                bad.append(str(err).splitlines()[0])
+                yield np.zeros((*size, 3), np.uint8)
     with atomic_path(out_dir, is_dir=True) as tmp:
-        arr = np.lib.format.open_memmap(tmp / "images.npy", mode="w+", dtype=np.uint8, shape=(len(paths), *size, 3))
-        for i, p in enumerate(tqdm(paths, desc="preprocess", mininterval=2)):
-            try: arr[i] = load_image(root / p, size, resize)
-            except TbprError as err: bad.append(str(err).splitlines()[0])
-        arr.flush(); del arr
+        meta = {"paths": paths, "size": list(size), "name": dataset.name, "resize": resize}
+        meta["images_sha256"] = _write_rows(tmp / "images.npy", (len(paths), *size, 3), images(), "the image cache")
         if bad:
             raise TbprError(f"{len(bad)} unreadable image(s) in {root}:\n  " + "\n  ".join(bad[:10]),
-                            fix="re-extract or remove these images; the cache was not written")
+                            fix="re-extract or remove these images (or convert them as the message says); "
+                                "the cache was not written")
+        warning = same_bytes_warning(dataset, digests)
+        if warning:
+            print(warning)
         if parsing_root is not None:
             parsing_root = Path(parsing_root)
             names = parsing_root / "parsing_labels.json"
-            if not names.exists(): names = parsing_root.parent / "parsing_labels.json"
-            _cache_parsing(paths, parsing_root, size, tmp, read_json(names, "parsing label names") if names.exists() else LIP_LABELS)
+            if not names.exists():
+                names = parsing_root.parent / "parsing_labels.json"
+            labels = read_json(names, "parsing label names") if names.exists() else LIP_LABELS
+            meta["parsing_sha256"] = _cache_parsing(paths, parsing_root, size, tmp, labels)
         write_attributes(dataset.train.captions, tmp)          # IVT's word level (nbs/02b_captions)
-        write_json({"paths": paths, "size": list(size), "name": dataset.name, "resize": resize}, tmp / "cache.json")
+        write_json(meta, tmp / "cache.json")
         write_json(dataset.to_dict(), tmp / "dataset.json")
     return Path(out_dir)
 

@@ -4,20 +4,20 @@
 
 # %% ../nbs/12_search.ipynb #375e3c08
 from __future__ import annotations
-import hashlib, json, math, textwrap
+import errno, hashlib, json, math, textwrap
 from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from .core import TbprError, atomic_path, read_json, write_json
+from .core import (TbprError, NpyWriter, atomic_path, check_free_space, disk_full_error, read_json,
+                       sha256_file, write_json)
 from .data import load_image, to_tensor, tokenize
 from .model import load_encoder, load_encoder_tokenizer
-from .sources import sha256_file
 
 # %% auto #0
-__all__ = ['IMAGE_SUFFIXES', 'list_gallery', 'exact_topk', 'index_spec', 'build_index', 'index_topk', 'GalleryIndex',
-           'plot_ranked', 'search']
+__all__ = ['IMAGE_SUFFIXES', 'LOW_SCORE', 'LOW_MARGIN', 'list_gallery', 'exact_topk', 'index_spec', 'build_index', 'index_topk',
+           'check_query', 'GalleryIndex', 'short_name', 'low_score_warning', 'plot_ranked', 'search']
 
 # %% ../nbs/12_search.ipynb #d056be69
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -87,6 +87,28 @@ def index_topk(index, emb: np.ndarray, q: np.ndarray, k: int, nprobe: int = 512,
     return sc[order], cand[order]
 
 # %% ../nbs/12_search.ipynb #dd31654d
+def check_query(query) -> str:
+    "The stripped query, or an error when there is none (checked before any image is encoded)."
+    if not isinstance(query, str) or not query.strip():
+        raise TbprError("the query is empty",
+                        fix='describe the person, e.g. --query "a woman in a red coat with a black backpack"')
+    return query.strip()
+
+def _write_embeddings(path: Path, shape: tuple, new: np.ndarray, prev, reuse: list) -> None:
+    """The gallery's float16 embeddings, row by row: the newly encoded ones (`new`, in order) where `reuse` is None,
+    else row `reuse[i]` of the previous cache `prev`. Space is checked first; a full disk is an error, not SIGBUS."""
+    needed = int(np.prod(shape)) * 2
+    check_free_space(path.parent, needed, "the gallery embeddings")
+    fresh = iter(new)
+    try:
+        with NpyWriter(path, shape, np.float16) as w:
+            for r in reuse:
+                w.write(next(fresh) if r is None else prev[r])
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise disk_full_error(err, path.parent, needed, "the gallery embeddings") from None
+
 class GalleryIndex:
     "A model's cached, incrementally updated embeddings of a folder of crops, searchable by text."
     def __init__(self, model_dir, images_dir, cache_dir=None, batch_size: int = 128, exact_limit: int = 200_000, device=None):
@@ -113,13 +135,9 @@ class GalleryIndex:
         if todo or counts["removed"] or needs_index or not (self.cache / "embeddings.npy").exists():
             new = _encode_files(self.encoder, self.root, todo, self.batch_size)
             prev = np.load(self.cache / "embeddings.npy", mmap_mode="r") if old else None
+            shape = (len(now), new.shape[1])
             with atomic_path(self.cache, is_dir=True) as tmp:
-                arr = np.lib.format.open_memmap(tmp / "embeddings.npy", mode="w+", dtype=np.float16, shape=(len(now), new.shape[1]))
-                j = 0
-                for row, r in enumerate(reuse):
-                    if r is None: arr[row] = new[j]; j += 1
-                    else: arr[row] = prev[r]
-                arr.flush(); del arr
+                _write_embeddings(tmp / "embeddings.npy", shape, new, prev, reuse)
                 if len(now) > self.exact_limit:
                     import faiss
                     faiss.write_index(build_index(np.load(tmp / "embeddings.npy", mmap_mode="r")), str(tmp / "index.faiss"))
@@ -137,10 +155,16 @@ class GalleryIndex:
 
     def query_features(self, query: str) -> np.ndarray:
         "The L2-normalised text feature of `query`."
-        if not isinstance(query, str) or not query.strip():
-            raise TbprError("the query is empty", fix='describe the person, e.g. --query "a woman in a red coat with a black backpack"')
-        ids = tokenize(self.tok, [query.strip()], self.encoder.cfg.max_length).to(next(self.encoder.parameters()).device)
+        query = check_query(query)
+        ids = tokenize(self.tok, [query], self.encoder.cfg.max_length).to(next(self.encoder.parameters()).device)
         with torch.inference_mode(): return F.normalize(self.encoder.encode_text(ids)[0].float(), dim=-1)[0].cpu().numpy()
+
+    def median_score(self, query: str, sample: int = 10_000) -> float:
+        "The median cosine of `query` over the gallery (over `sample` crops of a larger one)."
+        if self.emb is None:
+            self.update()
+        rows = np.random.default_rng(0).choice(len(self.emb), min(sample, len(self.emb)), replace=False)
+        return float(np.median(np.asarray(self.emb[np.sort(rows)], np.float32) @ self.query_features(query)))
 
     def search(self, query: str, k: int = 10) -> list:
         "The `k` best crops for `query` as (relative path, cosine score), best first."
@@ -150,6 +174,29 @@ class GalleryIndex:
         scores, rows = index_topk(self.index, self.emb, q, k) if self.index is not None else exact_topk(self.emb, q, k)
         return [(self.entries[r], float(s)) for s, r in zip(scores, rows)]
 
+def short_name(name: str, width: int = 14) -> str:
+    """A file name on at most two lines of `width` characters for a grid label: whole if it fits, else its start and
+    its end around an ellipsis (`0001_c1s1_001051_00.jpg` keeps its camera and frame)."""
+    if len(name) <= width:
+        return name
+    if len(name) <= 2 * width:
+        return name[:width] + "\n" + name[width:]
+    return name[:width] + "\n\u2026" + name[-(width - 1):]
+
+LOW_SCORE, LOW_MARGIN = 0.1, 0.05   # the best cosine, and how far it stands above the gallery's median
+
+def low_score_warning(results: list, median: float, model_dir) -> str:
+    """A warning when the best crop scores near 0, or barely above the gallery's median score (`median`): an untrained
+    or barely trained model, whose features hardly depend on the input (a random one scores every crop alike)."""
+    if not results:
+        return ""
+    best = results[0][1]
+    if best >= LOW_SCORE and best - median >= LOW_MARGIN:
+        return ""
+    return (f"warning: the best match scores {best:.3f} (cosine), {best - median:.3f} above the gallery's median: "
+            f"the model in {model_dir} seems barely trained, and this ranking is close to random. Train longer "
+            "(train.epochs) or use another model")
+
 def plot_ranked(query: str, results: list, images_dir, path, cols: int = 10) -> Path:
     "An image grid of ranked crops `results` ((path, score) pairs) under the query, written to `path`."
     from matplotlib.figure import Figure
@@ -158,7 +205,7 @@ def plot_ranked(query: str, results: list, images_dir, path, cols: int = 10) -> 
     for ax in axes.flat: ax.axis("off")
     for n, (rel, score) in enumerate(results):
         ax = axes.flat[n]; ax.imshow(load_image(Path(images_dir) / rel)); ax.axis("on"); ax.set_xticks([]); ax.set_yticks([])
-        ax.set_title(f"{n + 1}: {score:.3f}\n{textwrap.shorten(Path(rel).name, 18)}", fontsize=6)
+        ax.set_title(f"{n + 1}: {score:.3f}\n{short_name(Path(rel).name)}", fontsize=6)
     fig.suptitle(textwrap.fill(query, 100), fontsize=8)
     fig.tight_layout(); Path(path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp: fig.savefig(tmp, dpi=120, format="png")
@@ -166,9 +213,16 @@ def plot_ranked(query: str, results: list, images_dir, path, cols: int = 10) -> 
 
 def search(model_dir, images_dir, query: str, k: int = 10, out="artifacts/search/result.png", cache_dir=None, **kw) -> list:
     "Rank the crops in `images_dir` for `query` with the model in `model_dir`; print the top `k`, write the grid to `out`."
+    query = check_query(query)                      # before the gallery is encoded
+    if k < 1:
+        raise TbprError(f"k={k} must be at least 1", fix="e.g. --k 10")
     gallery = GalleryIndex(model_dir, images_dir, cache_dir, **kw)
     gallery.update()
     results = gallery.search(query, k)
-    for n, (rel, score) in enumerate(results, 1): print(f"{n:3d}  {score:.4f}  {rel}")
+    for n, (rel, score) in enumerate(results, 1):
+        print(f"{n:3d}  {score:.4f}  {rel}")
+    warning = low_score_warning(results, gallery.median_score(query), model_dir)
+    if warning:
+        print(warning)
     print(f"grid: {plot_ranked(query, results, images_dir, out)}")
     return results

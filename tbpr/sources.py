@@ -6,13 +6,14 @@
 from __future__ import annotations
 import gzip, hashlib, http.client, lzma, os, re, shutil, sys, tarfile, urllib.error, urllib.parse, urllib.request, zipfile, zlib
 from pathlib import Path
-from .core import TbprError, atomic_path, check_choice, read_json, write_json
+from tqdm.auto import tqdm
+from .core import TbprError, atomic_path, check_choice, read_json, sha256_file, write_json
 from .data import SCHEMAS, annotation_file, load_dataset, PersonDataset, _safe_image_path
 
 # %% auto #0
-__all__ = ['OFFICIAL', 'ARCHIVES', 'TAR_FILTER', 'sha256_file', 'archive_kind', 'is_archive', 'candidate_sources', 'find_source',
+__all__ = ['OFFICIAL', 'ARCHIVES', 'TAR_FILTER', 'archive_kind', 'is_archive', 'candidate_sources', 'find_source',
            'download_name', 'unpinned_warning', 'download', 'check_sha256', 'count_splits', 'compare_with_official',
-           'safe_extract', 'find_dataset_root', 'dataset_root', 'materialize']
+           'safe_extract', 'find_dataset_root', 'dataset_root', 'write_image_digests', 'materialize']
 
 # %% ../nbs/02a_sources.ipynb #d06a9458
 OFFICIAL = {   # folder name and (ids, images, captions) per split, from the papers' and loaders' docstrings
@@ -21,13 +22,6 @@ OFFICIAL = {   # folder name and (ids, images, captions) per split, from the pap
     "rstpreid":  {"folder": "RSTPReid",   "train": (3701, 18505, 37010), "val": (200, 1000, 2000), "test": (200, 1000, 2000)},
 }
 ARCHIVES = (".zip", ".tar", ".tar.gz", ".tgz")   # the names `find_source` looks for; the type comes from the content
-
-def sha256_file(path, chunk: int = 1 << 20) -> str:
-    "The hex sha256 of a file, read in chunks."
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk): h.update(block)
-    return h.hexdigest()
 
 def archive_kind(path) -> str | None:
     "'zip' or 'tar' (plain, gzip, bzip2 or xz) read from the file's content, whatever its name; None if it is neither."
@@ -204,6 +198,24 @@ def dataset_root(dataset_dir) -> Path:
         raise TbprError(f"{m}: points at {root}, which is gone", fix="put the dataset back, or re-run the download stage")
     return root
 
+def write_image_digests(ds: PersonDataset, path: Path, previous: Path | None = None) -> str:
+    """Hash every image of `ds` (the bytes of each file) into `path`, one `sha256  relative path` line each, and
+    return one digest of them all: a changed image changes the manifest, so the stages after download run again.
+    With the `previous` list, say how many images changed, came or went."""
+    root = Path(ds.images_root)
+    lines = [f"{sha256_file(root / p)}  {p}" for p in tqdm(sorted(ds.all_image_paths()), desc="hashing images",
+                                                          mininterval=2)]
+    text = "\n".join(lines) + "\n"
+    path.write_text(text, encoding="utf-8")
+    if previous is not None and previous.is_file():
+        old = set(previous.read_text(encoding="utf-8").splitlines())
+        new = set(lines)
+        if old != new:
+            changed = len({l.split("  ", 1)[1] for l in new - old} & {l.split("  ", 1)[1] for l in old - new})
+            print(f"since the last download: {changed} image(s) changed, {len(new - old) - changed} new, "
+                  f"{len(old - new) - changed} gone")
+    return hashlib.sha256(text.encode()).hexdigest()
+
 def materialize(params: dict, out) -> dict:
     "Find, verify and materialise the real dataset named by `data.name` into `out`; returns the manifest."
     data = params["data"]; name = check_choice(data["name"], list(OFFICIAL), "data.name (real benchmarks)")
@@ -230,8 +242,10 @@ def materialize(params: dict, out) -> dict:
                                 fix=f"check data.urls.{name}: it must serve the {OFFICIAL[name]['folder']} folder as a zip or tar archive") from None
         ds = load_dataset(root, name)                       # validates schema, paths and image files
         counts = count_splits(ds)
-        print(f"{name} from {src}:"); print("\n".join(compare_with_official(counts, name)))
-        manifest = {"name": name, "source": str(src), "sha256": digest, "root": rel,
+        print(f"{name} from {src}:")
+        print("\n".join(compare_with_official(counts, name)))
+        images = write_image_digests(ds, tmp / "images.sha256", out / "images.sha256")
+        manifest = {"name": name, "source": str(src), "sha256": digest, "root": rel, "images_sha256": images,
                     "counts": {k: list(v) for k, v in counts.items()}}
         write_json(manifest, tmp / "manifest.json")
     return manifest

@@ -44,6 +44,29 @@ def test_download_and_preprocess_real_schemas(tmp_path, monkeypatch, name, archi
     assert manifest["counts"]["train"][0] == 4 and len(manifest["sha256"]) == 64
 
 
+def test_an_image_replaced_in_place_reaches_the_cache(tmp_path, monkeypatch, capsys):
+    "The download manifest hashes every image: replaced pixels change it, so preprocess re-caches them."
+    from PIL import Image
+    import numpy as np
+    monkeypatch.chdir(tmp_path)
+    folder = _fixture(tmp_path / "data", "cuhkpedes")
+    params = resolve_params(None, {"data": {"name": "cuhkpedes"}, "model": {"image_size": [48, 16], "patch_size": 8}})
+    P.stage_download(params); P.stage_preprocess(params)
+    manifest = json.loads((tmp_path / "artifacts/dataset/manifest.json").read_text())
+    ds = json.loads((tmp_path / "artifacts/cache/dataset.json").read_text())
+    path = ds["test"]["img_paths"][0]
+    Image.new("RGB", (16, 48), (250, 250, 0)).save(folder / "imgs" / path)      # same name, new pixels
+    capsys.readouterr()
+    P.stage_download(params)                                                     # `dvc repro -f download`
+    assert "1 image(s) changed, 0 new, 0 gone" in capsys.readouterr().out
+    again = json.loads((tmp_path / "artifacts/dataset/manifest.json").read_text())
+    assert again["images_sha256"] != manifest["images_sha256"] and again["sha256"] == manifest["sha256"]
+    P.stage_preprocess(params)
+    paths = json.loads((tmp_path / "artifacts/cache/cache.json").read_text())["paths"]
+    cached = np.load(tmp_path / "artifacts/cache/images.npy")[paths.index(path)]
+    assert np.abs(cached.reshape(-1, 3).mean(0) - [250, 250, 0]).max() < 3        # JPEG rounds a little
+
+
 def test_missing_real_dataset_names_the_place(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "p.yaml").write_text("data:\n  name: icfgpedes\n")
