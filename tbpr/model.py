@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
 from transformers.models.clip.modeling_clip import CLIPVisionEmbeddings
-from .core import TbprError
+from .core import TbprError, read_json
 
 # %% auto #0
 __all__ = ['ENCODERS', 'ENCODER_MODULES', 'EncoderConfig', 'RectVisionEmbeddings', 'interpolate_position_table', 'eot_positions',
@@ -170,9 +170,18 @@ def load_encoder(model_dir, device="cpu") -> tuple:
     for f in ("config.json", "encoder.safetensors"):
         if not (model_dir / f).exists():
             raise TbprError(f"{model_dir / f}: not found", fix="train a model first (`dvc repro train`) or point to a folder written by save_encoder")
-    meta = json.loads((model_dir / "config.json").read_text())
+    meta = read_json(model_dir / "config.json", "model config")
+    if not isinstance(meta, dict) or not isinstance(meta.get("encoder"), dict):
+        raise TbprError(f"{model_dir / 'config.json'}: no encoder configuration in it",
+                        fix="point to a folder written by save_encoder (the train stage's artifacts/model)")
     enc = build_encoder(EncoderConfig(**meta["encoder"]))
-    load_model(enc, str(model_dir / "encoder.safetensors"), strict=True, device=str(device))
+    weights = model_dir / "encoder.safetensors"
+    try:
+        load_model(enc, str(weights), strict=True, device=str(device))
+    except Exception as err:            # safetensors' header or length check, or tensors of the wrong shape
+        raise TbprError(f"{weights}: truncated, corrupt or not this config's weights "
+                        f"({str(err).splitlines()[0][:120]})",
+                        fix="restore it (`dvc checkout artifacts/model`) or train again (`dvc repro -f train`)") from None
     return enc.to(device).eval(), meta
 
 def load_encoder_tokenizer(model_dir, meta: dict):
