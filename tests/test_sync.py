@@ -1,5 +1,5 @@
 """tests/sync_check.sh: the library against what the notebooks export, checked on a copy that never touches the tree."""
-import shutil, subprocess
+import os, shutil, subprocess
 from pathlib import Path
 import pytest
 
@@ -24,7 +24,9 @@ def tree(tmp_path):
 
 
 def check(tree):
-    return subprocess.run(["bash", "tests/sync_check.sh"], cwd=tree, capture_output=True, text=True)
+    "Run the check in `tree`, with no GIT_* variable an earlier in-process test may have left pointing elsewhere."
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    return subprocess.run(["bash", "tests/sync_check.sh"], cwd=tree, capture_output=True, text=True, env=env)
 
 
 def test_in_sync(tree):
