@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #7f36ede7
 from __future__ import annotations
-import hashlib, json, math, os, random, re, shutil, tempfile
+import errno, hashlib, json, math, os, random, re, shutil, tempfile
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
@@ -14,8 +14,8 @@ import yaml
 # %% auto #0
 __all__ = ['DEFAULTS', 'CHOICES', 'PRESETS', 'RANGES', 'POSITIVE', 'PAIRS', 'TbprError', 'check_choice', 'check_keys',
            'load_params', 'merge_params', 'seed_everything', 'remove_stale_temporaries', 'atomic_path', 'write_json',
-           'read_json', 'sha256_file', 'check_free_space', 'disk_full_error', 'NpyWriter', 'apply_preset',
-           'resolve_params', 'check_params']
+           'read_json', 'sha256_file', 'check_free_space', 'full_disk_as_error', 'NpyWriter', 'write_npy',
+           'apply_preset', 'resolve_params', 'check_params']
 
 # %% ../nbs/00_core.ipynb #f98ff951
 class TbprError(Exception):
@@ -165,17 +165,21 @@ def check_free_space(folder, needed: int, what: str, margin: int = 64 * 2**20) -
                         f"{_gib(free)} free", fix="free some space (or move artifacts/ to a larger disk) and run again; "
                                                   "nothing was written")
 
-def disk_full_error(err: OSError, folder, needed: int, what: str) -> TbprError:
-    "The `TbprError` for a write of `what` into `folder` that ran out of space (`err`, ENOSPC or EDQUOT)."
-    return TbprError(f"{folder}: the disk filled up while writing {what} ({_gib(needed)} needed; {err.strerror})",
-                     fix="free some space and run again; the partial files were removed")
+@contextmanager
+def full_disk_as_error(folder, needed: int, what: str):
+    "Turn a write of `what` into `folder` that runs out of space (ENOSPC, EDQUOT) into a `TbprError` naming both."
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise TbprError(f"{folder}: the disk filled up while writing {what} ({_gib(needed)} needed; {err.strerror})",
+                        fix="free some space and run again; the partial files were removed") from None
 
 class NpyWriter:
     "Write an `.npy` array of `shape` and `dtype` row by row, with plain writes (no memory map)."
     def __init__(self, path, shape: tuple, dtype):
         self.path, self.shape, self.dtype = Path(path), tuple(shape), np.dtype(dtype)
-        self.row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
-        self.nbytes = self.row_bytes * self.shape[0]
         self.rows = 0
         self.file = open(self.path, "wb")
         header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
@@ -201,6 +205,20 @@ class NpyWriter:
             self.close()
         else:
             self.file.close()
+
+def write_npy(path, shape: tuple, dtype, rows, what: str) -> str:
+    """Write the arrays `rows` yields (one row each, in order) as one `.npy` of `shape` and `dtype` with `NpyWriter`,
+    after `check_free_space`; a full disk mid-write is a `TbprError` too. Returns the sha256 of the data written."""
+    path, dtype = Path(path), np.dtype(dtype)
+    needed = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    check_free_space(path.parent, needed, what)
+    digest = hashlib.sha256()
+    with full_disk_as_error(path.parent, needed, what), NpyWriter(path, shape, dtype) as w:
+        for row in rows:
+            row = np.ascontiguousarray(row, dtype=dtype)
+            w.write(row)
+            digest.update(row.tobytes())
+    return digest.hexdigest()
 
 # %% ../nbs/00_core.ipynb #d043726a
 DEFAULTS = {

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_data.ipynb #7d30b268
 from __future__ import annotations
-import difflib, errno, hashlib, json, math, posixpath, random, re
+import difflib, json, math, posixpath, random, re
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from collections import defaultdict
@@ -12,8 +12,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
-from .core import (TbprError, NpyWriter, atomic_path, check_choice, check_free_space, disk_full_error,
-                       read_json, sha256_file, write_json)
+from .core import TbprError, atomic_path, check_choice, read_json, sha256_file, write_json, write_npy
 from .captions import write_attributes
 
 # %% auto #0
@@ -531,24 +530,6 @@ def load_parsing_map(path, size: tuple) -> np.ndarray:
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise TbprError(f"{path}: corrupt or truncated parsing map ({err})", fix="re-run the human parser on this image") from None
 
-def _write_rows(path: Path, shape: tuple, rows, what: str) -> str:
-    """Write the arrays `rows` yields as one `.npy` of `shape` (uint8) with `NpyWriter`, after checking the disk has
-    room; a full disk is an error naming the folder and the bytes. Returns the sha256 of the data written."""
-    digest = hashlib.sha256()
-    needed = int(np.prod(shape, dtype=np.int64))
-    check_free_space(path.parent, needed, what)
-    try:
-        with NpyWriter(path, shape, np.uint8) as w:
-            for row in rows:
-                row = np.ascontiguousarray(row, dtype=np.uint8)
-                w.write(row)
-                digest.update(row.tobytes())
-    except OSError as err:
-        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        raise disk_full_error(err, path.parent, needed, what) from None
-    return digest.hexdigest()
-
 def _cache_parsing(paths, parsing_root: Path, size, tmp: Path, labels: list) -> str:
     """parsing.npy (N, H, W) uint8 beside images.npy: each image's map at `parsing_root/<image path>.png`. Returns
     the digest of the maps."""
@@ -562,7 +543,7 @@ def _cache_parsing(paths, parsing_root: Path, size, tmp: Path, labels: list) -> 
                 lab = np.zeros(size, np.uint8)
             top[0] = max(top[0], int(lab[lab != IGNORE].max(initial=0)))    # 255 (unknown) is no class
             yield lab
-    digest = _write_rows(tmp / "parsing.npy", (len(paths), *size), maps(), "the parsing maps")
+    digest = write_npy(tmp / "parsing.npy", (len(paths), *size), np.uint8, maps(), "the parsing maps")
     if bad:
         raise TbprError(f"{len(bad)} of {len(paths)} parsing maps missing or unreadable under {parsing_root}:\n  "
                         + "\n  ".join(bad[:5]),
@@ -612,7 +593,8 @@ def build_cache(dataset: PersonDataset, out_dir, size: tuple, parsing_root=None,
                 yield np.zeros((*size, 3), np.uint8)
     with atomic_path(out_dir, is_dir=True) as tmp:
         meta = {"paths": paths, "size": list(size), "name": dataset.name, "resize": resize}
-        meta["images_sha256"] = _write_rows(tmp / "images.npy", (len(paths), *size, 3), images(), "the image cache")
+        shape = (len(paths), *size, 3)
+        meta["images_sha256"] = write_npy(tmp / "images.npy", shape, np.uint8, images(), "the image cache")
         if bad:
             raise TbprError(f"{len(bad)} unreadable image(s) in {root}:\n  " + "\n  ".join(bad[:10]),
                             fix="re-extract or remove these images (or convert them as the message says); "

@@ -4,14 +4,13 @@
 
 # %% ../nbs/12_search.ipynb #375e3c08
 from __future__ import annotations
-import errno, hashlib, json, math, textwrap
+import hashlib, json, math, textwrap
 from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from .core import (TbprError, NpyWriter, atomic_path, check_free_space, disk_full_error, read_json,
-                       sha256_file, write_json)
+from .core import TbprError, atomic_path, read_json, sha256_file, write_json, write_npy
 from .data import load_image, to_tensor, tokenize
 from .model import load_encoder, load_encoder_tokenizer
 
@@ -94,20 +93,11 @@ def check_query(query) -> str:
                         fix='describe the person, e.g. --query "a woman in a red coat with a black backpack"')
     return query.strip()
 
-def _write_embeddings(path: Path, shape: tuple, new: np.ndarray, prev, reuse: list) -> None:
-    """The gallery's float16 embeddings, row by row: the newly encoded ones (`new`, in order) where `reuse` is None,
-    else row `reuse[i]` of the previous cache `prev`. Space is checked first; a full disk is an error, not SIGBUS."""
-    needed = int(np.prod(shape)) * 2
-    check_free_space(path.parent, needed, "the gallery embeddings")
+def _embedding_rows(new: np.ndarray, prev, reuse: list):
+    "The gallery's rows in order: the next newly encoded one (`new`) where `reuse` is None, else `prev[reuse[i]]`."
     fresh = iter(new)
-    try:
-        with NpyWriter(path, shape, np.float16) as w:
-            for r in reuse:
-                w.write(next(fresh) if r is None else prev[r])
-    except OSError as err:
-        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        raise disk_full_error(err, path.parent, needed, "the gallery embeddings") from None
+    for r in reuse:
+        yield next(fresh) if r is None else prev[r]
 
 class GalleryIndex:
     "A model's cached, incrementally updated embeddings of a folder of crops, searchable by text."
@@ -137,7 +127,8 @@ class GalleryIndex:
             prev = np.load(self.cache / "embeddings.npy", mmap_mode="r") if old else None
             shape = (len(now), new.shape[1])
             with atomic_path(self.cache, is_dir=True) as tmp:
-                _write_embeddings(tmp / "embeddings.npy", shape, new, prev, reuse)
+                rows = _embedding_rows(new, prev, reuse)
+                write_npy(tmp / "embeddings.npy", shape, np.float16, rows, "the gallery embeddings")
                 if len(now) > self.exact_limit:
                     import faiss
                     faiss.write_index(build_index(np.load(tmp / "embeddings.npy", mmap_mode="r")), str(tmp / "index.faiss"))
@@ -159,20 +150,28 @@ class GalleryIndex:
         ids = tokenize(self.tok, [query], self.encoder.cfg.max_length).to(next(self.encoder.parameters()).device)
         with torch.inference_mode(): return F.normalize(self.encoder.encode_text(ids)[0].float(), dim=-1)[0].cpu().numpy()
 
-    def median_score(self, query: str, sample: int = 10_000) -> float:
-        "The median cosine of `query` over the gallery (over `sample` crops of a larger one)."
+    def median_score(self, q: np.ndarray, sample: int = 10_000) -> float:
+        "The median cosine of the query feature `q` over the gallery (over `sample` crops of a larger one)."
         if self.emb is None:
             self.update()
         rows = np.random.default_rng(0).choice(len(self.emb), min(sample, len(self.emb)), replace=False)
-        return float(np.median(np.asarray(self.emb[np.sort(rows)], np.float32) @ self.query_features(query)))
+        return float(np.median(np.asarray(self.emb[np.sort(rows)], np.float32) @ q))
+
+    def rank(self, q: np.ndarray, k: int = 10) -> list:
+        "The `k` best crops for the query feature `q` as (relative path, cosine score), best first."
+        if self.emb is None:
+            self.update()
+        if k < 1:
+            raise TbprError(f"k={k} must be at least 1")
+        if self.index is not None:
+            scores, rows = index_topk(self.index, self.emb, q, k)
+        else:
+            scores, rows = exact_topk(self.emb, q, k)
+        return [(self.entries[r], float(s)) for s, r in zip(scores, rows)]
 
     def search(self, query: str, k: int = 10) -> list:
         "The `k` best crops for `query` as (relative path, cosine score), best first."
-        if self.emb is None: self.update()
-        if k < 1: raise TbprError(f"k={k} must be at least 1")
-        q = self.query_features(query)
-        scores, rows = index_topk(self.index, self.emb, q, k) if self.index is not None else exact_topk(self.emb, q, k)
-        return [(self.entries[r], float(s)) for s, r in zip(scores, rows)]
+        return self.rank(self.query_features(query), k)
 
 def short_name(name: str, width: int = 14) -> str:
     """A file name on at most two lines of `width` characters for a grid label: whole if it fits, else its start and
@@ -218,10 +217,11 @@ def search(model_dir, images_dir, query: str, k: int = 10, out="artifacts/search
         raise TbprError(f"k={k} must be at least 1", fix="e.g. --k 10")
     gallery = GalleryIndex(model_dir, images_dir, cache_dir, **kw)
     gallery.update()
-    results = gallery.search(query, k)
+    q = gallery.query_features(query)
+    results = gallery.rank(q, k)
     for n, (rel, score) in enumerate(results, 1):
         print(f"{n:3d}  {score:.4f}  {rel}")
-    warning = low_score_warning(results, gallery.median_score(query), model_dir)
+    warning = low_score_warning(results, gallery.median_score(q), model_dir)
     if warning:
         print(warning)
     print(f"grid: {plot_ranked(query, results, images_dir, out)}")

@@ -20,9 +20,9 @@ from .evaluate import evaluate_split
 # %% auto #0
 __all__ = ['CROSS_IO_NORMS', 'TRAINING_CODE', 'CHECKPOINTS', 'encoder_config', 'lr_scale', 'new_module_prefixes', 'param_groups',
            'make_optimizer', 'warmup_cosine', 'EpochRandomBatches', 'make_loader', 'training_params',
-           'code_fingerprint', 'fingerprint_parts', 'run_fingerprint', 'fingerprint_changes', 'checkpoint_problem',
-           'find_resume_checkpoint', 'load_resume_state', 'save_checkpoint', 'trim_live_curves', 'fit',
-           'teacher_params', 'fit_method']
+           'code_fingerprint', 'fingerprint_parts', 'fingerprint_of', 'run_fingerprint', 'fingerprint_changes',
+           'file_problem', 'checkpoint_problem', 'find_resume_checkpoint', 'load_resume_state', 'save_checkpoint',
+           'trim_live_curves', 'fit', 'teacher_params', 'fit_method']
 
 # %% ../nbs/07_train.ipynb #3a32c1f0
 def encoder_config(model_params: dict, tokenizer, pre=None) -> EncoderConfig:
@@ -127,10 +127,13 @@ def fingerprint_parts(params: dict, cache_dir, extra_files=()) -> dict:
             h.update(f.read_bytes())
     return {"params": training_params(params), "inputs": h.hexdigest()[:16], "code": code_fingerprint()}
 
-def run_fingerprint(params: dict, cache_dir, extra_files=()) -> str:
-    "One hash of `fingerprint_parts`: parameters, inputs and code."
-    parts = fingerprint_parts(params, cache_dir, extra_files)
+def fingerprint_of(parts: dict) -> str:
+    "One short hash of `fingerprint_parts`."
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+def run_fingerprint(params: dict, cache_dir, extra_files=()) -> str:
+    "One hash of the parameters, inputs and code of a run (`fingerprint_parts`)."
+    return fingerprint_of(fingerprint_parts(params, cache_dir, extra_files))
 
 def fingerprint_changes(old: dict | None, new: dict) -> str:
     "What differs between two `fingerprint_parts`, in words."
@@ -151,32 +154,36 @@ def fingerprint_changes(old: dict | None, new: dict) -> str:
 # %% ../nbs/07_train.ipynb #rs0cd01a
 CHECKPOINTS = ("next", "last", "prev")    # newest first: `next` is complete only once `last` is about to be replaced
 
-def checkpoint_problem(folder) -> str | None:
-    """What makes the checkpoint in `folder` unreadable (a missing, truncated or corrupt file, named), or None. Read
-    before anything is loaded: safetensors by their header (which covers the file's length), accelerate's torch
-    pickles by the CRC of every member of their zip, `trainer_state.json` as JSON."""
+def file_problem(f) -> str | None:
+    """What makes the checkpoint file `f` unreadable, or None: safetensors are read by their header (which covers
+    the file's length), accelerate's torch pickles by the CRC of every member of their zip, `trainer_state.json` as
+    JSON; other files are not checked."""
     import zipfile
     from safetensors import safe_open
+    f = Path(f)
+    try:
+        if f.suffix == ".safetensors":
+            with safe_open(str(f), "pt") as st:
+                list(st.keys())
+        elif f.suffix in (".bin", ".pkl", ".pt"):
+            with zipfile.ZipFile(f) as z:
+                bad = z.testzip()
+            if bad:
+                return f"{f}: corrupt (member {bad} fails its checksum)"
+        elif f.name == "trainer_state.json":
+            if not isinstance(read_json(f, "trainer state").get("epoch"), int):
+                return f"{f}: no epoch recorded"
+    except Exception as err:                 # whatever the reader raises: the file cannot be used
+        return f"{f}: truncated or corrupt ({str(err).splitlines()[0][:120]})"
+    return None
+
+def checkpoint_problem(folder) -> str | None:
+    "What makes the checkpoint in `folder` unreadable (a missing file, or `file_problem` of one), or None."
     folder = Path(folder)
     for need in ("trainer_state.json", "model.safetensors", "optimizer.bin"):
         if not (folder / need).is_file():
             return f"{folder / need}: missing"
-    for f in sorted(folder.iterdir()):
-        try:
-            if f.suffix == ".safetensors":
-                with safe_open(str(f), "pt") as st:
-                    list(st.keys())
-            elif f.suffix in (".bin", ".pkl", ".pt"):
-                with zipfile.ZipFile(f) as z:
-                    bad = z.testzip()
-                if bad:
-                    return f"{f}: corrupt (member {bad} fails its checksum)"
-            elif f.name == "trainer_state.json":
-                if not isinstance(read_json(f, "trainer state").get("epoch"), int):
-                    return f"{f}: no epoch recorded"
-        except Exception as err:                 # whatever the reader raises: the file cannot be used
-            return f"{f}: truncated or corrupt ({str(err).splitlines()[0][:120]})"
-    return None
+    return next(filter(None, map(file_problem, sorted(folder.iterdir()))), None)
 
 def find_resume_checkpoint(ckpt_dir, fingerprint: str, parts: dict | None = None) -> tuple | None:
     """(folder, trainer state) of the newest readable checkpoint in `ckpt_dir` of the same run (`fingerprint`), or
@@ -211,19 +218,13 @@ def load_resume_state(ckpt_dir, fingerprint: str, parts: dict | None = None) -> 
 def save_checkpoint(ckpt_dir, accelerator, state: dict) -> Path:
     """Write the whole training state to `ckpt_dir/next`, then turn the old `last` into `prev` and `next` into
     `last`: a complete `last` exists before the old one goes. A full disk is an error naming the folder."""
-    import errno
-    from tbpr.core import disk_full_error
+    from tbpr.core import full_disk_as_error
     ckpt_dir = Path(ckpt_dir)
     nxt, last, prev = (ckpt_dir / n for n in ("next", "last", "prev"))
-    try:
-        with atomic_path(nxt, is_dir=True) as tmp:
-            accelerator.save_state(str(tmp), safe_serialization=True)
-            write_json(state, tmp / "trainer_state.json")
-    except OSError as err:
-        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        size = sum(f.stat().st_size for f in last.iterdir()) if last.is_dir() else 0
-        raise disk_full_error(err, ckpt_dir, size, "a checkpoint") from None
+    size = sum(f.stat().st_size for f in last.iterdir()) if last.is_dir() else 0     # the last one's, for the message
+    with full_disk_as_error(ckpt_dir, size, "a checkpoint"), atomic_path(nxt, is_dir=True) as tmp:
+        accelerator.save_state(str(tmp), safe_serialization=True)
+        write_json(state, tmp / "trainer_state.json")
     if last.exists():
         shutil.rmtree(prev, ignore_errors=True)
         last.rename(prev)
@@ -343,7 +344,7 @@ def fit(params: dict, cache_dir, model_dir, ckpt_dir, live_dir, **context) -> di
     teacher = [Path(context["teacher_dir"]) / "encoder.safetensors"] if context.get("teacher_dir") else []
     ckpt_dir, live_dir = Path(ckpt_dir), Path(live_dir)
     parts = fingerprint_parts(params, cache_dir, teacher)
-    fp = run_fingerprint(params, cache_dir, teacher)
+    fp = fingerprint_of(parts)
     found = find_resume_checkpoint(ckpt_dir, fp, parts)
     if found:
         accelerator.load_state(str(found[0]))
@@ -404,15 +405,10 @@ def fit(params: dict, cache_dir, model_dir, ckpt_dir, live_dir, **context) -> di
 def _check_best(ckpt_dir: Path, state: dict) -> None:
     "Forget the best epoch so far when its saved encoder cannot be read (and say so): it cannot be shipped."
     f = ckpt_dir / "best" / "encoder.safetensors"
-    if not state["best"]:
-        return
-    try:
-        from safetensors import safe_open
-        with safe_open(str(f), "pt") as st:
-            list(st.keys())
-    except Exception as err:            # missing, truncated or corrupt
-        print(f"{f} cannot be read ({str(err).splitlines()[0][:100]}): the best epoch so far "
-              f"({state['best']['epoch']}) is lost; selection goes on over the epochs still to train")
+    problem = (f"{f}: missing" if not f.is_file() else file_problem(f)) if state["best"] else None
+    if problem:
+        print(f"{problem}: the best epoch so far ({state['best']['epoch']}) is lost; selection goes on over the "
+              "epochs still to train")
         state["best"] = None
 
 def _open_live(live_dir: Path, ckpt_dir: Path, state: dict, train: dict, seed: int):
