@@ -4,6 +4,7 @@
 # the differences are reported, and the working tree is left as it is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+unset IN_TEST       # nbdev sets it while notebooks run, and nbdev_export then silently exports nothing
 copy=$(mktemp -d)
 trap 'rm -rf "$copy"' EXIT
 git ls-files -z --cached --others --exclude-standard \
