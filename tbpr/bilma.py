@@ -4,77 +4,168 @@
 
 # %% ../nbs/09_bilma.ipynb #8f2b50a1
 from __future__ import annotations
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from pathlib import Path
 from .core import TbprError, check_choice, read_json
-from .data import IGNORE
+from .data import IGNORE, to_tensor, tokenize
 from .model import DualEncoder, EncoderConfig, text_padding
-from .objectives import (Objective, RetrievalModel, SDM, IDLoss, IRR, CrossModal, MLMHead, irra_stds, register_method)
+from .objectives import (Objective, RetrievalModel, SDM, IDLoss, IRR, CrossModal, MLMHead, irra_stds,
+                             register_method)
 
 # %% auto #0
-__all__ = ['patch_labels', 'patch_pixels', 'random_patch_mask', 'MIM', 'parsing_default_folder', 'build_bilma']
+__all__ = ['MIM_TARGETS', 'patch_labels', 'patch_pixels', 'patch_means', 'feature_kl', 'random_patch_mask', 'MIM',
+           'parsing_default_folder', 'build_bilma']
 
 # %% ../nbs/09_bilma.ipynb #c3fa0126
 def patch_labels(parsing: torch.Tensor, patch: int, num_classes: int, ignore_labels=()) -> torch.Tensor:
-    """Majority label of each patch of (B, H, W) label maps, as (B, N) in row-major patch order (ties: the lower label);
-    -100 where no pixel is labelled, or where the majority is one of `ignore_labels`."""
+    """Majority label of each patch of (B, H, W) label maps, as (B, N) in row-major patch order (ties: the lower
+    label); -100 where no pixel is labelled, or where the majority is one of `ignore_labels`."""
     b, h, w = parsing.shape
-    if h % patch or w % patch: raise TbprError(f"parsing maps of {h}x{w} do not split into {patch}-pixel patches",
-                                               fix="model.image_size must be a multiple of model.patch_size")
+    if h % patch or w % patch:
+        raise TbprError(f"parsing maps of {h}x{w} do not split into {patch}-pixel patches",
+                        fix="model.image_size must be a multiple of model.patch_size")
     if ((parsing >= num_classes) & (parsing != IGNORE)).any():
         raise TbprError(f"a parsing label >= {num_classes} found, but the label set has {num_classes} classes",
                         fix="re-run preprocess, which checks the maps against parsing_labels.json")
-    cells = parsing.reshape(b, h // patch, patch, w // patch, patch).transpose(2, 3).reshape(b, -1, patch * patch).long()
-    cells = torch.where(cells == IGNORE, num_classes, cells)                   # unknown pixels go to an extra bin
+    cells = parsing.reshape(b, h // patch, patch, w // patch, patch).transpose(2, 3)
+    cells = cells.reshape(b, -1, patch * patch).long()
+    cells = torch.where(cells == IGNORE, num_classes, cells)          # unknown pixels go to an extra bin
     counts = torch.zeros(*cells.shape[:2], num_classes + 1, dtype=torch.int32, device=parsing.device)
-    counts.scatter_add_(2, cells, torch.ones_like(cells, dtype=torch.int32))[..., num_classes] = 0
+    counts.scatter_add_(2, cells, torch.ones_like(cells, dtype=torch.int32))
+    counts[..., num_classes] = 0
     lab = counts.argmax(-1)
-    drop = (counts.sum(-1) == 0) | torch.isin(lab, torch.as_tensor(list(ignore_labels), dtype=lab.dtype, device=lab.device))
+    ignored = torch.as_tensor(list(ignore_labels), dtype=lab.dtype, device=lab.device)
+    drop = (counts.sum(-1) == 0) | torch.isin(lab, ignored)
     return torch.where(drop, torch.full_like(lab, -100), lab)
 
-def patch_pixels(images: torch.Tensor, patch: int) -> torch.Tensor:
-    "Pixels of each patch, (B, N, patch*patch*3), normalised to zero mean and unit variance per patch (MAE's target)."
+def patch_pixels(images: torch.Tensor, patch: int, normalise: bool = False) -> torch.Tensor:
+    """Pixels of each patch, (B, N, 3*patch*patch), as the model sees them (CLIP-normalised); with `normalise`,
+    also to zero mean and unit variance per patch (MAE's target)."""
     x = F.unfold(images, patch, stride=patch).transpose(1, 2)                 # (B, N, 3*p*p)
+    if not normalise:
+        return x
     return (x - x.mean(-1, keepdim=True)) / (x.var(-1, keepdim=True) + 1e-6).sqrt()
 
-def random_patch_mask(b: int, n: int, ratio: float, device=None) -> torch.Tensor:
+def patch_means(images: torch.Tensor, patch: int) -> torch.Tensor:
+    "Mean colour of each patch, (B, N, 3) in row-major patch order (CLIP-normalised): the paper's patch-level target."
+    return F.avg_pool2d(images, patch).flatten(2).transpose(1, 2)
+
+def feature_kl(pred: torch.Tensor, target: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """KL(target || prediction) between softmaxes over the feature dimensions at `temperature`, per masked patch,
+    averaged (scaled by temperature squared, as in distillation, so the gradient's size does not depend on it)."""
+    t = temperature
+    kl = F.kl_div(F.log_softmax(pred / t, -1), F.log_softmax(target / t, -1), log_target=True,
+                  reduction="batchmean")
+    return kl * t * t
+
+def random_patch_mask(b: int, n: int, ratio: float, device=None, generator=None) -> torch.Tensor:
     "(B, N) boolean mask with each patch masked with probability `ratio`, at least one per image."
-    mask = torch.rand(b, n, device=device) < ratio
+    mask = torch.rand(b, n, generator=generator) < ratio
     none = ~mask.any(1)
-    if none.any(): mask[none, torch.randint(0, n, (int(none.sum()),), device=device)] = True
-    return mask
+    if none.any():
+        mask[none, torch.randint(0, n, (int(none.sum()),), generator=generator)] = True
+    return mask.to(device)
 
 # %% ../nbs/09_bilma.ipynb #3683e16e
+MIM_TARGETS = {         # name: (what a masked patch predicts, its loss)
+    "semantic": "its majority human-parsing label; cross-entropy (the paper's Semantic MIM)",
+    "patch": "its mean RGB colour; mean squared error (the paper's patch-level target)",
+    "pixel": "its raw pixels; mean squared error (the paper's pixel-level target)",
+    "feature": "the unmasked encoder's token for it, stop-gradient; KL between softmaxes (the paper's)",
+    "pixel_norm": "its pixels normalised per patch (MAE's target); mean squared error",
+    "feature_cos": "the unmasked encoder's token for it; 2 - 2 cosine between L2-normalised vectors",
+}
+
 class MIM(Objective):
-    "Masked image modelling from the caption: masked patches attend to the text and predict their target."
-    def __init__(self, cfg: EncoderConfig, target: str = "semantic", ratio: float = 0.15, heads: int = 8, depth: int = 4,
-                 num_classes: int | None = None, ignore_labels=(), style: str = "torch"):
+    """Masked image modelling from the caption: the masked image's tokens attend to the unmasked caption's tokens
+    and predict a target for each masked patch. `cross`: IRR's cross-modal module to decode through (BiLMa as the
+    paper describes it, `train.mim_cross: shared`); None builds a module of MIM's own (`separate`)."""
+    def __init__(self, cfg: EncoderConfig, target: str = "semantic", ratio: float = 0.15, heads: int = 8,
+                 depth: int = 4, num_classes: int | None = None, ignore_labels=(), style: str = "torch",
+                 cross: CrossModal | None = None, kl_temperature: float = 1.0):
         super().__init__()
-        self.ignore_labels = tuple(ignore_labels)
-        self.target, self.ratio, self.patch, self.eos = check_choice(target, ["semantic", "pixel", "feature"], "train.mim_target"), ratio, cfg.patch_size, cfg.eos_token_id
-        self.num_classes = num_classes
-        if target == "semantic" and not num_classes: raise ValueError("semantic MIM needs the number of parsing classes")
+        self.target = check_choice(target, list(MIM_TARGETS), "train.mim_target")
+        self.ratio, self.patch, self.eos = ratio, cfg.patch_size, cfg.eos_token_id
+        self.num_classes, self.ignore_labels, self.kl_temperature = num_classes, tuple(ignore_labels), kl_temperature
+        if target == "semantic" and not num_classes:
+            raise ValueError("semantic MIM needs the number of parsing classes")
         self.needs = {"parsing"} if target == "semantic" else set()
         self.mask_token = nn.Parameter(torch.randn(cfg.vision_width) * 0.02)
-        self.cross = CrossModal(cfg.embed_dim, heads, depth, style)
-        out = {"semantic": num_classes, "pixel": 3 * cfg.patch_size ** 2, "feature": cfg.embed_dim}[target]
+        # a shared module stays registered under IRR only (a tuple hides it from nn.Module): its weights are saved,
+        # counted and optimised once
+        self.cross = CrossModal(cfg.embed_dim, heads, depth, style) if cross is None else None
+        self._shared = (cross,) if cross is not None else ()
+        p = cfg.patch_size
+        out = {"semantic": num_classes, "patch": 3, "pixel": 3 * p * p, "pixel_norm": 3 * p * p,
+               "feature": cfg.embed_dim, "feature_cos": cfg.embed_dim}[target]
         self.head = MLMHead(cfg.embed_dim, out, irra_stds(cfg.embed_dim, depth) if style == "irra" else None)
+
+    @property
+    def shared(self) -> bool: return bool(self._shared)
+
+    def predict(self, encoder, images, text_tokens, ids, mask) -> torch.Tensor:
+        "The head's output for each masked patch, (masked patches, target size)."
+        _, tokens = encoder.encode_image(images, patch_mask=mask, mask_token=self.mask_token)
+        cross = self._shared[0] if self.shared else self.cross
+        x = cross(tokens[:, 1:], text_tokens, key_padding_mask=text_padding(ids, self.eos), reverse=self.shared)
+        return self.head(x[mask])
+
+    def loss(self, pred, mask, images, parsing=None, features=None) -> torch.Tensor:
+        "The target's loss for the masked patches' predictions `pred`."
+        if self.target == "semantic":
+            labels = patch_labels(parsing, self.patch, self.num_classes, self.ignore_labels)[mask]
+            return F.cross_entropy(pred, labels, ignore_index=-100)
+        if self.target in ("pixel", "pixel_norm"):
+            return F.mse_loss(pred, patch_pixels(images, self.patch, self.target == "pixel_norm")[mask])
+        if self.target == "patch":
+            return F.mse_loss(pred, patch_means(images, self.patch)[mask])
+        target = features[:, 1:].detach()[mask]                      # the unmasked encoder's patch tokens
+        if self.target == "feature":
+            return feature_kl(pred, target, self.kl_temperature)
+        return (F.normalize(pred, dim=-1) - F.normalize(target, dim=-1)).pow(2).sum(-1).mean()
 
     def forward(self, step) -> torch.Tensor:
         images, ids = step.batch["images"], step.batch["input_ids"]
         b, n = images.shape[0], step.encoder.cfg.grid[0] * step.encoder.cfg.grid[1]
         mask = random_patch_mask(b, n, self.ratio, images.device)
-        _, tokens = step.encoder.encode_image(images, patch_mask=mask, mask_token=self.mask_token)
-        x = self.cross(tokens[:, 1:], step.text[1], key_padding_mask=text_padding(ids, self.eos))
-        pred = self.head(x[mask])
-        if self.target == "semantic":
-            return F.cross_entropy(pred, patch_labels(step.batch["parsing"], self.patch, self.num_classes, self.ignore_labels)[mask], ignore_index=-100)
-        if self.target == "pixel":
-            return F.mse_loss(pred, patch_pixels(images, self.patch)[mask])
-        target = step.image[1][:, 1:].detach()[mask]                       # the unmasked encoder's patch tokens
-        return (F.normalize(pred, dim=-1) - F.normalize(target, dim=-1)).pow(2).sum(-1).mean()
+        pred = self.predict(step.encoder, images, step.text[1], ids, mask)
+        features = step.image[1] if self.target.startswith("feature") else None
+        return self.loss(pred, mask, images, step.batch.get("parsing"), features)
+
+    @torch.no_grad()
+    def held_out(self, encoder, split, store, tokenizer, max_length: int, parsing=None, batch_size: int = 64,
+                 seed: int = 0, **_) -> dict:
+        """Semantic MIM accuracy on `split`'s images (each with the first caption of its person), over the masked
+        patches, beside the majority-label baseline: the share of those patches whose label is the most common one
+        among them (the best a constant guess can do). The masks come from `seed`, so every evaluation scores the
+        same patches. Other targets, or no `parsing` maps: nothing."""
+        if self.target != "semantic" or parsing is None or split is None:
+            return {}
+        caption = {}
+        for pid, text in zip(split.caption_pids, split.captions):
+            caption.setdefault(pid, text)
+        people = [(p, pid) for p, pid in zip(split.img_paths, split.image_pids) if pid in caption]
+        device, g = next(encoder.parameters()).device, torch.Generator().manual_seed(seed)
+        modes = encoder.training, self.training
+        encoder.eval(); self.eval()
+        hits, counts = 0, torch.zeros(self.num_classes, dtype=torch.long)
+        for i in range(0, len(people), batch_size):
+            paths, pids = zip(*people[i:i + batch_size])
+            images = to_tensor(np.stack([store[p] for p in paths])).to(device)
+            ids = tokenize(tokenizer, [caption[pid] for pid in pids], max_length).to(device)
+            maps = torch.as_tensor(np.stack([parsing[p] for p in paths])).to(device)
+            mask = random_patch_mask(len(paths), encoder.cfg.grid[0] * encoder.cfg.grid[1], self.ratio, device, g)
+            pred = self.predict(encoder, images, encoder.encode_text(ids)[1], ids, mask).argmax(-1)
+            labels = patch_labels(maps, self.patch, self.num_classes, self.ignore_labels)[mask]
+            keep = labels != -100
+            hits += int((pred[keep] == labels[keep]).sum())
+            counts += torch.bincount(labels[keep].cpu(), minlength=self.num_classes)
+        encoder.train(modes[0]); self.train(modes[1])
+        total = max(int(counts.sum()), 1)
+        return {"mim_acc": 100 * hits / total, "mim_majority": 100 * int(counts.max()) / total}
 
 # %% ../nbs/09_bilma.ipynb #bec32359
 def parsing_default_folder(cache_dir) -> str:
@@ -83,28 +174,41 @@ def parsing_default_folder(cache_dir) -> str:
     if not meta.exists(): return "<dataset>/parsing"
     return str(Path(read_json(meta)["images_root"]).parent / "parsing")
 
+def _no_maps_error(cache_dir) -> TbprError:
+    folder = parsing_default_folder(cache_dir)
+    return TbprError(
+        f"train.mim_target=semantic needs human-parsing maps, and {cache_dir} has none (parsing.npy): the dataset "
+        f"has no {folder}, data.parsing_dir is not set, and the parse stage made none (data.parse: never?)",
+        fix="let the pipeline make them: data.parse: auto (the default) runs the parser data.parser in "
+            "`dvc repro` (without internet, put the parser's folder under data/parsers/ and name it in "
+            f"data.parser); or put one PNG of class indices per image in {folder}, mirroring the image tree "
+            "(label names in parsing_labels.json), or set data.parsing_dir to maps made elsewhere. Or train "
+            "without maps: -S train.mim_target=patch (or pixel, feature), -S train.loss_weights.mim=0 (MLM "
+            "only), or -S train.method=irra")
+
+def _ignored_labels(train: dict, parsing_labels) -> list:
+    "The background class when `train.mim_ignore_background` asks to leave it out of the loss."
+    if not (train["mim_ignore_background"] and train["mim_target"] == "semantic" and parsing_labels):
+        return []
+    if "Background" not in parsing_labels:
+        raise TbprError(f"train.mim_ignore_background is set, but the parsing labels {parsing_labels[:4]}... "
+                        "have no 'Background'", fix="name the background class 'Background' in "
+                        "parsing_labels.json, or set train.mim_ignore_background: false")
+    return [parsing_labels.index("Background")]
+
 @register_method("bilma", objectives=("sdm", "id", "mlm", "mim"))
-def build_bilma(cfg: EncoderConfig, train: dict, num_ids: int, parsing_labels=None, cache_dir: str = "the preprocess cache", **context) -> RetrievalModel:
-    "BiLMa: SDM + ID + IRR (masked words from the image) + MIM (masked patches from the caption)."
-    target = check_choice(train["mim_target"], ["semantic", "pixel", "feature"], "train.mim_target")
+def build_bilma(cfg: EncoderConfig, train: dict, num_ids: int, parsing_labels=None,
+                cache_dir: str = "the preprocess cache", **context) -> RetrievalModel:
+    """BiLMa: SDM + ID + IRR (masked words from the image) + MIM (masked patches from the caption), MIM decoded by
+    IRR's cross-modal module (`train.mim_cross: shared`) or by one of its own (`separate`)."""
+    target = check_choice(train["mim_target"], list(MIM_TARGETS), "train.mim_target")
+    shared = check_choice(train["mim_cross"], ["shared", "separate"], "train.mim_cross") == "shared"
     if target == "semantic" and not parsing_labels and train["loss_weights"].get("mim", 1.0) != 0:
-        folder = parsing_default_folder(cache_dir)
-        raise TbprError(f"train.mim_target=semantic needs human-parsing maps, and {cache_dir} has none (parsing.npy): the "
-                        f"preprocess stage found no folder {folder} and data.parsing_dir is not set",
-                        fix=f"put one PNG of class indices per image in {folder}, mirroring the image tree (LIP's 20 classes "
-                            "by default, other label sets named in parsing_labels.json), or set data.parsing_dir to your "
-                            "parser's output (for a dataset given as an archive, which is extracted under artifacts/, "
-                            "data.parsing_dir is the way); then re-run preprocess alone with `dvc repro -s -f preprocess "
-                            "&& dvc repro` (data/ is not a DVC dependency). Or train without maps: -S train.mim_target=pixel "
-                            "(or feature), -S train.loss_weights.mim=0 (MLM only), or -S train.method=irra")
-    ignore = []
-    if train["mim_ignore_background"] and target == "semantic" and parsing_labels:
-        if "Background" not in parsing_labels:
-            raise TbprError(f"train.mim_ignore_background is set, but the parsing labels {parsing_labels[:4]}... have no 'Background'",
-                            fix="name the background class 'Background' in parsing_labels.json, or set train.mim_ignore_background: false")
-        ignore = [parsing_labels.index("Background")]
-    objectives = {"sdm": SDM(train["temperature"]), "id": IDLoss(cfg.embed_dim, num_ids),
-                  "mlm": IRR(cfg.embed_dim, cfg.vocab_size, train["cmt_heads"], train["cmt_depth"], train["cmt_style"]),
-                  "mim": MIM(cfg, target, train["mim_ratio"], train["cmt_heads"], train["cmt_depth"],
-                             len(parsing_labels) if parsing_labels else None, ignore, train["cmt_style"])}
+        raise _no_maps_error(cache_dir)
+    heads, depth, style = train["cmt_heads"], train["cmt_depth"], train["cmt_style"]
+    irr = IRR(cfg.embed_dim, cfg.vocab_size, heads, depth, style)
+    mim = MIM(cfg, target, train["mim_ratio"], heads, depth, len(parsing_labels) if parsing_labels else None,
+              _ignored_labels(train, parsing_labels), style, irr.cross if shared else None,
+              train["mim_kl_temperature"])
+    objectives = {"sdm": SDM(train["temperature"]), "id": IDLoss(cfg.embed_dim, num_ids), "mlm": irr, "mim": mim}
     return RetrievalModel(DualEncoder(cfg), objectives, train["loss_weights"])

@@ -12,9 +12,9 @@ import torch
 import yaml
 
 # %% auto #0
-__all__ = ['DEFAULTS', 'CHOICES', 'PRESETS', 'RANGES', 'POSITIVE', 'PAIRS', 'TbprError', 'check_choice', 'check_keys',
-           'load_params', 'merge_params', 'seed_everything', 'remove_stale_temporaries', 'atomic_path', 'write_json',
-           'read_json', 'sha256_file', 'check_free_space', 'full_disk_as_error', 'NpyWriter', 'write_npy',
+__all__ = ['DEFAULTS', 'CHOICES', 'PRESETS', 'RANGES', 'POSITIVE', 'PAIRS', 'EMPTY_OR_PAIRS', 'TbprError', 'check_choice',
+           'check_keys', 'load_params', 'merge_params', 'seed_everything', 'remove_stale_temporaries', 'atomic_path',
+           'write_json', 'read_json', 'sha256_file', 'check_free_space', 'full_disk_as_error', 'NpyWriter', 'write_npy',
            'apply_preset', 'resolve_params', 'check_params']
 
 # %% ../nbs/00_core.ipynb #f98ff951
@@ -225,6 +225,8 @@ DEFAULTS = {
     "seed": 0,
     "preset": "cpu",
     "data": {"name": "synthetic", "raw_dir": "data", "source": "", "parsing_dir": "", "resize": "bilinear",
+             "parse": "auto", "parser": "mattmdjaga/segformer_b2_clothes", "parser_size": [],
+             "parse_batch_size": 16,
              "urls": {"cuhkpedes": "", "icfgpedes": "", "rstpreid": ""},
              "sha256": {"cuhkpedes": "", "icfgpedes": "", "rstpreid": ""}},
     "synthetic": {"size": "small", "difficulty": 0.5, "images_per_id": [2, 4], "height": 192, "width": 64},
@@ -235,7 +237,8 @@ DEFAULTS = {
     "train": {"method": "irra", "seeds": 1, "epochs": 12, "batch_size": 64, "sampler": "identity", "num_instance": 4,
               "optimizer": "adam", "lr": 3e-4, "lr_factor": 1.0, "grad_clip": 1.0, "bias_lr_factor": 2.0, "weight_decay": 4e-5, "adam_eps": 1e-8,
               "warmup_epochs": 1, "temperature": 0.05, "mlm_prob": 0.15, "cmt_depth": 2, "cmt_heads": 4, "cmt_style": "torch",
-              "mim_ratio": 0.15, "mim_target": "semantic", "mim_ignore_background": False, "ivt_levels": ["sentence", "phrase", "word"], "bmm_ratio": 0.2,
+              "mim_ratio": 0.15, "mim_target": "semantic", "mim_cross": "shared", "mim_kl_temperature": 1.0,
+              "mim_ignore_background": False, "ivt_levels": ["sentence", "phrase", "word"], "bmm_ratio": 0.2,
               "support_size": 3, "fusion_heads": 4,
               "loss_weights": {}, "augment": {"flip": 0.5, "pad": 4, "erase": 0.5},
               "select": "val", "eval_every": 1, "mixed_precision": "fp32", "num_workers": 0, "device": "auto",
@@ -247,7 +250,9 @@ CHOICES = {
     "data.name": ["synthetic", "cuhkpedes", "icfgpedes", "rstpreid"],
     "data.resize": ["bilinear", "bicubic"],
     "train.sampler": ["identity", "random"],
-    "train.mim_target": ["semantic", "pixel", "feature"],
+    "data.parse": ["auto", "always", "never"],
+    "train.mim_target": ["semantic", "patch", "pixel", "feature", "pixel_norm", "feature_cos"],
+    "train.mim_cross": ["shared", "separate"],
     "train.select": ["val", "last", "test"],
     "train.cmt_style": ["torch", "irra"],
     "train.mixed_precision": ["fp32", "bf16", "fp16"],
@@ -279,6 +284,10 @@ PRESETS = {
         "eval": {"batch_size": 512},
     },
 }
+
+# BiLMa's recipe: IRRA's, plus MIM as the paper describes it (m = 0.15, weight 1, parsing labels through IRR's module)
+PRESETS["bilma-paper"] = json.loads(json.dumps(PRESETS["irra-paper"]))
+PRESETS["bilma-paper"]["train"].update(method="bilma", mim_ratio=0.15, mim_target="semantic", mim_cross="shared")
 
 def _flatten(d: dict, prefix: str = "") -> dict:
     out = {}
@@ -325,6 +334,7 @@ RANGES = {  # dotted key: (low, high, low included, high included); None: no bou
     "train.lr_factor": (0, None, False, True), "train.bias_lr_factor": (0, None, False, True),
     "train.adam_eps": (0, None, False, True), "train.weight_decay": (0, None, True, True),
     "train.grad_clip": (0, None, True, True), "train.warmup_epochs": (0, None, True, True),
+    "train.mim_kl_temperature": (0, None, False, True), "data.parse_batch_size": (1, None, True, True),
     "train.augment.pad": (0, None, True, True), "train.num_workers": (0, None, True, True),
     "seed": (0, 2**32 - 1, True, True), "model.patch_stride": (0, None, True, True),
     "eval.grid_queries": (0, None, True, True), "synthetic.height": (16, None, True, True),
@@ -337,6 +347,7 @@ POSITIVE = ("train.epochs", "train.batch_size", "train.num_instance", "train.see
             "model.vision_heads", "model.text_width", "model.text_layers", "model.text_heads")
 PAIRS = {"model.image_size": "(height, width), e.g. [144, 48]",
          "synthetic.images_per_id": "(min, max) views, e.g. [2, 4]"}
+EMPTY_OR_PAIRS = {"data.parser_size": "(height, width) the parser resizes to, e.g. [512, 512], or [] for its own"}
 
 def _kind(default) -> str:
     "The type a parameter must have, read from its default."
@@ -406,8 +417,10 @@ def check_params(params: dict) -> dict:
             _check_range(dotted, value)
     for dotted, choices in CHOICES.items():
         check_choice(_get(params, dotted), choices, dotted)
-    for dotted, what in PAIRS.items():
+    for dotted, what in {**PAIRS, **EMPTY_OR_PAIRS}.items():
         v = _get(params, dotted)
+        if v == [] and dotted in EMPTY_OR_PAIRS:
+            continue
         if len(v) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v):
             raise _bad(dotted, v, f"two positive integers {what}", json.dumps(_get(DEFAULTS, dotted)))
     for name, w in params["train"]["loss_weights"].items():

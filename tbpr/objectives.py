@@ -48,6 +48,15 @@ class RetrievalModel(nn.Module):
     def needs(self) -> set:
         "Extra batch fields the active objectives read (e.g. 'parsing')."
         return set().union(*(getattr(o, "needs", set()) for k, o in self.objectives.items() if self.weights[k] != 0))
+    def diagnostics(self, split, store, tokenizer, max_length: int, **data) -> dict:
+        """Held-out figures the active objectives measure on an evaluation split, logged beside R1 each evaluation
+        (e.g. BiLMa's MIM accuracy against the majority label): the `held_out` of each objective that has one.
+        `data` carries what they may read (e.g. `parsing`, the cached label maps)."""
+        out = {}
+        for k, o in self.objectives.items():
+            if self.weights[k] != 0 and hasattr(o, "held_out"):
+                out.update(o.held_out(self.encoder, split, store, tokenizer, max_length, **data))
+        return out
     @property
     def data_options(self) -> dict:
         "Keyword arguments of `TrainData` the active objectives ask for (e.g. IVT's `views` and `caption_levels`)."
@@ -120,10 +129,13 @@ class CrossModal(nn.Module):
         for block in (self.blocks.layers if depth else []):
             nn.init.normal_(block.self_attn.in_proj_weight, std=std["attn"]); nn.init.normal_(block.self_attn.out_proj.weight, std=std["proj"])
             nn.init.normal_(block.linear1.weight, std=std["fc"]); nn.init.normal_(block.linear2.weight, std=std["proj"])
-    def forward(self, queries, keys, key_padding_mask=None):
-        "`key_padding_mask` (B, L): True where a key is padding and must not be attended to."
-        kv = self.ln_kv(keys)
-        x = self.attn(self.ln_q(queries), kv, kv, need_weights=False, key_padding_mask=key_padding_mask)[0]
+    def forward(self, queries, keys, key_padding_mask=None, reverse: bool = False):
+        """`key_padding_mask` (B, L): True where a key is padding and must not be attended to. `reverse`: the queries
+        come from the modality the keys usually come from (BiLMa's MIM through IRR's module: image queries, text
+        keys), so each input LayerNorm stays with its modality, as IRRA's `ln_pre_t` and `ln_pre_i` do."""
+        ln_q, ln_kv = (self.ln_kv, self.ln_q) if reverse else (self.ln_q, self.ln_kv)
+        kv = ln_kv(keys)
+        x = self.attn(ln_q(queries), kv, kv, need_weights=False, key_padding_mask=key_padding_mask)[0]
         return self.ln_post(self.blocks(x))
 
 class MLMHead(nn.Sequential):

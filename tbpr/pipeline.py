@@ -17,8 +17,8 @@ __all__ = ['ART', 'PATHS', 'CHECKED', 'METRIC_KEYS', 'RUN_RECORD_KEYS', 'ABLATIO
            'stage_preprocess', 'parsing_folder', 'run_seeds', 'seed_paths', 'stage_train', 'chance_levels',
            'seed_statistics', 'mean_std', 'evaluate_model_dir', 'grid_queries', 'dataset_id', 'run_id', 'run_changes',
            'run_label', 'live_curves', 'record_run', 'load_runs', 'stage_evaluate', 'compare_recorded_runs',
-           'run_notebook', 'stage_report', 'train_variant', 'summarise_ablation', 'compare_variants', 'run_ablation',
-           'main', 'restore_hint']
+           'run_notebook', 'stage_report', 'train_variant', 'summarise_ablation', 'mim_curves', 'plot_mim_curves',
+           'compare_variants', 'run_ablation', 'main', 'restore_hint']
 
 # %% ../nbs/08_pipeline.ipynb #7d9a2d72
 ART = Path("artifacts")
@@ -338,6 +338,36 @@ def summarise_ablation(rows, out, title: str) -> tuple:
     ax.set(title=title, xlabel="R1 (%)", ylabel="")
     fig.tight_layout(); fig.savefig(out / "ablation.png", dpi=120); plt.show()
     return agg, table
+
+def mim_curves(runs: dict) -> "pd.DataFrame":
+    """Per variant (`{variant: [run folders]}`), each run's held-out MIM accuracy and its majority baseline by epoch,
+    read from the run's last checkpoint (`trainer_state.json`'s history), one row per run and epoch."""
+    import pandas as pd
+    rows = []
+    for variant, dirs in runs.items():
+        for d in map(Path, dirs):
+            state = Path(d) / "checkpoints" / "last" / "trainer_state.json"
+            if not state.is_file():
+                continue
+            for h in read_json(state, "training state")["history"]:
+                if "val_mim_acc" in h:
+                    rows.append({"variant": variant, "run": d.name, "epoch": h["epoch"],
+                                 "MIM accuracy": h["val_mim_acc"], "majority label": h["val_mim_majority"]})
+    return pd.DataFrame(rows)
+
+def plot_mim_curves(curves, path, title: str) -> Path:
+    "Held-out MIM accuracy by epoch per variant (mean and spread over runs), the majority baseline dashed."
+    import matplotlib.pyplot as plt, seaborn as sns
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    sns.lineplot(curves, x="epoch", y="MIM accuracy", hue="variant", marker="o", errorbar="sd", ax=ax)
+    base = curves.groupby("epoch")["majority label"].mean()
+    ax.plot(base.index, base.values, "k--", label="majority label (baseline)")
+    ax.set(title=title, ylabel="accuracy on masked val patches (%)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.show()
+    return Path(path)
 
 def compare_variants(agg, a: str, b: str) -> str:
     """Variant `a` against `b` on mean test R1: a difference counts only beyond the seed spread (the sum of the two

@@ -379,6 +379,8 @@ def fit(params: dict, cache_dir, model_dir, ckpt_dir, live_dir, **context) -> di
             m, _ = evaluate_split(core.encoder, watch, store, tok, cfg.max_length, ev["batch_size"],
                                   ev["chunk_size"], ev["max_rank"])
             logs.update({f"{watch_name}_R1": m["R1"], f"{watch_name}_mAP": m["mAP"]})
+            held = core.diagnostics(watch, store, tok, cfg.max_length, parsing=parsing[0] if parsing else None)
+            logs.update({f"{watch_name}_{k}": v for k, v in held.items()})
             score = m["R1"]
         if live is None:
             live = _open_live(live_dir, ckpt_dir, state, train, seed)
