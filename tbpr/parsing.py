@@ -129,17 +129,17 @@ def map_is_current(path, source: str, parser: str) -> bool:
     return made == (source, parser)
 
 # %% ../nbs/02c_parsing.ipynb #ps14c14
-def image_digests(dataset_root, paths: list) -> dict:
-    """The sha256 of each image: from the download stage's `images.sha256` beside the dataset when it lists them
-    all, else hashed here."""
-    listed = {}
-    for f in (Path(dataset_root) / "images.sha256", Path(dataset_root).parent / "images.sha256"):
+def image_digests(images_root, paths: list) -> dict:
+    """The sha256 of each image (by its path under `images_root`): from the download stage's `images.sha256` (in
+    the dataset folder or the one above) when it lists them all, else hashed here."""
+    listed, up = {}, Path(images_root).resolve().parents
+    for f in (up[0] / "images.sha256", up[1] / "images.sha256"):
         if f.is_file():
             listed = dict(reversed(l.split("  ", 1)) for l in f.read_text(encoding="utf-8").splitlines() if l)
             break
     if all(p in listed for p in paths):
         return {p: listed[p] for p in paths}
-    return {p: sha256_file(Path(dataset_root) / p) for p in tqdm(paths, desc="hashing images", mininterval=2)}
+    return {p: sha256_file(Path(images_root) / p) for p in tqdm(paths, desc="hashing images", mininterval=2)}
 
 def _prune(maps: Path, keep: set) -> int:
     "Remove maps of images the dataset no longer has, and temporaries of interrupted runs; how many went."

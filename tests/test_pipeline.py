@@ -138,6 +138,16 @@ def test_bilma_ablation_notebook_runs(run):
     P.run_ablation("bilma", work / "tiny.yaml", epochs=2, seeds=[0], variants=["both"], notebook=nb)
     again = json.loads((out / "both/seed0/test.json").read_text())
     assert again["epochs"] == 2 and (out / "both/seed0/test.json").stat().st_mtime > first
+    # the sensitivity study: its centre point (m 0.15, b 1) is the ablation's `both` run, reused; one more ratio
+    trained = (out / "both/seed0/test.json").stat().st_mtime
+    P.run_ablation("bilma-sensitivity", work / "tiny.yaml", epochs=2, seeds=[0],
+                   notebook=REPO / "nbs/experiments/bilma_sensitivity.ipynb", ratios=[0.15, 0.5], weights=[1.0],
+                   reference_dir=str(out / "both"))
+    assert (out / "both/seed0/test.json").stat().st_mtime == trained
+    sens = work / "artifacts/ablations/bilma-sensitivity"
+    runs = __import__("pandas").read_csv(sens / "runs.csv")
+    assert sorted(runs["mask ratio"]) == [0.15, 0.5] and (sens / "sensitivity.png").exists()
+    assert runs["MIM accuracy"].between(0, 100).all() and (sens / "m0.5_b1.0/seed0/test.json").exists()
 
 
 def test_ivt_trains_and_evaluates_through_the_pipeline(tmp_path, monkeypatch):
