@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest, yaml
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("check", "download", "preprocess", "train", "evaluate", "report")
+STAGES = ("check", "download", "parse", "preprocess", "train", "evaluate", "report")
 REPORT_NOTEBOOK = "nbs/experiments/report.ipynb"
 CHROMIUM = os.environ.get("TBPR_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"     # as tests/test_docs.py
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
