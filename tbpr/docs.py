@@ -153,6 +153,8 @@ def execute_notebook(src, dest, skip_flags=("notest", "slow"), timeout: int = 90
 EXPERIMENTS = {   # page: (executed notebook in artifacts/, source notebook, how to produce it)
     "report": ("artifacts/report/report.ipynb", "experiments/report.ipynb", "`dvc repro`"),
     "bilma_ablation": ("artifacts/ablations/bilma/report/bilma_ablation.ipynb", "experiments/bilma_ablation.ipynb", "`tbpr ablation bilma`"),
+    "bilma_sensitivity": ("artifacts/ablations/bilma-sensitivity/report/bilma_sensitivity.ipynb",
+                          "experiments/bilma_sensitivity.ipynb", "`tbpr ablation bilma-sensitivity`"),
     "ivt_ablation": ("artifacts/ablations/ivt/report/ivt_ablation.ipynb", "experiments/ivt_ablation.ipynb", "`tbpr ablation ivt`"),
     "lcr2s_ablation": ("artifacts/ablations/lcr2s/report/lcr2s_ablation.ipynb", "experiments/lcr2s_ablation.ipynb", "`tbpr ablation lcr2s`"),
 }
