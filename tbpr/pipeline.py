@@ -402,19 +402,17 @@ def summarise_ablation(rows, out, title: str) -> tuple:
 
 def mim_curves(runs: dict) -> "pd.DataFrame":
     """Per variant (`{variant: [run folders]}`), each run's held-out MIM accuracy and its majority baseline by epoch,
-    read from the run's last checkpoint (`trainer_state.json`'s history), one row per run and epoch."""
+    from the run's dvclive curves (`live_curves` of `<run>/live`), one row per run and epoch."""
     import pandas as pd
-    rows = []
-    for variant, dirs in runs.items():
-        for d in map(Path, dirs):
-            state = Path(d) / "checkpoints" / "last" / "trainer_state.json"
-            if not state.is_file():
-                continue
-            for h in read_json(state, "training state")["history"]:
-                if "val_mim_acc" in h:
-                    rows.append({"variant": variant, "run": d.name, "epoch": h["epoch"],
-                                 "MIM accuracy": h["val_mim_acc"], "majority label": h["val_mim_majority"]})
-    return pd.DataFrame(rows)
+    rows = [{**r, "variant": variant} for variant, dirs in runs.items()
+            for r in live_curves({Path(d).name: Path(d) / "live" for d in dirs})
+            if r["group"] == "val" and r["metric"] in ("mim_acc", "mim_majority")]
+    if not rows:
+        return pd.DataFrame()
+    wide = pd.DataFrame(rows).pivot_table(index=["variant", "seed", "epoch"], columns="metric", values="value")
+    wide = wide.reset_index().rename(columns={"seed": "run", "mim_acc": "MIM accuracy",
+                                              "mim_majority": "majority label"})
+    return wide[["variant", "run", "epoch", "MIM accuracy", "majority label"]]
 
 def plot_mim_curves(curves, path, title: str) -> Path:
     "Held-out MIM accuracy by epoch per variant (mean and spread over runs), the majority baseline dashed."
