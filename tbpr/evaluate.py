@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 from .core import TbprError
-from .data import EvalSplit, ImageStore, to_tensor, tokenize
+from .data import EvalSplit, ImageStore, pixel_norm, to_tensor, tokenize
 from .metrics import rank_metrics, topk_gallery
 
 # %% auto #0
@@ -24,7 +24,7 @@ def encode_images(encoder, store: ImageStore, paths: list, batch_size: int = 128
     "L2-normalised global features (N, D) of the images at `paths`."
     device = device or next(encoder.parameters()).device; out = []
     for i in tqdm(range(0, len(paths), batch_size), desc="images", leave=False, mininterval=2):
-        x = to_tensor(np.stack([store[p] for p in paths[i:i + batch_size]])).to(device)
+        x = to_tensor(np.stack([store[p] for p in paths[i:i + batch_size]]), *pixel_norm(encoder)).to(device)
         out.append(F.normalize(encoder.encode_image(x)[0].float(), dim=-1).cpu())
     return torch.cat(out)
 

@@ -39,11 +39,18 @@ class EncoderConfig:
     pad_token_id: int = 0
     arch: str = "clip"              # the encoder architecture (a key of ENCODERS); the method chooses it
     fusion_heads: int = 0           # arch 'support' (LCR²S's teacher): heads of its support-set fusion
+    fusion_layers: int = 1          # arch 'support': attention layers of the fusion
+    fusion_ff: int = 0              # arch 'support': feed-forward width of each fusion layer, x embed_dim (0: none)
     hidden_act: str = "gelu"        # arch 'shared' (IVT): the MLP activation and layer-norm epsilon of its checkpoint
     layer_norm_eps: float = 1e-6
+    drop_path: float = 0.0          # arch 'shared': stochastic depth rising linearly to this rate (training only)
+    text_dropout: float = 0.0       # arch 'shared': dropout on the text embeddings (training only)
+    pixel_mean: tuple = (0.48145466, 0.4578275, 0.40821073)   # input normalisation (CLIP's; IVT: 0.5)
+    pixel_std: tuple = (0.26862954, 0.26130258, 0.27577711)
 
     def __post_init__(self):
         self.image_size = tuple(self.image_size)
+        self.pixel_mean, self.pixel_std = tuple(self.pixel_mean), tuple(self.pixel_std)
         h, w = self.image_size
         if self.patch_stride < 0 or self.patch_stride > self.patch_size:
             raise TbprError(f"model.patch_stride={self.patch_stride} must be between 1 and model.patch_size={self.patch_size} (0: equal)")

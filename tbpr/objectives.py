@@ -9,12 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from .core import TbprError, check_choice, check_keys
-from .model import DualEncoder, EncoderConfig
+from .model import DualEncoder, EncoderConfig, text_padding
 
 # %% auto #0
 __all__ = ['METHODS', 'METHOD_INIT', 'METHOD_OBJECTIVES', 'METHOD_TEACHER', 'INIT_KEYS', 'METHOD_MODULES', 'Step', 'Objective',
            'RetrievalModel', 'sdm_loss', 'gather_features', 'SDM', 'IDLoss', 'QuickGELU', 'irra_stds', 'CrossModal',
-           'MLMHead', 'IRR', 'register_method', 'build_irra', 'check_init_keys', 'build_model', 'available_methods']
+           'MLMHead', 'irra_padded', 'IRR', 'register_method', 'build_irra', 'check_init_keys', 'build_model',
+           'available_methods']
 
 # %% ../nbs/05_objectives.ipynb #221d45f0
 class Step:
@@ -129,13 +130,16 @@ class CrossModal(nn.Module):
         for block in (self.blocks.layers if depth else []):
             nn.init.normal_(block.self_attn.in_proj_weight, std=std["attn"]); nn.init.normal_(block.self_attn.out_proj.weight, std=std["proj"])
             nn.init.normal_(block.linear1.weight, std=std["fc"]); nn.init.normal_(block.linear2.weight, std=std["proj"])
-    def forward(self, queries, keys, key_padding_mask=None, reverse: bool = False):
+    def forward(self, queries, keys, key_padding_mask=None, reverse: bool = False, query_padding_mask=None):
         """`key_padding_mask` (B, L): True where a key is padding and must not be attended to. `reverse`: the queries
         come from the modality the keys usually come from (BiLMa's MIM through IRR's module: image queries, text
-        keys), so each input LayerNorm stays with its modality, as IRRA's `ln_pre_t` and `ln_pre_i` do."""
+        keys), so each input LayerNorm stays with its modality, as IRRA's `ln_pre_t` and `ln_pre_i` do.
+        `query_padding_mask` (B, Lq): True where a query is padding, left out of the transformer's self-attention."""
         ln_q, ln_kv = (self.ln_kv, self.ln_q) if reverse else (self.ln_q, self.ln_kv)
         kv = ln_kv(keys)
         x = self.attn(ln_q(queries), kv, kv, need_weights=False, key_padding_mask=key_padding_mask)[0]
+        if query_padding_mask is not None and isinstance(self.blocks, nn.TransformerEncoder):
+            return self.ln_post(self.blocks(x, src_key_padding_mask=query_padding_mask))
         return self.ln_post(self.blocks(x))
 
 class MLMHead(nn.Sequential):
@@ -144,18 +148,35 @@ class MLMHead(nn.Sequential):
         super().__init__(nn.Linear(dim, dim), QuickGELU(), nn.LayerNorm(dim), nn.Linear(dim, vocab_size))
         if stds: nn.init.normal_(self[0].weight, std=stds["fc"]); nn.init.normal_(self[3].weight, std=stds["proj"])
 
+def irra_padded(ids: torch.Tensor, labels: torch.Tensor, eos_token_id: int, length: int) -> tuple:
+    "`ids` and `labels` as IRRA's: every position after the end token id 0, and both padded with 0 to `length`."
+    ids = ids.masked_fill(text_padding(ids, eos_token_id), 0)
+    extra = length - ids.shape[1]
+    return F.pad(ids, (0, extra), value=0), F.pad(labels, (0, extra), value=0)
+
 class IRR(Objective):
-    "Implicit relation reasoning: predict masked caption tokens from the masked caption attending to the image."
-    def __init__(self, dim: int, vocab_size: int, heads: int = 8, depth: int = 4, style: str = "torch"):
+    """Implicit relation reasoning: predict masked caption tokens from the masked caption attending to the image.
+    `padding` decides what the cross-modal transformer sees after each caption's end token: `mask` leaves it out
+    (a caption's loss does not depend on the rest of its batch), `irra` pads every caption to the text length with
+    id 0 and attends to all of it, as IRRA does."""
+    def __init__(self, dim: int, vocab_size: int, heads: int = 8, depth: int = 4, style: str = "torch",
+                 padding: str = "mask"):
         super().__init__()
+        self.padding = check_choice(padding, ["mask", "irra"], "train.irr_padding")
         self.cross = CrossModal(dim, heads, depth, style)
         self.head = MLMHead(dim, vocab_size, irra_stds(dim, depth) if style == "irra" else None)
     def forward(self, step):
         if "mlm_ids" not in step.batch:
             raise TbprError("the IRR objective needs masked captions in the batch", fix="set train.mlm_prob > 0")
-        _, text_tokens = step.encoder.encode_text(step.batch["mlm_ids"])
-        x = self.cross(text_tokens, step.image[1])
-        labels = step.batch["mlm_labels"]; where = labels != 0
+        ids, labels = step.batch["mlm_ids"], step.batch["mlm_labels"]
+        cfg, pad = step.encoder.cfg, None
+        if self.padding == "irra":
+            ids, labels = irra_padded(ids, labels, cfg.eos_token_id, cfg.max_length)
+        else:
+            pad = text_padding(ids, cfg.eos_token_id)
+        _, text_tokens = step.encoder.encode_text(ids)
+        x = self.cross(text_tokens, step.image[1], query_padding_mask=pad)
+        where = labels != 0
         return F.cross_entropy(self.head(x[where]), labels[where])
 
 # %% ../nbs/05_objectives.ipynb #68e52f34
@@ -176,7 +197,8 @@ def register_method(name: str, objectives: tuple, init_keys: tuple = ("init",), 
 def build_irra(cfg: EncoderConfig, train: dict, num_ids: int, **context) -> RetrievalModel:
     "IRRA: SDM + ID + implicit relation reasoning on the CLIP dual encoder."
     objectives = {"sdm": SDM(train["temperature"]), "id": IDLoss(cfg.embed_dim, num_ids),
-                  "mlm": IRR(cfg.embed_dim, cfg.vocab_size, train["cmt_heads"], train["cmt_depth"], train["cmt_style"])}
+                  "mlm": IRR(cfg.embed_dim, cfg.vocab_size, train["cmt_heads"], train["cmt_depth"], train["cmt_style"],
+                             train["irr_padding"])}
     return RetrievalModel(DualEncoder(cfg), objectives, train["loss_weights"])
 
 def check_init_keys(method: str, model_params: dict) -> None:

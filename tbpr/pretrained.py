@@ -8,15 +8,15 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 import torch
-from .core import TbprError
+from .core import TbprError, check_choice
 from .model import DualEncoder, EncoderConfig, interpolate_position_table
 
 # %% auto #0
 __all__ = ['OPENAI_SHA256', 'OPENAI_BPE', 'CLIP_TOP', 'CLIP_NORMS', 'CLIP_TOWERS', 'CLIP_BLOCK', 'ARCH_KEYS', 'CLIP_HUB_ID',
            'CLIP_CONTEXT', 'Pretrained', 'openai_dims', 'openai_to_hf', 'hf_to_openai', 'load_pretrained',
            'encoder_dims', 'init_encoder', 'bytes_to_unicode', 'openai_bpe_vocab', 'is_clip_tokenizer',
-           'prepare_clip_tokenizer', 'load_clip_tokenizer', 'write_tiny_clip_tokenizer', 'write_tiny_openai_bpe',
-           'write_tiny_clip']
+           'irra_mask_vocabulary', 'prepare_clip_tokenizer', 'load_clip_tokenizer', 'write_tiny_clip_tokenizer',
+           'write_tiny_openai_bpe', 'write_tiny_clip']
 
 # %% ../nbs/03a_pretrained.ipynb #63ac6ab2
 OPENAI_SHA256 = {   # the sha256 in the clip package's download URLs
@@ -226,15 +226,40 @@ def is_clip_tokenizer(where) -> bool:
         if (p / vocab).is_file(): return "<|startoftext|>" in (p / vocab).read_text(encoding="utf-8")
     return (p / OPENAI_BPE).is_file()
 
-def prepare_clip_tokenizer(tok):
-    "A CLIP tokenizer `tok` with a `<|mask|>` token appended if it has no mask token (for IRR), and CLIP's 77 positions."
-    if tok.mask_token is None: tok.add_special_tokens({"mask_token": "<|mask|>"})
+def irra_mask_vocabulary(tok) -> tuple:
+    """IRRA's vocabulary for a CLIP tokenizer `tok`: (vocab, merges) with the last merge dropped and its id (the one
+    before `<|startoftext|>`: 49405 in CLIP's) given to `<|mask|>`, as IRRA's `simple_tokenizer.py` does. The mask
+    embedding then starts from that token's pretrained row, and the vocabulary keeps CLIP's 49,408 ids."""
+    state = json.loads(tok.backend_tokenizer.to_str())["model"]
+    vocab, merges = dict(state["vocab"]), [tuple(m.split()) if isinstance(m, str) else tuple(m) for m in state["merges"]]
+    last, mask_id = "".join(merges[-1]), tok.convert_tokens_to_ids("<|startoftext|>") - 1
+    if vocab.get(last) != mask_id:
+        raise TbprError(f"tokenizer {tok.name_or_path!r}: the last merge {last!r} is not id {mask_id}, the one before "
+                        "<|startoftext|>, so IRRA's mask id cannot be made", fix="use model.mask_token: append")
+    del vocab[last]
+    vocab["<|mask|>"] = mask_id
+    return vocab, merges[:-1]
+
+def prepare_clip_tokenizer(tok, mask_token: str = "append"):
+    """A CLIP tokenizer `tok` with CLIP's 77 positions and, if it has none, a mask token (for IRR): `append` adds
+    `<|mask|>` as a new id (the vocabulary grows by one); `irra` gives it the last merge's id, as IRRA does
+    (`irra_mask_vocabulary`)."""
+    from transformers import CLIPTokenizer
+    check_choice(mask_token, ["append", "irra"], "model.mask_token")
+    if tok.mask_token is None and mask_token == "irra":
+        vocab, merges = irra_mask_vocabulary(tok)
+        name = tok.name_or_path
+        tok = CLIPTokenizer(vocab=vocab, merges=merges)
+        tok.name_or_path = name
+    if tok.mask_token is None:
+        tok.add_special_tokens({"mask_token": "<|mask|>"})
     tok.model_max_length = CLIP_CONTEXT
     return tok
 
-def load_clip_tokenizer(where: str | None = None):
+def load_clip_tokenizer(where: str | None = None, mask_token: str = "append"):
     """CLIP's BPE tokenizer (`prepare_clip_tokenizer`: with a mask token, 77 positions) from a CLIP tokenizer folder,
-    OpenAI's `bpe_simple_vocab_16e6.txt.gz` (or a folder holding only that), or a hub id (default `CLIP_HUB_ID`)."""
+    OpenAI's `bpe_simple_vocab_16e6.txt.gz` (or a folder holding only that), or a hub id (default `CLIP_HUB_ID`).
+    `mask_token`: how the mask token is made when the tokenizer has none (`prepare_clip_tokenizer`)."""
     from transformers import AutoTokenizer, CLIPTokenizer
     where = str(where or CLIP_HUB_ID); p = Path(where)
     kinds = (f"give a Hugging Face CLIP tokenizer folder (vocab.json and merges.txt, or tokenizer.json with a tokenizer_config.json "
@@ -257,7 +282,7 @@ def load_clip_tokenizer(where: str | None = None):
                                 f"model.tokenizer), e.g. under data/weights/; or put the hub snapshot in the local Hugging Face cache") from None
         if not type(tok).__name__.startswith("CLIPTokenizer") or tok.bos_token != "<|startoftext|>":
             raise TbprError(f"model.tokenizer {where!r} is a {type(tok).__name__}, not a CLIP tokenizer", fix=kinds)
-    return prepare_clip_tokenizer(tok)
+    return prepare_clip_tokenizer(tok, mask_token)
 
 # %% ../nbs/03a_pretrained.ipynb #eb4b84ca
 _TINY_WORDS = ("a", "man", "woman", "in", "red", "black", "coat", "with", "backpack", "the")

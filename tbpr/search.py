@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 from .core import TbprError, atomic_path, read_json, sha256_file, write_json, write_npy
-from .data import load_image, to_tensor, tokenize
+from .data import load_image, pixel_norm, to_tensor, tokenize
 from .model import load_encoder, load_encoder_tokenizer
 
 # %% auto #0
@@ -42,7 +42,8 @@ def _encode_files(encoder, root: Path, rels: list, batch_size: int) -> np.ndarra
             except TbprError as err: bad.append(str(err).splitlines()[0])
         if arrays and not bad:
             with torch.inference_mode():
-                out.append(F.normalize(encoder.encode_image(to_tensor(np.stack(arrays)).to(device))[0].float(), dim=-1).cpu().numpy())
+                pixels = to_tensor(np.stack(arrays), *pixel_norm(encoder)).to(device)
+                out.append(F.normalize(encoder.encode_image(pixels)[0].float(), dim=-1).cpu().numpy())
     if bad:
         raise TbprError(f"{len(bad)} unreadable image(s) in {root}:\n  " + "\n  ".join(bad[:10]),
                         fix="remove or re-save these files; the cache was not changed")

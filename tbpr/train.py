@@ -8,6 +8,7 @@ import hashlib, json, math, shutil, time
 from dataclasses import asdict
 from pathlib import Path
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, BatchSampler, RandomSampler
 from tqdm.auto import tqdm
 from .core import TbprError, atomic_path, check_choice, read_json, write_json, seed_everything
@@ -18,11 +19,13 @@ from .objectives import build_model, check_init_keys
 from .evaluate import evaluate_split
 
 # %% auto #0
-__all__ = ['CROSS_IO_NORMS', 'TRAINING_CODE', 'CHECKPOINTS', 'encoder_config', 'lr_scale', 'new_module_prefixes', 'param_groups',
-           'make_optimizer', 'warmup_cosine', 'EpochRandomBatches', 'make_loader', 'training_params',
-           'code_fingerprint', 'fingerprint_parts', 'fingerprint_of', 'run_fingerprint', 'fingerprint_changes',
-           'file_problem', 'checkpoint_problem', 'find_resume_checkpoint', 'load_resume_state', 'save_checkpoint',
-           'trim_live_curves', 'fit', 'teacher_params', 'fit_method']
+__all__ = ['CROSS_IO_NORMS', 'TRAINING_CODE', 'CHECKPOINTS', 'HALF_PARAMETERS', 'encoder_config', 'lr_scale',
+           'new_module_prefixes', 'param_groups', 'make_optimizer', 'warmup_cosine', 'schedule_scale',
+           'EpochRandomBatches', 'make_loader', 'training_params', 'code_fingerprint', 'fingerprint_parts',
+           'fingerprint_of', 'run_fingerprint', 'fingerprint_changes', 'file_problem', 'checkpoint_problem',
+           'find_resume_checkpoint', 'load_resume_state', 'save_checkpoint', 'trim_live_curves', 'convert_weights',
+           'half_weight_share', 'fp16_weights', 'precision', 'moved_share', 'fit', 'selection_score', 'teacher_params',
+           'fit_method']
 
 # %% ../nbs/07_train.ipynb #3a32c1f0
 def encoder_config(model_params: dict, tokenizer, pre=None) -> EncoderConfig:
@@ -30,7 +33,8 @@ def encoder_config(model_params: dict, tokenizer, pre=None) -> EncoderConfig:
     if pre is not None:
         from tbpr.pretrained import encoder_dims
         model_params = encoder_dims(model_params, pre)
-    kw = {k: v for k, v in model_params.items() if k not in ("tokenizer", "init", "init_sha256", "init_vision", "init_text")}
+    not_sizes = ("tokenizer", "mask_token", "init", "init_sha256", "init_vision", "init_text", "init_ivt")
+    kw = {k: v for k, v in model_params.items() if k not in not_sizes}
     def first(*ids):                                               # WordPiece: [CLS]/[SEP]; CLIP BPE: start/end of text
         found = [i for i in ids if i is not None]
         if not found: raise TbprError(f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no start/end-of-text tokens "
@@ -55,25 +59,39 @@ def new_module_prefixes(model) -> tuple:
     "Name prefixes of the randomly initialised modules a module declares in its `new_modules` (e.g. LCR²S's fusion)."
     return tuple(f"{name}.{child}." if name else f"{child}." for name, m in model.named_modules() for child in getattr(m, "new_modules", ()))
 
-def param_groups(model, lr: float, weight_decay: float, lr_factor: float, bias_lr_factor: float) -> list:
-    "Optimizer parameter groups by `lr_scale`; biases without weight decay."
+def param_groups(model, lr: float, weight_decay: float, lr_factor: float, bias_lr_factor: float,
+                 bias_weight_decay: float = 0.0) -> list:
+    "Optimizer parameter groups by `lr_scale`; biases with `bias_weight_decay` (IRRA: 0; IVT: its weight decay)."
     groups, new = {}, new_module_prefixes(model)
     for name, p in model.named_parameters():
         if not p.requires_grad: continue
-        key = (lr * lr_scale(name, lr_factor, bias_lr_factor, new), 0.0 if name.endswith("bias") else weight_decay)
+        decay = bias_weight_decay if name.endswith("bias") else weight_decay
+        key = (lr * lr_scale(name, lr_factor, bias_lr_factor, new), decay)
         groups.setdefault(key, []).append(p)
     return [{"params": ps, "lr": k[0], "weight_decay": k[1]} for k, ps in groups.items()]
 
 def make_optimizer(model, train: dict) -> torch.optim.Optimizer:
     "`train.optimizer` over `param_groups`: Adam (IRRA, eps `train.adam_eps`) or SGD with momentum 0.9 (IVT)."
-    groups = param_groups(model, train["lr"], train["weight_decay"], train["lr_factor"], train["bias_lr_factor"])
+    groups = param_groups(model, train["lr"], train["weight_decay"], train["lr_factor"], train["bias_lr_factor"],
+                          train["bias_weight_decay"])
     if train["optimizer"] == "sgd": return torch.optim.SGD(groups, momentum=0.9)
     return torch.optim.Adam(groups, eps=train["adam_eps"])
 
-def warmup_cosine(epoch: int, epochs: int, warmup: int, start: float = 0.1) -> float:
-    "Learning-rate multiplier at `epoch` (0-based): linear from `start` over `warmup` epochs, then cosine to 0."
-    if epoch < warmup: return start + (1 - start) * epoch / warmup
-    return 0.5 * (1 + math.cos(math.pi * (epoch - warmup) / max(1, epochs - warmup)))
+def warmup_cosine(epoch: int, epochs: int, warmup: int, start: float = 0.1, floor: float = 0.0,
+                  shift: bool = True) -> float:
+    """Learning-rate multiplier at `epoch` (0-based): linear from `start` over `warmup` epochs, then a cosine from 1
+    down to `floor`. `shift`: the cosine starts when the warm-up ends (IRRA's); without, it is counted from epoch 0,
+    so that the warm-up covers its first epochs (timm's `CosineLRScheduler` without `warmup_prefix`, IVT's)."""
+    if epoch < warmup:
+        return start + (1 - start) * epoch / warmup
+    offset = warmup if shift else 0
+    progress = (epoch - offset) / max(1, epochs - offset)
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+def schedule_scale(epoch: int, train: dict) -> float:
+    "`warmup_cosine` at `epoch` for the `train` parameters."
+    return warmup_cosine(epoch, train["epochs"], train["warmup_epochs"], train["warmup_start"], train["lr_floor"],
+                         train["cosine_shift"])
 
 # %% ../nbs/07_train.ipynb #7145a8d7
 class EpochRandomBatches(BatchSampler):
@@ -245,11 +263,61 @@ def trim_live_curves(live_dir, last_step: int) -> None:
             w.writeheader()
             w.writerows(kept)
 
+# %% ../nbs/07_train.ipynb #fp0cd01b
+HALF_PARAMETERS = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight", "in_proj_bias",
+                   "bias_k", "bias_v")        # nn.MultiheadAttention's own, as in CLIP's convert_weights
+
+def convert_weights(model: torch.nn.Module) -> torch.nn.Module:
+    """CLIP's (and IRRA's) `convert_weights`, in place: the weights and biases of every `Linear`, `Conv1d`, `Conv2d`
+    and `MultiheadAttention` to fp16. LayerNorms and embeddings stay fp32. Returns `model`."""
+    for m in model.modules():
+        names = ("weight", "bias") if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)) else ()
+        if isinstance(m, nn.MultiheadAttention):
+            names = HALF_PARAMETERS
+        for name in names:
+            p = getattr(m, name, None)
+            if isinstance(p, nn.Parameter):
+                p.data = p.data.half()
+    return model
+
+def half_weight_share(model: torch.nn.Module) -> float:
+    "The share of `model`'s parameters (counted by element) stored in fp16."
+    sizes = [(p.numel(), p.dtype == torch.float16) for p in model.parameters()]
+    return sum(n for n, half in sizes if half) / max(1, sum(n for n, _ in sizes))
+
+def fp16_weights(train: dict) -> bool:
+    "Whether `train` asks for IRRA's fp16 weights, with an Adam eps that fp16 can hold."
+    if train["mixed_precision"] != "fp16-weights":
+        return False
+    if train["optimizer"] == "adam" and train["adam_eps"] < 1e-4:
+        raise TbprError(f"train.mixed_precision=fp16-weights with train.adam_eps={train['adam_eps']}: Adam's moments "
+                        "are fp16 there, and its second moment underflows to 0 at small gradients, so the update "
+                        "divides by eps alone; below about 1e-4 that blows up",
+                        fix="set train.adam_eps: 1.0e-3 (IRRA's), or train in fp32/bf16")
+    return True
+
+def precision(train: dict, accelerator):
+    """The context a forward pass runs in: fp16 autocast for `fp16-weights` (its fp16 weights need fp16 inputs; the
+    LayerNorms and losses compute in fp32), else accelerate's own (autocast for bf16 and fp16, none for fp32)."""
+    if train["mixed_precision"] == "fp16-weights":
+        return torch.autocast(accelerator.device.type, dtype=torch.float16)
+    return accelerator.autocast()
+
+def moved_share(before: dict, model: torch.nn.Module, dtype=None) -> float:
+    """The share of the elements of `model`'s trainable parameters (of `dtype` only, if given) that differ from the
+    copy `before` (name: tensor)."""
+    pairs = [(before[n], p.detach()) for n, p in model.named_parameters()
+             if p.requires_grad and dtype in (None, p.dtype)]
+    changed = sum(int((a != b).sum()) for a, b in pairs)
+    return changed / max(1, sum(b.numel() for _, b in pairs))
+
+
 # %% ../nbs/07_train.ipynb #e0557cd1
 def _device_args(train: dict) -> dict:
     if train["device"] == "cuda" and not torch.cuda.is_available():
         raise TbprError("train.device=cuda but no CUDA device is visible", fix="use train.device: auto or cpu")
-    return {"cpu": train["device"] == "cpu" or not torch.cuda.is_available(), "mixed_precision": {"fp32": "no"}.get(train["mixed_precision"], train["mixed_precision"])}
+    mixed = {"fp32": "no", "fp16-weights": "no"}.get(train["mixed_precision"], train["mixed_precision"])
+    return {"cpu": train["device"] == "cpu" or not torch.cuda.is_available(), "mixed_precision": mixed}
 
 def _live_name(key: str) -> str:
     "dvclive metric name: val_R1 -> val/R1, test_R1 -> test/R1, loss_sdm -> train/loss_sdm."
@@ -276,7 +344,7 @@ def _epoch(model, loader, opt, accelerator, epoch: int, train: dict) -> dict:
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{train['epochs']}", leave=False, mininterval=2,
                disable=not accelerator.is_local_main_process)
     for i, batch in enumerate(bar):
-        with accelerator.autocast():
+        with precision(train, accelerator):
             losses = model(batch)
             total = accelerator.unwrap_model(model).total(losses)
         loss = total.item()                    # the one sync a step makes (the logs need it anyway)
@@ -311,7 +379,8 @@ def fit(params: dict, cache_dir, model_dir, ckpt_dir, live_dir, **context) -> di
     if params["model"]["init"]:
         from tbpr.pretrained import load_pretrained, init_encoder
         pre = load_pretrained(params["model"]["init"], params["model"]["init_sha256"])
-    tok = load_tokenizer(params["model"]["tokenizer"], clip_dir=pre.tokenizer_dir if pre else None)
+    tok = load_tokenizer(params["model"]["tokenizer"], clip_dir=pre.tokenizer_dir if pre else None,
+                         mask_token=params["model"]["mask_token"])
     cfg = encoder_config(params["model"], tok, pre)
     if tuple(store.size) != cfg.image_size:
         raise TbprError(f"{cache_dir}: cached images are {store.size}, model.image_size is {list(cfg.image_size)}",
@@ -320,7 +389,11 @@ def fit(params: dict, cache_dir, model_dir, ckpt_dir, live_dir, **context) -> di
     model = build_model(train["method"], cfg, train, ds.train.num_ids, model_params=params["model"], parsing_labels=parsing[1] if parsing else None,
                         cache_dir=str(cache_dir), train_split=ds.train, **context)
     if pre is not None: init_encoder(model.encoder, pre); print(f"encoder initialised from {pre.source}")
-    augment = Augment(**train["augment"], label_flip=flip_permutation(parsing[1]) if parsing else None)
+    if fp16_weights(train):
+        convert_weights(model)
+        print(f"fp16 weights (IRRA's numerics): {half_weight_share(model):.1%} of the parameters")
+    flips = flip_permutation(parsing[1]) if parsing else None
+    augment = Augment(**train["augment"], label_flip=flips, mean=cfg.pixel_mean, std=cfg.pixel_std)
     data = TrainData(ds.train, store, augment, seed, parsing=parsing[0] if "parsing" in model.needs else None,
                      **model.data_options)
     mlm_prob = train["mlm_prob"] if model.weights.get("mlm", 0) else 0.0     # only IRR reads masked captions
@@ -337,8 +410,10 @@ def fit(params: dict, cache_dir, model_dir, ckpt_dir, live_dir, **context) -> di
     model, opt, loader = accelerator.prepare(model, opt, loader)
     select = "last" if train["select"] == "val" and ds.val is None else train["select"]
     if select != train["select"]: print("no validation split: shipping the last epoch (train.select=last); the test split is never used for selection")
-    if select == "test": print("train.select=test: the best epoch on the TEST split is shipped (IRRA's protocol for ICFG-PEDES, "
-                               "--val_dataset test); its test metrics are optimistic and recorded as selected on test")
+    if select == "test":
+        print(f"train.select=test: the epoch with the best TEST {train['select_metric']} is shipped (the protocol "
+              "behind IRRA's and IVT's reported numbers: both evaluate on test every epoch and keep the best); its "
+              "test metrics are optimistic and recorded as selected on test")
     watch, watch_name = (ds.test, "test") if select == "test" else (ds.val, "val")   # evaluated every eval_every epochs
 
     teacher = [Path(context["teacher_dir"]) / "encoder.safetensors"] if context.get("teacher_dir") else []
@@ -363,7 +438,7 @@ def fit(params: dict, cache_dir, model_dir, ckpt_dir, live_dir, **context) -> di
           f"{len(ds.train)} captions, {ds.train.num_ids} ids")
 
     for epoch in range(state["epoch"] + 1, train["epochs"]):
-        scale = warmup_cosine(epoch, train["epochs"], train["warmup_epochs"])
+        scale = schedule_scale(epoch, train)
         for g, lr in zip(opt.param_groups, base_lrs):
             g["lr"] = lr * scale
         loader.set_epoch(epoch)
@@ -376,12 +451,13 @@ def fit(params: dict, cache_dir, model_dir, ckpt_dir, live_dir, **context) -> di
         score = None
         if watch is not None and ((epoch + 1) % train["eval_every"] == 0 or epoch + 1 == train["epochs"]):
             ev = params["eval"]
-            m, _ = evaluate_split(core.encoder, watch, store, tok, cfg.max_length, ev["batch_size"],
-                                  ev["chunk_size"], ev["max_rank"])
+            with precision(train, accelerator):
+                m, _ = evaluate_split(core.encoder, watch, store, tok, cfg.max_length, ev["batch_size"],
+                                      ev["chunk_size"], ev["max_rank"])
+                held = core.diagnostics(watch, store, tok, cfg.max_length, parsing=parsing[0] if parsing else None)
             logs.update({f"{watch_name}_R1": m["R1"], f"{watch_name}_mAP": m["mAP"]})
-            held = core.diagnostics(watch, store, tok, cfg.max_length, parsing=parsing[0] if parsing else None)
             logs.update({f"{watch_name}_{k}": v for k, v in held.items()})
-            score = m["R1"]
+            score = selection_score(m, train["select_metric"])
         if live is None:
             live = _open_live(live_dir, ckpt_dir, state, train, seed)
         for k, v in logs.items():
@@ -391,8 +467,10 @@ def fit(params: dict, cache_dir, model_dir, ckpt_dir, live_dir, **context) -> di
         state["history"].append({"epoch": epoch + 1, **{k: round(v, 5) for k, v in logs.items()}})
         print(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4g}" for k, v in logs.items()))
         best = state["best"]
-        if select in ("val", "test") and score is not None and (best is None or score > best[f"{select}_R1"]):
-            state["best"] = {"epoch": epoch + 1, f"{select}_R1": score, f"{select}_mAP": logs[f"{select}_mAP"]}
+        if select in ("val", "test") and score is not None and (best is None or score > best["score"]):
+            state["best"] = {"epoch": epoch + 1, f"{select}_R1": logs[f"{select}_R1"],
+                             f"{select}_mAP": logs[f"{select}_mAP"], "score": score,
+                             "metric": train["select_metric"]}
             with atomic_path(ckpt_dir / "best", is_dir=True) as tmp:
                 save_encoder(core.encoder, tmp)
         state["epoch"] = epoch
@@ -403,6 +481,10 @@ def fit(params: dict, cache_dir, model_dir, ckpt_dir, live_dir, **context) -> di
         summary = _ship(state, select, params, ckpt_dir, model_dir, core.encoder, tok, live)
     accelerator.wait_for_everyone()      # the shipped model exists before any process goes on (e.g. a student)
     return summary
+
+def selection_score(metrics: dict, metric: str) -> float:
+    "What selection maximises (`train.select_metric`): R1, or IVT's mean of R1 and mAP."
+    return metrics["R1"] if metric == "R1" else 0.5 * (metrics["R1"] + metrics["mAP"])
 
 def _check_best(ckpt_dir: Path, state: dict) -> None:
     "Forget the best epoch so far when its saved encoder cannot be read (and say so): it cannot be shipped."
