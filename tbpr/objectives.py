@@ -181,7 +181,7 @@ class IRR(Objective):
 
 # %% ../nbs/05_objectives.ipynb #68e52f34
 METHODS, METHOD_INIT, METHOD_OBJECTIVES, METHOD_TEACHER = {}, {}, {}, {}
-INIT_KEYS = ("init", "init_vision", "init_text")    # the `model.*` keys naming pretrained weights
+INIT_KEYS = ("init", "init_vision", "init_text", "init_ivt")    # the `model.*` keys naming pretrained weights
 
 def register_method(name: str, objectives: tuple, init_keys: tuple = ("init",), teacher: str | None = None):
     """Decorator adding a model builder `fn(encoder_cfg, train_params, num_ids, **context) -> RetrievalModel` to `METHODS`.
