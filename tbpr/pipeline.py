@@ -359,10 +359,12 @@ def stage_report(params: dict, notebook="nbs/experiments/report.ipynb", out=PATH
 
 ABLATIONS = {"bilma": "nbs/experiments/bilma_ablation.ipynb",
              "bilma-sensitivity": "nbs/experiments/bilma_sensitivity.ipynb",
-             "ivt": "nbs/experiments/ivt_ablation.ipynb", "lcr2s": "nbs/experiments/lcr2s_ablation.ipynb"}
+             "ivt": "nbs/experiments/ivt_ablation.ipynb", "lcr2s": "nbs/experiments/lcr2s_ablation.ipynb",
+             "recipes": "nbs/experiments/recipes.ipynb"}
 
 def train_variant(base: dict, overrides: dict, run_dir, cache_dir, seed: int, epochs: int, name: str = "", teacher_dir=None) -> dict:
-    """Train one ablation run: `base` params with `overrides` of `train`, at `seed` for `epochs`; selected on val (the
+    """Train one ablation run: `base` params with `overrides` of `train` (and of `model`, under the key "model"),
+    at `seed` for `epochs`; selected on val (the
     last epoch without one; never on test, whatever `params.yaml` says), evaluated on test. Its test metrics. A finished
     run (`run_dir/test.json`) is reused only when it was trained with the same parameters, data and teacher model
     (`run_fingerprint`); otherwise it is trained again. Variants of a method with a teacher may share one teacher
@@ -370,7 +372,11 @@ def train_variant(base: dict, overrides: dict, run_dir, cache_dir, seed: int, ep
     import json
     from tbpr.train import fit_method, run_fingerprint
     run_dir = Path(run_dir); done = run_dir / "test.json"
-    p = json.loads(json.dumps(base)); p["seed"] = seed; p["train"].update(epochs=epochs, select="val", **overrides)
+    p = json.loads(json.dumps(base))
+    p["seed"] = seed
+    overrides = dict(overrides)
+    p["model"].update(overrides.pop("model", {}))
+    p["train"].update(epochs=epochs, select="val", **overrides)
     teacher = Path(teacher_dir) / "model" / "encoder.safetensors" if teacher_dir else None
     fingerprint = lambda: run_fingerprint(p, cache_dir, [teacher] if teacher and teacher.exists() else [])
     if done.exists():
