@@ -157,6 +157,8 @@ EXPERIMENTS = {   # page: (executed notebook in artifacts/, source notebook, how
                           "experiments/bilma_sensitivity.ipynb", "`tbpr ablation bilma-sensitivity`"),
     "ivt_ablation": ("artifacts/ablations/ivt/report/ivt_ablation.ipynb", "experiments/ivt_ablation.ipynb", "`tbpr ablation ivt`"),
     "lcr2s_ablation": ("artifacts/ablations/lcr2s/report/lcr2s_ablation.ipynb", "experiments/lcr2s_ablation.ipynb", "`tbpr ablation lcr2s`"),
+    "recipes": ("artifacts/ablations/recipes/report/recipes.ipynb", "experiments/recipes.ipynb",
+                "`tbpr ablation recipes`"),
 }
 
 SHIM = ("_static/iframe-worker/shim.js", "assets/iframe-worker-shim.js")   # in nbs/, in the site

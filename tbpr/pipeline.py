@@ -226,10 +226,14 @@ def run_changes(params: dict) -> list:
     return [f"{k}={v}" for k, v in _flatten(_run_params(params)).items() if k != "train.method" and base.get(k) != v]
 
 def run_label(params: dict, max_changes: int = 4) -> str:
-    "The method and what it changed, e.g. `bilma (train.mim_target=pixel)`."
+    """The method and what it changed, e.g. `bilma (train.mim_target=pixel)`. IVT without its own vision-language
+    pre-trained checkpoint (`model.init_ivt`) says so: the published IVT always starts from it."""
     changed = run_changes(params)
     if len(changed) > max_changes: changed = changed[:max_changes] + [f"+{len(changed) - max_changes} more"]
-    return params["train"]["method"] + (f" ({', '.join(changed)})" if changed else "")
+    name = params["train"]["method"]
+    if name == "ivt" and not params["model"]["init_ivt"]:
+        name = "ivt without its pre-training"
+    return name + (f" ({', '.join(changed)})" if changed else "")
 
 def live_curves(live_dirs: dict) -> list:
     "The dvclive curves of each seed (`{seed: live dir}`) as rows of seed, group (train/val), metric, epoch, value."

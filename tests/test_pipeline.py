@@ -176,6 +176,19 @@ def test_ivt_ablation_notebook_runs(run):
     assert "seed spread" in (out / "report/ivt_ablation.html").read_text()
 
 
+def test_recipes_notebook_runs(run):
+    "The recipes experiment (IRRA's group): fp32 against fp16 weights, and the one-step weight movement."
+    import csv, yaml
+    work, params, *_ = run
+    (work / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    P.run_ablation("recipes", work / "tiny.yaml", epochs=1, seeds=[0], group="irra",
+                   variants=["IRRA (fp32)", "IRRA, fp16 weights"], notebook=REPO / "nbs/experiments/recipes.ipynb")
+    out = work / "artifacts/ablations/recipes/irra"
+    assert set(json.loads((out / "summary.json").read_text())) == {"IRRA (fp32)", "IRRA, fp16 weights"}
+    moved = {(r["lr"], r["weights"]): float(r["share moved (%)"]) for r in csv.DictReader(open(out / "weights_moved.csv"))}
+    assert moved["1e-05", "fp32"] > 90 > moved["1e-05", "fp16"]
+
+
 LCR2S = {**TINY["train"], "method": "lcr2s", "epochs": 1, "num_instance": 4, "support_size": 3}
 
 
