@@ -120,7 +120,7 @@ def _openai_pt(hf_folder, path, half=False) -> Path:
 def test_paper_preset_from_openai_pt_with_a_tokenizer_folder(tmp_path, monkeypatch):
     """preset=irra-paper from an OpenAI-format .pt (which carries no tokenizer) with model.tokenizer naming a CLIP tokenizer
     folder that has no mask token (the README's recipe): the folder must get <|mask|> so that IRR trains, then evaluate.
-    Needs the new `load_tokenizer` of nbs/02_data (CLIP folders through `load_clip_tokenizer`)."""
+    The preset gives it IRRA's id, the one before <|startoftext|> (the last merge's), so the vocabulary keeps its size."""
     from transformers import AutoTokenizer
     from tbpr.pretrained import write_tiny_clip, write_tiny_clip_tokenizer
     from tbpr.model import load_encoder, load_encoder_tokenizer
@@ -140,8 +140,8 @@ def test_paper_preset_from_openai_pt_with_a_tokenizer_folder(tmp_path, monkeypat
     metrics = P.stage_evaluate(params)
     enc, meta = load_encoder(tmp_path / "artifacts/model")
     tok = load_encoder_tokenizer(tmp_path / "artifacts/model", meta)
-    assert tok.mask_token == "<|mask|>" and tok.mask_token_id == vocab and len(tok) == vocab + 1
-    assert (enc.cfg.vocab_size, enc.cfg.max_length, enc.cfg.grid, enc.cfg.eos_token_id) == (vocab + 1, 77, (24, 8), tok.eos_token_id)
+    assert tok.mask_token == "<|mask|>" and tok.mask_token_id == tok.bos_token_id - 1 == vocab - 3 and len(tok) == vocab
+    assert (enc.cfg.vocab_size, enc.cfg.max_length, enc.cfg.grid, enc.cfg.eos_token_id) == (vocab, 77, (24, 8), tok.eos_token_id)
     assert summary["epochs"] == 1 and summary["history"][0]["loss_mlm"] > 0 and 0 <= metrics["R1"] <= 100
 
 
@@ -264,7 +264,8 @@ def test_random_replacements_are_never_special_tokens(tmp_path):
     from tbpr.data import mask_tokens, replacement_ids, load_tokenizer
     clip = load_clip_tokenizer(str(write_tiny_clip_tokenizer(tmp_path / "tok", words=WORDS)))
     pool = set(replacement_ids(clip).tolist())
-    assert pool == set(range(len(clip))) - {clip.bos_token_id, clip.eos_token_id, clip.mask_token_id}
+    # id 0 is left out too, as IRRA does (0 is the "not masked" label)
+    assert pool == set(range(1, len(clip))) - {clip.bos_token_id, clip.eos_token_id, clip.mask_token_id}
     ids = clip(["a man wearing a red shirt and blue"] * 400, return_tensors="pt")["input_ids"]
     masked, labels = mask_tokens(ids, clip, 0.5, torch.Generator().manual_seed(0))
     replaced = (labels != 0) & (masked != clip.mask_token_id) & (masked != ids)
