@@ -4,6 +4,10 @@
 
 # %% ../nbs/10_ivt.ipynb #a40aa0b9
 from __future__ import annotations
+import math
+import os
+import pickle
+import re
 from dataclasses import replace
 from pathlib import Path
 import torch
@@ -19,8 +23,14 @@ from .captions import CaptionLevels, check_levels, load_attributes
 from .data import minilm_path
 
 # %% auto #0
-__all__ = ['shared_vit_config', 'keep_tokens', 'SharedEncoder', 'shared_config', 'load_shared_checkpoints', 'checkpoint_sizes',
-           'init_shared_encoder', 'build_shared_encoder', 'cmpm_loss', 'MLA', 'level_inputs', 'build_ivt']
+__all__ = ['SHARED_INIT_KEYS', 'IVT_PREFIX', 'IVT_CHECKPOINT_FIX', 'IVT_UNREADABLE_FIX', 'IVT_NAMES', 'IVT_QKV', 'IVT_SKIPPED',
+           'IVT_NEEDED', 'IVT_SIZE_FIXES', 'IVT_RATES', 'shared_vit_config', 'keep_tokens', 'drop_path', 'DropPath',
+           'drop_path_rates', 'SharedEncoder', 'text_embed_config', 'shared_config', 'load_shared_checkpoints',
+           'checkpoint_sizes', 'init_shared_encoder', 'shared_sizes', 'init_summary', 'build_shared_encoder',
+           'read_ivt_checkpoint', 'ivt_name', 'ivt_to_shared', 'ivt_sizes', 'ivt_size_problems', 'table_grid',
+           'fit_ivt_tensor', 'unused_summary', 'ivt_shape_problems', 'load_ivt_state', 'cmpm_loss',
+           'training_processes', 'process_groups', 'check_loss_groups', 'group_rows', 'grouped_cmpm', 'MLA',
+           'level_inputs', 'build_ivt']
 
 # %% ../nbs/10_ivt.ipynb #6e92a12b
 def shared_vit_config(cfg: EncoderConfig) -> ViTConfig:
@@ -39,6 +49,27 @@ def keep_tokens(n: int, ratio: float, device=None) -> torch.Tensor | None:
     kept = torch.randperm(n - 1, device=device)[k:].sort().values + 1
     return torch.cat([torch.zeros(1, dtype=kept.dtype, device=device), kept])
 
+def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
+    "Stochastic depth (timm's `drop_path`): zero a random share `rate` of the samples, rescale."
+    if rate == 0 or not training:
+        return x
+    keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1 - rate)
+    return x * keep / (1 - rate)
+
+class DropPath(nn.Module):
+    "`drop_path` at a fixed `rate`, active in training mode only."
+    def __init__(self, rate: float = 0.0):
+        super().__init__()
+        self.rate = float(rate)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return drop_path(x, self.rate, self.training)
+    def extra_repr(self) -> str:
+        return f"rate={self.rate}"
+
+def drop_path_rates(rate: float, depth: int) -> list:
+    "Per-block stochastic-depth rates, rising linearly from 0 to `rate` (timm's and IVT's rule)."
+    return torch.linspace(0, rate, depth).tolist()
+
 class SharedEncoder(nn.Module):
     "IVT's shared transformer: `encode_image` and `encode_text` return (first-token features (B, D), all tokens (B, L, D))."
     def __init__(self, cfg: EncoderConfig):
@@ -48,13 +79,14 @@ class SharedEncoder(nn.Module):
         vc = shared_vit_config(cfg)
         self.layers = nn.ModuleList(ViTLayer(vc) for _ in range(cfg.vision_layers))     # shared norms + attention; .mlp: image
         self.text_mlps = nn.ModuleList(ViTMLP(vc) for _ in range(cfg.vision_layers))
+        rates = drop_path_rates(cfg.drop_path, cfg.vision_layers)
+        self.drop_paths = nn.ModuleList(DropPath(r) for r in rates)      # no weights
         self.norm = nn.LayerNorm(w, eps=cfg.layer_norm_eps)
         self.patch_embed = nn.Conv2d(3, w, cfg.patch_size, stride=cfg.stride)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, w))
         self.image_pos = nn.Parameter(torch.randn(1, 1 + cfg.grid[0] * cfg.grid[1], w) * 0.02)
-        self.image_type = nn.Parameter(torch.zeros(1, 1, w))
-        self.text_embed = BertEmbeddings(BertConfig(vocab_size=cfg.vocab_size, hidden_size=w, max_position_embeddings=cfg.max_length,
-                                                    type_vocab_size=2, pad_token_id=cfg.pad_token_id, hidden_dropout_prob=0.0))
+        self.image_type = nn.Parameter(torch.zeros_like(self.image_pos))     # IVT's type_embed
+        self.text_embed = BertEmbeddings(text_embed_config(cfg))
         self.apply(self._init)
 
     @staticmethod
@@ -67,9 +99,10 @@ class SharedEncoder(nn.Module):
         mask = None
         if pad is not None:
             mask = torch.zeros(pad.shape, dtype=x.dtype, device=x.device).masked_fill(pad, torch.finfo(x.dtype).min)[:, None, None]
-        for layer, text_mlp in zip(self.layers, self.text_mlps):
-            h = x + layer.attention(layer.layernorm_before(x), mask)[0]
-            x = h + (layer.mlp if modality == "image" else text_mlp)(layer.layernorm_after(h))
+        for layer, text_mlp, drop in zip(self.layers, self.text_mlps, self.drop_paths):
+            mlp = layer.mlp if modality == "image" else text_mlp
+            h = x + drop(layer.attention(layer.layernorm_before(x), mask)[0])    # stochastic depth
+            x = h + drop(mlp(layer.layernorm_after(h)))
         return self.norm(x)
 
     def encode_image(self, pixels: torch.Tensor, drop: float = 0.0) -> tuple:
@@ -94,6 +127,12 @@ class SharedEncoder(nn.Module):
 
     @property
     def embed_dim(self): return self.cfg.embed_dim
+
+def text_embed_config(cfg: EncoderConfig) -> BertConfig:
+    "BERT's embedding sizes for the shared encoder; `cfg.text_dropout`: dropout on their output."
+    return BertConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.vision_width,
+                      max_position_embeddings=cfg.max_length, type_vocab_size=2,
+                      pad_token_id=cfg.pad_token_id, hidden_dropout_prob=cfg.text_dropout)
 
 def shared_config(cfg: EncoderConfig, **sizes) -> EncoderConfig:
     "`cfg` as the shared architecture: `sizes` (e.g. from checkpoints) applied, the embedding as wide as the blocks."
@@ -146,7 +185,9 @@ def init_shared_encoder(enc: SharedEncoder, vit=None, bert=None) -> SharedEncode
             enc.patch_embed.load_state_dict(e.patch_embeddings.projection.state_dict())
             enc.cls_token.copy_(e.cls_token)
             side = int(round((e.position_embeddings.shape[1] - 1) ** 0.5))
-            enc.image_pos.copy_(interpolate_position_table(e.position_embeddings[0], (side, side), cfg.grid, mode="bicubic")[None])
+            # bilinear, as IVT's resize_pos_embed (model/backbones/vit_vl.py) resizes the ImageNet table
+            table = interpolate_position_table(e.position_embeddings[0], (side, side), cfg.grid, mode="bilinear")
+            enc.image_pos.copy_(table[None])
             for mine, theirs in zip(enc.layers, vit.layers): mine.load_state_dict(theirs.state_dict())
             enc.norm.load_state_dict(vit.layernorm.state_dict())
         if bert is not None:
@@ -162,15 +203,205 @@ def init_shared_encoder(enc: SharedEncoder, vit=None, bert=None) -> SharedEncode
                 mlp.fc1.load_state_dict(layer.intermediate.dense.state_dict()); mlp.fc2.load_state_dict(layer.output.dense.state_dict())
     return enc
 
+SHARED_INIT_KEYS = ("init_vision", "init_text", "init_ivt")     # in the order they are applied
+
+def shared_sizes(vit=None, bert=None, ivt: bool = False) -> dict:
+    """The sizes the checkpoints fix (kept in the config: the shipped model rebuilds alike); IVT's
+    own fixes its GELU and its layer-norm epsilon."""
+    sizes = {}
+    if vit is not None or bert is not None:
+        eps = vit.config.layer_norm_eps if vit is not None else 1e-6
+        act = (vit or bert).config.hidden_act
+        sizes = {**checkpoint_sizes(vit, bert), "hidden_act": act, "layer_norm_eps": eps}
+    if ivt:
+        sizes.update(hidden_act="gelu", layer_norm_eps=1e-6)    # vit_vl.py: nn.GELU, eps 1e-6
+    return sizes
+
+def init_summary(model_params: dict, loaded: tuple) -> str:
+    "Where the shared encoder's weights come from, and whether IVT's pre-training is among them."
+    said = ", then ".join(f"{k}={model_params[k]}" for k in loaded) or "random weights"
+    if "init_ivt" in loaded:
+        return f"shared encoder initialised from {said}"
+    return (f"shared encoder initialised from {said}; no model.init_ivt: "
+            "IVT without its pre-training")
+
 def build_shared_encoder(cfg: EncoderConfig, model_params: dict | None = None) -> SharedEncoder:
-    "The shared encoder for `cfg`, sized by and initialised from `model.init_vision` / `model.init_text` when given."
-    vit, bert = load_shared_checkpoints(model_params or {})
-    if vit is None and bert is None: return SharedEncoder(shared_config(cfg))
-    sizes = {**checkpoint_sizes(vit, bert), "hidden_act": (vit or bert).config.hidden_act,
-             "layer_norm_eps": vit.config.layer_norm_eps if vit is not None else 1e-6}   # stored: the shipped model rebuilds alike
-    enc = init_shared_encoder(SharedEncoder(shared_config(cfg, **sizes)), vit, bert)
-    print("shared encoder initialised from " + " and ".join(f"{k}={model_params[k]}" for k in ("init_vision", "init_text") if model_params.get(k)))
+    """The shared encoder for `cfg`, sized by and initialised from `model.init_vision` and
+    `model.init_text` when given, then from IVT's own pre-training `model.init_ivt` (below) when
+    given. Its `init_sources` names the keys loaded."""
+    mp = model_params or {}
+    vit, bert = load_shared_checkpoints(mp)
+    ivt = read_ivt_checkpoint(mp["init_ivt"]) if mp.get("init_ivt") else None   # bad: fail early
+    enc = SharedEncoder(shared_config(cfg, **shared_sizes(vit, bert, ivt is not None)))
+    if vit is not None or bert is not None:
+        init_shared_encoder(enc, vit, bert)
+    if ivt is not None:
+        load_ivt_state(enc, *ivt, source=mp["init_ivt"])
+    enc.init_sources = tuple(k for k in SHARED_INIT_KEYS if mp.get(k))
+    print(init_summary(mp, enc.init_sources))
     return enc
+
+# %% ../nbs/10_ivt.ipynb #a1d70004
+IVT_PREFIX = "encoder_vl."      # the shared encoder inside IVT's models (model/make_model_vl.py)
+IVT_CHECKPOINT_FIX = ("download checkpoint_best.pth, IVT's vision-language pre-training, from the "
+                      "link in the README of TencentYoutuResearch/PersonRetrieval-IVT (Baidu Pan), "
+                      "put it at e.g. data/weights/ivt/checkpoint_best.pth and set model.init_ivt "
+                      "to that path")
+IVT_UNREADABLE_FIX = ("give the checkpoint_best.pth of IVT's train_pretrain.py ({'epoch', "
+                      "'state_dict'}); a file holding other Python objects is refused unread. "
+                      "If you trust it, keep its tensors: torch.save({'state_dict': "
+                      "torch.load(p, weights_only=False)['state_dict']}, p)")
+IVT_NAMES = (   # IVT's encoder tensors (vit_vl.py, prefix removed) -> ours; attn.qkv is split apart
+    (r"blocks\.(\d+)\.norm1\.", r"layers.\1.layernorm_before."),
+    (r"blocks\.(\d+)\.norm2\.", r"layers.\1.layernorm_after."),
+    (r"blocks\.(\d+)\.attn\.proj\.", r"layers.\1.attention.o_proj."),
+    (r"blocks\.(\d+)\.mlp_vis\.", r"layers.\1.mlp."),
+    (r"blocks\.(\d+)\.mlp_txt\.", r"text_mlps.\1."),
+    (r"embeddings\.(?!position_ids$)", "text_embed."),
+    (r"patch_embed\.proj\.", "patch_embed."),
+    (r"pos_embed$", "image_pos"),
+    (r"type_embed$", "image_type"),
+    (r"cls_token$", "cls_token"),
+    (r"norm\.", "norm."),
+)
+IVT_QKV = r"blocks\.(\d+)\.attn\.qkv\.(weight|bias)"     # q, k and v stacked in that order
+IVT_SKIPPED = ("embeddings.position_ids",)               # a buffer BERT rebuilds, not a weight
+
+def _torch_state(path: str) -> dict:
+    "The `state_dict` of the torch checkpoint `model.init_ivt`, read without running code from it."
+    if not Path(path).is_file():
+        raise TbprError(f"model.init_ivt={path!r}: no such file", fix=IVT_CHECKPOINT_FIX)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        said = str(err).strip().splitlines()[0][:200]
+        raise TbprError(f"model.init_ivt={path!r}: not readable as a torch checkpoint of tensors "
+                        f"({said})", fix=IVT_UNREADABLE_FIX) from None
+    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
+        raise TbprError(f"model.init_ivt={path!r}: holds no state_dict of tensors",
+                        fix=IVT_CHECKPOINT_FIX)
+    return state
+
+def read_ivt_checkpoint(path: str) -> tuple:
+    """IVT's `checkpoint_best.pth`: its encoder tensors, named without DDP's `module.` and without
+    `encoder_vl.`, and the names of its other tensors (the pre-training heads)."""
+    state = {k.removeprefix("module."): v for k, v in _torch_state(path).items()}
+    encoder = {k[len(IVT_PREFIX):]: v for k, v in state.items() if k.startswith(IVT_PREFIX)}
+    if not encoder:
+        raise TbprError(f"model.init_ivt={path!r} has no {IVT_PREFIX}* tensors (it has "
+                        f"{len(state)}, e.g. {sorted(state)[:3]}): not IVT's vision-language "
+                        "checkpoint", fix=IVT_CHECKPOINT_FIX)
+    return encoder, sorted(k for k in state if not k.startswith(IVT_PREFIX))
+
+def ivt_name(name: str) -> str | None:
+    "Our name for one of IVT's encoder tensors (`attn.qkv` aside); None where we have none."
+    for pattern, ours in IVT_NAMES:
+        if re.match(pattern, name):
+            return re.sub(pattern, ours, name, count=1)
+    return None
+
+def ivt_to_shared(state: dict) -> tuple:
+    """IVT's encoder tensors as {our name: (IVT's name, tensor)}, `attn.qkv` split into q, k and v;
+    and the names we have no place for."""
+    ours, unused = {}, []
+    for name, t in state.items():
+        if m := re.fullmatch(IVT_QKV, name):
+            parts = zip(("q", "k", "v"), t.chunk(3))
+            ours.update({f"layers.{m[1]}.attention.{p}_proj.{m[2]}": (name, c) for p, c in parts})
+        elif (mine := ivt_name(name)) is not None:
+            ours[mine] = (name, t)
+        elif name not in IVT_SKIPPED:
+            unused.append(IVT_PREFIX + name)
+    return ours, unused
+
+IVT_NEEDED = ("cls_token", "patch_embed.proj.weight", "embeddings.word_embeddings.weight",
+              "embeddings.position_embeddings.weight")
+
+def ivt_sizes(state: dict, source: str) -> dict:
+    "Width, blocks, patch kernel, vocabulary and text positions of IVT's encoder tensors."
+    missing = [IVT_PREFIX + k for k in IVT_NEEDED if k not in state]
+    if missing:
+        raise TbprError(f"model.init_ivt={source!r} lacks {missing}: not IVT's layout",
+                        fix=IVT_CHECKPOINT_FIX)
+    blocks = {int(m[1]) for k in state if (m := re.match(r"blocks\.(\d+)\.", k))}
+    return {"vision_width": state["cls_token"].shape[-1], "vision_layers": len(blocks),
+            "patch_size": state["patch_embed.proj.weight"].shape[-1],
+            "vocab_size": state["embeddings.word_embeddings.weight"].shape[0],
+            "positions": state["embeddings.position_embeddings.weight"].shape[0]}
+
+IVT_SIZE_FIXES = {
+    "vision_width": "set model.vision_width: {} (IVT: 768, with model.vision_heads: 12)",
+    "vision_layers": "set model.vision_layers: {} (IVT: 12)",
+    "patch_size": "set model.patch_size: {} (the stride may stay smaller; IVT: 16, stride 12)",
+    "vocab_size": "set model.tokenizer to the checkpoint's, {} tokens (IVT: bert-base-uncased)",
+}
+
+def ivt_size_problems(state: dict, cfg: EncoderConfig, source: str) -> list:
+    "What of IVT's checkpoint does not fit `cfg`, as (what, which model parameter to change)."
+    found = ivt_sizes(state, source)
+    differ = [k for k in IVT_SIZE_FIXES if found[k] != getattr(cfg, k)]
+    out = [(f"{k} is {found[k]} in the checkpoint, {getattr(cfg, k)} in the model",
+            IVT_SIZE_FIXES[k].format(found[k])) for k in differ]
+    if found["positions"] < cfg.max_length:
+        out.append((f"model.max_length={cfg.max_length} exceeds its {found['positions']} positions",
+                    f"set model.max_length: {found['positions']} or less (IVT: 100)"))
+    return out
+
+def table_grid(rows: int, like: tuple) -> tuple:
+    "The (h, w) grid of a table of `rows` patch rows: the factor pair shaped most like `like`."
+    pairs = [(h, rows // h) for h in range(1, rows + 1) if rows % h == 0]
+    return min(pairs, key=lambda p: abs(math.log(p[0] / p[1]) - math.log(like[0] / like[1])))
+
+def fit_ivt_tensor(name: str, t: torch.Tensor, cfg: EncoderConfig) -> torch.Tensor:
+    """IVT's tensor for our `name`, fitted to `cfg`: the text positions cut to `model.max_length`,
+    the image position and type tables resized bilinearly to our grid (`vit_vl.py`'s
+    `resize_pos_embed`)."""
+    if name == "text_embed.position_embeddings.weight":
+        return t[:cfg.max_length]
+    if name in ("image_pos", "image_type") and t.shape[1] != 1 + cfg.grid[0] * cfg.grid[1]:
+        old = table_grid(t.shape[1] - 1, cfg.grid)
+        return interpolate_position_table(t[0], old, cfg.grid, mode="bilinear")[None]
+    return t
+
+def unused_summary(names: list) -> str:
+    "Names not loaded, grouped by their first component, with counts."
+    groups = {}
+    for n in names:
+        head = n.split(".")[0] + (".*" if "." in n else "")
+        groups[head] = groups.get(head, 0) + 1
+    return ", ".join(f"{h} ({c})" for h, c in groups.items()) or "none"
+
+def ivt_shape_problems(ours: dict, fitted: dict, target: dict) -> list:
+    "Our tensors the checkpoint gives at another shape, or not at all."
+    wrong = [f"{IVT_PREFIX}{ours[k][0]} {list(t.shape)} for {k} {list(target[k].shape)}"
+             for k, t in fitted.items() if t.shape != target[k].shape]
+    return wrong + [f"nothing for {k}" for k in sorted(set(target) - set(fitted))]
+
+def load_ivt_state(enc: SharedEncoder, state: dict, others: list = (),
+                   source: str = "") -> SharedEncoder:
+    """Copy IVT's pre-trained encoder tensors (`read_ivt_checkpoint`) into `enc`: every tensor of
+    ours must come from the checkpoint at its shape. Prints the checkpoint's names not loaded."""
+    problems = ivt_size_problems(state, enc.cfg, source)
+    if problems:
+        raise TbprError(f"model.init_ivt={source!r} does not fit the model: "
+                        + "; ".join(p for p, _ in problems), fix="; ".join(f for _, f in problems))
+    ours, unused = ivt_to_shared(state)
+    target = enc.state_dict()
+    fitted = {k: fit_ivt_tensor(k, t, enc.cfg) for k, (_, t) in ours.items() if k in target}
+    wrong = ivt_shape_problems(ours, fitted, target)
+    if wrong:
+        raise TbprError(f"model.init_ivt={source!r} does not fit the model: " + "; ".join(wrong),
+                        fix="use the model sizes the checkpoint was trained at (IVT: "
+                            "model.vision_width 768, vision_layers 12, vision_heads 12, "
+                            "patch_size 16)")
+    with torch.no_grad():
+        enc.load_state_dict(fitted)
+    left = list(others) + unused + [IVT_PREFIX + ours[k][0] for k in ours if k not in target]
+    print(f"model.init_ivt: {len(fitted)} encoder tensors loaded from {source}; "
+          f"not loaded: {unused_summary(left)}")
+    return enc
+
 
 # %% ../nbs/10_ivt.ipynb #6b5ab8e1
 def cmpm_loss(image_feats, text_feats, pids, eps: float = 1e-8) -> torch.Tensor:
@@ -180,18 +411,74 @@ def cmpm_loss(image_feats, text_feats, pids, eps: float = 1e-8) -> torch.Tensor:
     def kl(sim): return (F.softmax(sim, 1) * (F.log_softmax(sim, 1) - torch.log(q + eps))).sum(1).mean()
     return kl(image_feats @ F.normalize(text_feats, dim=-1).t()) + kl(text_feats @ F.normalize(image_feats, dim=-1).t())
 
+def training_processes() -> int:
+    "How many processes train together: torch.distributed's world, or torchrun's WORLD_SIZE."
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return int(os.environ.get("WORLD_SIZE", 1))
+
+def process_groups(groups: int, processes: int | None = None) -> int:
+    "The loss groups each process computes on its own batch: `train.loss_groups` shared out."
+    processes = processes or training_processes()
+    if groups % processes:
+        raise TbprError(f"train.loss_groups={groups} does not share out over {processes} training "
+                        "processes",
+                        fix=f"set train.loss_groups to a multiple of {processes} (each process "
+                            f"computes loss_groups / {processes} groups of its own batch), or to 1 "
+                            "for one CMPM over the gathered batch")
+    return groups // processes
+
+def check_loss_groups(train: dict, processes: int | None = None) -> int:
+    """`train.loss_groups`, refused unless it cuts each process's batch into groups of two or more
+    whole identities (the identity sampler lays a batch out as consecutive blocks of
+    `train.num_instance` captions of one identity)."""
+    groups = train["loss_groups"]
+    if groups == 1:
+        return groups
+    share, bs, k = process_groups(groups, processes), train["batch_size"], train["num_instance"]
+    unit = k if train["sampler"] == "identity" else 1
+    if bs % (share * unit) or bs // share < 2 * unit:
+        raise TbprError(f"train.batch_size={bs} does not split into {share} loss group(s) per "
+                        f"process of two or more whole identities of train.num_instance={k} "
+                        f"captions (train.loss_groups={groups})",
+                        fix=f"make train.batch_size a multiple of {share * unit}, at least "
+                            f"{2 * share * unit} (IVT: 112 = 4 groups x 7 identities x 4 "
+                            "captions), or set train.loss_groups: 1")
+    return groups
+
+def group_rows(items: int, levels: int, groups: int) -> torch.Tensor:
+    """(groups, levels x items / groups) row indices into level-major inputs (row `l * items + i`,
+    see `level_inputs`): group g holds items g*s .. (g+1)*s - 1 at all levels (s = items/groups)."""
+    if items % groups:
+        raise TbprError(f"a batch of {items} items does not split into {groups} loss groups",
+                        fix="make train.batch_size a multiple of the loss groups per process")
+    rows = torch.arange(levels * items).view(levels, groups, items // groups)
+    return rows.transpose(0, 1).flatten(1)
+
+def grouped_cmpm(image_feats, text_feats, pids, items: int, groups: int) -> torch.Tensor:
+    "CMPM per group of `items / groups` consecutive items over all their levels' rows, averaged."
+    rows = group_rows(items, len(pids) // items, groups).to(pids.device)
+    return torch.stack([cmpm_loss(image_feats[r], text_feats[r], pids[r]) for r in rows]).mean()
+
 class MLA(Objective):
-    "IVT's multi-level alignment: every caption level against its own augmented view, one CMPM over all, tokens dropped (BMM)."
-    def __init__(self, levels=("sentence", "phrase", "word"), bmm_ratio: float = 0.2, attributes: list | None = None):
+    """IVT's multi-level alignment: every caption level against its own augmented view, tokens
+    dropped (BMM); one CMPM over all levels of the (gathered) batch, or, with `groups` > 1, the mean
+    CMPM of groups of whole identities, each process computing its share without gathering."""
+    def __init__(self, levels=("sentence", "phrase", "word"), bmm_ratio: float = 0.2,
+                 attributes: list | None = None, groups: int = 1):
         super().__init__()
-        self.levels, self.bmm = check_levels(levels), bmm_ratio
-        # what each training item must carry: one image view per level, and the captions of the levels after the sentence
-        self.data_options = {"views": len(self.levels), "caption_levels": CaptionLevels(self.levels, attributes)} if len(self.levels) > 1 else {}
+        self.levels, self.bmm, self.groups = check_levels(levels), bmm_ratio, groups
+        # what each item must carry: one image view per level, the captions of the later levels
+        extra = CaptionLevels(self.levels, attributes) if len(self.levels) > 1 else None
+        self.data_options = {"views": len(self.levels), "caption_levels": extra} if extra else {}
     def forward(self, step) -> torch.Tensor:
         images, ids, pids = level_inputs(step.batch)
         v = step.encoder.encode_image(images, drop=self.bmm)[0]
         t = step.encoder.encode_text(ids, drop=self.bmm)[0]
-        return cmpm_loss(*gather_features(v, t, pids))
+        if self.groups == 1:
+            return cmpm_loss(*gather_features(v, t, pids))
+        return grouped_cmpm(v, t, pids, len(step.batch["pids"]), process_groups(self.groups))
 
 def level_inputs(batch: dict) -> tuple:
     """The images (levels x B, ...), captions (levels x B, L) and identities (levels x B) of a batch, level-major: row
@@ -202,14 +489,28 @@ def level_inputs(batch: dict) -> tuple:
         raise TbprError(f"{len(images)} image views for {len(ids)} captions", fix="build the training data with MLA.data_options")
     return images, ids, batch["pids"].repeat(len(ids) // len(batch["pids"]))
 
+
 # %% ../nbs/10_ivt.ipynb #337a32c7
-@register_method("ivt", objectives=("cmpm",), init_keys=("init_vision", "init_text"))
+IVT_RATES = {"bmm_ratio": "IVT uses 0.2; 0 turns token dropping off",
+             "drop_path": "IVT uses 0.1; 0 turns it off",
+             "text_dropout": "IVT uses 0.1; 0 turns it off"}
+
+@register_method("ivt", objectives=("cmpm",), init_keys=("init_vision", "init_text", "init_ivt"))
 def build_ivt(cfg: EncoderConfig, train: dict, num_ids: int, model_params: dict | None = None,
               cache_dir: str = "the preprocess cache", train_split=None, **context) -> RetrievalModel:
-    "IVT: the shared encoder trained by multi-level alignment (CMPM) with token dropping."
+    """IVT: the shared encoder (stochastic depth `train.drop_path`, text dropout
+    `train.text_dropout`) trained by multi-level alignment (CMPM over `train.loss_groups` groups)
+    with token dropping."""
     levels = check_levels(train["ivt_levels"])
-    if not 0 <= train["bmm_ratio"] < 1:
-        raise TbprError(f"train.bmm_ratio={train['bmm_ratio']!r} must be in [0, 1)", fix="IVT uses 0.2; 0 turns token dropping off")
-    attributes = load_attributes(cache_dir, len(train_split) if train_split is not None else None) if "word" in levels else None
+    for key, hint in IVT_RATES.items():
+        if not 0 <= train[key] < 1:
+            raise TbprError(f"train.{key}={train[key]!r} must be in [0, 1)", fix=hint)
+    groups = check_loss_groups(train)
+    n_items = len(train_split) if train_split is not None else None
+    attributes = load_attributes(cache_dir, n_items) if "word" in levels else None
+    # both act in training only: evaluation and the shipped model are unchanged
+    cfg = replace(cfg, drop_path=train["drop_path"], text_dropout=train["text_dropout"])
     encoder = build_shared_encoder(cfg, model_params)
-    return RetrievalModel(encoder, {"cmpm": MLA(levels, train["bmm_ratio"], attributes)}, train["loss_weights"])
+    mla = MLA(levels, train["bmm_ratio"], attributes, groups)
+    return RetrievalModel(encoder, {"cmpm": mla}, train["loss_weights"])
+
