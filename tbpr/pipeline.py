@@ -18,8 +18,8 @@ __all__ = ['ART', 'PATHS', 'CHECKED', 'METRIC_KEYS', 'RUN_RECORD_KEYS', 'ABLATIO
            'run_seeds', 'seed_paths', 'stage_train', 'chance_levels', 'seed_statistics', 'mean_std',
            'evaluate_model_dir', 'grid_queries', 'dataset_id', 'run_id', 'run_changes', 'run_label', 'live_curves',
            'record_run', 'load_runs', 'stage_evaluate', 'compare_recorded_runs', 'run_notebook', 'stage_report',
-           'train_variant', 'summarise_ablation', 'mim_curves', 'plot_mim_curves', 'compare_variants', 'run_ablation',
-           'main', 'restore_hint']
+           'train_variant', 'summarise_ablation', 'mim_curves', 'plot_mim_curves', 'results_table', 'sampling_error',
+           'compare_variants', 'run_ablation', 'main', 'restore_hint']
 
 # %% ../nbs/08_pipeline.ipynb #7d9a2d72
 ART = Path("artifacts")
@@ -437,6 +437,22 @@ def plot_mim_curves(curves, path, title: str) -> Path:
     fig.savefig(path, dpi=120)
     plt.show()
     return Path(path)
+
+def results_table(runs) -> tuple:
+    """The committed runs of an ablation (its `runs.csv` as a DataFrame) per variant: (aggregate of test R1 and
+    mAP, mean and std over seeds; a display table of 'mean ± std' with the seeds and epochs of each variant)."""
+    import pandas as pd
+    by = runs.groupby("variant", sort=False)
+    agg = by[["R1", "mAP"]].agg(["mean", "std"])
+    table = pd.DataFrame({k: agg[k]["mean"].map("{:.2f}".format) + " ± " + agg[k]["std"].map("{:.2f}".format)
+                          for k in ("R1", "mAP")})
+    table["seeds"], table["epochs"] = by.size(), by["epochs"].max()
+    return agg, table
+
+def sampling_error(r1: float, queries: int) -> float:
+    "The standard error, in points, of an R1 of `r1` percent measured on `queries` test captions."
+    p = r1 / 100
+    return 100 * (p * (1 - p) / queries) ** 0.5
 
 def compare_variants(agg, a: str, b: str) -> str:
     """Variant `a` against `b` on mean test R1: a difference counts only beyond the seed spread (the sum of the two
