@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_train.ipynb #cd80f628
 from __future__ import annotations
-import hashlib, json, math, shutil, time
+import contextlib, copy, hashlib, json, math, shutil, time
 from dataclasses import asdict
 from pathlib import Path
 import torch
@@ -24,8 +24,8 @@ __all__ = ['CROSS_IO_NORMS', 'TRAINING_CODE', 'CHECKPOINTS', 'HALF_PARAMETERS', 
            'EpochRandomBatches', 'make_loader', 'training_params', 'code_fingerprint', 'fingerprint_parts',
            'fingerprint_of', 'run_fingerprint', 'fingerprint_changes', 'file_problem', 'checkpoint_problem',
            'find_resume_checkpoint', 'load_resume_state', 'save_checkpoint', 'trim_live_curves', 'convert_weights',
-           'half_weight_share', 'fp16_weights', 'precision', 'moved_share', 'fit', 'selection_score', 'teacher_params',
-           'fit_method']
+           'half_weight_share', 'fp16_weights', 'fp16_compute', 'precision', 'upcast_call', 'training_losses',
+           'evaluation_copy', 'moved_share', 'fit', 'selection_score', 'teacher_params', 'fit_method']
 
 # %% ../nbs/07_train.ipynb #3a32c1f0
 def encoder_config(model_params: dict, tokenizer, pre=None) -> EncoderConfig:
@@ -296,12 +296,40 @@ def fp16_weights(train: dict) -> bool:
                         fix="set train.adam_eps: 1.0e-3 (IRRA's), or train in fp32/bf16")
     return True
 
+def fp16_compute(train: dict, device) -> bool:
+    """Whether `fp16-weights` also computes in fp16 (autocast: IRRA's numerics), which it does on a GPU. A CPU's
+    fp16 matrix products are slow (about 15x fp32's on this project's machine), so there the forward pass computes
+    in fp32 from the fp16 weights (`upcast_call`)."""
+    return train["mixed_precision"] == "fp16-weights" and torch.device(device).type == "cuda"
+
 def precision(train: dict, accelerator):
-    """The context a forward pass runs in: fp16 autocast for `fp16-weights` (its fp16 weights need fp16 inputs; the
-    LayerNorms and losses compute in fp32), else accelerate's own (autocast for bf16 and fp16, none for fp32)."""
+    """The context a forward pass runs in: fp16 autocast for `fp16-weights` on a GPU (its fp16 weights need fp16
+    inputs; the LayerNorms and losses compute in fp32), none for it on a CPU (`upcast_call` computes in fp32), else
+    accelerate's own (autocast for bf16 and fp16, none for fp32)."""
     if train["mixed_precision"] == "fp16-weights":
-        return torch.autocast(accelerator.device.type, dtype=torch.float16)
+        if fp16_compute(train, accelerator.device):
+            return torch.autocast(accelerator.device.type, dtype=torch.float16)
+        return contextlib.nullcontext()
     return accelerator.autocast()
+
+def upcast_call(model: torch.nn.Module, *args):
+    """Call `model` with its fp16 weights cast to fp32 inside the graph: the products run in fp32, and each weight's
+    gradient is rounded back to fp16 on its way to the weight, so the weights, their gradients, Adam's moments and
+    every update stay fp16."""
+    weights = {n: p.float() for n, p in model.named_parameters() if p.dtype == torch.float16}
+    return torch.func.functional_call(model, weights, args, strict=False)
+
+def training_losses(model, batch: dict, train: dict, device) -> dict:
+    "The unweighted losses of `model` on `batch`, through `upcast_call` for fp16 weights on a CPU."
+    if train["mixed_precision"] == "fp16-weights" and not fp16_compute(train, device):
+        return upcast_call(model, batch)
+    return model(batch)
+
+def evaluation_copy(model: torch.nn.Module, train: dict, device) -> torch.nn.Module:
+    "`model` itself, or for fp16 weights on a CPU an fp32 copy of it (the same values) to evaluate."
+    if train["mixed_precision"] == "fp16-weights" and not fp16_compute(train, device):
+        return copy.deepcopy(model).float()
+    return model
 
 def moved_share(before: dict, model: torch.nn.Module, dtype=None) -> float:
     """The share of the elements of `model`'s trainable parameters (of `dtype` only, if given) that differ from the
@@ -345,7 +373,7 @@ def _epoch(model, loader, opt, accelerator, epoch: int, train: dict) -> dict:
                disable=not accelerator.is_local_main_process)
     for i, batch in enumerate(bar):
         with precision(train, accelerator):
-            losses = model(batch)
+            losses = training_losses(model, batch, train, accelerator.device)
             total = accelerator.unwrap_model(model).total(losses)
         loss = total.item()                    # the one sync a step makes (the logs need it anyway)
         if not _finite_everywhere(loss, accelerator):
@@ -451,10 +479,12 @@ def fit(params: dict, cache_dir, model_dir, ckpt_dir, live_dir, **context) -> di
         score = None
         if watch is not None and ((epoch + 1) % train["eval_every"] == 0 or epoch + 1 == train["epochs"]):
             ev = params["eval"]
+            judged = evaluation_copy(core, train, accelerator.device)
             with precision(train, accelerator):
-                m, _ = evaluate_split(core.encoder, watch, store, tok, cfg.max_length, ev["batch_size"],
+                m, _ = evaluate_split(judged.encoder, watch, store, tok, cfg.max_length, ev["batch_size"],
                                       ev["chunk_size"], ev["max_rank"])
-                held = core.diagnostics(watch, store, tok, cfg.max_length, parsing=parsing[0] if parsing else None)
+                maps = parsing[0] if parsing else None
+                held = judged.diagnostics(watch, store, tok, cfg.max_length, parsing=maps)
             logs.update({f"{watch_name}_R1": m["R1"], f"{watch_name}_mAP": m["mAP"]})
             logs.update({f"{watch_name}_{k}": v for k, v in held.items()})
             score = selection_score(m, train["select_metric"])
