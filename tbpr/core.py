@@ -249,7 +249,8 @@ DEFAULTS = {
               "fusion_ff": 0,
               "loss_weights": {}, "augment": {"flip": 0.5, "pad": 4, "erase": 0.5, "erase_max": 0.4,
                           "erase_fill": "mean"},
-              "select": "val", "select_metric": "R1", "eval_every": 1, "mixed_precision": "fp32", "num_workers": 0, "device": "auto",
+              "select": "val", "select_metric": "R1", "eval_every": 1, "mixed_precision": "fp32", "num_workers": 0,
+              "augment_on": "loader", "device": "auto",
               "log_every": 10},
     "eval": {"batch_size": 128, "chunk_size": 1024, "max_rank": 50, "grid_queries": 6},
 }
@@ -269,6 +270,7 @@ CHOICES = {
     "train.support_from": ["split", "batch"],
     "train.select_metric": ["R1", "R1+mAP"],
     "train.augment.erase_fill": ["mean", "noise"],
+    "train.augment_on": ["loader", "device"],
     "train.optimizer": ["adam", "sgd"],
     "train.device": ["auto", "cpu", "cuda"],
 }

@@ -20,10 +20,11 @@ __all__ = ['SCHEMAS', 'IMAGE_KEYS', 'RESAMPLE', 'NOT_8BIT_FIX', 'CLIP_MEAN', 'CL
            'NO_MASK_FIX', 'LIP_LABELS', 'Schema', 'annotation_file', 'assign_splits', 'TrainSplit', 'EvalSplit',
            'PersonDataset', 'read_annotations', 'build_dataset', 'check_protocol', 'load_dataset', 'write_fixture',
            'fixture_entries', 'load_image', 'to_tensor', 'pixel_norm', 'flip_draw', 'random_flip', 'mirror_name',
-           'flip_permutation', 'black_pixel', 'pad_random_crop', 'random_erasing', 'Augment', 'minilm_path',
-           'load_tokenizer', 'clean_caption', 'is_clip_bpe', 'tokenize', 'replacement_ids', 'mask_tokens',
-           'IdentitySampler', 'ImageStore', 'load_parsing_map', 'same_bytes_warning', 'build_cache', 'load_parsing',
-           'load_cached_dataset', 'TrainData', 'Collate']
+           'flip_permutation', 'black_pixel', 'crop_draw', 'pad_random_crop', 'erase_draw', 'random_erasing', 'Augment',
+           'minilm_path', 'load_tokenizer', 'clean_caption', 'is_clip_bpe', 'tokenize', 'replacement_ids',
+           'mask_tokens', 'IdentitySampler', 'ImageStore', 'load_parsing_map', 'same_bytes_warning', 'build_cache',
+           'load_parsing', 'load_cached_dataset', 'is_pending', 'pending_view', 'stack_pending', 'stack_any',
+           'TrainData', 'Collate', 'augment_batch', 'augment_pending', 'AugmentedLoader']
 
 # %% ../nbs/02_data.ipynb #66ede0b3
 @dataclass(frozen=True)
@@ -355,12 +356,18 @@ def black_pixel(mean=CLIP_MEAN, std=CLIP_STD) -> tuple:
 BLACK = black_pixel()       # CLIP's normalisation
 ERASE = CLIP_MEAN           # IRRA's erasing value, written into the normalised tensor (RandomErasing(value=mean) after Normalize)
 
+def crop_draw(g: torch.Generator, pad: int) -> tuple:
+    "Where a random crop of an image padded by `pad` starts: (top, left), each in 0..2 pad."
+    if pad <= 0:
+        return 0, 0
+    return tuple(int(torch.randint(0, 2 * pad + 1, (), generator=g)) for _ in range(2))
+
 def pad_random_crop(x, g: torch.Generator, pad: int, fill=BLACK):
     "Pad with `fill` per channel (black pixels, as torchvision's Pad does before normalising) and crop back at random."
     if pad <= 0: return x
     (c, h, w), fill = x.shape, torch.tensor(fill, dtype=x.dtype).view(-1, 1, 1)
     big = fill.expand(c, h + 2 * pad, w + 2 * pad).clone(); big[:, pad:pad + h, pad:pad + w] = x
-    i, j = (int(torch.randint(0, 2 * pad + 1, (), generator=g)) for _ in range(2))
+    i, j = crop_draw(g, pad)
     return big[:, i:i + h, j:j + w]
 
 def _erase_fill(value, shape: tuple, g: torch.Generator, dtype) -> torch.Tensor:
@@ -372,20 +379,32 @@ def _erase_fill(value, shape: tuple, g: torch.Generator, dtype) -> torch.Tensor:
     is_noise = torch.tensor([v is None for v in value]).view(-1, 1, 1)
     return torch.where(is_noise, torch.randn(shape, generator=g, dtype=dtype), fixed.expand(shape))
 
-def random_erasing(x, g: torch.Generator, p=0.5, scale=(0.02, 0.4), ratio=(0.3, 3.3), value=0.0):
-    """Erase a random rectangle (area share in `scale`, aspect in `ratio`), with probability `p`, with `value`: a
-    number, or one per channel; a channel's None fills per-pixel N(0, 1) noise (timm's `mode='pixel'`, IVT's)."""
-    if torch.rand((), generator=g) >= p: return x
-    h, w = x.shape[-2:]
+def erase_draw(g: torch.Generator, h: int, w: int, p=0.5, scale=(0.02, 0.4),
+               ratio=(0.3, 3.3)) -> tuple | None:
+    """The rectangle (top, left, height, width) random erasing picks in an h x w image, or None:
+    with probability `p`, an area share in `scale` and an aspect in `ratio`, ten tries to fit."""
+    if torch.rand((), generator=g) >= p:
+        return None
     for _ in range(10):
         area = h * w * float(torch.empty(()).uniform_(*scale, generator=g))
         logr = torch.empty(()).uniform_(math.log(ratio[0]), math.log(ratio[1]), generator=g)
-        eh, ew = int(round(math.sqrt(area * math.exp(logr)))), int(round(math.sqrt(area / math.exp(logr))))
+        eh = int(round(math.sqrt(area * math.exp(logr))))
+        ew = int(round(math.sqrt(area / math.exp(logr))))
         if eh < h and ew < w:
-            i = int(torch.randint(0, h - eh + 1, (), generator=g)); j = int(torch.randint(0, w - ew + 1, (), generator=g))
-            x = x.clone()
-            x[:, i:i + eh, j:j + ew] = _erase_fill(value, (x.shape[0], eh, ew), g, x.dtype)
-            return x
+            i = int(torch.randint(0, h - eh + 1, (), generator=g))
+            j = int(torch.randint(0, w - ew + 1, (), generator=g))
+            return i, j, eh, ew
+    return None
+
+def random_erasing(x, g: torch.Generator, p=0.5, scale=(0.02, 0.4), ratio=(0.3, 3.3), value=0.0):
+    """Erase a random rectangle (area share in `scale`, aspect in `ratio`), with probability `p`, with `value`: a
+    number, or one per channel; a channel's None fills per-pixel N(0, 1) noise (timm's `mode='pixel'`, IVT's)."""
+    box = erase_draw(g, *x.shape[-2:], p, scale, ratio)
+    if box is None:
+        return x
+    i, j, eh, ew = box
+    x = x.clone()
+    x[:, i:i + eh, j:j + ew] = _erase_fill(value, (x.shape[0], eh, ew), g, x.dtype)
     return x
 
 @dataclass
@@ -419,8 +438,30 @@ class Augment:
         if label is None: return x
         lab = x[3].round().long()
         if flipped and self.label_flip is not None:
-            lut = torch.arange(256); lut[:len(self.label_flip)] = torch.tensor(self.label_flip); lab = lut[lab]
+            lab = self.label_lut()[lab]
         return x[:3], lab
+
+    def label_lut(self, device=None) -> torch.Tensor:
+        "Each of the 256 labels' label after a flip (`label_flip`; unnamed labels keep theirs)."
+        lut = torch.arange(256)
+        lut[:len(self.label_flip)] = torch.tensor(self.label_flip)
+        return lut.to(device)
+
+    def draw(self, g: torch.Generator, size: tuple, with_label: bool = False) -> dict:
+        """The random choices `__call__` makes for an image of `size` (H, W), from the same generator
+        in the same order, without touching a pixel: what `augment_batch` applies to a batch. The
+        erased pixels' noise is drawn here too (as `__call__` draws it: for the label channel as
+        well when there is one), so both paths give the same values."""
+        flipped = flip_draw(g, self.flip)
+        top, left = crop_draw(g, self.pad)
+        box = erase_draw(g, *size, self.erase, scale=(0.02, self.erase_max))
+        noise = torch.zeros(0)
+        if box is not None and self.erase_fill == "noise":
+            channels = 4 if with_label else 3
+            noise = torch.randn((channels, box[2], box[3]), generator=g)[:3].flatten()
+        return {"flip": torch.tensor(flipped), "crop": torch.tensor([top, left]),
+                "box": torch.tensor(box or (0, 0, 0, 0)), "noise": noise,
+                "blank": torch.tensor(False)}
 
 IGNORE = 255   # label of pixels whose class is unknown (erased): left out of per-patch majorities
 
@@ -687,16 +728,44 @@ def load_cached_dataset(cache_dir) -> tuple:
     return PersonDataset.from_dict(read_json(cache_dir / "dataset.json")), ImageStore.from_cache(cache_dir)
 
 # %% ../nbs/02_data.ipynb #71989194
+def is_pending(value) -> bool:
+    "Whether a batch field is a pending view: uint8 pixels with their draws, augmented later."
+    return isinstance(value, dict) and "pixels" in value
+
+def pending_view(img: np.ndarray, draws: dict, label: np.ndarray | None = None) -> dict:
+    "One image (uint8 H x W x 3) and the draws of its augmentation (`Augment.draw`), not applied."
+    out = {"pixels": torch.tensor(np.asarray(img)), **draws}      # a copy: the cache is read-only
+    if label is not None:
+        out["labels"] = torch.tensor(np.asarray(label))
+    return out
+
+def stack_pending(views: list) -> dict:
+    "Pending views stacked along a new first dimension (the erased pixels' noise concatenated)."
+    out = {k: torch.stack([v[k] for v in views]) for k in views[0] if k != "noise"}
+    out["noise"] = torch.cat([v["noise"] for v in views])
+    return out
+
+def stack_any(values: list):
+    "Tensors, or pending views (`stack_pending`), stacked along a new first dimension."
+    return stack_pending(values) if is_pending(values[0]) else torch.stack(values)
+
 class TrainData(torch.utils.data.Dataset):
     """Training captions with their augmented images (and parsing maps, augmented alike, when a `parsing` store is given).
     With `views` > 1 an item also holds that many independently augmented views of its image (the first is `images`);
     with `caption_levels`, a callable `(i, caption, rng) -> [str]`, it holds other versions of its caption (IVT's levels).
     `extras`, a callable `(data, i, g) -> dict`, adds fields of a method's own (LCR²S's support sets); `g` is the
-    item's generator, drawn after the item's own views."""
+    item's generator, drawn after the item's own views.
+
+    `augment_on` says where the pixels are augmented: "loader" (here, one image at a time) or
+    "device" (items hold the uint8 pixels and the draws, `pending_view`s, and `augment_pending`
+    applies them to the whole batch where it trains). The draws come from the same per-item
+    generator either way, so both give the same images."""
     def __init__(self, split: TrainSplit, store: ImageStore, augment: Augment | None = None, seed: int = 0, parsing=None,
-                 views: int = 1, caption_levels=None, extras=None):
+                 views: int = 1, caption_levels=None, extras=None, augment_on: str = "loader"):
         self.split, self.store, self.augment, self.seed, self.epoch, self.parsing = split, store, augment, seed, 0, parsing
         self.views, self.caption_levels, self.extras = views, caption_levels, extras
+        check_choice(augment_on, ["loader", "device"], "train.augment_on")
+        self.deferred = augment_on == "device" and augment is not None
     def set_epoch(self, epoch): self.epoch = epoch
     def __len__(self): return len(self.split)
     def __getitem__(self, i):
@@ -705,10 +774,15 @@ class TrainData(torch.utils.data.Dataset):
         item = {"captions": self.split.captions[i], "pids": self.split.pids[i], "image_ids": self.split.image_ids[i], "index": i}
         view = lambda: self.view(img, g)
         if self.parsing is None: item["images"] = view()
+        elif self.deferred:
+            draws = self.augment.draw(g, img.shape[:2], with_label=True)
+            item["images"] = pending_view(img, draws, self.parsing[path])
         else:
             lab = self.parsing[path]
             item["images"], item["parsing"] = self.augment(img, g, lab) if self.augment else (to_tensor(img), torch.as_tensor(lab).long())
-        if self.views > 1: item["views"] = torch.stack([item["images"]] + [view() for _ in range(self.views - 1)])
+        if self.views > 1:
+            first = {k: v for k, v in item["images"].items() if k != "labels"} if self.deferred else item["images"]
+            item["views"] = self.stack([first] + [view() for _ in range(self.views - 1)])
         if self.caption_levels is not None:
             rng = random.Random(hash((self.seed, self.epoch, i, 1)))
             item["level_captions"] = self.caption_levels(i, item["captions"], rng)
@@ -716,9 +790,25 @@ class TrainData(torch.utils.data.Dataset):
             item.update(self.extras(self, i, g))
         return item
 
-    def view(self, img: np.ndarray, g: torch.Generator) -> torch.Tensor:
-        "One augmented view of the uint8 image `img` (normalised only, without an augmentation)."
+    def view(self, img: np.ndarray, g: torch.Generator):
+        """One augmented view of the uint8 image `img` (normalised only, without an augmentation),
+        or with `augment_on="device"` its pending view."""
+        if self.deferred:
+            return pending_view(img, self.augment.draw(g, img.shape[:2]))
         return self.augment(img, g) if self.augment else to_tensor(img)
+
+    def blank_view(self):
+        "An empty slot's image: zeros, after augmenting too."
+        if not self.deferred:
+            return torch.zeros(3, *self.store.size)
+        draws = {"flip": torch.tensor(False), "crop": torch.zeros(2, dtype=torch.int64),
+                 "box": torch.zeros(4, dtype=torch.int64), "noise": torch.zeros(0),
+                 "blank": torch.tensor(True)}
+        return pending_view(np.zeros((*self.store.size, 3), np.uint8), draws)
+
+    def stack(self, views: list):
+        "Views (tensors, or pending views) stacked along a new first dimension."
+        return stack_any(views)
 
 class Collate:
     """Stack images, tokenize captions, and (when `mlm_prob` > 0) add BERT-masked captions for MLM. Items with caption
@@ -736,11 +826,11 @@ class Collate:
         if "level_captions" in items[0]:
             captions += [it["level_captions"][k] for k in range(len(items[0]["level_captions"])) for it in items]
         ids = tokenize(self.tok, captions, self.max_length)
-        out = {"images": torch.stack([it["images"] for it in items]), "input_ids": ids[:len(items)],
+        out = {"images": stack_any([it["images"] for it in items]), "input_ids": ids[:len(items)],
                "pids": torch.tensor([it["pids"] for it in items]),
                "image_ids": torch.tensor([it["image_ids"] for it in items]), "index": torch.tensor([it["index"] for it in items])}
         if "level_captions" in items[0]: out["level_ids"] = ids
-        if "views" in items[0]: out["views"] = torch.stack([it["views"] for it in items])
+        if "views" in items[0]: out["views"] = stack_any([it["views"] for it in items])
         if "parsing" in items[0]: out["parsing"] = torch.stack([it["parsing"] for it in items])
         out.update(self._extras(items, set(out) | {"captions", "level_captions"}))
         if self.mlm_prob > 0:
@@ -756,6 +846,81 @@ class Collate:
             if key.endswith("_captions"):
                 flat = [c for v in values for c in v]
                 out[key.removesuffix("_captions") + "_ids"] = tokenize(self.tok, flat, self.max_length)
-            elif torch.is_tensor(values[0]):
-                out[key] = torch.stack(values)
+            elif torch.is_tensor(values[0]) or is_pending(values[0]):
+                out[key] = stack_any(values)
         return out
+
+# %% ../nbs/02_data.ipynb #augdev02
+def _shifted(x: torch.Tensor, rows, cols, inside, fill) -> torch.Tensor:
+    """`x` (N, C, H, W) read at rows `rows` (N, H) and columns `cols` (N, W); `fill` where the
+    read falls outside (`inside` False): a crop of the padded image."""
+    n, c, h, w = x.shape
+    r = rows.clamp(0, h - 1)[:, None, :, None].expand(n, c, h, w)
+    x = x.gather(2, r)
+    k = cols.clamp(0, w - 1)[:, None, None, :].expand(n, c, h, w)
+    return torch.where(inside[:, None], x.gather(3, k), fill)
+
+def _box_mask(box: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    "(N, H, W): inside each row of `box` (top, left, height, width); a zero height is no box."
+    ys = torch.arange(h, device=box.device)
+    xs = torch.arange(w, device=box.device)
+    top, left, eh, ew = box.unbind(1)
+    in_rows = (ys >= top[:, None]) & (ys < (top + eh)[:, None])
+    in_cols = (xs >= left[:, None]) & (xs < (left + ew)[:, None])
+    return in_rows[:, :, None] & in_cols[:, None, :]
+
+@torch.no_grad()
+def augment_batch(augment: Augment, views: dict) -> tuple:
+    """Apply pending `views` (`stack_pending`'s, with any leading dimensions, on any device) in
+    one go: normalise, flip, pad and crop, erase, exactly as `augment` does one image. Returns the
+    images (..., 3, H, W) and the label maps (..., H, W), or None without labels."""
+    lead, (h, w) = views["pixels"].shape[:-3], views["pixels"].shape[-3:-1]
+    flat = lambda k: views[k].reshape(-1, *views[k].shape[len(lead):])
+    pixels, crop, box = flat("pixels"), flat("crop"), flat("box")
+    dev = pixels.device
+    chan = lambda v: torch.tensor(v, device=dev).view(1, -1, 1, 1)
+    x = pixels.float().div_(255).movedim(-1, -3)
+    x = (x - chan(augment.mean)) / chan(augment.std)
+    flipped = flat("flip").view(-1, 1, 1, 1)
+    x = torch.where(flipped, x.flip(-1), x)
+    rows = torch.arange(h, device=dev) + crop[:, :1] - max(augment.pad, 0)
+    cols = torch.arange(w, device=dev) + crop[:, 1:] - max(augment.pad, 0)
+    inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
+    x = _shifted(x, rows, cols, inside, chan(black_pixel(augment.mean, augment.std)))
+    erased = _box_mask(box, h, w)
+    if augment.erase_fill == "mean":
+        x = torch.where(erased[:, None], chan(augment.mean), x)
+    else:
+        x[erased[:, None].expand_as(x)] = views["noise"].to(dev, x.dtype)
+    x = torch.where(flat("blank").view(-1, 1, 1, 1), 0.0, x)
+    x = x.reshape(*lead, *x.shape[1:])
+    if "labels" not in views:
+        return x, None
+    lab = flat("labels").long()
+    lab = torch.where(flipped[:, 0], lab.flip(-1), lab)
+    lab = _shifted(lab[:, None], rows, cols, inside, 0)[:, 0]
+    lab = torch.where(erased, IGNORE, lab)
+    if augment.label_flip is not None:
+        lab = torch.where(flipped[:, 0], augment.label_lut(dev)[lab], lab)
+    return x, lab.reshape(*lead, h, w)
+
+def augment_pending(batch: dict, augment: Augment) -> dict:
+    """`batch` with each pending field (`TrainData(augment_on="device")`'s) augmented on the
+    device its pixels are on; the label maps of a field with labels become `parsing`."""
+    out = dict(batch)
+    for key, value in batch.items():
+        if is_pending(value):
+            out[key], labels = augment_batch(augment, value)
+            if labels is not None:
+                out["parsing"] = labels
+    return out
+class AugmentedLoader:
+    "`loader`'s batches with their pending views augmented where they are (`augment_pending`)."
+    def __init__(self, loader, augment: Augment):
+        self.loader, self.augment = loader, augment
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        return (augment_pending(batch, self.augment) for batch in self.loader)

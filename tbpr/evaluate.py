@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from .core import TbprError
 from .data import EvalSplit, ImageStore, pixel_norm, to_tensor, tokenize
-from .metrics import rank_metrics, topk_gallery
+from .metrics import rank_metrics
 
 # %% auto #0
 __all__ = ['encode_images', 'encode_texts', 'embed_split', 'evaluate_split', 'plot_cmc', 'plot_retrieval_grid',
@@ -46,12 +46,15 @@ def embed_split(encoder, split: EvalSplit, store: ImageStore, tokenizer, max_len
     finally: encoder.train(was_training)
 
 def evaluate_split(encoder, split: EvalSplit, store: ImageStore, tokenizer, max_length: int,
-                   batch_size: int = 128, chunk_size: int = 1024, max_rank: int = 50) -> tuple:
-    "IRRA's text-to-image metrics on `split`; returns (metrics, features)."
+                   batch_size: int = 128, chunk_size: int = 1024, max_rank: int = 50,
+                   top_k: int = 0) -> tuple:
+    """IRRA's text-to-image metrics on `split`; returns (metrics, features). With `top_k`, the
+    metrics also hold each caption's `top_k` best images (`topk_scores`, `topk_indices`), from the
+    same single ranking."""
     if split is None or not len(split): raise TbprError("the evaluation split is empty", fix="check the dataset's test/val entries")
     feats = embed_split(encoder, split, store, tokenizer, max_length, batch_size)
     m = rank_metrics(feats["text"], feats["image"], torch.tensor(split.caption_pids), torch.tensor(split.image_pids),
-                     chunk_size=chunk_size, max_rank=max_rank)
+                     chunk_size=chunk_size, max_rank=max_rank, top_k=top_k)
     return m, feats
 
 # %% ../nbs/06_evaluate.ipynb #1569e372
@@ -75,11 +78,14 @@ def _draw_crop(ax, image, correct: bool, title: str = "") -> None:
     for s in ax.spines.values(): s.set_color("#1a9850" if correct else "#d73027"); s.set_linewidth(3)
     if title: ax.set_title(title, fontsize=6)
 
-def plot_retrieval_grid(split: EvalSplit, store: ImageStore, text_feats, image_feats, queries: list, path, k: int = 10) -> Path:
-    "For each query index, its caption and the top-`k` gallery images, correct matches framed green, wrong ones red."
+def plot_retrieval_grid(split: EvalSplit, store: ImageStore, ranked: tuple, queries: list, path,
+                        k: int = 10) -> Path:
+    """For each query index, its caption and its top-`k` gallery images, correct matches framed
+    green, wrong ones red. `ranked`: (scores, indices) of every query's best images, best first
+    (`evaluate_split(..., top_k=k)`'s `topk_scores` and `topk_indices`)."""
     from matplotlib.figure import Figure
-    scores, idx = topk_gallery(text_feats[queries], image_feats, k=k)
-    k = idx.shape[1]                                              # a gallery smaller than k shows all of it
+    scores, idx = (torch.as_tensor(r)[queries, :k] for r in ranked)
+    k = idx.shape[1]                                  # a gallery smaller than k shows all of it
     fig = Figure(figsize=(1.1 * (k + 1) + 2.2, 2.3 * len(queries)))
     axes = fig.subplots(len(queries), k + 1, gridspec_kw={"width_ratios": [3] + [1] * k}, squeeze=False)
     for r, q in enumerate(queries):

@@ -85,8 +85,7 @@ class SplitSupports:
         chosen = self.draw(others, g)
         texts = self.draw([c for m in others for c in images[m]], g)
         views = [data.view(data.store[split.img_paths[images[m][0]]], g) for m in chosen]
-        blank = torch.zeros(3, *data.store.size)
-        return {"support_images": torch.stack(_padded(views, k, blank)),
+        return {"support_images": data.stack(_padded(views, k, data.blank_view())),
                 "support_image_valid": torch.arange(k) < len(chosen),
                 "support_image_ids": torch.tensor(_padded(chosen, k, -1)),
                 "support_text_captions": _padded([split.captions[c] for c in texts], k, ""),

@@ -4,6 +4,7 @@
 
 # %% ../nbs/04_metrics.ipynb #0309db3c
 from __future__ import annotations
+from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -57,108 +58,259 @@ def _check_positive_int(v, name: str):
     return int(v)
 
 # %% ../nbs/04_metrics.ipynb #301ec7f8
-def _stable_desc_order(sims: torch.Tensor) -> torch.Tensor:
-    "Gallery indices of each row by descending score; among equal scores the lower index first."
-    return torch.sort(sims, dim=1, descending=True, stable=True).indices
+_ROW = 2 ** 32      # the spacing of rows in the keys below: a row's keys lie within one such interval
 
-def _chunk_ranks(sims: torch.Tensor, q_pids: torch.Tensor, g_pids: torch.Tensor):
+def _row_keys(rows: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """int64 keys ordering (row, float32 score) pairs by row, then by score: the score's bits made
+    order-preserving (negative floats turned round), with `-0.0` and `0.0` the same."""
+    bits = scores.contiguous().view(torch.int32)
+    magnitude = bits & 0x7FFFFFFF
+    ordered = torch.where(bits < 0, -magnitude, magnitude)
+    return rows * _ROW + ordered
+
+def _row_ceilings(rows: torch.Tensor) -> torch.Tensor:
+    "A key above every score's key of each row in `rows` (and below the next row's)."
+    return rows * _ROW + (_ROW // 2 - 1)
+
+@dataclass
+class _GalleryGroups:
+    "The gallery grouped by person id: which columns hold each person, found once per evaluation."
+    order: torch.Tensor     # gallery indices grouped by person, increasing within a person
+    pids: torch.Tensor      # the distinct person ids, increasing
+    starts: torch.Tensor    # where each person's group begins in `order`
+    counts: torch.Tensor    # the size of each group
+
+    @classmethod
+    def of(cls, g_pids: torch.Tensor):
+        order = torch.argsort(g_pids, stable=True)
+        pids, counts = torch.unique_consecutive(g_pids[order], return_counts=True)
+        return cls(order, pids, counts.cumsum(0) - counts, counts)
+
+    def relevant(self, q_pids: torch.Tensor) -> tuple:
+        """(c, n) gallery columns of each query's person, increasing, and which are real (n: the
+        most any query of the block has; the rest is padding)."""
+        which = torch.searchsorted(self.pids, q_pids)
+        n_rel = self.counts[which]
+        j = torch.arange(int(n_rel.max()), device=q_pids.device)
+        valid = j < n_rel[:, None]
+        at = (self.starts[which][:, None] + j).clamp(max=len(self.order) - 1)
+        return self.order[at], valid
+
+def _count_ranks(sims: torch.Tensor, cols: torch.Tensor, valid: torch.Tensor) -> tuple:
+    """1-based ranks of the relevant images `cols` (`valid`) of each row of float32 `sims`, by
+    counting, without sorting the gallery: (c, n) increasing, padding last, and their numbers."""
+    c, n_g = sims.shape
+    dev = sims.device
+    rel = sims.gather(1, cols)
+    n_rel = valid.sum(1)
+    # only images scoring at least a row's worst relevant image can rank above a relevant one
+    worst = torch.where(valid, rel, torch.inf).amin(1, keepdim=True)
+    flat = (sims >= worst).view(-1).nonzero()[:, 0]
+    rows = flat.div(n_g, rounding_mode="floor")
+    keys = _row_keys(rows, sims.view(-1).index_select(0, flat))
+    # per row its relevant scores, sorted, then a ceiling: slot s of `marks` collects the images
+    # between the (s-1)-th and s-th mark of its row
+    arange_c = torch.arange(c, device=dev)
+    mark_rows = arange_c.repeat_interleave(n_rel + 1)
+    last = (n_rel + 1).cumsum(0) - 1
+    is_rel = torch.ones(len(mark_rows), dtype=torch.bool, device=dev)
+    is_rel[last] = False
+    marks = _row_ceilings(mark_rows)
+    marks[is_rel] = _row_keys(mark_rows[is_rel], rel[valid])
+    marks, order = marks.sort()
+    mark_cols = torch.full_like(marks, -1)
+    mark_cols[is_rel] = cols[valid]
+    mark_cols = mark_cols[order]
+    slot = torch.searchsorted(marks, keys)
+    filled = torch.bincount(slot, minlength=len(marks)).cumsum(0)
+    at = is_rel.nonzero()[:, 0]                       # the relevant marks (the ceilings stay last)
+    above = filled[last[mark_rows[at]]] - filled[at]  # images strictly above each relevant score
+    ahead = _ties_ahead(marks, mark_cols, at, keys, slot, flat - rows * n_g, n_g)
+    ranks = torch.full((c, cols.shape[1]), n_g + 1, dtype=torch.int64, device=dev)
+    ranks[mark_rows[at], at - (last - n_rel)[mark_rows[at]]] = 1 + above + ahead
+    return ranks.sort(1).values, n_rel
+
+def _ties_ahead(marks, mark_cols, at, keys, slot, key_cols, n_g: int) -> torch.Tensor:
+    """For each relevant mark `at`: how many images with exactly its score have a lower gallery
+    index (they rank first under the tie rule). Only the images that tie with a mark are looked at."""
+    tied = (marks.index_select(0, slot) == keys).nonzero()[:, 0]
+    tied_keys = (slot[tied] * n_g + key_cols[tied]).sort().values
+    first = torch.searchsorted(marks, marks[at])      # the first mark with this score
+    before = torch.searchsorted(tied_keys, first * n_g + mark_cols[at])
+    return before - torch.searchsorted(tied_keys, first * n_g)
+
+def _sort_ranks(sims: torch.Tensor, q_pids: torch.Tensor, g_pids: torch.Tensor) -> tuple:
+    """The same as `_count_ranks` by a stable descending sort of each row: for scores float32
+    cannot hold exactly (float64 ones), and the reference the counting is tested against."""
+    order = torch.sort(sims, dim=1, descending=True, stable=True).indices
+    matches = (g_pids[None, :] == q_pids[:, None]).gather(1, order)   # m_i(k), in rank order
+    n_rel = matches.sum(1)
+    n = int(n_rel.max())
+    ranks = torch.full((len(sims), n), sims.shape[1] + 1, dtype=torch.int64, device=sims.device)
+    rows, ks = matches.nonzero(as_tuple=True)         # row-major: a row's relevant ranks, increasing
+    starts = n_rel.cumsum(0) - n_rel
+    ranks[rows, torch.arange(len(rows), device=sims.device) - starts[rows]] = ks + 1
+    return ranks, n_rel
+
+def _holds_as_float32(sims: torch.Tensor) -> bool:
+    return sims.dtype == torch.float32 or bool((sims.float().to(sims.dtype) == sims).all())
+
+def _chunk_ranks(sims, q_pids, g_pids, groups: _GalleryGroups) -> tuple:
     "For a (c, G) block of scores: 0-based rank of the first relevant image, AP and INP per query."
-    c = len(sims)
-    matches = (g_pids[None, :] == q_pids[:, None]).gather(1, _stable_desc_order(sims))  # m_i(k), rank order
-    rows, cols = matches.nonzero(as_tuple=True)       # row-major: relevant ranks of each row, increasing
-    n_rel = torch.bincount(rows, minlength=c)         # |G_i| (>= 1, checked before)
-    ends = n_rel.cumsum(0); starts = ends - n_rel
-    k = cols.double() + 1                             # 1-based rank of each relevant image
-    n = torch.arange(1, len(rows) + 1, dtype=torch.float64, device=sims.device) - starts[rows]  # running count
-    ap = torch.zeros(c, dtype=torch.float64, device=sims.device).index_add_(0, rows, n / k) / n_rel
-    inp = n_rel / (cols[ends - 1] + 1).double()
-    return cols[starts], ap, inp
+    if _holds_as_float32(sims):
+        ranks, n_rel = _count_ranks(sims.float(), *groups.relevant(q_pids))
+    else:
+        ranks, n_rel = _sort_ranks(sims, q_pids, g_pids)
+    real = ranks <= sims.shape[1]
+    j = torch.arange(1, ranks.shape[1] + 1, device=sims.device)     # the j-th relevant image
+    ap = torch.where(real, j / ranks.double(), 0.0).sum(1) / n_rel
+    inp = n_rel / ranks.gather(1, (n_rel - 1)[:, None])[:, 0].double()
+    return ranks[:, 0] - 1, ap, inp
 
-def _rank_core(chunks, q_pids: torch.Tensor, g_pids: torch.Tensor, n_gallery: int, max_rank: int) -> dict:
-    "Consume `(start, sims)` blocks covering all queries in order; return the metrics dict."
+def _rank_core(chunks, q_pids, g_pids, n_gallery: int, max_rank: int, top_k: int = 0,
+               check_scores: bool = True) -> dict:
+    """Consume `(start, sims)` blocks covering all queries in order; return the metrics dict, with
+    the `top_k` best images of each query (`topk_scores`, `topk_indices`) from the same blocks."""
     n_q, dev = len(q_pids), q_pids.device
     n_cmc = min(max(max_rank, 10), n_gallery)        # enough for R10 even when max_rank < 10
     first_hist = torch.zeros(n_cmc, dtype=torch.int64, device=dev)
-    ap_sum = torch.zeros((), dtype=torch.float64, device=dev); inp_sum = ap_sum.clone(); done = 0
+    ap_sum = torch.zeros((), dtype=torch.float64, device=dev)
+    inp_sum = ap_sum.clone()
+    done = 0
+    groups = _GalleryGroups.of(g_pids)
+    best = []
     for start, sims in chunks:
         assert start == done, "chunks must cover the queries in order"
-        _check_finite(sims, "scores", first_row=start)
-        first, ap, inp = _chunk_ranks(sims, q_pids[start:start + len(sims)], g_pids)
+        if check_scores:
+            _check_finite(sims, "scores", first_row=start)
+        first, ap, inp = _chunk_ranks(sims, q_pids[start:start + len(sims)], g_pids, groups)
         first_hist += torch.bincount(first[first < n_cmc], minlength=n_cmc)
-        ap_sum += ap.sum(); inp_sum += inp.sum(); done += len(sims)
+        ap_sum += ap.sum()
+        inp_sum += inp.sum()
+        done += len(sims)
+        if top_k:
+            best.append(_topk_chunk(sims, min(top_k, n_gallery)))
         del sims                                      # free this block before the next one is computed
     assert done == n_q, f"chunks covered {done} of {n_q} queries"
     cmc = (first_hist.cumsum(0).double() * 100 / n_q).tolist()
     at = lambda K: cmc[min(K, n_gallery) - 1]
-    return {'R1': at(1), 'R5': at(5), 'R10': at(10),
-            'mAP': float(ap_sum) * 100 / n_q, 'mINP': float(inp_sum) * 100 / n_q,
-            'cmc': cmc[:min(max_rank, n_gallery)], 'num_queries': n_q, 'num_gallery': n_gallery}
+    out = {'R1': at(1), 'R5': at(5), 'R10': at(10),
+           'mAP': float(ap_sum) * 100 / n_q, 'mINP': float(inp_sum) * 100 / n_q,
+           'cmc': cmc[:min(max_rank, n_gallery)], 'num_queries': n_q, 'num_gallery': n_gallery}
+    if top_k:
+        out['topk_scores'] = torch.cat([s for s, _ in best])
+        out['topk_indices'] = torch.cat([i for _, i in best])
+    return out
 
 # %% ../nbs/04_metrics.ipynb #a40e9374
+def _check_top_k(top_k) -> int:
+    if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 0:
+        raise ValueError(f"top_k must be a non-negative integer (0: none), got {top_k!r}")
+    return int(top_k)
+
 @torch.no_grad()
-def rank_metrics_from_scores(scores, query_pids, gallery_pids, *, chunk_size=1024, max_rank=50) -> dict:
-    "IRRA text-to-image metrics (percent) from a (num_queries, num_gallery) score matrix; higher score = better match."
+def rank_metrics_from_scores(scores, query_pids, gallery_pids, *, chunk_size=1024, max_rank=50,
+                             top_k=0) -> dict:
+    """IRRA text-to-image metrics (percent) from a (num_queries, num_gallery) score matrix; higher
+    score = better match. With `top_k`, also each query's `top_k` best images."""
     s = _as_matrix(scores, "scores")
-    if not s.is_floating_point(): s = s.double()
-    elif s.dtype in (torch.float16, torch.bfloat16): s = s.float()
-    chunk_size, max_rank = _check_positive_int(chunk_size, "chunk_size"), _check_positive_int(max_rank, "max_rank")
+    if not s.is_floating_point():
+        s = s.double()
+    elif s.dtype in (torch.float16, torch.bfloat16):
+        s = s.float()
+    chunk_size = _check_positive_int(chunk_size, "chunk_size")
+    max_rank = _check_positive_int(max_rank, "max_rank")
     n_q, n_g = s.shape
     _check_sizes(n_q, n_g, "axis of scores")
     qp = _as_pids(query_pids, "query_pids", n_q, "scores").to(s.device)
     gp = _as_pids(gallery_pids, "gallery_pids", n_g, "scores (columns)").to(s.device)
     _check_relevant(qp, gp)
     chunks = ((i, s[i:i + chunk_size]) for i in range(0, n_q, chunk_size))
-    return _rank_core(chunks, qp, gp, n_g, max_rank)
+    return _rank_core(chunks, qp, gp, n_g, max_rank, _check_top_k(top_k))
 
 # %% ../nbs/04_metrics.ipynb #17bde3ec
 def _prepare_feats(query_feats, gallery_feats, normalize: bool, device=None):
-    q, g = _as_matrix(query_feats, "query_feats"), _as_matrix(gallery_feats, "gallery_feats")
+    q = _as_matrix(query_feats, "query_feats")
+    g = _as_matrix(gallery_feats, "gallery_feats")
     _check_sizes(len(q), len(g), "features")
     if q.shape[1] != g.shape[1]:
-        raise ValueError(f"query_feats have dimension {q.shape[1]} but gallery_feats have {g.shape[1]}; they must match")
+        raise ValueError(f"query_feats have dimension {q.shape[1]} but gallery_feats have "
+                         f"{g.shape[1]}; they must match")
     device = torch.device(device) if device is not None else q.device
-    q, g = q.to(device=device, dtype=torch.float32), g.to(device=device, dtype=torch.float32)
-    _check_finite(q, "query_feats"); _check_finite(g, "gallery_feats")
-    if normalize: q, g = F.normalize(q, dim=1), F.normalize(g, dim=1)
+    q = q.to(device=device, dtype=torch.float32)
+    g = g.to(device=device, dtype=torch.float32)
+    _check_finite(q, "query_feats")
+    _check_finite(g, "gallery_feats")
+    if normalize:
+        q, g = F.normalize(q, dim=1), F.normalize(g, dim=1)
     return q, g
+
+def _scores_stay_finite(q: torch.Tensor, g: torch.Tensor) -> bool:
+    """Whether every score `q @ g.T` is surely finite: |q.g| <= |q| |g| (with room for rounding)
+    below float32's largest number. Then the blocks need no check."""
+    bound = q.norm(dim=1).max().double() * g.norm(dim=1).max().double() * 1.01
+    return bool(bound < torch.finfo(torch.float32).max)
 
 def _feature_chunks(q: torch.Tensor, g: torch.Tensor, chunk_size: int):
     "Yield `(start, q[start:start+chunk_size] @ g.T)`: one block of cosine scores at a time."
     gt = g.t()
-    for i in range(0, len(q), chunk_size): yield i, q[i:i + chunk_size] @ gt
+    for i in range(0, len(q), chunk_size):
+        yield i, q[i:i + chunk_size] @ gt
 
 # %% ../nbs/04_metrics.ipynb #bec22d95
 @torch.no_grad()
-def rank_metrics(query_feats, gallery_feats, query_pids, gallery_pids, *, chunk_size=1024, max_rank=50,
-                 normalize=True, device=None) -> dict:
-    "IRRA text-to-image metrics (percent): R1/R5/R10, mAP, mINP and the CMC curve, in chunks of `chunk_size` queries."
-    chunk_size, max_rank = _check_positive_int(chunk_size, "chunk_size"), _check_positive_int(max_rank, "max_rank")
+def rank_metrics(query_feats, gallery_feats, query_pids, gallery_pids, *, chunk_size=1024,
+                 max_rank=50, normalize=True, device=None, top_k=0) -> dict:
+    """IRRA text-to-image metrics (percent): R1/R5/R10, mAP, mINP and the CMC curve, in chunks of
+    `chunk_size` queries. With `top_k`, also each query's `top_k` best images from the same pass
+    (`topk_scores` and `topk_indices`, as `topk_gallery` gives them)."""
+    chunk_size = _check_positive_int(chunk_size, "chunk_size")
+    max_rank = _check_positive_int(max_rank, "max_rank")
     q, g = _prepare_feats(query_feats, gallery_feats, normalize, device)
     qp = _as_pids(query_pids, "query_pids", len(q), "query_feats").to(q.device)
     gp = _as_pids(gallery_pids, "gallery_pids", len(g), "gallery_feats").to(q.device)
     _check_relevant(qp, gp)
-    return _rank_core(_feature_chunks(q, g, chunk_size), qp, gp, len(g), max_rank)
+    return _rank_core(_feature_chunks(q, g, chunk_size), qp, gp, len(g), max_rank,
+                      _check_top_k(top_k), check_scores=not _scores_stay_finite(q, g))
 
 # %% ../nbs/04_metrics.ipynb #94b95f0a
-def _topk_chunk(sims: torch.Tensor, k: int):
+def _ties_at_kth(sims: torch.Tensor, k: int):
+    "Exactly `k` columns per row: those above the k-th best score, then the equal ones by index."
     kth = sims.topk(k, dim=1).values[:, -1:]                 # k-th best score of each row
     above, at = sims > kth, sims == kth
     need = k - above.sum(1, keepdim=True)                    # places left for scores equal to the k-th
     keep = above | (at & (at.cumsum(1, dtype=torch.int32) <= need))
-    idx = keep.nonzero(as_tuple=True)[1].view(len(sims), k)  # exactly k per row, increasing gallery index
+    return keep.nonzero(as_tuple=True)[1].view(len(sims), k)  # increasing gallery index
+
+def _topk_chunk(sims: torch.Tensor, k: int):
+    """The `k` best (scores, columns) of each row, best first, ties by lower index. `torch.topk`
+    picks them; only rows whose k-th best score ties with the next go through `_ties_at_kth`."""
+    if k < sims.shape[1]:
+        vals, idx = sims.topk(k + 1, dim=1)
+        idx = idx[:, :k].clone()
+        tie = (vals[:, k - 1] == vals[:, k]).nonzero()[:, 0]
+        if len(tie):
+            idx[tie] = _ties_at_kth(sims[tie], k)
+    else:
+        idx = torch.arange(k, device=sims.device).expand(len(sims), k)
+    idx = idx.sort(1).values                                 # increasing index, for the stable sort
     sc = sims.gather(1, idx)
     o = torch.sort(sc, dim=1, descending=True, stable=True).indices
     return sc.gather(1, o), idx.gather(1, o)
 
 @torch.no_grad()
 def topk_gallery(query_feats, gallery_feats, k=10, chunk_size=1024, normalize=True):
-    "Top-`k` gallery (scores, indices), each (num_queries, k), by descending cosine score; ties by lower gallery index."
-    k, chunk_size = _check_positive_int(k, "k"), _check_positive_int(chunk_size, "chunk_size")
+    """Top-`k` gallery (scores, indices), each (num_queries, k), by descending cosine score; ties by
+    lower gallery index. (`rank_metrics(..., top_k=k)` gives the same along with the metrics.)"""
+    k = _check_positive_int(k, "k")
+    chunk_size = _check_positive_int(chunk_size, "chunk_size")
     q, g = _prepare_feats(query_feats, gallery_feats, normalize)
     k = min(k, len(g))
+    check = not _scores_stay_finite(q, g)
     out = []
     for start, sims in _feature_chunks(q, g, chunk_size):
-        _check_finite(sims, "scores", first_row=start)
+        if check:
+            _check_finite(sims, "scores", first_row=start)
         out.append(_topk_chunk(sims, k))
     return torch.cat([s for s, _ in out]), torch.cat([i for _, i in out])
 

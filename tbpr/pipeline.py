@@ -189,13 +189,14 @@ def mean_std(stats: dict, key: str) -> str:
     m = f"{stats[key + '_mean']:.2f}"
     return m if stats["n_seeds"] < 2 else f"{m} ± {stats[key + '_std']:.2f}"
 
-def evaluate_model_dir(model_dir, split, store, ev: dict) -> tuple:
-    "(metrics, features, config) of the model saved in `model_dir` on `split`, with the `eval` parameters `ev`."
+def evaluate_model_dir(model_dir, split, store, ev: dict, top_k: int = 0) -> tuple:
+    """(metrics, features, config) of the model saved in `model_dir` on `split`, with the `eval`
+    parameters `ev` (and each caption's `top_k` best images in the metrics, from the same ranking)."""
     from tbpr.model import load_encoder, load_encoder_tokenizer
     from tbpr.evaluate import evaluate_split
     encoder, meta = load_encoder(model_dir, "cuda" if torch.cuda.is_available() else "cpu")
     return (*evaluate_split(encoder, split, store, load_encoder_tokenizer(model_dir, meta), encoder.cfg.max_length,
-                            ev["batch_size"], ev["chunk_size"], ev["max_rank"]), meta)
+                            ev["batch_size"], ev["chunk_size"], ev["max_rank"], top_k), meta)
 
 def grid_queries(split, seed: int, count: int) -> list:
     "The test captions the retrieval grids show: `count` of them, drawn with `seed`, the same for every method."
@@ -300,12 +301,12 @@ def stage_evaluate(params: dict, model_dir=PATHS["model"], cache=PATHS["cache"],
     """IRRA's text-to-image protocol on the test split for the shipped model (and every extra seed's, for mean and std);
     metrics, CMC and a retrieval grid into `out`; the run recorded in `artifacts/runs/` for the comparison."""
     from tbpr.evaluate import plot_cmc, plot_retrieval_grid
-    from tbpr.metrics import topk_gallery
     ev = params["eval"]
     ds, store = load_cached_dataset(cache)
     evaluate = lambda d: evaluate_model_dir(d, ds.test, store, ev)
     seeds = run_seeds(params)
-    m, feats, meta = evaluate(model_dir)                       # the shipped model (first seed)
+    m, _, meta = evaluate_model_dir(model_dir, ds.test, store, ev, top_k=10)  # the shipped one
+    ranked = (m.pop("topk_scores"), m.pop("topk_indices"))     # from the metrics' own ranking
     results = {seeds[0]: m, **{s: evaluate(seed_paths(s, False)["model"])[0] for s in seeds[1:]}}
     per_seed = {s: {k: round(r[k], 4) for k in METRIC_KEYS} for s, r in results.items()}
     metrics = dict(per_seed[seeds[0]])
@@ -319,9 +320,8 @@ def stage_evaluate(params: dict, model_dir=PATHS["model"], cache=PATHS["cache"],
             w = csv.writer(f); w.writerow(["rank", "cmc"]); w.writerows((i + 1, round(c, 4)) for i, c in enumerate(m["cmc"]))
         plot_cmc({meta.get("method", "model"): m["cmc"]}, tmp / "cmc.png")
         queries = grid_queries(ds.test, params["seed"], ev["grid_queries"])
-        plot_retrieval_grid(ds.test, store, feats["text"], feats["image"], queries, tmp / "retrieval_grid.png")
-    topk = topk_gallery(feats["text"], feats["image"], k=10, chunk_size=ev["chunk_size"])[1]
-    record_run(params, metrics, [r["cmc"] for r in results.values()], meta, topk,
+        plot_retrieval_grid(ds.test, store, ranked, queries, tmp / "retrieval_grid.png")
+    record_run(params, metrics, [r["cmc"] for r in results.values()], meta, ranked[1],
                {s: seed_paths(s, i == 0)["live"] for i, s in enumerate(seeds)}, cache)
     if len(seeds) > 1: print("over seeds " + ", ".join(f"{k} {mean_std(metrics['seeds'], k)}" for k in METRIC_KEYS))
     print({k: metrics[k] for k in ("R1", "R5", "R10", "mAP", "mINP", "chance_R1")})

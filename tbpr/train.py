@@ -12,7 +12,8 @@ from torch import nn
 from torch.utils.data import DataLoader, BatchSampler, RandomSampler
 from tqdm.auto import tqdm
 from .core import TbprError, atomic_path, check_choice, read_json, write_json, seed_everything
-from .data import (Augment, Collate, IdentitySampler, TrainData, flip_permutation, load_cached_dataset, load_parsing,
+from .data import (Augment, AugmentedLoader, Collate, IdentitySampler, TrainData, flip_permutation,
+                       load_cached_dataset, load_parsing,
                        load_tokenizer)
 from .model import EncoderConfig, save_encoder
 from .objectives import build_model, check_init_keys
@@ -114,9 +115,9 @@ def make_loader(data: TrainData, collate: Collate, train: dict, seed: int) -> Da
 
 # %% ../nbs/07_train.ipynb #93289038
 def training_params(params: dict) -> dict:
-    """The parameters that shape training: the seed, `model`, and `train` but for how it runs (workers, logging,
-    device, seed count)."""
-    skip = ("num_workers", "log_every", "device", "seeds")
+    """The parameters that shape training: the seed, `model`, and `train` but for how it runs (workers,
+    where images are augmented, logging, device, seed count)."""
+    skip = ("num_workers", "augment_on", "log_every", "device", "seeds")
     return {"seed": params["seed"], "model": params["model"],
             "train": {k: v for k, v in params["train"].items() if k not in skip}}
 
@@ -423,7 +424,7 @@ def fit(params: dict, cache_dir, model_dir, ckpt_dir, live_dir, **context) -> di
     flips = flip_permutation(parsing[1]) if parsing else None
     augment = Augment(**train["augment"], label_flip=flips, mean=cfg.pixel_mean, std=cfg.pixel_std)
     data = TrainData(ds.train, store, augment, seed, parsing=parsing[0] if "parsing" in model.needs else None,
-                     **model.data_options)
+                     augment_on=train["augment_on"], **model.data_options)
     mlm_prob = train["mlm_prob"] if model.weights.get("mlm", 0) else 0.0     # only IRR reads masked captions
     loader = make_loader(data, Collate(tok, cfg.max_length, mlm_prob, seed), train, seed)
     batches = loader.batch_sampler      # ours: on several processes accelerate wraps it in a shard that hides set_epoch
@@ -472,7 +473,8 @@ def fit(params: dict, cache_dir, model_dir, ckpt_dir, live_dir, **context) -> di
         loader.set_epoch(epoch)
         batches.set_epoch(epoch)        # every process draws the same epoch's batches, each takes its share
         data.set_epoch(epoch)
-        logs = _epoch(model, loader, opt, accelerator, epoch, train)
+        on_device = AugmentedLoader(loader, augment) if data.deferred else loader
+        logs = _epoch(model, on_device, opt, accelerator, epoch, train)
         logs["lr"] = opt.param_groups[0]["lr"]
         if not main:
             continue

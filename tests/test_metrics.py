@@ -312,3 +312,54 @@ def test_feature_errors():
         rank_metrics(q * 1e30, g * 1e30, qp, gp, normalize=False)
     with pytest.raises(ValueError, match="gallery_feats contain non-finite"):
         topk_gallery(q, g * np.inf, k=2)
+
+
+# ------------------------------------------------- the counting ranks against a stable sort, ties and many positives
+def score_cases(rng):
+    "Score blocks with pids that stress the counting: heavy ties, signed zeros, skewed and huge groups."
+    for trial in range(120):
+        c, n_g = int(rng.integers(1, 40)), int(rng.integers(1, 70))
+        gp = rng.integers(0, int(rng.integers(1, 9)), n_g)
+        if trial % 5 == 4:
+            gp[: n_g * 3 // 4] = 0                      # one person holds most of the gallery
+        qp = gp[rng.integers(0, n_g, c)]
+        kind = trial % 4
+        if kind == 0:
+            s = rng.standard_normal((c, n_g)).astype(np.float32)
+        elif kind == 1:
+            s = rng.integers(-2, 3, (c, n_g)).astype(np.float32)
+        elif kind == 2:
+            s = np.where(rng.random((c, n_g)) < 0.4, -0.0, 0.0).astype(np.float32)
+        else:
+            s = (rng.integers(0, 2, (c, n_g)) * 0.5 - 1e-30).astype(np.float32)
+        yield torch.tensor(s), torch.tensor(qp), torch.tensor(gp)
+
+
+def test_counting_ranks_equal_sorting_ranks():
+    from tbpr.metrics import _GalleryGroups, _count_ranks, _sort_ranks
+    for s, qp, gp in score_cases(np.random.default_rng(21)):
+        want, n_want = _sort_ranks(s, qp, gp)
+        got, n_got = _count_ranks(s, *_GalleryGroups.of(gp).relevant(qp))
+        assert torch.equal(n_got, n_want)
+        assert torch.equal(got[:, :want.shape[1]], want)
+
+
+def test_counting_metrics_equal_the_reference():
+    for s, qp, gp in list(score_cases(np.random.default_rng(22)))[:40]:
+        assert_same(rank_metrics_from_scores(s, qp, gp, chunk_size=7), reference(s.numpy(), qp, gp))
+
+
+def test_top_k_from_the_metrics_pass():
+    rng = np.random.default_rng(23)
+    qp, gp = make_pids(rng, 40, 30, 6)
+    q = rng.integers(-1, 2, (40, 4)).astype(np.float32)     # few distinct scores: ties at the k-th
+    g = rng.integers(-1, 2, (30, 4)).astype(np.float32)
+    for k in (1, 3, 10, 30, 50):
+        r = rank_metrics(q, g, qp, gp, normalize=False, chunk_size=7, top_k=k)
+        s, i = topk_gallery(q, g, k=k, normalize=False, chunk_size=11)
+        assert torch.equal(r['topk_indices'], i) and torch.equal(r['topk_scores'], s)
+        order = [sorted(range(30), key=lambda j: (-float(q[a] @ g[j]), j))[:k] for a in range(40)]
+        assert r['topk_indices'].tolist() == order
+    assert 'topk_indices' not in rank_metrics(q, g, qp, gp)
+    with pytest.raises(ValueError, match='top_k'):
+        rank_metrics(q, g, qp, gp, top_k=-1)

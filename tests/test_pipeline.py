@@ -2,6 +2,7 @@
 import json
 from pathlib import Path
 import pytest
+import torch
 from tbpr.core import resolve_params, TbprError
 from tbpr import pipeline as P
 
@@ -233,3 +234,26 @@ def test_search_command_on_the_trained_model(run, capsys):
     assert P.main(args) == 0 and f" 0 encoded, {n} from the cache" in capsys.readouterr().out
     assert P.main(args[:-6] + ["--query", " "]) == 2 and "the query is empty" in capsys.readouterr().err
     assert P.main(["search", "--model", str(work / "artifacts/model"), "--images", str(work / "nowhere"), "--query", "x"]) == 2
+
+
+@pytest.mark.parametrize("method", ["bilma", "ivt", "lcr2s"])
+def test_augmenting_on_the_device_trains_the_same_model(tmp_path, monkeypatch, method):
+    """`train.augment_on: device` (pending uint8 views, augmented in batch in the loop) trains the
+    same model as the loader's per-image path: parsing maps (bilma), several views and IVT's noise
+    erasing (ivt), support images with blank slots (lcr2s)."""
+    from safetensors.torch import load_file
+    from tbpr.train import fit_method
+    monkeypatch.chdir(tmp_path)
+    train = {**TINY["train"], "method": method, "epochs": 1, "num_instance": 4, "support_size": 3,
+             "augment": {"pad": 2, "erase": 0.8, "erase_fill": "noise" if method == "ivt" else "mean"}}
+    params = resolve_params(None, {**TINY, "train": train})
+    P.stage_download(params); P.stage_preprocess(params)
+    weights = {}
+    for on in ("loader", "device"):
+        p = resolve_params(None, {**TINY, "train": {**train, "augment_on": on}})
+        run = tmp_path / on
+        fit_method(p, "artifacts/cache", run / "model", run / "ckpt", run / "live")
+        weights[on] = load_file(run / "model" / "encoder.safetensors")
+    assert weights["loader"].keys() == weights["device"].keys()
+    for k, v in weights["loader"].items():
+        assert torch.equal(v, weights["device"][k]), k
