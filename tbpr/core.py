@@ -250,7 +250,7 @@ DEFAULTS = {
               "loss_weights": {}, "augment": {"flip": 0.5, "pad": 4, "erase": 0.5, "erase_max": 0.4,
                           "erase_fill": "mean"},
               "select": "val", "select_metric": "R1", "eval_every": 1, "mixed_precision": "fp32", "num_workers": 0,
-              "augment_on": "loader", "device": "auto",
+              "augment_on": "device", "compile": False, "device": "auto",
               "log_every": 10},
     "eval": {"batch_size": 128, "chunk_size": 1024, "max_rank": 50, "grid_queries": 6},
 }

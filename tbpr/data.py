@@ -10,6 +10,7 @@ from pathlib import Path
 from collections import defaultdict
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 from .core import TbprError, atomic_path, check_choice, read_json, sha256_file, write_json, write_npy
@@ -851,57 +852,54 @@ class Collate:
         return out
 
 # %% ../nbs/02_data.ipynb #augdev02
-def _shifted(x: torch.Tensor, rows, cols, inside, fill) -> torch.Tensor:
-    """`x` (N, C, H, W) read at rows `rows` (N, H) and columns `cols` (N, W); `fill` where the
-    read falls outside (`inside` False): a crop of the padded image."""
-    n, c, h, w = x.shape
-    r = rows.clamp(0, h - 1)[:, None, :, None].expand(n, c, h, w)
-    x = x.gather(2, r)
-    k = cols.clamp(0, w - 1)[:, None, None, :].expand(n, c, h, w)
-    return torch.where(inside[:, None], x.gather(3, k), fill)
-
-def _box_mask(box: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    "(N, H, W): inside each row of `box` (top, left, height, width); a zero height is no box."
-    ys = torch.arange(h, device=box.device)
-    xs = torch.arange(w, device=box.device)
-    top, left, eh, ew = box.unbind(1)
-    in_rows = (ys >= top[:, None]) & (ys < (top + eh)[:, None])
-    in_cols = (xs >= left[:, None]) & (xs < (left + ew)[:, None])
-    return in_rows[:, :, None] & in_cols[:, None, :]
+def _flipped_crops(pixels: torch.Tensor, flips: list, crops: list, pad: int) -> torch.Tensor:
+    """(N, H, W, ...) `pixels` flipped where `flips` says, padded by `pad` zeros (black, or the
+    background label) and cropped at `crops` (top, left): the same pixels as a flip, then pad and
+    crop, one image at a time. Moving uint8 pixels is the cheap part of augmenting."""
+    n, h, w = pixels.shape[:3]
+    padding = (0, 0) * (pixels.dim() - 3) + (pad, pad, pad, pad)
+    padded = F.pad(pixels, padding)
+    out = torch.empty_like(pixels)
+    for i, (flip, (top, left)) in enumerate(zip(flips, crops)):
+        if flip:        # the crop of the flipped padded image is the flipped mirror crop
+            right = w + 2 * pad - left
+            out[i] = padded[i, top:top + h, right - w:right].flip(1)
+        else:
+            out[i] = padded[i, top:top + h, left:left + w]
+    return out
 
 @torch.no_grad()
 def augment_batch(augment: Augment, views: dict) -> tuple:
     """Apply pending `views` (`stack_pending`'s, with any leading dimensions, on any device) in
-    one go: normalise, flip, pad and crop, erase, exactly as `augment` does one image. Returns the
-    images (..., 3, H, W) and the label maps (..., H, W), or None without labels."""
+    one go, exactly as `augment` does one image: flip, pad and crop the uint8 pixels, normalise the
+    batch at once, then erase. Returns the images (..., 3, H, W) and the label maps (..., H, W), or
+    None without labels."""
     lead, (h, w) = views["pixels"].shape[:-3], views["pixels"].shape[-3:-1]
     flat = lambda k: views[k].reshape(-1, *views[k].shape[len(lead):])
-    pixels, crop, box = flat("pixels"), flat("crop"), flat("box")
-    dev = pixels.device
-    chan = lambda v: torch.tensor(v, device=dev).view(1, -1, 1, 1)
-    x = pixels.float().div_(255).movedim(-1, -3)
-    x = (x - chan(augment.mean)) / chan(augment.std)
-    flipped = flat("flip").view(-1, 1, 1, 1)
-    x = torch.where(flipped, x.flip(-1), x)
-    rows = torch.arange(h, device=dev) + crop[:, :1] - max(augment.pad, 0)
-    cols = torch.arange(w, device=dev) + crop[:, 1:] - max(augment.pad, 0)
-    inside = ((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :]
-    x = _shifted(x, rows, cols, inside, chan(black_pixel(augment.mean, augment.std)))
-    erased = _box_mask(box, h, w)
-    if augment.erase_fill == "mean":
-        x = torch.where(erased[:, None], chan(augment.mean), x)
-    else:
-        x[erased[:, None].expand_as(x)] = views["noise"].to(dev, x.dtype)
-    x = torch.where(flat("blank").view(-1, 1, 1, 1), 0.0, x)
+    flips, crops, boxes = flat("flip").tolist(), flat("crop").tolist(), flat("box").tolist()
+    pad = max(augment.pad, 0)
+    x = _flipped_crops(flat("pixels"), flips, crops, pad).permute(0, 3, 1, 2).contiguous()
+    dev = x.device
+    mean = torch.tensor(augment.mean, device=dev)
+    x = x.float().div_(255).sub_(mean.view(1, 3, 1, 1))
+    x = x.div_(torch.tensor(augment.std, device=dev).view(1, 3, 1, 1))
+    noise, used = views["noise"].to(dev, x.dtype), 0
+    for i, (top, left, eh, ew) in enumerate(boxes):
+        if augment.erase_fill == "mean":
+            x[i, :, top:top + eh, left:left + ew] = mean.view(3, 1, 1)
+        elif eh:
+            x[i, :, top:top + eh, left:left + ew] = noise[used:used + 3 * eh * ew].view(3, eh, ew)
+            used += 3 * eh * ew
+    x[flat("blank").nonzero()[:, 0]] = 0.0
     x = x.reshape(*lead, *x.shape[1:])
     if "labels" not in views:
         return x, None
-    lab = flat("labels").long()
-    lab = torch.where(flipped[:, 0], lab.flip(-1), lab)
-    lab = _shifted(lab[:, None], rows, cols, inside, 0)[:, 0]
-    lab = torch.where(erased, IGNORE, lab)
+    lab = _flipped_crops(flat("labels").long(), flips, crops, pad)
+    for i, (top, left, eh, ew) in enumerate(boxes):
+        lab[i, top:top + eh, left:left + ew] = IGNORE
     if augment.label_flip is not None:
-        lab = torch.where(flipped[:, 0], augment.label_lut(dev)[lab], lab)
+        lut = augment.label_lut(dev)
+        lab = torch.where(flat("flip").view(-1, 1, 1), lut[lab], lab)
     return x, lab.reshape(*lead, h, w)
 
 def augment_pending(batch: dict, augment: Augment) -> dict:

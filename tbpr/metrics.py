@@ -132,7 +132,7 @@ def _count_ranks(sims: torch.Tensor, cols: torch.Tensor, valid: torch.Tensor) ->
 
 def _ties_ahead(marks, mark_cols, at, keys, slot, key_cols, n_g: int) -> torch.Tensor:
     """For each relevant mark `at`: how many images with exactly its score have a lower gallery
-    index (they rank first under the tie rule). Only the images that tie with a mark are looked at."""
+    index (they rank first under the tie rule). Only images that tie with a mark are looked at."""
     tied = (marks.index_select(0, slot) == keys).nonzero()[:, 0]
     tied_keys = (slot[tied] * n_g + key_cols[tied]).sort().values
     first = torch.searchsorted(marks, marks[at])      # the first mark with this score
@@ -147,7 +147,7 @@ def _sort_ranks(sims: torch.Tensor, q_pids: torch.Tensor, g_pids: torch.Tensor) 
     n_rel = matches.sum(1)
     n = int(n_rel.max())
     ranks = torch.full((len(sims), n), sims.shape[1] + 1, dtype=torch.int64, device=sims.device)
-    rows, ks = matches.nonzero(as_tuple=True)         # row-major: a row's relevant ranks, increasing
+    rows, ks = matches.nonzero(as_tuple=True)     # row-major: a row's relevant ranks, increasing
     starts = n_rel.cumsum(0) - n_rel
     ranks[rows, torch.arange(len(rows), device=sims.device) - starts[rows]] = ks + 1
     return ranks, n_rel
@@ -190,7 +190,7 @@ def _rank_core(chunks, q_pids, g_pids, n_gallery: int, max_rank: int, top_k: int
         done += len(sims)
         if top_k:
             best.append(_topk_chunk(sims, min(top_k, n_gallery)))
-        del sims                                      # free this block before the next one is computed
+        del sims                                  # free this block before the next one is computed
     assert done == n_q, f"chunks covered {done} of {n_q} queries"
     cmc = (first_hist.cumsum(0).double() * 100 / n_q).tolist()
     at = lambda K: cmc[min(K, n_gallery) - 1]

@@ -346,7 +346,16 @@ def _device_args(train: dict) -> dict:
     if train["device"] == "cuda" and not torch.cuda.is_available():
         raise TbprError("train.device=cuda but no CUDA device is visible", fix="use train.device: auto or cpu")
     mixed = {"fp32": "no", "fp16-weights": "no"}.get(train["mixed_precision"], train["mixed_precision"])
-    return {"cpu": train["device"] == "cpu" or not torch.cuda.is_available(), "mixed_precision": mixed}
+    out = {"cpu": train["device"] == "cpu" or not torch.cuda.is_available(), "mixed_precision": mixed}
+    if train["compile"]:        # each repeated block compiled on its own, with static shapes
+        from accelerate.utils import TorchDynamoPlugin
+        import torch._functorch.config as functorch_config
+        # rebuild outputs that alias others with as_strided: torch 2.13's replay of their views
+        # produces garbage shapes here (github.com/pytorch/pytorch/issues/185630)
+        functorch_config.view_replay_for_aliased_outputs = False
+        out["dynamo_plugin"] = TorchDynamoPlugin(backend="inductor", dynamic=False,
+                                                 use_regional_compilation=True)
+    return out
 
 def _live_name(key: str) -> str:
     "dvclive metric name: val_R1 -> val/R1, test_R1 -> test/R1, loss_sdm -> train/loss_sdm."
