@@ -106,7 +106,8 @@ def api_entries(lib: str = "tbpr") -> list:
         mod = importlib.import_module(module)
         for full, (url, _) in syms.items():
             name = full[len(module) + 1:]
-            if name.split(".")[-1].startswith("_"): continue     # private helpers and dunders
+            if any(p.startswith("_") for p in name.split(".")):
+                continue            # private helpers, dunders and the methods of private classes
             obj = mod
             for part in name.split("."): obj = getattr(obj, part, None)
             rows.append({"module": module, "name": name, "page": url.split("#")[0].replace(".html", ""), "doc": _first_line(obj)})
