@@ -5,6 +5,7 @@
 # %% ../nbs/04_metrics.ipynb #0309db3c
 from __future__ import annotations
 from dataclasses import dataclass
+import numba
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -110,8 +111,7 @@ def _count_ranks(sims: torch.Tensor, cols: torch.Tensor, valid: torch.Tensor) ->
     keys = _row_keys(rows, sims.view(-1).index_select(0, flat))
     # per row its relevant scores, sorted, then a ceiling: slot s of `marks` collects the images
     # between the (s-1)-th and s-th mark of its row
-    arange_c = torch.arange(c, device=dev)
-    mark_rows = arange_c.repeat_interleave(n_rel + 1)
+    mark_rows = torch.arange(c, device=dev).repeat_interleave(n_rel + 1)
     last = (n_rel + 1).cumsum(0) - 1
     is_rel = torch.ones(len(mark_rows), dtype=torch.bool, device=dev)
     is_rel[last] = False
@@ -124,20 +124,29 @@ def _count_ranks(sims: torch.Tensor, cols: torch.Tensor, valid: torch.Tensor) ->
     slot = torch.searchsorted(marks, keys)
     filled = torch.bincount(slot, minlength=len(marks)).cumsum(0)
     at = is_rel.nonzero()[:, 0]                       # the relevant marks (the ceilings stay last)
-    above = filled[last[mark_rows[at]]] - filled[at]  # images strictly above each relevant score
-    ahead = _ties_ahead(marks, mark_cols, at, keys, slot, flat - rows * n_g, n_g)
+    at_rows = mark_rows[at]
+    above = filled[last[at_rows]] - filled[at]        # images strictly above each relevant score
+    ahead = _ties_ahead(sims, marks, keys, slot, at, at_rows, mark_cols[at])
     ranks = torch.full((c, cols.shape[1]), n_g + 1, dtype=torch.int64, device=dev)
-    ranks[mark_rows[at], at - (last - n_rel)[mark_rows[at]]] = 1 + above + ahead
+    ranks[at_rows, at - (last - n_rel)[at_rows]] = 1 + above + ahead
     return ranks.sort(1).values, n_rel
 
-def _ties_ahead(marks, mark_cols, at, keys, slot, key_cols, n_g: int) -> torch.Tensor:
-    """For each relevant mark `at`: how many images with exactly its score have a lower gallery
-    index (they rank first under the tie rule). Only images that tie with a mark are looked at."""
-    tied = (marks.index_select(0, slot) == keys).nonzero()[:, 0]
-    tied_keys = (slot[tied] * n_g + key_cols[tied]).sort().values
+_TIE_BLOCK = 2 ** 24    # scores compared at once when counting ties (64 MB of float32)
+
+def _ties_ahead(sims, marks, keys, slot, at, at_rows, at_cols) -> torch.Tensor:
+    """For each relevant mark `at` (in row `at_rows`, column `at_cols`): how many images with
+    exactly its score have a lower gallery index (they rank first under the tie rule). A mark
+    that no other kept score equals has none; the rows of the others are compared in full."""
+    equal = torch.bincount(slot[marks.index_select(0, slot) == keys], minlength=len(marks))
     first = torch.searchsorted(marks, marks[at])      # the first mark with this score
-    before = torch.searchsorted(tied_keys, first * n_g + mark_cols[at])
-    return before - torch.searchsorted(tied_keys, first * n_g)
+    tied = (equal[first] > 1).nonzero()[:, 0]
+    ahead = torch.zeros(len(at), dtype=torch.int64, device=sims.device)
+    index = torch.arange(sims.shape[1], device=sims.device)
+    for part in tied.split(max(1, _TIE_BLOCK // sims.shape[1])):
+        r, j = at_rows[part], at_cols[part]
+        same = sims[r] == sims[r, j][:, None]
+        ahead[part] = (same & (index < j[:, None])).sum(1)
+    return ahead
 
 def _sort_ranks(sims: torch.Tensor, q_pids: torch.Tensor, g_pids: torch.Tensor) -> tuple:
     """The same as `_count_ranks` by a stable descending sort of each row: for scores float32
@@ -151,21 +160,6 @@ def _sort_ranks(sims: torch.Tensor, q_pids: torch.Tensor, g_pids: torch.Tensor) 
     starts = n_rel.cumsum(0) - n_rel
     ranks[rows, torch.arange(len(rows), device=sims.device) - starts[rows]] = ks + 1
     return ranks, n_rel
-
-def _holds_as_float32(sims: torch.Tensor) -> bool:
-    return sims.dtype == torch.float32 or bool((sims.float().to(sims.dtype) == sims).all())
-
-def _chunk_ranks(sims, q_pids, g_pids, groups: _GalleryGroups) -> tuple:
-    "For a (c, G) block of scores: 0-based rank of the first relevant image, AP and INP per query."
-    if _holds_as_float32(sims):
-        ranks, n_rel = _count_ranks(sims.float(), *groups.relevant(q_pids))
-    else:
-        ranks, n_rel = _sort_ranks(sims, q_pids, g_pids)
-    real = ranks <= sims.shape[1]
-    j = torch.arange(1, ranks.shape[1] + 1, device=sims.device)     # the j-th relevant image
-    ap = torch.where(real, j / ranks.double(), 0.0).sum(1) / n_rel
-    inp = n_rel / ranks.gather(1, (n_rel - 1)[:, None])[:, 0].double()
-    return ranks[:, 0] - 1, ap, inp
 
 def _rank_core(chunks, q_pids, g_pids, n_gallery: int, max_rank: int, top_k: int = 0,
                check_scores: bool = True) -> dict:
@@ -183,13 +177,14 @@ def _rank_core(chunks, q_pids, g_pids, n_gallery: int, max_rank: int, top_k: int
         assert start == done, "chunks must cover the queries in order"
         if check_scores:
             _check_finite(sims, "scores", first_row=start)
-        first, ap, inp = _chunk_ranks(sims, q_pids[start:start + len(sims)], g_pids, groups)
+        q_block = q_pids[start:start + len(sims)]
+        first, ap, inp, top = _chunk_ranks(sims, q_block, g_pids, groups, min(top_k, n_gallery))
         first_hist += torch.bincount(first[first < n_cmc], minlength=n_cmc)
         ap_sum += ap.sum()
         inp_sum += inp.sum()
         done += len(sims)
         if top_k:
-            best.append(_topk_chunk(sims, min(top_k, n_gallery)))
+            best.append(top)
         del sims                                  # free this block before the next one is computed
     assert done == n_q, f"chunks covered {done} of {n_q} queries"
     cmc = (first_hist.cumsum(0).double() * 100 / n_q).tolist()
@@ -201,6 +196,110 @@ def _rank_core(chunks, q_pids, g_pids, n_gallery: int, max_rank: int, top_k: int
         out['topk_scores'] = torch.cat([s for s, _ in best])
         out['topk_indices'] = torch.cat([i for _, i in best])
     return out
+
+# %% ../nbs/04_metrics.ipynb #b7c1d2e3
+_ROWS_PER_TASK = 16     # rows one thread takes at a time, sharing one buffer of kept columns
+
+@numba.njit(cache=True, nogil=True)
+def _rank_row(row, t, cols, n, ranks, best, best_at, kept):
+    "`_rank_rows` for one row; `kept` is scratch space for the columns kept."
+    n_g = len(row)
+    k = len(best)
+    floor = t[0]                              # the worst relevant score
+    m = 0
+    for g in range(n_g):          # without a branch: always store, advance if kept
+        kept[m] = g
+        m += row[g] >= floor
+    if m < k:                     # the top k lie partly below the worst relevant score
+        kept[:] = np.arange(n_g, dtype=np.int32)
+        m = n_g
+    above = np.zeros(n + 1, np.int64)   # above[p]: images above exactly p relevant scores
+    ahead = np.zeros(n, np.int64)       # images tied with relevant image j, lower index
+    filled = 0
+    for i in range(m):
+        g = kept[i]
+        v = row[g]
+        if v >= floor:
+            p = 0
+            for j in range(n):
+                p += t[j] < v
+            above[p] += 1
+            while p < n and t[p] == v:
+                ahead[p] += g < cols[p]
+                p += 1
+        if k > 0 and (filled < k or v > best[k - 1]):
+            pos = min(filled, k - 1)
+            filled = min(filled + 1, k)
+            while pos > 0 and best[pos - 1] < v:
+                best[pos], best_at[pos] = best[pos - 1], best_at[pos - 1]
+                pos -= 1
+            best[pos], best_at[pos] = v, g
+    higher = 0
+    for j in range(n - 1, -1, -1):
+        higher += above[j + 1]
+        ranks[n - 1 - j] = 1 + higher + ahead[j]
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _rank_rows(sims, levels, cols, n_rel, ranks, top_scores, top_cols):
+    """One pass over each row of float32 `sims` (in parallel over rows): the ranks of its relevant
+    images, whose scores `levels` (ascending) and columns `cols` it is given, into `ranks`, and
+    its `top_scores.shape[1]` best images (best first, ties by index)."""
+    c, n_g = sims.shape
+    n_tasks = (c + _ROWS_PER_TASK - 1) // _ROWS_PER_TASK
+    for task in numba.prange(n_tasks):
+        kept = np.empty(n_g, np.int32)
+        first_row = task * _ROWS_PER_TASK
+        for r in range(first_row, min(first_row + _ROWS_PER_TASK, c)):
+            _rank_row(sims[r], levels[r], cols[r], n_rel[r], ranks[r], top_scores[r],
+                      top_cols[r], kept)
+
+_FUSED_TOP_K = 64       # the most best images the pass keeps per row (more: torch.topk after it)
+
+def _fused_ranks(sims: torch.Tensor, cols: torch.Tensor, valid: torch.Tensor, top_k: int) -> tuple:
+    """`_count_ranks` and `_topk_chunk` in one compiled pass on the CPU: (ranks, n_rel, best),
+    best being the `top_k` (scores, columns) of each row, or None when `top_k` is 0."""
+    c, n_g = sims.shape
+    rel = sims.gather(1, cols)
+    levels, order = torch.where(valid, rel, torch.inf).sort(1)
+    n_rel = valid.sum(1)
+    ranks = torch.full(cols.shape, n_g + 1, dtype=torch.int64)
+    k = min(top_k, n_g) if top_k <= _FUSED_TOP_K else 0
+    top_scores = torch.empty(c, k)
+    top_cols = torch.empty(c, k, dtype=torch.int64)
+    numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    _rank_rows(sims.contiguous().numpy(), levels.numpy(), cols.gather(1, order).numpy(),
+               n_rel.numpy(), ranks.numpy(), top_scores.numpy(), top_cols.numpy())
+    best = (top_scores, top_cols) if k else None
+    return ranks.sort(1).values, n_rel, best       # equal scores may come out in either order
+
+def _fuses(sims: torch.Tensor) -> bool:
+    "Whether the compiled pass ranks this block: float32 scores on the CPU."
+    return sims.device.type == "cpu"
+
+def _holds_as_float32(sims: torch.Tensor) -> bool:
+    return sims.dtype == torch.float32 or bool((sims.float().to(sims.dtype) == sims).all())
+
+def _chunk_ranks(sims, q_pids, g_pids, groups: _GalleryGroups, top_k: int = 0) -> tuple:
+    """For a (c, G) block of scores: 0-based rank of the first relevant image, AP and INP per
+    query, and the `top_k` best (scores, columns) of each row (None when `top_k` is 0)."""
+    best = None
+    if not _holds_as_float32(sims):
+        ranks, n_rel = _sort_ranks(sims, q_pids, g_pids)
+    elif _fuses(sims):
+        ranks, n_rel, best = _fused_ranks(sims.float(), *groups.relevant(q_pids), top_k)
+    else:
+        ranks, n_rel = _count_ranks(sims.float(), *groups.relevant(q_pids))
+    if top_k and best is None:
+        best = _topk_chunk(sims, top_k)
+    elif best is not None:
+        best = (best[0].to(sims.dtype), best[1])     # the scores' own dtype, as torch.topk gives
+    real = ranks <= sims.shape[1]
+    j = torch.arange(1, ranks.shape[1] + 1, device=sims.device)     # the j-th relevant image
+    ap = torch.where(real, j / ranks.double(), 0.0).sum(1) / n_rel
+    inp = n_rel / ranks.gather(1, (n_rel - 1)[:, None])[:, 0].double()
+    return ranks[:, 0] - 1, ap, inp, best
+
+
 
 # %% ../nbs/04_metrics.ipynb #a40e9374
 def _check_top_k(top_k) -> int:

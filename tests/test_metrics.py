@@ -37,6 +37,16 @@ def reference(scores, q_pids, g_pids, max_rank=50):
             'cmc': cmc[:min(max_rank, n_g)], 'num_queries': n_q, 'num_gallery': n_g}
 
 
+@pytest.fixture(params=['compiled', 'tensor'])
+def each_ranking_path(request, monkeypatch):
+    """Run a test through both ways of counting ranks: the compiled pass the CPU takes, and the
+    tensor operations a GPU takes (forced here on the CPU)."""
+    if request.param == 'tensor':
+        import tbpr.metrics
+        monkeypatch.setattr(tbpr.metrics, '_fuses', lambda sims: False)
+    return request.param
+
+
 def assert_same(got, want):
     assert set(got) == {'R1', 'R5', 'R10', 'mAP', 'mINP', 'cmc', 'num_queries', 'num_gallery'}
     for k in KEYS:
@@ -97,6 +107,7 @@ def test_tie_rule_is_gallery_order():
 SHAPES = [(1, 1, 1), (3, 2, 2), (17, 11, 4), (40, 25, 25), (64, 120, 30), (150, 60, 7)]
 
 
+@pytest.mark.usefixtures('each_ranking_path')
 @pytest.mark.parametrize('n_q,n_g,n_ids', SHAPES)
 def test_random_scores(n_q, n_g, n_ids):
     rng = np.random.default_rng(n_q * 1000 + n_g)
@@ -105,6 +116,7 @@ def test_random_scores(n_q, n_g, n_ids):
     assert_same(rank_metrics_from_scores(s, qp, gp, chunk_size=16), reference(s, qp, gp))
 
 
+@pytest.mark.usefixtures('each_ranking_path')
 @pytest.mark.parametrize('n_q,n_g,n_ids', SHAPES)
 def test_random_features(n_q, n_g, n_ids):
     rng = np.random.default_rng(7 + n_q + n_g)
@@ -135,6 +147,7 @@ def test_normalize_false_is_raw_dot_product():
     assert_same(rank_metrics(q, g, qp, gp, normalize=False, chunk_size=7), reference(q @ g.T, qp, gp))
 
 
+@pytest.mark.usefixtures('each_ranking_path')
 @pytest.mark.parametrize('levels', [2, 4])
 def test_many_ties(levels):
     rng = np.random.default_rng(levels)
@@ -147,6 +160,7 @@ def test_many_ties(levels):
     assert_same(rank_metrics_from_scores(torch.tensor(s, dtype=torch.float64), qp, gp), want)
 
 
+@pytest.mark.usefixtures('each_ranking_path')
 def test_ties_in_features():
     # small integer features without normalisation: every dot product is exact in float32, so duplicated gallery
     # images tie exactly whatever matmul kernel a chunk size selects (normalised duplicates may differ in the last bit)
@@ -161,6 +175,7 @@ def test_ties_in_features():
         assert_same(rank_metrics(q, g, qp, gp, chunk_size=cs, normalize=False), want)
 
 
+@pytest.mark.usefixtures('each_ranking_path')
 def test_many_positives_per_query():
     rng = np.random.default_rng(5)
     qp, gp = make_pids(rng, 50, 80, 2)              # ~40 relevant images per query
@@ -344,11 +359,29 @@ def test_counting_ranks_equal_sorting_ranks():
         assert torch.equal(got[:, :want.shape[1]], want)
 
 
+def test_compiled_pass_equals_sorting():
+    "The compiled pass: ranks as the stable sort gives them, the top k as `_topk_chunk` does."
+    from tbpr.metrics import _GalleryGroups, _fused_ranks, _sort_ranks, _topk_chunk
+    for s, qp, gp in score_cases(np.random.default_rng(24)):
+        want, n_want = _sort_ranks(s, qp, gp)
+        k = int(np.random.default_rng(len(s)).integers(0, s.shape[1] + 1))
+        got, n_got, best = _fused_ranks(s, *_GalleryGroups.of(gp).relevant(qp), k)
+        assert torch.equal(n_got, n_want)
+        assert torch.equal(got[:, :want.shape[1]], want)
+        if k:
+            top_scores, top_cols = _topk_chunk(s, k)
+            assert torch.equal(best[0], top_scores) and torch.equal(best[1], top_cols)
+        else:
+            assert best is None
+
+
+@pytest.mark.usefixtures('each_ranking_path')
 def test_counting_metrics_equal_the_reference():
     for s, qp, gp in list(score_cases(np.random.default_rng(22)))[:40]:
         assert_same(rank_metrics_from_scores(s, qp, gp, chunk_size=7), reference(s.numpy(), qp, gp))
 
 
+@pytest.mark.usefixtures('each_ranking_path')
 def test_top_k_from_the_metrics_pass():
     rng = np.random.default_rng(23)
     qp, gp = make_pids(rng, 40, 30, 6)
