@@ -2,19 +2,19 @@
 
 For each configuration (the CPU default and the paper presets, at their architecture and input
 size, randomly initialised: no weights are needed), each precision and with or without
-torch.compile, one child process makes a small synthetic dataset at that input size and trains
-`--steps` steps through the real loop (`tbpr.train.fit_method`: the method's objectives, the
-optimiser, clipping, accelerate). The FLOPs of a step, forward and backward, are counted by
-`torch.utils.flop_counter` on the first step from the shapes that run (matmuls, convolutions,
-attention; eager, and reused for the compiled run). A step's time is the median of the steps
-after the warm-up ones (1 eager, 4 compiled: compiling goes on over
-the first steps), and includes loading its batch. MFU is the FLOP/s
-achieved over this machine's matmul rate in the precision the step computes in, or in float32
-when that is faster (a CPU without native half precision; measured here:
-square matmuls of 2048 (512 for half
-precision on a CPU), fp16-weights computing in fp32 on a CPU). Peak memory: the process's
-resident peak on a CPU, torch's peak allocation on a GPU. An LCR²S configuration trains its
-teacher, then its student: both are timed.
+torch.compile, one child process trains `--steps` steps through the real loop
+(`tbpr.train.fit_method`: the method's objectives, the optimiser, clipping, accelerate). The FLOPs
+of a step, forward and backward, are counted by `torch.utils.flop_counter` on the first step from
+the shapes that run (matmuls, convolutions, attention; eager, and reused for the compiled run).
+Each configuration's small synthetic dataset and preprocess cache, at its input size, is made once
+(in a child of its own, so that no run's peak memory includes it) and shared by its runs. A step's
+time is the median of the steps after the warm-up ones (1 eager, 4 compiled: compiling goes on over
+the first steps), and includes loading its batch. MFU is the FLOP/s achieved over this machine's
+matmul rate in the precision the step computes in, or in float32 when that is faster (a CPU without
+native half precision; measured here: square matmuls of 2048 (512 for half precision on a CPU),
+fp16-weights computing in fp32 on a CPU). Peak memory: the process's resident peak on a CPU,
+torch's peak allocation on a GPU. An LCR²S configuration trains its teacher, then its student: both
+are timed.
 
     python benchmarks/bench_train.py [--configs cpu,irra-paper,bilma-paper,ivt-paper,lcr2s-paper]
         [--precisions fp32,bf16,fp16-weights] [--compile off,on] [--steps 4] [--preset-batch 4]
@@ -118,14 +118,12 @@ def child(args):
     def timed_epoch(model, loader, opt, accelerator, epoch, train):
         return real(model, StepClock(loader, args.steps, record), opt, accelerator, epoch, train)
     T._epoch = timed_epoch
-    with tempfile.TemporaryDirectory() as d:
-        os.chdir(d)
-        P.stage_download(p)
-        P.stage_preprocess(p)
-        gpu = torch.cuda.is_available() and p["train"]["device"] != "cpu"
-        if gpu:
-            torch.cuda.reset_peak_memory_stats()
-        T.fit_method(p, "artifacts/cache", "model", "ckpt", "live")
+    os.chdir(args.work)                   # the configuration's data, made by `prepare`
+    gpu = torch.cuda.is_available() and p["train"]["device"] != "cpu"
+    if gpu:
+        torch.cuda.reset_peak_memory_stats()
+    with tempfile.TemporaryDirectory(dir=".") as run:
+        T.fit_method(p, "artifacts/cache", f"{run}/model", f"{run}/ckpt", f"{run}/live")
     peak = (torch.cuda.max_memory_allocated() if gpu
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     warm = 1 if args.compile == "off" else 4    # compiling goes on over the first steps
@@ -138,9 +136,20 @@ def child(args):
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def run_child(config, precision, compiled, steps, batch, clip_bpe):
+def prepare(args):
+    "Make one configuration's synthetic data and preprocess cache in `args.work`, for its runs."
+    from tbpr import pipeline as P
+    p = config_params(args.config, "fp32", False, args.batch, args.clip_bpe)
+    os.makedirs(args.work, exist_ok=True)
+    os.chdir(args.work)
+    P.stage_download(p)
+    P.stage_preprocess(p)
+
+
+def run_child(config, precision, compiled, steps, batch, clip_bpe, work):
     cmd = [sys.executable, os.path.abspath(__file__), "--child", config, precision, compiled,
-           "--steps", str(steps), "--preset-batch", str(batch), "--clip-bpe", clip_bpe]
+           "--steps", str(steps), "--preset-batch", str(batch), "--clip-bpe", clip_bpe,
+           "--work", os.path.join(work, config)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=os.getcwd())
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
@@ -160,12 +169,17 @@ def main():
     ap.add_argument("--clip-bpe", default="",
                     help="OpenAI's bpe_simple_vocab_16e6.txt.gz (in the clip and open_clip packages) "
                          "for the CLIP presets; without it, they are refused offline")
+    ap.add_argument("--work", help=argparse.SUPPRESS)
+    ap.add_argument("--prepare", metavar="CONFIG", help=argparse.SUPPRESS)
     ap.add_argument("--child", nargs=3, metavar=("CONFIG", "PRECISION", "COMPILE"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         args.config, args.precision, args.compile = args.child
         return child(args)
+    if args.prepare:
+        args.config = args.prepare
+        return prepare(args)
     import torch
     device = "cuda" if torch.cuda.is_available() else "cpu"
     rates = {d: matmul_rate(d, device) for d in ("float32", "bfloat16", "float16")}
@@ -177,33 +191,54 @@ def main():
     print("\n| config | method | batch | input | precision | compile | phase | step s | images/s "
           "| GFLOP/step | GFLOP/s | MFU | peak GiB |")
     print("|---|---|---:|---|---|---|---|---:|---:|---:|---:|---:|---:|")
-    for config in args.configs.split(","):
-        for precision in args.precisions.split(","):
-            flops = None
-            for compiled in args.compile.split(","):
-                t0 = time.perf_counter()
-                r = run_child(config, precision, compiled, args.steps, args.batch, args.clip_bpe)
-                took = time.perf_counter() - t0
-                if "error" in r:
-                    print(f"| {config} | | | | {precision} | {compiled} | failed: {r['error']} "
-                          "| | | | | | |", flush=True)
-                    continue
-                flops = r.get("flops") or flops
-                for i, step in enumerate(r["step_s"]):
-                    phase = ("teacher", "student")[i] if len(r["step_s"]) > 1 else "train"
-                    f = flops[i] if flops and i < len(flops) else None
-                    rate = f / step if f and step else None
-                    limit = max(rates[compute[precision]], rates["float32"])
-                    mfu = rate / limit if rate else None
-                    cells = [config, r["method"], r["batch"], "x".join(map(str, r["image_size"])),
-                             precision, compiled, phase,
-                             f"{step:.3f}" if step else "-",
-                             f"{r['batch'] / step:.1f}" if step else "-",
-                             f"{f / 1e9:.1f}" if f else "-", f"{rate / 1e9:.1f}" if rate else "-",
-                             f"{mfu:.1%}" if mfu else "-", f"{r['peak_bytes'] / 2 ** 30:.2f}"]
-                    print("| " + " | ".join(map(str, cells)) + " |", flush=True)
-                print(f"<!-- {config} {precision} compile {compiled}: {took:.0f} s in all -->",
-                      flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench_train-") as work:
+        for config in args.configs.split(","):
+            bench_config(config, args, rates, compute, work)
+
+
+def bench_config(config, args, rates, compute, work):
+    "Every (precision, compile) row of one configuration, on data made once for it."
+    made = subprocess.run([sys.executable, os.path.abspath(__file__), "--prepare", config,
+                           "--work", os.path.join(work, config), "--preset-batch", str(args.batch),
+                           "--clip-bpe", args.clip_bpe], capture_output=True, text=True)
+    if made.returncode != 0:
+        tail = (made.stdout + made.stderr).strip().splitlines()[-3:]
+        print(f"| {config} | | | | | | failed: {' / '.join(tail)[-300:]} | | | | | | |")
+        return
+    for precision in args.precisions.split(","):
+        flops = None                      # counted without compile, reused for the compiled run
+        for compiled in args.compile.split(","):
+            t0 = time.perf_counter()
+            r = run_child(config, precision, compiled, args.steps, args.batch, args.clip_bpe,
+                          work)
+            took = time.perf_counter() - t0
+            if "error" in r:
+                print(f"| {config} | | | | {precision} | {compiled} | failed: {r['error']} "
+                      "| | | | | | |", flush=True)
+                continue
+            flops = r.get("flops") or flops
+            limit = max(rates[compute[precision]], rates["float32"])
+            print_rows(config, precision, compiled, r, flops, limit)
+            print(f"<!-- {config} {precision} compile {compiled}: {took:.0f} s in all -->",
+                  flush=True)
+
+
+def print_rows(config, precision, compiled, r, flops, limit):
+    "One table row per phase of a run (LCR²S has a teacher and a student phase)."
+    for i, step in enumerate(r["step_s"]):
+        phase = ("teacher", "student")[i] if len(r["step_s"]) > 1 else "train"
+        f = flops[i] if flops and i < len(flops) else None
+        rate = f / step if f and step else None
+        mfu = rate / limit if rate else None
+        cells = [config, r["method"], r["batch"], "x".join(map(str, r["image_size"])),
+                 precision, compiled, phase,
+                 f"{step:.3f}" if step else "-",
+                 f"{r['batch'] / step:.1f}" if step else "-",
+                 f"{f / 1e9:.1f}" if f else "-",
+                 f"{rate / 1e9:.1f}" if rate else "-",
+                 f"{mfu:.1%}" if mfu else "-",
+                 f"{r['peak_bytes'] / 2 ** 30:.2f}"]
+        print("| " + " | ".join(map(str, cells)) + " |", flush=True)
 
 
 if __name__ == "__main__":

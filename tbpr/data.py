@@ -60,7 +60,8 @@ def annotation_file(root, name: str) -> Path:
         if (root / f).is_file(): return root / f
     names = " or ".join((schema.ann_file, *schema.alt_ann_files))
     raise TbprError(f"{root / schema.ann_file}: annotation file not found",
-                    fix=f"put the {name} dataset at {root} as {names} plus {schema.images_dir}/ (see dataset-formats)")
+                    fix=f"put the {name} dataset at {root} as {names} plus {schema.images_dir}/ "
+                        "(the layouts: the tbpr docs, page data)")
 
 # %% ../nbs/02_data.ipynb #8112bf27
 def assign_splits(entries: list, split_ids: tuple, ann: Path) -> list:
@@ -783,7 +784,7 @@ class TrainData(torch.utils.data.Dataset):
             item["images"], item["parsing"] = self.augment(img, g, lab) if self.augment else (to_tensor(img), torch.as_tensor(lab).long())
         if self.views > 1:
             first = {k: v for k, v in item["images"].items() if k != "labels"} if self.deferred else item["images"]
-            item["views"] = self.stack([first] + [view() for _ in range(self.views - 1)])
+            item["views"] = stack_any([first] + [view() for _ in range(self.views - 1)])
         if self.caption_levels is not None:
             rng = random.Random(hash((self.seed, self.epoch, i, 1)))
             item["level_captions"] = self.caption_levels(i, item["captions"], rng)
@@ -807,9 +808,6 @@ class TrainData(torch.utils.data.Dataset):
                  "blank": torch.tensor(True)}
         return pending_view(np.zeros((*self.store.size, 3), np.uint8), draws)
 
-    def stack(self, views: list):
-        "Views (tensors, or pending views) stacked along a new first dimension."
-        return stack_any(views)
 
 class Collate:
     """Stack images, tokenize captions, and (when `mlm_prob` > 0) add BERT-masked captions for MLM. Items with caption
@@ -884,10 +882,11 @@ def augment_batch(augment: Augment, views: dict) -> tuple:
     x = x.float().div_(255).sub_(mean.view(1, 3, 1, 1))
     x = x.div_(torch.tensor(augment.std, device=dev).view(1, 3, 1, 1))
     noise, used = views["noise"].to(dev, x.dtype), 0
-    for i, (top, left, eh, ew) in enumerate(boxes):
+    erased = [(i, box) for i, box in enumerate(boxes) if box[2]]    # boxes of height 0: none
+    for i, (top, left, eh, ew) in erased:
         if augment.erase_fill == "mean":
             x[i, :, top:top + eh, left:left + ew] = mean.view(3, 1, 1)
-        elif eh:
+        else:
             x[i, :, top:top + eh, left:left + ew] = noise[used:used + 3 * eh * ew].view(3, eh, ew)
             used += 3 * eh * ew
     x[flat("blank").nonzero()[:, 0]] = 0.0
@@ -895,7 +894,7 @@ def augment_batch(augment: Augment, views: dict) -> tuple:
     if "labels" not in views:
         return x, None
     lab = _flipped_crops(flat("labels").long(), flips, crops, pad)
-    for i, (top, left, eh, ew) in enumerate(boxes):
+    for i, (top, left, eh, ew) in erased:
         lab[i, top:top + eh, left:left + ew] = IGNORE
     if augment.label_flip is not None:
         lut = augment.label_lut(dev)

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from .core import TbprError, check_choice
+from .data import stack_any
 from .model import ENCODERS, DualEncoder, EncoderConfig, load_encoder
 from .objectives import IDLoss, Objective, RetrievalModel, SDM, Step, register_method
 from .metrics import rank_metrics
@@ -85,7 +86,7 @@ class SplitSupports:
         chosen = self.draw(others, g)
         texts = self.draw([c for m in others for c in images[m]], g)
         views = [data.view(data.store[split.img_paths[images[m][0]]], g) for m in chosen]
-        return {"support_images": data.stack(_padded(views, k, data.blank_view())),
+        return {"support_images": stack_any(_padded(views, k, data.blank_view())),
                 "support_image_valid": torch.arange(k) < len(chosen),
                 "support_image_ids": torch.tensor(_padded(chosen, k, -1)),
                 "support_text_captions": _padded([split.captions[c] for c in texts], k, ""),

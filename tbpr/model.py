@@ -5,18 +5,21 @@
 # %% ../nbs/03_model.ipynb #dd5d982c
 from __future__ import annotations
 import json
+import shutil
 from dataclasses import dataclass, asdict, field
 from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
+from transformers import AutoConfig, AutoModel, CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
+from transformers import PretrainedConfig, PreTrainedModel
 from transformers.models.clip.modeling_clip import CLIPVisionEmbeddings
 from .core import TbprError, read_json
 
 # %% auto #0
-__all__ = ['ENCODERS', 'ENCODER_MODULES', 'EncoderConfig', 'RectVisionEmbeddings', 'interpolate_position_table', 'eot_positions',
-           'text_padding', 'DualEncoder', 'build_encoder', 'save_encoder', 'load_encoder', 'load_encoder_tokenizer']
+__all__ = ['ENCODERS', 'ENCODER_MODULES', 'WEIGHTS', 'EncoderConfig', 'RectVisionEmbeddings', 'interpolate_position_table',
+           'eot_positions', 'text_padding', 'DualEncoder', 'build_encoder', 'TbprConfig', 'TbprModel',
+           'image_processor', 'save_encoder', 'load_encoder', 'load_encoder_tokenizer']
 
 # %% ../nbs/03_model.ipynb #9a46d7c5
 @dataclass
@@ -161,20 +164,96 @@ def build_encoder(cfg: EncoderConfig) -> nn.Module:
         raise TbprError(f"encoder architecture {cfg.arch!r} is unknown", fix=f"one of: {', '.join(sorted({*ENCODERS, *ENCODER_MODULES}))}")
     return ENCODERS[cfg.arch](cfg)
 
-def save_encoder(encoder: nn.Module, out_dir, tok=None, **extra) -> Path:
-    "Write `encoder.safetensors`, `config.json` (the encoder config plus `extra`) and, if given, the tokenizer `tok` into `out_dir`."
-    from safetensors.torch import save_model
-    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
-    save_model(encoder, str(out_dir / "encoder.safetensors"))
-    if tok is not None: tok.save_pretrained(str(out_dir / "tokenizer"))
-    (out_dir / "config.json").write_text(json.dumps({"encoder": asdict(encoder.cfg), **extra}, indent=2, default=list) + "\n")
+WEIGHTS = "model.safetensors"      # a model folder's weights, under transformers' name for them
+
+class TbprConfig(PretrainedConfig):
+    """The `config.json` of a tbpr model folder: the encoder's sizes (`encoder`, an `EncoderConfig`
+    as a dict) and what the training kept beside them (method, tokenizer, the selected epoch, the
+    resolved parameters), under the transformers model type `tbpr`."""
+    model_type = "tbpr"
+
+    def __init__(self, encoder: dict | None = None, **kwargs):
+        self.encoder = dict(encoder or {})
+        super().__init__(**kwargs)
+
+class TbprModel(PreTrainedModel):
+    """A tbpr encoder (any architecture) as a transformers model: `AutoModel.from_pretrained(folder)`
+    once `tbpr` is imported, `save_pretrained`, `push_to_hub`. Its weights are the encoder's, under
+    the prefix `encoder.`; `get_image_features` and `get_text_features` as `CLIPModel` has them."""
+    config_class = TbprConfig
+    main_input_name = "pixel_values"
+
+    def __init__(self, config: TbprConfig, encoder: nn.Module | None = None):
+        super().__init__(config)
+        self.encoder = encoder if encoder is not None else build_encoder(EncoderConfig(**config.encoder))
+        self.post_init()
+
+    def _init_weights(self, module):
+        "Nothing to do: the encoder initialises itself, and a checkpoint's weights replace that."
+
+    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.encoder.encode_image(pixel_values)[0]
+
+    def get_text_features(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.encoder.encode_text(input_ids)[0]
+
+    def forward(self, input_ids=None, pixel_values=None) -> dict:
+        "The global features of whichever inputs are given (`text_embeds`, `image_embeds`)."
+        out = {}
+        if input_ids is not None:
+            out["text_embeds"] = self.get_text_features(input_ids)
+        if pixel_values is not None:
+            out["image_embeds"] = self.get_image_features(pixel_values)
+        return out
+
+AutoConfig.register("tbpr", TbprConfig)
+AutoModel.register(TbprConfig, TbprModel)
+
+def image_processor(cfg: EncoderConfig, resize: str = "bilinear"):
+    """The preprocessing a model folder records for standard tools: resize to the encoder's input
+    size (`data.resize`'s filter), scale to [0, 1], normalise with the encoder's mean and std."""
+    from PIL import Image
+    from transformers import ViTImageProcessorPil    # PIL's resize, as the preprocess stage's
+    filters = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
+    h, w = cfg.image_size
+    return ViTImageProcessorPil(size={"height": h, "width": w}, resample=filters[resize],
+                                image_mean=list(cfg.pixel_mean), image_std=list(cfg.pixel_std))
+
+def save_encoder(encoder: nn.Module, out_dir, tok=None, resize: str = "bilinear",
+                 weights_from=None, **extra) -> Path:
+    """Write a model folder standard tools load: `config.json` (a `TbprConfig`: the encoder config
+    plus `extra`), `model.safetensors` (the encoder's weights, or a copy of `weights_from`, an
+    earlier folder's), the preprocessing (`preprocessor_config.json`) and, if given, the tokenizer
+    `tok` beside them, so that `AutoTokenizer` finds it there too."""
+    out_dir = Path(out_dir)
+    model = TbprModel(TbprConfig(encoder=asdict(encoder.cfg), **extra), encoder=encoder)
+    if weights_from is None:
+        model.save_pretrained(str(out_dir))
+    else:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        model.config.save_pretrained(str(out_dir))
+        shutil.copy(Path(weights_from) / WEIGHTS, out_dir / WEIGHTS)
+    image_processor(encoder.cfg, resize).save_pretrained(str(out_dir))
+    if tok is not None:
+        tok.save_pretrained(str(out_dir))
     return out_dir
+
+def _load_weights(enc: nn.Module, weights: Path, device) -> None:
+    "The encoder's weights from a model folder's `model.safetensors`, strictly."
+    from safetensors.torch import load_file
+    try:
+        saved = load_file(str(weights), device=str(device))
+        state = {k.removeprefix("encoder."): v for k, v in saved.items()}
+        enc.load_state_dict(state, strict=True)
+    except Exception as err:            # safetensors' header or length check, or tensors of the wrong shape
+        raise TbprError(f"{weights}: truncated, corrupt or not this config's weights "
+                        f"({str(err).splitlines()[0][:120]})",
+                        fix="restore it (`dvc checkout artifacts/model`) or train again (`dvc repro -f train`)") from None
 
 def load_encoder(model_dir, device="cpu") -> tuple:
     "Rebuild the encoder saved by `save_encoder` (any architecture); returns (encoder in eval mode, config dict)."
-    from safetensors.torch import load_model
     model_dir = Path(model_dir)
-    for f in ("config.json", "encoder.safetensors"):
+    for f in ("config.json", WEIGHTS):
         if not (model_dir / f).exists():
             raise TbprError(f"{model_dir / f}: not found", fix="train a model first (`dvc repro train`) or point to a folder written by save_encoder")
     meta = read_json(model_dir / "config.json", "model config")
@@ -182,17 +261,12 @@ def load_encoder(model_dir, device="cpu") -> tuple:
         raise TbprError(f"{model_dir / 'config.json'}: no encoder configuration in it",
                         fix="point to a folder written by save_encoder (the train stage's artifacts/model)")
     enc = build_encoder(EncoderConfig(**meta["encoder"]))
-    weights = model_dir / "encoder.safetensors"
-    try:
-        load_model(enc, str(weights), strict=True, device=str(device))
-    except Exception as err:            # safetensors' header or length check, or tensors of the wrong shape
-        raise TbprError(f"{weights}: truncated, corrupt or not this config's weights "
-                        f"({str(err).splitlines()[0][:120]})",
-                        fix="restore it (`dvc checkout artifacts/model`) or train again (`dvc repro -f train`)") from None
+    _load_weights(enc, model_dir / WEIGHTS, device)
     return enc.to(device).eval(), meta
 
 def load_encoder_tokenizer(model_dir, meta: dict):
     "The tokenizer saved beside an encoder (a self-contained model folder), else the one its config names."
     from tbpr.data import load_tokenizer
-    saved = Path(model_dir) / "tokenizer"
-    return load_tokenizer(str(saved) if saved.is_dir() else meta.get("tokenizer", "minilm"))
+    saved = Path(model_dir)
+    return load_tokenizer(str(saved) if (saved / "tokenizer_config.json").is_file() else meta.get("tokenizer", "minilm"))
+

@@ -13,13 +13,13 @@ from .core import TbprError, check_choice, resolve_params, write_json, read_json
 from .data import load_dataset, build_cache, load_cached_dataset
 
 # %% auto #0
-__all__ = ['ART', 'PATHS', 'CHECKED', 'METRIC_KEYS', 'RUN_RECORD_KEYS', 'ABLATIONS', 'STAGES', 'stage_check', 'stage_download',
-           'needs_parsing', 'parse_skip_reason', 'parse_device', 'stage_parse', 'stage_preprocess', 'parsing_folder',
-           'run_seeds', 'seed_paths', 'stage_train', 'chance_levels', 'seed_statistics', 'mean_std',
+__all__ = ['ART', 'PATHS', 'CHECKED', 'METRIC_KEYS', 'RUN_RECORD_KEYS', 'ABLATIONS', 'STAGES', 'STAGE_HELP', 'stage_check',
+           'stage_download', 'needs_parsing', 'parse_skip_reason', 'parse_device', 'stage_parse', 'stage_preprocess',
+           'parsing_folder', 'run_seeds', 'seed_paths', 'stage_train', 'chance_levels', 'seed_statistics', 'mean_std',
            'evaluate_model_dir', 'grid_queries', 'dataset_id', 'run_id', 'run_changes', 'run_label', 'live_curves',
            'record_run', 'load_runs', 'stage_evaluate', 'compare_recorded_runs', 'run_notebook', 'stage_report',
            'train_variant', 'summarise_ablation', 'mim_curves', 'plot_mim_curves', 'results_table', 'sampling_error',
-           'compare_variants', 'run_ablation', 'main', 'restore_hint']
+           'compare_variants', 'run_ablation', 'cli_parser', 'run_command', 'main', 'restore_hint']
 
 # %% ../nbs/08_pipeline.ipynb #7d9a2d72
 ART = Path("artifacts")
@@ -374,6 +374,7 @@ def train_variant(base: dict, overrides: dict, run_dir, cache_dir, seed: int, ep
     (`run_fingerprint`); otherwise it is trained again. Variants of a method with a teacher may share one teacher
     (`teacher_dir`, whose `model/` the student learns from)."""
     import json
+    from tbpr.model import WEIGHTS
     from tbpr.train import fit_method, run_fingerprint
     run_dir = Path(run_dir); done = run_dir / "test.json"
     p = json.loads(json.dumps(base))
@@ -381,7 +382,7 @@ def train_variant(base: dict, overrides: dict, run_dir, cache_dir, seed: int, ep
     overrides = dict(overrides)
     p["model"].update(overrides.pop("model", {}))
     p["train"].update(epochs=epochs, select="val", **overrides)
-    teacher = Path(teacher_dir) / "model" / "encoder.safetensors" if teacher_dir else None
+    teacher = Path(teacher_dir) / "model" / WEIGHTS if teacher_dir else None
     fingerprint = lambda: run_fingerprint(p, cache_dir, [teacher] if teacher and teacher.exists() else [])
     if done.exists():
         res = read_json(done)
@@ -481,50 +482,90 @@ def run_ablation(name: str, params_file="params.yaml", epochs: int | None = None
     return out
 
 # %% ../nbs/08_pipeline.ipynb #c186d8a3
-STAGES = {"check": stage_check, "download": stage_download, "parse": stage_parse, "preprocess": stage_preprocess,
-          "train": stage_train,
-          "evaluate": stage_evaluate, "report": stage_report}
+STAGES = {"check": stage_check, "download": stage_download, "parse": stage_parse,
+          "preprocess": stage_preprocess, "train": stage_train, "evaluate": stage_evaluate,
+          "report": stage_report}
+
+STAGE_HELP = {"check": "check params.yaml (every stage depends on it)",
+              "download": "make the synthetic benchmark, or check and unpack a real dataset",
+              "parse": "human-parsing maps for BiLMa's semantic MIM, when it needs them",
+              "preprocess": "resize the images into the uint8 cache; caption phrases for IVT",
+              "train": "train the method of params.yaml (GPU when present)",
+              "evaluate": "test metrics, the CMC curve and a retrieval grid",
+              "report": "the HTML report of the run"}
+
+def _add_params_option(parser):
+    parser.add_argument("--params", default="params.yaml", metavar="FILE",
+                        help="parameter file (default: params.yaml)")
+
+def _add_search_command(commands):
+    sp = commands.add_parser("search", help="rank a folder of crops for a description",
+                             description="Rank a folder of person crops for a free-text "
+                                         "description with a trained model.")
+    sp.add_argument("--images", required=True, metavar="FOLDER",
+                    help="the crops to rank (sub-folders included)")
+    sp.add_argument("--query", default="", help="the description of the person")
+    sp.add_argument("--model", default=str(PATHS["model"]), metavar="FOLDER",
+                    help="a trained model folder (default: artifacts/model)")
+    sp.add_argument("--k", type=int, default=10, help="how many crops to show (default: 10)")
+    sp.add_argument("--out", default="artifacts/search/result.png", metavar="PNG",
+                    help="the image grid to write (default: artifacts/search/result.png)")
+    sp.add_argument("--cache", default="artifacts/search_cache", metavar="FOLDER",
+                    help="where gallery embeddings are cached (default: artifacts/search_cache)")
+
+def cli_parser() -> argparse.ArgumentParser:
+    "The `tbpr` command: one sub-command per stage and tool, each with its own options."
+    from tbpr import __version__
+    ap = argparse.ArgumentParser(prog="tbpr", description="Text-based person retrieval: the "
+                                 "pipeline's stages (see dvc.yaml) and its tools.")
+    ap.add_argument("--version", action="version", version=f"tbpr {__version__}")
+    commands = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, text in STAGE_HELP.items():
+        _add_params_option(commands.add_parser(name, help=text, description=text[0].upper() +
+                                               text[1:] + "."))
+    _add_params_option(commands.add_parser("params", help="print the resolved parameters"))
+    ab = commands.add_parser("ablation", help="run an ablation notebook (papermill)")
+    ab.add_argument("name", choices=list(ABLATIONS), help="the ablation to run")
+    _add_params_option(ab)
+    ab.add_argument("--epochs", type=int, help="epochs per run (default: the notebook's)")
+    ab.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the notebook's)")
+    _add_search_command(commands)
+    docs = commands.add_parser("docs", help="build the documentation site")
+    docs.add_argument("--out", default="_site", metavar="FOLDER",
+                      help="the site folder (default: _site)")
+    docs.add_argument("--no-execute", action="store_true",
+                      help="do not run the notebooks first (quicker, no outputs)")
+    return ap
+
+def run_command(args) -> None:
+    "Run the sub-command `args` were parsed for."
+    if args.command == "search":          # needs no params.yaml: it runs on any model and folder
+        from tbpr.search import search
+        search(args.model, args.images, args.query, args.k, args.out, args.cache)
+        return
+    if args.command == "docs":
+        from tbpr.docs import build_docs
+        build_docs(args.out, execute=not args.no_execute)
+        return
+    params = resolve_params(args.params, verbose=True)
+    if args.command == "params":
+        print(yaml.safe_dump(params, sort_keys=False))
+    elif args.command == "ablation":
+        run_ablation(args.name, args.params, args.epochs, args.seeds)
+    else:
+        STAGES[args.command](params)
 
 def main(argv=None) -> int:
     "Entry point of the `tbpr` command."
-    ap = argparse.ArgumentParser(prog="tbpr", description="Text-based person retrieval: pipeline stages (see dvc.yaml), "
-                                 "the resolved parameters, and ablation notebooks.")
-    ap.add_argument("stage", choices=list(STAGES) + ["params", "ablation", "search", "docs"],
-                    help="a pipeline stage; `params` prints the resolved parameters; `ablation NAME` runs an ablation "
-                         "notebook; `search` ranks a folder of crops for a description (--images, --query); `docs` "
-                         "builds the documentation site (--out, default _site)")
-    ap.add_argument("name", nargs="?", help=f"the ablation to run: {', '.join(ABLATIONS)}")
-    ap.add_argument("--params", default="params.yaml", help="parameter file (default: params.yaml)")
-    ap.add_argument("--epochs", type=int, help="ablation: epochs per run (default: the notebook's)")
-    ap.add_argument("--seeds", type=int, nargs="+", help="ablation: seeds (default: the notebook's)")
-    ap.add_argument("--model", default=str(PATHS["model"]), help="search: a trained model folder (default: artifacts/model)")
-    ap.add_argument("--images", help="search: the folder of crops to rank (sub-folders included)")
-    ap.add_argument("--query", help="search: the description of the person")
-    ap.add_argument("--k", type=int, default=10, help="search: how many crops to show (default: 10)")
-    ap.add_argument("--out", help="search: the image grid to write (default: artifacts/search/result.png); docs: the site folder (default: _site)")
-    ap.add_argument("--cache", default="artifacts/search_cache", help="search: where gallery embeddings are cached")
-    ap.add_argument("--no-execute", action="store_true", help="docs: do not run the notebooks first (quicker, no outputs)")
-    args = ap.parse_args(argv)
+    args = cli_parser().parse_args(argv)
     try:
-        if args.stage == "search":                  # needs no params.yaml: it runs on any model and folder
-            from tbpr.search import search
-            if not args.images: raise TbprError("which gallery?", fix="pass --images FOLDER (and --query \"...\")")
-            search(args.model, args.images, args.query or "", args.k, args.out or "artifacts/search/result.png", args.cache); return 0
-        if args.stage == "docs":
-            from tbpr.docs import build_docs
-            build_docs(args.out or "_site", execute=not args.no_execute); return 0
-        params = resolve_params(args.params, verbose=True)
-        if args.stage == "params": print(yaml.safe_dump(params, sort_keys=False)); return 0
-        if args.stage == "ablation":
-            if not args.name: raise TbprError("which ablation?", fix=f"e.g. `tbpr ablation {next(iter(ABLATIONS))}`")
-            run_ablation(args.name, args.params, args.epochs, args.seeds); return 0
-        STAGES[args.stage](params)
+        run_command(args)
     except TbprError as err:
-        print(f"tbpr {args.stage}: error: {err}", file=sys.stderr)
-        print(restore_hint(args.stage), file=sys.stderr, end="")
+        print(f"tbpr {args.command}: error: {err}", file=sys.stderr)
+        print(restore_hint(args.command), file=sys.stderr, end="")
         return 2
     except Exception:
-        print(restore_hint(args.stage), file=sys.stderr, end="")
+        print(restore_hint(args.command), file=sys.stderr, end="")
         raise
     return 0
 

@@ -15,7 +15,7 @@ from .core import TbprError, atomic_path, check_choice, read_json, write_json, s
 from .data import (Augment, AugmentedLoader, Collate, IdentitySampler, TrainData, flip_permutation,
                        load_cached_dataset, load_parsing,
                        load_tokenizer)
-from .model import EncoderConfig, save_encoder
+from .model import WEIGHTS, EncoderConfig, save_encoder
 from .objectives import build_model, check_init_keys
 from .evaluate import evaluate_split
 
@@ -454,7 +454,7 @@ def fit(params: dict, cache_dir, model_dir, ckpt_dir, live_dir, **context) -> di
               "test metrics are optimistic and recorded as selected on test")
     watch, watch_name = (ds.test, "test") if select == "test" else (ds.val, "val")   # evaluated every eval_every epochs
 
-    teacher = [Path(context["teacher_dir"]) / "encoder.safetensors"] if context.get("teacher_dir") else []
+    teacher = [Path(context["teacher_dir"]) / WEIGHTS] if context.get("teacher_dir") else []
     ckpt_dir, live_dir = Path(ckpt_dir), Path(live_dir)
     parts = fingerprint_parts(params, cache_dir, teacher)
     fp = fingerprint_of(parts)
@@ -529,7 +529,7 @@ def selection_score(metrics: dict, metric: str) -> float:
 
 def _check_best(ckpt_dir: Path, state: dict) -> None:
     "Forget the best epoch so far when its saved encoder cannot be read (and say so): it cannot be shipped."
-    f = ckpt_dir / "best" / "encoder.safetensors"
+    f = ckpt_dir / "best" / WEIGHTS
     problem = (f"{f}: missing" if not f.is_file() else file_problem(f)) if state["best"] else None
     if problem:
         print(f"{problem}: the best epoch so far ({state['best']['epoch']}) is lost; selection goes on over the "
@@ -553,18 +553,23 @@ def _open_live(live_dir: Path, ckpt_dir: Path, state: dict, train: dict, seed: i
         live.log_params({"method": train["method"], "seed": seed})
     return live
 
-def _ship(state: dict, select: str, params: dict, ckpt_dir: Path, model_dir, encoder, tok, live) -> dict:
-    "Close the logs and write the selected encoder, its tokenizer and the training summary to `model_dir`, atomically."
+def _ship(state: dict, select: str, params: dict, ckpt_dir: Path, model_dir, encoder, tok,
+          live) -> dict:
+    """Close the logs and write the selected encoder to `model_dir`, atomically: a self-contained
+    model folder (nbs/03_model) with its tokenizer, preprocessing, the training summary and the
+    resolved parameters."""
     live.end()
     chosen = ckpt_dir / ("best" if select in ("val", "test") and state["best"] else "last")
-    summary = {"method": params["train"]["method"], "tokenizer": params["model"]["tokenizer"], "select": select,
-               "selected_epoch": state["best"]["epoch"] if chosen.name == "best" else state["epoch"] + 1,
-               "best": state["best"], "epochs": params["train"]["epochs"], "history": state["history"]}
+    last_epoch = state["epoch"] + 1
+    summary = {"method": params["train"]["method"], "tokenizer": params["model"]["tokenizer"],
+               "select": select,
+               "selected_epoch": state["best"]["epoch"] if chosen.name == "best" else last_epoch,
+               "best": state["best"], "epochs": params["train"]["epochs"],
+               "history": state["history"]}
+    weights_from = chosen if chosen.name == "best" else None
     with atomic_path(model_dir, is_dir=True) as tmp:
-        if chosen.name == "best": shutil.copy(chosen / "encoder.safetensors", tmp / "encoder.safetensors")
-        else: save_encoder(encoder, tmp)
-        tok.save_pretrained(str(tmp / "tokenizer"))          # the model folder is self-contained
-        write_json({"encoder": asdict(encoder.cfg), **summary}, tmp / "config.json")
+        save_encoder(encoder, tmp, tok, resize=params["data"]["resize"], weights_from=weights_from,
+                     params=params, **summary)
     return summary
 
 # %% ../nbs/07_train.ipynb #7d05d39f

@@ -25,6 +25,6 @@ def test_two_process_training(tmp_path, monkeypatch, method):
     last = tmp_path / "artifacts/checkpoints" / ("student/last" if method == "lcr2s" else "last")
     state = json.loads((last / "trainer_state.json").read_text())
     assert state["epoch"] == TINY["train"]["epochs"] - 1 and len(state["history"]) == TINY["train"]["epochs"]
-    assert (tmp_path / "artifacts/model/encoder.safetensors").exists()
+    assert (tmp_path / "artifacts/model/model.safetensors").exists()
     metrics = P.stage_evaluate(params)                     # the model trained on two processes loads and evaluates
     assert 0 <= metrics["R1"] <= 100

@@ -218,7 +218,7 @@ def test_plots_draw_offline_in_chromium(plots_page):
 
 def test_bad_value_fails_before_any_output_is_removed(ws):
     "A value only training would refuse stops `dvc exp run` in the check stage: the previous model is still there."
-    model = (ws.root / "artifacts/model/encoder.safetensors").read_bytes()
+    model = (ws.root / "artifacts/model/model.safetensors").read_bytes()
     for bad, says in (("train.method=foo", "train.method='foo' is not a valid choice"),
                       ("train.temperature=0", "train.temperature=0 must be a number in (0, inf]"),
                       ("train.epochs=true", "train.epochs=True must be an integer"),
@@ -227,7 +227,7 @@ def test_bad_value_fails_before_any_output_is_removed(ws):
         ws.git("checkout", "params.yaml")
         assert p.returncode != 0 and says in p.stdout + p.stderr, shown(p)
         assert "Running stage 'train'" not in p.stdout, shown(p)
-        assert (ws.root / "artifacts/model/encoder.safetensors").read_bytes() == model, f"{bad}: model lost"
+        assert (ws.root / "artifacts/model/model.safetensors").read_bytes() == model, f"{bad}: model lost"
     again = ws.dvc("repro")                      # the check passes again, and its unchanged note re-runs nothing
     ran = [s for s in STAGES if f"Running stage '{s}'" in again.stdout]
     assert ran == ["check"], f"stages run after the failed checks: {ran}" + shown(again)

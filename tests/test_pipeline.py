@@ -30,7 +30,7 @@ def run(tmp_path_factory):
 
 def test_outputs_of_every_stage(run):
     work, _, summary, metrics = run
-    for f in ("dataset/reid_raw.json", "cache/images.npy", "cache/dataset.json", "model/encoder.safetensors",
+    for f in ("dataset/reid_raw.json", "cache/images.npy", "cache/dataset.json", "model/model.safetensors",
               "model/config.json", "checkpoints/last/trainer_state.json", "train_live/metrics.json",
               "eval/metrics.json", "eval/cmc.csv", "eval/cmc.png", "eval/retrieval_grid.png",
               "report/report.ipynb", "report/report.html"):
@@ -109,7 +109,7 @@ def test_several_seeds_give_mean_and_std(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     params = resolve_params(None, {**TINY, "train": {**TINY["train"], "epochs": 1, "seeds": 2}})
     P.stage_download(params); P.stage_preprocess(params); P.stage_train(params)
-    assert (tmp_path / "artifacts/seeds/seed1/model/encoder.safetensors").exists()
+    assert (tmp_path / "artifacts/seeds/seed1/model/model.safetensors").exists()
     metrics = P.stage_evaluate(params)
     assert metrics["seeds"]["n_seeds"] == 2 and set(metrics["per_seed"]) == {"0", "1"}
     assert metrics["per_seed"]["0"]["R1"] == metrics["R1"] and metrics["seeds"]["R1_std"] >= 0
@@ -253,7 +253,7 @@ def test_augmenting_on_the_device_trains_the_same_model(tmp_path, monkeypatch, m
         p = resolve_params(None, {**TINY, "train": {**train, "augment_on": on}})
         run = tmp_path / on
         fit_method(p, "artifacts/cache", run / "model", run / "ckpt", run / "live")
-        weights[on] = load_file(run / "model" / "encoder.safetensors")
+        weights[on] = load_file(run / "model" / "model.safetensors")
     assert weights["loader"].keys() == weights["device"].keys()
     for k, v in weights["loader"].items():
         assert torch.equal(v, weights["device"][k]), k
