@@ -252,7 +252,8 @@ DEFAULTS = {
               "select": "val", "select_metric": "R1", "eval_every": 1, "mixed_precision": "fp32", "num_workers": 0,
               "augment_on": "device", "compile": False, "device": "auto",
               "log_every": 10},
-    "eval": {"batch_size": 128, "chunk_size": 1024, "max_rank": 50, "grid_queries": 6},
+    "eval": {"batch_size": 128, "chunk_size": 1024, "max_rank": 50, "grid_queries": 6,
+             "zero_shot": ""},
 }
 
 CHOICES = {

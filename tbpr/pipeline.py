@@ -17,9 +17,9 @@ __all__ = ['ART', 'PATHS', 'CHECKED', 'METRIC_KEYS', 'RUN_RECORD_KEYS', 'ABLATIO
            'stage_download', 'needs_parsing', 'parse_skip_reason', 'parse_device', 'stage_parse', 'stage_preprocess',
            'parsing_folder', 'run_seeds', 'seed_paths', 'stage_train', 'chance_levels', 'seed_statistics', 'mean_std',
            'evaluate_model_dir', 'grid_queries', 'dataset_id', 'run_id', 'run_changes', 'run_label', 'live_curves',
-           'record_run', 'load_runs', 'stage_evaluate', 'compare_recorded_runs', 'run_notebook', 'stage_report',
-           'train_variant', 'summarise_ablation', 'mim_curves', 'plot_mim_curves', 'results_table', 'sampling_error',
-           'compare_variants', 'run_ablation', 'cli_parser', 'run_command', 'main', 'restore_hint']
+           'record_run', 'load_runs', 'stage_evaluate', 'zero_shot_metrics', 'compare_recorded_runs', 'run_notebook',
+           'stage_report', 'train_variant', 'summarise_ablation', 'mim_curves', 'plot_mim_curves', 'results_table',
+           'sampling_error', 'compare_variants', 'run_ablation', 'cli_parser', 'run_command', 'main', 'restore_hint']
 
 # %% ../nbs/08_pipeline.ipynb #7d9a2d72
 ART = Path("artifacts")
@@ -191,12 +191,15 @@ def mean_std(stats: dict, key: str) -> str:
 
 def evaluate_model_dir(model_dir, split, store, ev: dict, top_k: int = 0) -> tuple:
     """(metrics, features, config) of the model saved in `model_dir` on `split`, with the `eval`
-    parameters `ev` (and each caption's `top_k` best images in the metrics, from the same ranking)."""
-    from tbpr.model import load_encoder, load_encoder_tokenizer
+    parameters `ev` (and each caption's `top_k` best images in the metrics, from the same ranking).
+    `model_dir` may also name a pretrained CLIP, evaluated as it is (the zero-shot baseline)."""
+    from tbpr.pretrained import load_retrieval_model
     from tbpr.evaluate import evaluate_split
-    encoder, meta = load_encoder(model_dir, "cuda" if torch.cuda.is_available() else "cpu")
-    return (*evaluate_split(encoder, split, store, load_encoder_tokenizer(model_dir, meta), encoder.cfg.max_length,
-                            ev["batch_size"], ev["chunk_size"], ev["max_rank"], top_k), meta)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    encoder, tok, meta = load_retrieval_model(model_dir, device, image_size=tuple(store.size))
+    found = evaluate_split(encoder, split, store, tok, encoder.cfg.max_length, ev["batch_size"],
+                           ev["chunk_size"], ev["max_rank"], top_k)
+    return (*found, meta)
 
 def grid_queries(split, seed: int, count: int) -> list:
     "The test captions the retrieval grids show: `count` of them, drawn with `seed`, the same for every method."
@@ -314,6 +317,8 @@ def stage_evaluate(params: dict, model_dir=PATHS["model"], cache=PATHS["cache"],
     metrics.update({"num_queries": m["num_queries"], "num_gallery": m["num_gallery"], "method": meta.get("method"),
                     "selected_epoch": meta.get("selected_epoch"), "select": meta.get("select"), "seed": seeds[0],
                     "seeds": seed_statistics(per_seed), "per_seed": {str(s): v for s, v in per_seed.items()}})
+    if ev["zero_shot"]:
+        metrics["zero_shot"] = zero_shot_metrics(ev, ds.test, store)
     with atomic_path(out, is_dir=True) as tmp:
         write_json(metrics, tmp / "metrics.json")
         with open(tmp / "cmc.csv", "w", newline="") as f:
@@ -327,6 +332,12 @@ def stage_evaluate(params: dict, model_dir=PATHS["model"], cache=PATHS["cache"],
     print({k: metrics[k] for k in ("R1", "R5", "R10", "mAP", "mINP", "chance_R1")})
     print(compare_recorded_runs(PATHS["runs"], dataset_id(cache)))
     return metrics
+
+def zero_shot_metrics(ev: dict, split, store) -> dict:
+    "The test metrics of the pretrained CLIP `eval.zero_shot`, as it is (the report's zero-shot row)."
+    found, _, meta = evaluate_model_dir(ev["zero_shot"], split, store, ev)
+    print(f"zero-shot {meta['init']}: " + ", ".join(f"{k} {found[k]:.2f}" for k in METRIC_KEYS))
+    return {"init": meta["init"], **{k: round(found[k], 4) for k in METRIC_KEYS}}
 
 def compare_recorded_runs(runs_dir, dataset: str) -> str:
     "Every run recorded on this test split (e.g. the IRRA baseline beside the method just evaluated), as a text table."

@@ -5,18 +5,20 @@
 # %% ../nbs/03a_pretrained.ipynb #65c455a2
 from __future__ import annotations
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 import torch
-from .core import TbprError, check_choice
+from .core import TbprError, check_choice, read_json, sha256_file
 from .model import DualEncoder, EncoderConfig, interpolate_position_table
+from .model import WEIGHTS, load_encoder, load_encoder_tokenizer
 
 # %% auto #0
 __all__ = ['OPENAI_SHA256', 'OPENAI_BPE', 'CLIP_TOP', 'CLIP_NORMS', 'CLIP_TOWERS', 'CLIP_BLOCK', 'ARCH_KEYS', 'CLIP_HUB_ID',
-           'CLIP_CONTEXT', 'Pretrained', 'openai_dims', 'openai_to_hf', 'hf_to_openai', 'load_pretrained',
-           'encoder_dims', 'init_encoder', 'bytes_to_unicode', 'openai_bpe_vocab', 'is_clip_tokenizer',
-           'irra_mask_vocabulary', 'prepare_clip_tokenizer', 'load_clip_tokenizer', 'write_tiny_clip_tokenizer',
-           'write_tiny_openai_bpe', 'write_tiny_clip']
+           'CLIP_CONTEXT', 'ZERO_SHOT', 'ZERO_SHOT_SIZE', 'Pretrained', 'openai_dims', 'openai_to_hf', 'hf_to_openai',
+           'load_pretrained', 'encoder_dims', 'init_encoder', 'bytes_to_unicode', 'openai_bpe_vocab',
+           'is_clip_tokenizer', 'irra_mask_vocabulary', 'prepare_clip_tokenizer', 'load_clip_tokenizer',
+           'write_tiny_clip_tokenizer', 'write_tiny_openai_bpe', 'write_tiny_clip', 'zero_shot_encoder',
+           'is_model_folder', 'load_retrieval_model', 'model_fingerprint']
 
 # %% ../nbs/03a_pretrained.ipynb #63ac6ab2
 OPENAI_SHA256 = {   # the sha256 in the clip package's download URLs
@@ -327,3 +329,53 @@ def write_tiny_clip(out_dir, width: int = 64, layers: int = 1, heads: int = 2, e
                                            pad_token_id=vocab - 1, **block),
                          vision_config=dict(image_size=224, patch_size=16, **block), projection_dim=embed_dim)).save_pretrained(d)
     return d
+
+# %% ../nbs/03a_pretrained.ipynb #zs0cd001
+ZERO_SHOT = "zero-shot CLIP"        # the method name in a zero-shot encoder's config
+ZERO_SHOT_SIZE = (384, 128)         # its input size where no preprocess cache sets one: IRRA's
+
+def zero_shot_encoder(init: str, image_size=ZERO_SHOT_SIZE, max_length: int = CLIP_CONTEXT,
+                      sha256: str = "") -> tuple:
+    """A pretrained CLIP as it is, untrained on person crops: (encoder in eval mode, tokenizer,
+    config dict). The position table is interpolated to `image_size`'s grid, as IRRA does."""
+    pre = load_pretrained(init, sha256)
+    if pre.tokenizer_dir is None:
+        raise TbprError(f"{init!r}: no CLIP tokenizer comes with this checkpoint",
+                        fix=f"put OpenAI's {OPENAI_BPE} beside the .pt file, or give a Hugging "
+                            "Face CLIP folder (it holds its tokenizer)")
+    tok = load_clip_tokenizer(pre.tokenizer_dir)
+    sizes = {k: pre.dims[k] for k in ARCH_KEYS}
+    length = min(max_length, pre.dims["context_length"])
+    cfg = EncoderConfig(image_size=tuple(image_size), max_length=length, vocab_size=len(tok),
+                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                        pad_token_id=tok.pad_token_id, **sizes)
+    encoder = init_encoder(DualEncoder(cfg), pre).eval()
+    return encoder, tok, {"method": ZERO_SHOT, "init": pre.source, "encoder": asdict(cfg)}
+
+def is_model_folder(where) -> bool:
+    "Whether `where` is a folder `save_encoder` wrote (its config.json holds an encoder config)."
+    config = Path(where) / "config.json"
+    if not config.is_file():
+        return False
+    meta = read_json(config, "model config")
+    return isinstance(meta, dict) and isinstance(meta.get("encoder"), dict)
+
+def load_retrieval_model(where, device="cpu", image_size=ZERO_SHOT_SIZE) -> tuple:
+    """(encoder, tokenizer, config dict) to rank with: a trained model folder, else a pretrained
+    CLIP (hub id, Hugging Face folder or OpenAI's `.pt`) as the zero-shot baseline at
+    `image_size`. A folder that is neither is refused with what it lacks."""
+    where = str(where)
+    if is_model_folder(where) or (Path(where).is_dir() and not Path(where, "config.json").exists()):
+        encoder, meta = load_encoder(where, device)       # says which file is missing
+        return encoder, load_encoder_tokenizer(where, meta), meta
+    encoder, tok, meta = zero_shot_encoder(where, image_size)
+    return encoder.to(device), tok, meta
+
+def model_fingerprint(where) -> str:
+    "What identifies a model's weights, for caches: the sha256 of its weights file, else its hub id."
+    p = Path(where)
+    for f in (p / WEIGHTS, p):
+        if f.is_file():
+            return sha256_file(f)
+    return str(where)
+

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from .core import TbprError, atomic_path, read_json, sha256_file, write_json, write_npy
 from .data import load_image, pixel_norm, to_tensor, tokenize
-from .model import WEIGHTS, load_encoder, load_encoder_tokenizer
+from .pretrained import load_retrieval_model, model_fingerprint
 
 # %% auto #0
 __all__ = ['IMAGE_SUFFIXES', 'LOW_SCORE', 'LOW_MARGIN', 'list_gallery', 'exact_topk', 'index_spec', 'build_index', 'index_topk',
@@ -104,9 +104,9 @@ class GalleryIndex:
     "A model's cached, incrementally updated embeddings of a folder of crops, searchable by text."
     def __init__(self, model_dir, images_dir, cache_dir=None, batch_size: int = 128, exact_limit: int = 200_000, device=None):
         self.model_dir, self.root = Path(model_dir), Path(images_dir)
-        self.encoder, meta = load_encoder(self.model_dir, device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.tok = load_encoder_tokenizer(self.model_dir, meta)
-        self.model_sha = sha256_file(self.model_dir / WEIGHTS)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.encoder, self.tok, _ = load_retrieval_model(model_dir, device)   # or a CLIP, zero-shot
+        self.model_sha = model_fingerprint(model_dir)
         key = hashlib.sha256(f"{self.root.resolve()}|{self.model_sha}".encode()).hexdigest()[:16]
         self.cache = Path(cache_dir or "artifacts/search_cache") / key
         self.batch_size, self.exact_limit = batch_size, exact_limit

@@ -257,3 +257,20 @@ def test_augmenting_on_the_device_trains_the_same_model(tmp_path, monkeypatch, m
     assert weights["loader"].keys() == weights["device"].keys()
     for k, v in weights["loader"].items():
         assert torch.equal(v, weights["device"][k]), k
+
+
+def test_zero_shot_clip_in_evaluate_report_and_search(run):
+    """A pretrained CLIP as it is (a tiny random one, saved as a hub snapshot is): evaluate gives its
+    zero-shot row, the report shows it beside the trained method, and search ranks with it."""
+    from tbpr.pretrained import write_tiny_clip
+    work, *_ = run
+    clip = write_tiny_clip(work / "data/clip")
+    params = resolve_params(None, {**TINY, "eval": {**TINY["eval"], "zero_shot": str(clip)}})
+    row = P.stage_evaluate(params)["zero_shot"]
+    assert row["init"] == str(clip) and 0 <= row["R1"] <= row["R10"] <= 100
+    P.stage_report(params, notebook=REPO / "nbs/experiments/report.ipynb")
+    assert "zero-shot CLIP" in (work / "artifacts/report/report.html").read_text()
+    gallery = work / "artifacts/dataset/imgs/test"
+    args = ["search", "--model", str(clip), "--images", str(gallery), "--query", "a man",
+            "--k", "3", "--out", str(work / "zero_shot.png"), "--cache", str(work / "zs_cache")]
+    assert P.main(args) == 0 and (work / "zero_shot.png").exists()
