@@ -15,8 +15,8 @@ from .data import EvalSplit, ImageStore, pixel_norm, to_tensor, tokenize
 from .metrics import rank_metrics
 
 # %% auto #0
-__all__ = ['encode_images', 'encode_texts', 'embed_split', 'evaluate_split', 'plot_cmc', 'plot_retrieval_grid',
-           'plot_method_grid']
+__all__ = ['GRID_CAPTION_IN', 'GRID_CROP_IN', 'encode_images', 'encode_texts', 'embed_split', 'evaluate_split', 'plot_cmc',
+           'plot_retrieval_grid', 'plot_method_grid']
 
 # %% ../nbs/06_evaluate.ipynb #6a390aca
 @torch.inference_mode()
@@ -72,11 +72,18 @@ def plot_cmc(curves: dict, path, title: str = "CMC, text to image") -> Path:
     fig.savefig(path, dpi=120, bbox_inches="tight")
     return Path(path)
 
+GRID_CAPTION_IN, GRID_CROP_IN = 1.9, 0.5    # inches: a grid of 10 crops is 6.9 wide
+
 def _draw_crop(ax, image, correct: bool, title: str = "") -> None:
     "One ranked crop: the image, framed green when it shows the described person and red when not."
-    ax.imshow(image); ax.set_xticks([]); ax.set_yticks([])
-    for s in ax.spines.values(): s.set_color("#1a9850" if correct else "#d73027"); s.set_linewidth(3)
-    if title: ax.set_title(title, fontsize=6)
+    ax.imshow(image)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for s in ax.spines.values():
+        s.set_color("#1a9850" if correct else "#d73027")
+        s.set_linewidth(2.5)
+    if title:
+        ax.set_title(title, fontsize=7)
 
 def plot_retrieval_grid(split: EvalSplit, store: ImageStore, ranked: tuple, queries: list, path,
                         k: int = 10) -> Path:
@@ -86,16 +93,20 @@ def plot_retrieval_grid(split: EvalSplit, store: ImageStore, ranked: tuple, quer
     from matplotlib.figure import Figure
     scores, idx = (torch.as_tensor(r)[queries, :k] for r in ranked)
     k = idx.shape[1]                                  # a gallery smaller than k shows all of it
-    fig = Figure(figsize=(1.1 * (k + 1) + 2.2, 2.3 * len(queries)))
-    axes = fig.subplots(len(queries), k + 1, gridspec_kw={"width_ratios": [3] + [1] * k}, squeeze=False)
+    # at the width of a page (7 inches at 100 dpi): shown at full size, the text stays readable
+    fig = Figure(figsize=(GRID_CAPTION_IN + GRID_CROP_IN * k, 1.75 * len(queries)))
+    ratios = [GRID_CAPTION_IN / GRID_CROP_IN] + [1] * k
+    axes = fig.subplots(len(queries), k + 1, gridspec_kw={"width_ratios": ratios}, squeeze=False)
     for r, q in enumerate(queries):
-        axes[r, 0].text(0, 0.5, "\n".join(textwrap.wrap(split.captions[q], 34)), va="center", fontsize=7.5)
+        caption = "\n".join(textwrap.wrap(split.captions[q], 30))
+        axes[r, 0].text(0, 0.5, caption, va="center", fontsize=7.5)
         axes[r, 0].axis("off")
         for c in range(k):
             g = int(idx[r, c])
             _draw_crop(axes[r, c + 1], store[split.img_paths[g]], split.image_pids[g] == split.caption_pids[q],
                        f"{c + 1}: {float(scores[r, c]):.2f}")
-    fig.tight_layout(); fig.savefig(path, dpi=110)
+    fig.tight_layout(pad=0.4)
+    fig.savefig(path, dpi=100)
     return Path(path)
 
 def plot_method_grid(split: EvalSplit, store: ImageStore, rankings: dict, queries: list, path, k: int = 10) -> Path:

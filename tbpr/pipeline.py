@@ -17,9 +17,10 @@ __all__ = ['ART', 'PATHS', 'CHECKED', 'METRIC_KEYS', 'RUN_RECORD_KEYS', 'ABLATIO
            'stage_download', 'needs_parsing', 'parse_skip_reason', 'parse_device', 'stage_parse', 'stage_preprocess',
            'parsing_folder', 'run_seeds', 'seed_paths', 'stage_train', 'chance_levels', 'seed_statistics', 'mean_std',
            'evaluate_model_dir', 'grid_queries', 'dataset_id', 'run_id', 'run_changes', 'run_label', 'live_curves',
-           'record_run', 'load_runs', 'stage_evaluate', 'zero_shot_metrics', 'compare_recorded_runs', 'run_notebook',
-           'stage_report', 'train_variant', 'summarise_ablation', 'mim_curves', 'plot_mim_curves', 'results_table',
-           'sampling_error', 'compare_variants', 'run_ablation', 'cli_parser', 'run_command', 'main', 'restore_hint']
+           'record_run', 'load_runs', 'stage_evaluate', 'zero_shot_metrics', 'compare_recorded_runs', 'notebook_html',
+           'run_notebook', 'stage_report', 'train_variant', 'summarise_ablation', 'mim_curves', 'plot_mim_curves',
+           'results_table', 'sampling_error', 'compare_variants', 'run_ablation', 'cli_parser', 'run_command', 'main',
+           'restore_hint']
 
 # %% ../nbs/08_pipeline.ipynb #7d9a2d72
 ART = Path("artifacts")
@@ -350,15 +351,34 @@ def compare_recorded_runs(runs_dir, dataset: str) -> str:
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, width))
     return "\n".join([f"runs recorded on this test split ({len(runs)}; the report compares them):", line(head), *map(line, rows)])
 
+def notebook_html(nb_path) -> Path:
+    """The executed notebook `nb_path` as HTML beside it, without its code: formulas as MathML, no
+    stderr (warnings, progress bars) and no script fetched from the web, so that it reads offline."""
+    import nbformat
+    from nbconvert import HTMLExporter
+    from tbpr.docs import offline_html, tex_to_mathml
+    nb_path = Path(nb_path)
+    nb = nbformat.read(str(nb_path), as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            cell.source = tex_to_mathml(cell.source)
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs if o.get("name") != "stderr"]
+    html, _ = HTMLExporter(exclude_input=True).from_notebook_node(nb)
+    out = nb_path.with_suffix(".html")
+    out.write_text(offline_html(html), encoding="utf-8")
+    return out
+
 def run_notebook(notebook, out, parameters: dict) -> Path:
-    "Execute a parameterised notebook with papermill into `out/<name>.ipynb` and render `out/<name>.html`, atomically."
+    """Execute a parameterised notebook with papermill into `out/<name>.ipynb` and render
+    `out/<name>.html` (`notebook_html`), atomically."""
     import papermill as pm
     out, name = Path(out), Path(notebook).stem
-    with atomic_path(out, is_dir=True) as tmp, patch.dict(os.environ, {"TQDM_DISABLE": "1"}):   # no progress bars in reports
-        pm.execute_notebook(str(notebook), str(tmp / f"{name}.ipynb"), kernel_name="python3", language="python", cwd=".",
-                            progress_bar=False, parameters=parameters)
-        subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html", "--no-input", str(tmp / f"{name}.ipynb")],
-                       check=True, capture_output=True)
+    no_bars = patch.dict(os.environ, {"TQDM_DISABLE": "1"})      # no progress bars in reports
+    with atomic_path(out, is_dir=True) as tmp, no_bars:
+        pm.execute_notebook(str(notebook), str(tmp / f"{name}.ipynb"), kernel_name="python3",
+                            language="python", cwd=".", progress_bar=False, parameters=parameters)
+        notebook_html(tmp / f"{name}.ipynb")
     return out
 
 def stage_report(params: dict, notebook="nbs/experiments/report.ipynb", out=PATHS["report"]) -> Path:

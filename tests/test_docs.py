@@ -107,3 +107,21 @@ def test_api_index_links_land_on_entries(site, browser):
             ids[name] = set(p.evaluate("() => [...document.querySelectorAll('[id]')].map(e => e.id)")); p.close()
     missing = [h for h in links if h.split("#")[1] not in ids[h.split("#")[0]]]
     assert not missing, f"{len(missing)} API links land nowhere, e.g. {missing[:5]}"
+
+
+def test_formulas_are_drawn_as_mathml(site, browser):
+    "TeX in the notebooks reaches the pages as MathML, which the browser draws without a script."
+    for name, least in (("metrics", 30), ("ivt", 4)):
+        page, problems = open_page(browser, (site / f"{name}.html").as_uri())
+        text = page.inner_text("article")
+        assert page.locator("article math").count() >= least and not problems, name
+        assert "\\frac" not in text and "$$" not in text and "\\mathrm" not in text, name
+
+
+def test_experiment_pages_show_results(site, browser):
+    "An ablation's page shows results: its executed notebook, or else those committed from a run."
+    page, problems = open_page(browser, (site / "bilma_ablation.html").as_uri())
+    assert page.locator("article table").count() >= 1 and not problems
+    assert page.locator("article img").count() >= 1
+    executed = REPO / "artifacts/ablations/bilma/report/bilma_ablation.ipynb"
+    assert executed.exists() or "committed" in page.inner_text("article")

@@ -49,8 +49,12 @@ def test_report_needs_evaluate_first(tmp_path, monkeypatch):
 
 
 def test_report_shows_metrics(run):
+    from PIL import Image
     html = (run[0] / "artifacts/report/report.html").read_text()
     assert "R1" in html and "chance" in html and "<img" in html
+    assert "https://cdnjs" not in html and "TqdmWarning" not in html      # reads offline, no warning boxes
+    with Image.open(run[0] / "artifacts/eval/retrieval_grid.png") as grid:
+        assert grid.width <= 760, grid.size                               # a page's width: text stays legible
 
 
 def test_report_compares_every_trained_method(run, capsys):
