@@ -42,7 +42,7 @@ def patch_labels(parsing: torch.Tensor, patch: int, num_classes: int, ignore_lab
     return torch.where(drop, torch.full_like(lab, -100), lab)
 
 def patch_pixels(images: torch.Tensor, patch: int, normalise: bool = False) -> torch.Tensor:
-    """Pixels of each patch, (B, N, 3*patch*patch), as the model sees them (CLIP-normalised); with `normalise`,
+    """Pixels of each patch, (B, N, `3 * patch * patch`), as the model sees them (CLIP-normalised); with `normalise`,
     also to zero mean and unit variance per patch (MAE's target)."""
     x = F.unfold(images, patch, stride=patch).transpose(1, 2)                 # (B, N, 3*p*p)
     if not normalise:

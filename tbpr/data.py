@@ -332,6 +332,7 @@ def flip_draw(g: torch.Generator, p=0.5) -> bool:
     return bool(torch.rand((), generator=g) < p)
 
 def random_flip(x, g: torch.Generator, p=0.5):
+    "`x` flipped left to right with probability `p` (one draw from `g`)."
     return x.flip(-1) if flip_draw(g, p) else x
 
 def mirror_name(name: str) -> str:

@@ -105,7 +105,9 @@ class IDLoss(Objective):
 
 # %% ../nbs/05_objectives.ipynb #30c357ed
 class QuickGELU(nn.Module):
-    def forward(self, x): return x * torch.sigmoid(1.702 * x)
+    "OpenAI CLIP's activation, x sigmoid(1.702 x), as IRRA's cross-modal transformer uses it."
+    def forward(self, x):
+        return x * torch.sigmoid(1.702 * x)
 
 def irra_stds(dim: int, depth: int) -> dict:
     "IRRA's initialisation scales for its cross-modal module of width `dim` and `depth` layers (model/build.py)."

@@ -32,7 +32,9 @@ def archive_kind(path) -> str | None:
         return "tar" if tarfile.is_tarfile(path) else None
     except (OSError, EOFError, tarfile.TarError, zlib.error, lzma.LZMAError): return None
 
-def is_archive(path) -> bool: return archive_kind(path) is not None
+def is_archive(path) -> bool:
+    "Whether `path` is an archive tbpr can unpack (zip, or tar plain or compressed), by its content."
+    return archive_kind(path) is not None
 
 # %% ../nbs/02a_sources.ipynb #2d7d7659
 def candidate_sources(raw_dir, name: str, source: str = "") -> list:

@@ -483,7 +483,9 @@ def draw_occluder(cv: Canvas, rng, b: Body) -> str:
     return kind
 
 # %% ../nbs/01_synthetic.ipynb #2b5934cd
-def side_label(part, side): return LABEL[f"{'Left' if side == 'L' else 'Right'}-{part}"]
+def side_label(part, side):
+    "The parsing label of the left (`side` 'L') or right `part`."
+    return LABEL[f"{'Left' if side == 'L' else 'Right'}-{part}"]
 
 def draw_shoe(cv, a, b, ankle, side, colour):
     "One shoe at `ankle` (boots reach up the shin); sneakers get a light sole."
@@ -537,7 +539,9 @@ def draw_lower_body(cv, a, b, pal):
 UPPER_LABEL = {'dress': LABEL['Dress'], 'jacket': LABEL['Coat'], 'coat': LABEL['Coat']}
 HEMS = {'jacket': 3.7, 'coat': 5.0, 'dress': 2.95}
 
-def upper_label(a) -> int: return UPPER_LABEL.get(a['upper_type'], LABEL['Upper-clothes'])
+def upper_label(a) -> int:
+    "The parsing label of `a`'s upper garment: Dress or Coat where it is one, else Upper-clothes."
+    return UPPER_LABEL.get(a['upper_type'], LABEL['Upper-clothes'])
 
 def torso_polygon(b, hem, flare=0.0):
     "The torso from the neckline to `hem` (head units), widening by `flare` below the waist."
@@ -607,7 +611,9 @@ def draw_arm(cv, a, b, pal, side):
         cv.limb(sh, el, b.w(0.44), b.w(0.37), col, ulbl); cv.limb(el, wr, b.w(0.37), b.w(0.33), col, ulbl, caps=(True, False))
     elif a['sleeves'] == 'short': cv.limb(sh, _lerp(sh, el, 0.5), b.w(0.46), b.w(0.42), col, ulbl, caps=(True, False))
 
-def head_centre(b): return b.cx + b.f * b.s(0.04)
+def head_centre(b):
+    "The x of the head's centre in body `b`, turned a little with its facing `b.f`."
+    return b.cx + b.f * b.s(0.04)
 
 def draw_head(cv, a, b, pal):
     "Neck, head, face details, hair, hat and glasses."
@@ -840,9 +846,13 @@ def choose_mentions(a, view, rng, difficulty) -> list:
     return sorted(chosen, key=TOP_DOWN.index) if rng.random() < 0.6 else chosen
 
 # %% ../nbs/01_synthetic.ipynb #28a128e4
-def article(phrase: str) -> str: return ('an ' if phrase[0] in 'aeio' else 'a ') + phrase
+def article(phrase: str) -> str:
+    "`phrase` after its indefinite article ('an' before a, e, i and o)."
+    return ('an ' if phrase[0] in 'aeio' else 'a ') + phrase
 
-def cw(rng, name, palette=COLOURS) -> str: return pick(rng, palette[name].words)
+def cw(rng, name, palette=COLOURS) -> str:
+    "A word for colour `name`, drawn from its synonyms in `palette`."
+    return pick(rng, palette[name].words)
 
 def join_list(items, rng) -> str:
     "'a', 'a and b', 'a, b and c' (sometimes with an Oxford comma)."
@@ -864,6 +874,7 @@ def pattern_words(a, view, rng, colour) -> tuple:
     return ([f'plain {colour}'] if rng.random() < 0.08 else [colour]), []
 
 def upper_phrase(a, view, rng, poss) -> str:
+    "How a caption names `a`'s upper garment seen from `view` (`poss`: his, her or their)."
     t = a['upper_type']
     pre, post = pattern_words(a, view, rng, cw(rng, a['upper_colour']))
     if t in ('coat', 'dress') and rng.random() < 0.35: pre = ['long' if t == 'coat' else a['lower_length']] + pre
@@ -880,14 +891,17 @@ def upper_phrase(a, view, rng, poss) -> str:
     return np_
 
 def lower_phrase(a, view, rng, poss) -> str:
+    "How a caption names `a`'s trousers, shorts or skirt."
     t, col = a['lower_type'], cw(rng, a['lower_colour'])
     if t == 'skirt': return article(f"{a['lower_length'] + ' ' if rng.random() < 0.5 else ''}{col} {pick(rng, WORDS[t])}")
     return ('a pair of ' if rng.random() < 0.2 else '') + f'{col} {pick(rng, WORDS[t])}'
 
 def shoes_phrase(a, view, rng, poss) -> str:
+    "How a caption names `a`'s shoes."
     return ('a pair of ' if rng.random() < 0.2 else '') + f"{cw(rng, a['shoes_colour'])} {pick(rng, WORDS[a['shoes_type']])}"
 
 def hair_phrase(a, view, rng, poss) -> str:
+    "How a caption names `a`'s hair (style and colour, or a bald head)."
     style = a['hair_style']
     if style == 'bald': return pick(rng, ('a shaved head', 'a bald head'))
     col = cw(rng, a['hair_colour'], HAIR_COLOURS)
@@ -896,22 +910,32 @@ def hair_phrase(a, view, rng, poss) -> str:
     return pick(rng, (f'{col} hair tied in a bun', f'{poss} {col} hair in a bun', 'a bun'))
 
 def backpack_phrase(a, view, rng, poss) -> str:
+    "How a caption names `a`'s backpack (its colour is hidden from the front at times)."
     noun = pick(rng, WORDS['backpack'])
     np_ = article(noun) if view == 'front' and rng.random() < 0.5 else article(f"{cw(rng, a['backpack'])} {noun}")
     return np_ + (f' on {poss} back' if rng.random() < 0.25 else '')
 
 def handbag_phrase(a, view, rng, poss) -> str:
+    "How a caption names `a`'s handbag, sometimes with the shoulder it hangs from."
     np_ = article(f"{cw(rng, a['handbag'])} {pick(rng, WORDS['handbag'])}")
     return np_ + pick(rng, ('', '', f' over {poss} shoulder', f" on {poss} {a['handbag_side']} shoulder"))
 
-def hat_phrase(a, view, rng, poss) -> str: return article(f"{cw(rng, a['hat'])} {pick(rng, WORDS[a['hat_type']])}")
+def hat_phrase(a, view, rng, poss) -> str:
+    "How a caption names `a`'s hat or cap."
+    return article(f"{cw(rng, a['hat'])} {pick(rng, WORDS[a['hat_type']])}")
 def glasses_phrase(a, view, rng, poss) -> str:
+    "How a caption names `a`'s glasses or sunglasses."
     noun = pick(rng, WORDS[a['glasses']])
     return pick(rng, (noun, noun, f'a pair of {noun}', f'black-framed {noun}' if a['glasses'] == 'glasses' else f'dark {noun}'))
 def scarf_phrase(a, view, rng, poss) -> str:
+    "How a caption names `a`'s scarf."
     return article(f"{cw(rng, a['scarf'])} scarf") + (f' around {poss} neck' if rng.random() < 0.3 else '')
-def gloves_phrase(a, view, rng, poss) -> str: return f"{cw(rng, a['gloves'])} gloves"
-def socks_phrase(a, view, rng, poss) -> str: return f"{cw(rng, a['socks'])} socks"
+def gloves_phrase(a, view, rng, poss) -> str:
+    "How a caption names `a`'s gloves."
+    return f"{cw(rng, a['gloves'])} gloves"
+def socks_phrase(a, view, rng, poss) -> str:
+    "How a caption names `a`'s socks."
+    return f"{cw(rng, a['socks'])} socks"
 
 PHRASES = {'upper': upper_phrase, 'lower': lower_phrase, 'shoes': shoes_phrase, 'hair': hair_phrase, 'backpack': backpack_phrase,
            'handbag': handbag_phrase, 'hat': hat_phrase, 'glasses': glasses_phrase, 'scarf': scarf_phrase,
@@ -929,11 +953,13 @@ def group_by_kind(items) -> dict:
     return groups
 
 def finite_vp(kind, phrases, rng, also=False) -> str:
+    "A verb phrase for `phrases` of `kind` ('is wearing a red coat and jeans'), with 'also' when `also`."
     aux, verb = pick(rng, VERBS[kind])
     words = [aux, 'also', verb] if aux and also else (['also', verb] if also else [aux, verb])
     return ' '.join(w for w in words if w) + ' ' + join_list(phrases, rng)
 
 def fragment_vp(kind, phrases, rng, only_garments=False, has_with=False) -> str:
+    "A phrase without a finite verb for `phrases` of `kind` ('wearing ...', 'with ...', 'carrying ...')."
     if kind == 'wear': lead = pick(rng, ('wearing', 'wearing', 'in') + (('dressed in',) if only_garments else ()))
     elif kind == 'has': lead = 'with'
     else: lead = 'carrying' if has_with else pick(rng, ('carrying', 'carrying', 'with'))
@@ -959,6 +985,7 @@ def subject(a, view, rng, first: bool) -> str:
     return f"the {pick(rng, NOUNS[g])}" if r < 0.85 else 'this person'
 
 def first_sentence(a, view, items, rng, keys) -> str:
+    "A caption's first sentence: its subject and the first of `items`, in one of several forms."
     groups, subj = group_by_kind(items), subject(a, view, rng, True)
     forms = ['finite', 'fragment', 'fragment'] + (['with'] if 'has' in groups and len(groups) > 1 else [])
     form = pick(rng, forms)
@@ -985,7 +1012,9 @@ def split_into_sentences(items, rng) -> list:
     cuts = sorted(rng.choice(np.arange(1, n), size=k - 1, replace=False)) if k > 1 else []
     return [items[i:j] for i, j in zip([0, *cuts], [*cuts, n])]
 
-def sentence_case(s: str) -> str: return s[0].upper() + s[1:] + '.'
+def sentence_case(s: str) -> str:
+    "`s` with a capital first letter and a full stop."
+    return s[0].upper() + s[1:] + '.'
 
 # %% ../nbs/01_synthetic.ipynb #e519dfd9
 def caption_for(a: dict, view: str, rng, difficulty: float = 0.5) -> str:
@@ -1012,7 +1041,9 @@ def captions_for(a: dict, view: str, rng, difficulty: float = 0.5, n: int = 2, t
     return out
 
 TOKEN_RE = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*")
-def tokenize(caption: str) -> list: return TOKEN_RE.findall(caption.lower())
+def tokenize(caption: str) -> list:
+    "The lower-cased word tokens of `caption` (`TOKEN_RE`)."
+    return TOKEN_RE.findall(caption.lower())
 
 # %% ../nbs/01_synthetic.ipynb #d6bcca00
 class SyntheticArgumentError(TbprError, ValueError):
