@@ -125,3 +125,19 @@ def test_experiment_pages_show_results(site, browser):
     assert page.locator("article img").count() >= 1
     executed = REPO / "artifacts/ablations/bilma/report/bilma_ablation.ipynb"
     assert executed.exists() or "committed" in page.inner_text("article")
+
+
+def test_navigation_groups_the_library_by_part(site, browser):
+    page, problems = open_page(browser, (site / "index.html").as_uri())
+    nav = page.inner_text("nav.md-nav--primary")
+    for part in ("Data", "Model", "Training and evaluation", "Methods", "Search", "Site", "Experiments"):
+        assert part in nav, part
+    assert not problems
+
+
+def test_names_in_the_prose_link_to_their_entries(site, browser):
+    page, problems = open_page(browser, (site / "metrics.html").as_uri())
+    hrefs = page.evaluate("""() => [...document.querySelectorAll('article p a')]
+                             .filter(a => a.querySelector('code')).map(a => a.getAttribute('href'))""")
+    assert any(h.startswith("metrics.html#rank_metrics") for h in hrefs), hrefs
+    assert not problems
