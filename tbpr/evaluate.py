@@ -96,16 +96,17 @@ def plot_retrieval_grid(split: EvalSplit, store: ImageStore, ranked: tuple, quer
     # at the width of a page (7 inches at 100 dpi): shown at full size, the text stays readable
     fig = Figure(figsize=(GRID_CAPTION_IN + GRID_CROP_IN * k, 1.75 * len(queries)))
     ratios = [GRID_CAPTION_IN / GRID_CROP_IN] + [1] * k
-    axes = fig.subplots(len(queries), k + 1, gridspec_kw={"width_ratios": ratios}, squeeze=False)
+    layout = {"width_ratios": ratios, "wspace": 0.06, "hspace": 0.22}
+    axes = fig.subplots(len(queries), k + 1, gridspec_kw=layout, squeeze=False)
+    fig.subplots_adjust(left=0.005, right=0.995, top=0.97, bottom=0.01)
     for r, q in enumerate(queries):
-        caption = "\n".join(textwrap.wrap(split.captions[q], 30))
-        axes[r, 0].text(0, 0.5, caption, va="center", fontsize=7.5)
+        caption = "\n".join(textwrap.wrap(split.captions[q], 28))
+        axes[r, 0].text(0, 0.5, caption, va="center", fontsize=7)
         axes[r, 0].axis("off")
         for c in range(k):
             g = int(idx[r, c])
             _draw_crop(axes[r, c + 1], store[split.img_paths[g]], split.image_pids[g] == split.caption_pids[q],
                        f"{c + 1}: {float(scores[r, c]):.2f}")
-    fig.tight_layout(pad=0.4)
     fig.savefig(path, dpi=100)
     return Path(path)
 

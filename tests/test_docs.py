@@ -137,7 +137,7 @@ def test_navigation_groups_the_library_by_part(site, browser):
 
 def test_names_in_the_prose_link_to_their_entries(site, browser):
     page, problems = open_page(browser, (site / "metrics.html").as_uri())
-    hrefs = page.evaluate("""() => [...document.querySelectorAll('article p a')]
+    hrefs = page.evaluate("""() => [...document.querySelectorAll('article a')]
                              .filter(a => a.querySelector('code')).map(a => a.getAttribute('href'))""")
     assert any(h.startswith("metrics.html#rank_metrics") for h in hrefs), hrefs
     assert not problems
