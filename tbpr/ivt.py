@@ -20,7 +20,7 @@ from .core import TbprError
 from .model import ENCODERS, EncoderConfig, interpolate_position_table, text_padding
 from .objectives import Objective, RetrievalModel, gather_features, register_method
 from .captions import CaptionLevels, check_levels, load_attributes
-from .data import minilm_path
+from .tokenizer import minilm_path
 
 # %% auto #0
 __all__ = ['SHARED_INIT_KEYS', 'IVT_PREFIX', 'IVT_CHECKPOINT_FIX', 'IVT_UNREADABLE_FIX', 'IVT_NAMES', 'IVT_QKV', 'IVT_SKIPPED',

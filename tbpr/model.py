@@ -15,6 +15,7 @@ from transformers import AutoConfig, AutoModel, CLIPConfig, CLIPModel, CLIPTextC
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.models.clip.modeling_clip import CLIPVisionEmbeddings
 from .core import TbprError, read_json
+from .tokenizer import load_tokenizer
 
 # %% auto #0
 __all__ = ['ENCODERS', 'ENCODER_MODULES', 'WEIGHTS', 'EncoderConfig', 'RectVisionEmbeddings', 'interpolate_position_table',
@@ -266,7 +267,6 @@ def load_encoder(model_dir, device="cpu") -> tuple:
 
 def load_encoder_tokenizer(model_dir, meta: dict):
     "The tokenizer saved beside an encoder (a self-contained model folder), else the one its config names."
-    from tbpr.data import load_tokenizer
     saved = Path(model_dir)
     return load_tokenizer(str(saved) if (saved / "tokenizer_config.json").is_file() else meta.get("tokenizer", "minilm"))
 

@@ -11,20 +11,19 @@ import torch
 from .core import TbprError, check_choice, read_json, sha256_file
 from .model import DualEncoder, EncoderConfig, interpolate_position_table
 from .model import WEIGHTS, load_encoder, load_encoder_tokenizer
+from .tokenizer import CLIP_CONTEXT, OPENAI_BPE, is_clip_tokenizer, load_clip_tokenizer
+from .tokenizer import write_tiny_clip_tokenizer
 
 # %% auto #0
-__all__ = ['OPENAI_SHA256', 'OPENAI_BPE', 'CLIP_TOP', 'CLIP_NORMS', 'CLIP_TOWERS', 'CLIP_BLOCK', 'ARCH_KEYS', 'CLIP_HUB_ID',
-           'CLIP_CONTEXT', 'ZERO_SHOT', 'ZERO_SHOT_SIZE', 'Pretrained', 'openai_dims', 'openai_to_hf', 'hf_to_openai',
-           'load_pretrained', 'encoder_dims', 'init_encoder', 'bytes_to_unicode', 'openai_bpe_vocab',
-           'is_clip_tokenizer', 'irra_mask_vocabulary', 'prepare_clip_tokenizer', 'load_clip_tokenizer',
-           'write_tiny_clip_tokenizer', 'write_tiny_openai_bpe', 'write_tiny_clip', 'zero_shot_encoder',
-           'is_model_folder', 'load_retrieval_model', 'model_fingerprint']
+__all__ = ['OPENAI_SHA256', 'CLIP_TOP', 'CLIP_NORMS', 'CLIP_TOWERS', 'CLIP_BLOCK', 'ARCH_KEYS', 'ZERO_SHOT', 'ZERO_SHOT_SIZE',
+           'Pretrained', 'openai_dims', 'openai_to_hf', 'hf_to_openai', 'load_pretrained', 'encoder_dims',
+           'init_encoder', 'write_tiny_clip', 'zero_shot_encoder', 'is_model_folder', 'load_retrieval_model',
+           'model_fingerprint']
 
 # %% ../nbs/03a_pretrained.ipynb #63ac6ab2
 OPENAI_SHA256 = {   # the sha256 in the clip package's download URLs
     "ViT-B-16.pt": "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f",
 }
-OPENAI_BPE = "bpe_simple_vocab_16e6.txt.gz"   # the BPE merges file of OpenAI's clip package
 
 @dataclass
 class Pretrained:
@@ -88,7 +87,6 @@ def hf_to_openai(sd: dict) -> dict:
 
 # %% ../nbs/03a_pretrained.ipynb #ee26e2d2
 def _load_openai(path: Path, sha256: str) -> Pretrained:
-    from tbpr.sources import sha256_file
     want = sha256 or OPENAI_SHA256.get(path.name, "")
     got = sha256_file(path)
     if want and got != want:
@@ -173,152 +171,7 @@ def init_encoder(encoder: DualEncoder, pre: Pretrained) -> DualEncoder:
         raise TbprError(f"{pre.source}: weights do not fit the encoder (missing {missing[:4]}, unexpected {unexpected[:4]})")
     return encoder
 
-# %% ../nbs/03a_pretrained.ipynb #4d86a4d4
-CLIP_HUB_ID = "openai/clip-vit-base-patch16"
-CLIP_CONTEXT = 77                                   # CLIP's text positions
-
-def bytes_to_unicode() -> dict:
-    "OpenAI's (and GPT-2's) map from the 256 byte values to printable characters, in its order: the BPE's base alphabet."
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs, n = bs[:], 0
-    for b in range(256):
-        if b not in bs: bs.append(b); cs.append(256 + n); n += 1
-    return dict(zip(bs, map(chr, cs)))
-
-def _clip_tokens(merges) -> list:
-    "CLIP's vocabulary in id order, for BPE `merges` [(a, b), ...]: as OpenAI's `SimpleTokenizer` builds it."
-    chars = list(bytes_to_unicode().values())
-    return chars + [c + "</w>" for c in chars] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
-
-def openai_bpe_vocab(path) -> tuple:
-    "The vocabulary {token: id} and merges [(a, b), ...] that OpenAI's `SimpleTokenizer` builds from `bpe_simple_vocab_16e6.txt.gz`."
-    import gzip
-    path = Path(path)
-    fix = f"give OpenAI's {OPENAI_BPE} (it ships inside the clip package: clip/{OPENAI_BPE}) or a Hugging Face CLIP tokenizer folder"
-    try:
-        with gzip.open(path, "rb") as f: lines = f.read().decode("utf-8").split("\n")
-    except (OSError, EOFError, UnicodeDecodeError) as err:
-        raise TbprError(f"{path}: not a gzipped UTF-8 text file ({err})", fix=fix) from None
-    if "#version" not in lines[0]:
-        raise TbprError(f"{path}: the first line {lines[0][:60]!r} is not the '#version' header of OpenAI's BPE merges", fix=fix)
-    lines = lines[1:49152 - 256 - 2 + 1]                 # OpenAI's slice: 48,894 merges
-    while lines and not lines[-1].strip(): lines.pop()   # a short file's final newline
-    merges = [tuple(m.split()) for m in lines]
-    tokens = _clip_tokens(merges); vocab = {t: i for i, t in enumerate(tokens)}
-    for i, m in enumerate(merges):
-        if len(m) != 2 or m[0] not in vocab or m[1] not in vocab:
-            raise TbprError(f"{path}: line {i + 2} ({lines[i][:60]!r}) is not a merge of two known symbols", fix=fix)
-    if len(vocab) != len(tokens):
-        raise TbprError(f"{path}: {len(tokens) - len(vocab)} merges repeat a token, unlike OpenAI's file", fix=fix)
-    return vocab, merges
-
-def is_clip_tokenizer(where) -> bool:
-    """Whether the path `where` holds a CLIP tokenizer: OpenAI's BPE file (a `.txt.gz`), or a folder whose
-    `tokenizer_config.json` names a CLIP tokenizer class, else whose `vocab.json` (or, for a fast tokenizer alone,
-    `tokenizer.json`) has CLIP's `<|startoftext|>`, else that holds `bpe_simple_vocab_16e6.txt.gz`. Hub ids and missing
-    paths: False."""
-    if not where: return False
-    p = Path(where)
-    if p.is_file(): return p.name.endswith(".txt.gz")
-    if not p.is_dir(): return False
-    try: cls = json.loads((p / "tokenizer_config.json").read_text()).get("tokenizer_class") or ""
-    except (OSError, ValueError, AttributeError): cls = ""
-    if cls: return cls.startswith("CLIPTokenizer")
-    for vocab in ("vocab.json", "tokenizer.json"):               # a slow or a fast tokenizer's files
-        if (p / vocab).is_file(): return "<|startoftext|>" in (p / vocab).read_text(encoding="utf-8")
-    return (p / OPENAI_BPE).is_file()
-
-def irra_mask_vocabulary(tok) -> tuple:
-    """IRRA's vocabulary for a CLIP tokenizer `tok`: (vocab, merges) with the last merge dropped and its id (the one
-    before `<|startoftext|>`: 49405 in CLIP's) given to `<|mask|>`, as IRRA's `simple_tokenizer.py` does. The mask
-    embedding then starts from that token's pretrained row, and the vocabulary keeps CLIP's 49,408 ids."""
-    state = json.loads(tok.backend_tokenizer.to_str())["model"]
-    vocab, merges = dict(state["vocab"]), [tuple(m.split()) if isinstance(m, str) else tuple(m) for m in state["merges"]]
-    last, mask_id = "".join(merges[-1]), tok.convert_tokens_to_ids("<|startoftext|>") - 1
-    if vocab.get(last) != mask_id:
-        raise TbprError(f"tokenizer {tok.name_or_path!r}: the last merge {last!r} is not id {mask_id}, the one before "
-                        "<|startoftext|>, so IRRA's mask id cannot be made", fix="use model.mask_token: append")
-    del vocab[last]
-    vocab["<|mask|>"] = mask_id
-    return vocab, merges[:-1]
-
-def prepare_clip_tokenizer(tok, mask_token: str = "append"):
-    """A CLIP tokenizer `tok` with CLIP's 77 positions and, if it has none, a mask token (for IRR): `append` adds
-    `<|mask|>` as a new id (the vocabulary grows by one); `irra` gives it the last merge's id, as IRRA does
-    (`irra_mask_vocabulary`)."""
-    from transformers import CLIPTokenizer
-    check_choice(mask_token, ["append", "irra"], "model.mask_token")
-    if tok.mask_token is None and mask_token == "irra":
-        vocab, merges = irra_mask_vocabulary(tok)
-        name = tok.name_or_path
-        tok = CLIPTokenizer(vocab=vocab, merges=merges)
-        tok.name_or_path = name
-    if tok.mask_token is None:
-        tok.add_special_tokens({"mask_token": "<|mask|>"})
-    tok.model_max_length = CLIP_CONTEXT
-    return tok
-
-def load_clip_tokenizer(where: str | None = None, mask_token: str = "append"):
-    """CLIP's BPE tokenizer (`prepare_clip_tokenizer`: with a mask token, 77 positions) from a CLIP tokenizer folder,
-    OpenAI's `bpe_simple_vocab_16e6.txt.gz` (or a folder holding only that), or a hub id (default `CLIP_HUB_ID`).
-    `mask_token`: how the mask token is made when the tokenizer has none (`prepare_clip_tokenizer`)."""
-    from transformers import AutoTokenizer, CLIPTokenizer
-    where = str(where or CLIP_HUB_ID); p = Path(where)
-    kinds = (f"give a Hugging Face CLIP tokenizer folder (vocab.json and merges.txt, or tokenizer.json with a tokenizer_config.json "
-             f"naming CLIPTokenizer) or OpenAI's {OPENAI_BPE}")
-    if p.exists() and not is_clip_tokenizer(p): raise TbprError(f"model.tokenizer {where!r}: no CLIP tokenizer here", fix=kinds)
-    has = lambda f: p.is_dir() and (p / f).is_file()
-    bpe = p if p.is_file() else p / OPENAI_BPE
-    if bpe.is_file() and not any(has(f) for f in ("vocab.json", "tokenizer.json", "tokenizer_config.json")):
-        vocab, merges = openai_bpe_vocab(bpe)                       # OpenAI's file
-        tok = CLIPTokenizer(vocab=vocab, merges=merges); tok.name_or_path = str(bpe)
-    elif has("vocab.json") and has("merges.txt") and not has("tokenizer.json") and not has("tokenizer_config.json"):
-        tok = CLIPTokenizer(vocab=str(p / "vocab.json"), merges=str(p / "merges.txt")); tok.name_or_path = where   # bare BPE files
-    else:
-        # AutoTokenizer, not CLIPTokenizer.from_pretrained: that one returns an empty tokenizer when it finds no files
-        try: tok = AutoTokenizer.from_pretrained(where)
-        except (OSError, ValueError) as err:
-            raise TbprError(f"CLIP tokenizer {where!r} could not be loaded ({str(err).splitlines()[0]})",
-                            fix=f"offline, give CLIP's tokenizer on disk in model.tokenizer: a Hugging Face CLIP folder (vocab.json and "
-                                f"merges.txt) or OpenAI's {OPENAI_BPE} (in the clip package; beside ViT-B-16.pt it is found without "
-                                f"model.tokenizer), e.g. under data/weights/; or put the hub snapshot in the local Hugging Face cache") from None
-        if not type(tok).__name__.startswith("CLIPTokenizer") or tok.bos_token != "<|startoftext|>":
-            raise TbprError(f"model.tokenizer {where!r} is a {type(tok).__name__}, not a CLIP tokenizer", fix=kinds)
-    return prepare_clip_tokenizer(tok, mask_token)
-
 # %% ../nbs/03a_pretrained.ipynb #eb4b84ca
-_TINY_WORDS = ("a", "man", "woman", "in", "red", "black", "coat", "with", "backpack", "the")
-
-def _tiny_merges(words) -> list:
-    "BPE merges [(a, b), ...] spelling each of `words` left to right, without repeats."
-    merges = []
-    for w in words:
-        parts = list(w[:-1]) + [w[-1] + "</w>"]
-        while len(parts) > 1:
-            merges.append((parts[0], parts[1])); parts = [parts[0] + parts[1]] + parts[2:]
-    return list(dict.fromkeys(merges))
-
-def write_tiny_clip_tokenizer(out_dir, words=_TINY_WORDS):
-    "A tiny CLIP BPE tokenizer (byte alphabet plus merges spelling `words`) saved as a Hugging Face folder: for tests and examples."
-    from transformers import CLIPTokenizer
-    merges = _tiny_merges(words)
-    d = Path(out_dir); d.mkdir(parents=True, exist_ok=True)
-    (d / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(_clip_tokens(merges))}))
-    (d / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
-    CLIPTokenizer(vocab=str(d / "vocab.json"), merges=str(d / "merges.txt")).save_pretrained(d)
-    return d
-
-def write_tiny_openai_bpe(path, words=_TINY_WORDS) -> Path:
-    """A tiny `bpe_simple_vocab_16e6.txt.gz` in OpenAI's format (a `#version` line, then one merge per line) spelling `words`:
-    the same vocabulary as `write_tiny_clip_tokenizer(words)`. `path` is the file, or a folder to put it in."""
-    import gzip
-    path = Path(path)
-    if path.suffix != ".gz": path = path / OPENAI_BPE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(path, "wb") as f:
-        f.write(('"bpe_simple_vocab_16e6.txt#version: 0.2\n' + "".join(f"{a} {b}\n" for a, b in _tiny_merges(words))).encode())
-    return path
-
 def write_tiny_clip(out_dir, width: int = 64, layers: int = 1, heads: int = 2, embed_dim: int = 32, words=None) -> Path:
     "A tiny random CLIP ViT (224x224, patch 16) with a tiny tokenizer, written with `save_pretrained`: the shape of a hub snapshot."
     from transformers import CLIPConfig, CLIPModel

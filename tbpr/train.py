@@ -13,8 +13,8 @@ from torch.utils.data import DataLoader, BatchSampler, RandomSampler
 from tqdm.auto import tqdm
 from .core import TbprError, atomic_path, check_choice, read_json, write_json, seed_everything
 from .data import (Augment, AugmentedLoader, Collate, IdentitySampler, TrainData, flip_permutation,
-                       load_cached_dataset, load_parsing,
-                       load_tokenizer)
+                       load_cached_dataset, load_parsing)
+from .tokenizer import load_tokenizer
 from .model import WEIGHTS, EncoderConfig, save_encoder
 from .objectives import build_model, check_init_keys
 from .evaluate import evaluate_split

@@ -269,7 +269,9 @@ def test_zero_shot_clip_in_evaluate_report_and_search(run):
     from tbpr.pretrained import write_tiny_clip
     work, *_ = run
     clip = write_tiny_clip(work / "data/clip")
-    params = resolve_params(None, {**TINY, "eval": {**TINY["eval"], "zero_shot": str(clip)}})
+    shipped = json.loads((work / "artifacts/model/config.json").read_text())["method"]   # another test's
+    overrides = {"train": {**TINY["train"], "method": shipped}, "eval": {**TINY["eval"], "zero_shot": str(clip)}}
+    params = resolve_params(None, {**TINY, **overrides})
     row = P.stage_evaluate(params)["zero_shot"]
     assert row["init"] == str(clip) and 0 <= row["R1"] <= row["R10"] <= 100
     P.stage_report(params, notebook=REPO / "nbs/experiments/report.ipynb")

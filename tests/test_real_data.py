@@ -122,7 +122,8 @@ def test_paper_preset_from_openai_pt_with_a_tokenizer_folder(tmp_path, monkeypat
     folder that has no mask token (the README's recipe): the folder must get <|mask|> so that IRR trains, then evaluate.
     The preset gives it IRRA's id, the one before <|startoftext|> (the last merge's), so the vocabulary keeps its size."""
     from transformers import AutoTokenizer
-    from tbpr.pretrained import write_tiny_clip, write_tiny_clip_tokenizer
+    from tbpr.pretrained import write_tiny_clip
+    from tbpr.tokenizer import write_tiny_clip_tokenizer
     from tbpr.model import load_encoder, load_encoder_tokenizer
     monkeypatch.chdir(tmp_path)
     pt = _openai_pt(write_tiny_clip(tmp_path / "hf-clip", heads=1, words=WORDS), tmp_path / "data/weights/tiny-ViT-B-16.pt", half=True)
@@ -149,7 +150,8 @@ def test_hf_folder_and_openai_pt_load_into_the_same_encoder(tmp_path):
     """The same tiny weights as a `save_pretrained` folder and as an OpenAI-format .pt give the same encoder at 384x128:
     equal state dicts and features (fp32), close ones from the fp16 file OpenAI ships; text features equal CLIPModel's."""
     from transformers import CLIPModel
-    from tbpr.pretrained import write_tiny_clip, load_pretrained, init_encoder, load_clip_tokenizer
+    from tbpr.pretrained import write_tiny_clip, load_pretrained, init_encoder
+    from tbpr.tokenizer import load_clip_tokenizer
     from tbpr.model import DualEncoder
     from tbpr.train import encoder_config
     folder = write_tiny_clip(tmp_path / "hf-clip", layers=2, heads=1, words=WORDS)
@@ -191,7 +193,8 @@ def test_hub_id_loads_from_the_local_cache_offline(tmp_path):
     """preset=irra-paper's model.init (the hub id) and model.tokenizer=clip resolve from a Hugging Face cache snapshot under
     HF_HOME with HF_HUB_OFFLINE=1, in a fresh process (huggingface_hub reads both at import); a hub id that is not in
     the cache names the on-disk alternatives."""
-    from tbpr.pretrained import write_tiny_clip, load_pretrained, load_clip_tokenizer, CLIP_HUB_ID, OPENAI_BPE
+    from tbpr.pretrained import write_tiny_clip, load_pretrained
+    from tbpr.tokenizer import load_clip_tokenizer, CLIP_HUB_ID, OPENAI_BPE
     folder = write_tiny_clip(tmp_path / "src", words=WORDS)
     init = resolve_params(None, {"preset": "irra-paper"})["model"]["init"]
     assert init == CLIP_HUB_ID
@@ -200,7 +203,7 @@ def test_hub_id_loads_from_the_local_cache_offline(tmp_path):
         import json
         from tbpr.core import resolve_params, TbprError
         from tbpr.pretrained import load_pretrained
-        from tbpr.data import load_tokenizer
+        from tbpr.tokenizer import load_tokenizer
         model = resolve_params(None, {"preset": "irra-paper"})["model"]
         pre = load_pretrained(model["init"])
         tok = load_tokenizer(model["tokenizer"], clip_dir=pre.tokenizer_dir)
@@ -230,8 +233,9 @@ def test_every_clip_tokenizer_form_gets_a_mask_token(tmp_path):
     """model.tokenizer as a CLIP folder without a mask token, as OpenAI's bpe_simple_vocab_16e6.txt.gz, and `clip` with that
     file beside an OpenAI .pt: one vocabulary, one set of ids, <|mask|> appended, 77 positions.
     Needs the new `load_tokenizer` of nbs/02_data."""
-    from tbpr.pretrained import write_tiny_clip, write_tiny_clip_tokenizer, write_tiny_openai_bpe, load_pretrained
-    from tbpr.data import load_tokenizer
+    from tbpr.pretrained import write_tiny_clip, load_pretrained
+    from tbpr.tokenizer import write_tiny_clip_tokenizer, write_tiny_openai_bpe
+    from tbpr.tokenizer import load_tokenizer
     folder = write_tiny_clip_tokenizer(tmp_path / "clip-tokenizer", words=WORDS)
     gz = write_tiny_openai_bpe(tmp_path / "weights", words=WORDS)
     pt = _openai_pt(write_tiny_clip(tmp_path / "hf-clip", heads=1, words=WORDS), tmp_path / "weights" / "tiny.pt")
@@ -248,7 +252,7 @@ def test_every_clip_tokenizer_form_gets_a_mask_token(tmp_path):
 def test_irr_refuses_a_tokenizer_without_mask_token(tmp_path):
     "IRR's masking needs a mask token: a tokenizer without one is refused when the collate is built, naming the fix. Needs the new `Collate`."
     from transformers import AutoTokenizer
-    from tbpr.pretrained import write_tiny_clip_tokenizer
+    from tbpr.tokenizer import write_tiny_clip_tokenizer
     from tbpr.data import Collate
     tok = AutoTokenizer.from_pretrained(write_tiny_clip_tokenizer(tmp_path / "tok"))
     assert tok.mask_token is None
@@ -260,8 +264,9 @@ def test_irr_refuses_a_tokenizer_without_mask_token(tmp_path):
 def test_random_replacements_are_never_special_tokens(tmp_path):
     """BERT's 10% random replacements come from the tokenizer's regular ids: never CLIP's <|startoftext|>, <|endoftext|> or
     <|mask|>, nor WordPiece's [CLS]/[SEP]/[PAD]/[MASK]/[unusedN]. Needs the new `mask_tokens` / `replacement_ids`."""
-    from tbpr.pretrained import write_tiny_clip_tokenizer, load_clip_tokenizer
-    from tbpr.data import mask_tokens, replacement_ids, load_tokenizer
+    from tbpr.tokenizer import write_tiny_clip_tokenizer, load_clip_tokenizer
+    from tbpr.data import mask_tokens, replacement_ids
+    from tbpr.tokenizer import load_tokenizer
     clip = load_clip_tokenizer(str(write_tiny_clip_tokenizer(tmp_path / "tok", words=WORDS)))
     pool = set(replacement_ids(clip).tolist())
     # id 0 is left out too, as IRRA does (0 is the "not masked" label)
