@@ -17,8 +17,8 @@ import time
 import numpy as np
 import torch
 
-from tbpr.data import (Augment, Collate, ImageStore, TrainData, TrainSplit, augment_pending,
-                       load_tokenizer)
+from tbpr.data import Augment, Collate, ImageStore, TrainData, TrainSplit, augment_pending
+from tbpr.tokenizer import load_tokenizer
 
 
 def fake_data(n: int, size: tuple, seed: int = 0) -> tuple:

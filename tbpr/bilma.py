@@ -12,28 +12,45 @@ from pathlib import Path
 from .core import TbprError, check_choice, read_json
 from .data import IGNORE, pixel_norm, to_tensor, tokenize
 from .model import DualEncoder, EncoderConfig, text_padding
-from .objectives import (Objective, RetrievalModel, SDM, IDLoss, IRR, CrossModal, MLMHead, irra_stds,
-                             register_method)
+from tbpr.objectives import (
+    Objective,
+    RetrievalModel,
+    SDM,
+    IDLoss,
+    IRR,
+    CrossModal,
+    MLMHead,
+    irra_stds,
+    register_method,
+)
 
 # %% auto #0
 __all__ = ['MIM_TARGETS', 'patch_labels', 'patch_pixels', 'patch_means', 'feature_kl', 'random_patch_mask', 'MIM',
            'parsing_default_folder', 'build_bilma']
 
 # %% ../nbs/09_bilma.ipynb #c3fa0126
-def patch_labels(parsing: torch.Tensor, patch: int, num_classes: int, ignore_labels=()) -> torch.Tensor:
+def patch_labels(
+    parsing: torch.Tensor, patch: int, num_classes: int, ignore_labels=()
+) -> torch.Tensor:
     """Majority label of each patch of (B, H, W) label maps, as (B, N) in row-major patch order (ties: the lower
     label); -100 where no pixel is labelled, or where the majority is one of `ignore_labels`."""
     b, h, w = parsing.shape
     if h % patch or w % patch:
-        raise TbprError(f"parsing maps of {h}x{w} do not split into {patch}-pixel patches",
-                        fix="model.image_size must be a multiple of model.patch_size")
+        raise TbprError(
+            f"parsing maps of {h}x{w} do not split into {patch}-pixel patches",
+            fix="model.image_size must be a multiple of model.patch_size",
+        )
     if ((parsing >= num_classes) & (parsing != IGNORE)).any():
-        raise TbprError(f"a parsing label >= {num_classes} found, but the label set has {num_classes} classes",
-                        fix="re-run preprocess, which checks the maps against parsing_labels.json")
+        raise TbprError(
+            f"a parsing label >= {num_classes} found, but the label set has {num_classes} classes",
+            fix="re-run preprocess, which checks the maps against parsing_labels.json",
+        )
     cells = parsing.reshape(b, h // patch, patch, w // patch, patch).transpose(2, 3)
     cells = cells.reshape(b, -1, patch * patch).long()
-    cells = torch.where(cells == IGNORE, num_classes, cells)          # unknown pixels go to an extra bin
-    counts = torch.zeros(*cells.shape[:2], num_classes + 1, dtype=torch.int32, device=parsing.device)
+    cells = torch.where(cells == IGNORE, num_classes, cells)  # unknown pixels go to an extra bin
+    counts = torch.zeros(
+        *cells.shape[:2], num_classes + 1, dtype=torch.int32, device=parsing.device
+    )
     counts.scatter_add_(2, cells, torch.ones_like(cells, dtype=torch.int32))
     counts[..., num_classes] = 0
     lab = counts.argmax(-1)
@@ -41,25 +58,35 @@ def patch_labels(parsing: torch.Tensor, patch: int, num_classes: int, ignore_lab
     drop = (counts.sum(-1) == 0) | torch.isin(lab, ignored)
     return torch.where(drop, torch.full_like(lab, -100), lab)
 
+
 def patch_pixels(images: torch.Tensor, patch: int, normalise: bool = False) -> torch.Tensor:
-    """Pixels of each patch, (B, N, `3 * patch * patch`), as the model sees them (CLIP-normalised); with `normalise`,
-    also to zero mean and unit variance per patch (MAE's target)."""
-    x = F.unfold(images, patch, stride=patch).transpose(1, 2)                 # (B, N, 3*p*p)
+    """Pixels of each patch, (B, N, `3 * patch * patch`), as the model sees them (CLIP-normalised);
+    with `normalise`, also to zero mean and unit variance per patch (MAE's target)."""
+    x = F.unfold(images, patch, stride=patch).transpose(1, 2)  # (B, N, 3*p*p)
     if not normalise:
         return x
     return (x - x.mean(-1, keepdim=True)) / (x.var(-1, keepdim=True) + 1e-6).sqrt()
 
+
 def patch_means(images: torch.Tensor, patch: int) -> torch.Tensor:
-    "Mean colour of each patch, (B, N, 3) in row-major patch order (CLIP-normalised): the paper's patch-level target."
+    """Mean colour of each patch, (B, N, 3) in row-major patch order (CLIP-normalised): the paper's
+    patch-level target."""
     return F.avg_pool2d(images, patch).flatten(2).transpose(1, 2)
 
+
 def feature_kl(pred: torch.Tensor, target: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """KL(target || prediction) between softmaxes over the feature dimensions at `temperature`, per masked patch,
-    averaged (scaled by temperature squared, as in distillation, so the gradient's size does not depend on it)."""
+    """KL(target || prediction) between softmaxes over the feature dimensions at `temperature`, per
+    masked patch, averaged (scaled by temperature squared, as in distillation, so the gradient's
+    size does not depend on it)."""
     t = temperature
-    kl = F.kl_div(F.log_softmax(pred / t, -1), F.log_softmax(target / t, -1), log_target=True,
-                  reduction="batchmean")
+    kl = F.kl_div(
+        F.log_softmax(pred / t, -1),
+        F.log_softmax(target / t, -1),
+        log_target=True,
+        reduction="batchmean",
+    )
     return kl * t * t
+
 
 def random_patch_mask(b: int, n: int, ratio: float, device=None, generator=None) -> torch.Tensor:
     "(B, N) boolean mask with each patch masked with probability `ratio`, at least one per image."
@@ -70,7 +97,7 @@ def random_patch_mask(b: int, n: int, ratio: float, device=None, generator=None)
     return mask.to(device)
 
 # %% ../nbs/09_bilma.ipynb #3683e16e
-MIM_TARGETS = {         # name: (what a masked patch predicts, its loss)
+MIM_TARGETS = {  # name: (what a masked patch predicts, its loss)
     "semantic": "its majority human-parsing label; cross-entropy (the paper's Semantic MIM)",
     "patch": "its mean RGB colour; mean squared error (the paper's patch-level target)",
     "pixel": "its raw pixels; mean squared error (the paper's pixel-level target)",
@@ -79,38 +106,70 @@ MIM_TARGETS = {         # name: (what a masked patch predicts, its loss)
     "feature_cos": "the unmasked encoder's token for it; 2 - 2 cosine between L2-normalised vectors",
 }
 
+
 class MIM(Objective):
-    """Masked image modelling from the caption: the masked image's tokens attend to the unmasked caption's tokens
-    and predict a target for each masked patch. `cross`: IRR's cross-modal module to decode through (BiLMa as the
-    paper describes it, `train.mim_cross: shared`); None builds a module of MIM's own (`separate`)."""
-    def __init__(self, cfg: EncoderConfig, target: str = "semantic", ratio: float = 0.15, heads: int = 8,
-                 depth: int = 4, num_classes: int | None = None, ignore_labels=(), style: str = "torch",
-                 cross: CrossModal | None = None, kl_temperature: float = 1.0):
+    """Masked image modelling from the caption: the masked image's tokens attend to the unmasked
+    caption's tokens and predict a target for each masked patch. `cross`: IRR's cross-modal module
+    to decode through (BiLMa as the paper describes it, `train.mim_cross: shared`); None builds a
+    module of MIM's own (`separate`)."""
+
+    def __init__(
+        self,
+        cfg: EncoderConfig,
+        target: str = "semantic",
+        ratio: float = 0.15,
+        heads: int = 8,
+        depth: int = 4,
+        num_classes: int | None = None,
+        ignore_labels=(),
+        style: str = "torch",
+        cross: CrossModal | None = None,
+        kl_temperature: float = 1.0,
+    ):
         super().__init__()
         self.target = check_choice(target, list(MIM_TARGETS), "train.mim_target")
         self.ratio, self.patch, self.eos = ratio, cfg.patch_size, cfg.eos_token_id
-        self.num_classes, self.ignore_labels, self.kl_temperature = num_classes, tuple(ignore_labels), kl_temperature
+        self.num_classes, self.ignore_labels, self.kl_temperature = (
+            num_classes,
+            tuple(ignore_labels),
+            kl_temperature,
+        )
         if target == "semantic" and not num_classes:
             raise ValueError("semantic MIM needs the number of parsing classes")
         self.needs = {"parsing"} if target == "semantic" else set()
         self.mask_token = nn.Parameter(torch.randn(cfg.vision_width) * 0.02)
-        # a shared module stays registered under IRR only (a tuple hides it from nn.Module): its weights are saved,
+        # a shared module stays registered under IRR only (a tuple hides it from nn.Module): its
+        # weights are saved,
         # counted and optimised once
         self.cross = CrossModal(cfg.embed_dim, heads, depth, style) if cross is None else None
         self._shared = (cross,) if cross is not None else ()
         p = cfg.patch_size
-        out = {"semantic": num_classes, "patch": 3, "pixel": 3 * p * p, "pixel_norm": 3 * p * p,
-               "feature": cfg.embed_dim, "feature_cos": cfg.embed_dim}[target]
-        self.head = MLMHead(cfg.embed_dim, out, irra_stds(cfg.embed_dim, depth) if style == "irra" else None)
+        out = {
+            "semantic": num_classes,
+            "patch": 3,
+            "pixel": 3 * p * p,
+            "pixel_norm": 3 * p * p,
+            "feature": cfg.embed_dim,
+            "feature_cos": cfg.embed_dim,
+        }[target]
+        self.head = MLMHead(
+            cfg.embed_dim, out, irra_stds(cfg.embed_dim, depth) if style == "irra" else None
+        )
 
     @property
-    def shared(self) -> bool: return bool(self._shared)
+    def shared(self) -> bool:
+        return bool(self._shared)
 
     def predict(self, encoder, images, text_tokens, ids, mask) -> torch.Tensor:
         "The head's output for each masked patch, (masked patches, target size)."
         _, tokens = encoder.encode_image(images, patch_mask=mask, mask_token=self.mask_token)
         cross = self._shared[0] if self.shared else self.cross
-        x = cross(tokens[:, 1:], text_tokens, key_padding_mask=text_padding(ids, self.eos), reverse=self.shared)
+        x = cross(
+            tokens[:, 1:],
+            text_tokens,
+            key_padding_mask=text_padding(ids, self.eos),
+            reverse=self.shared,
+        )
         return self.head(x[mask])
 
     def loss(self, pred, mask, images, parsing=None, features=None) -> torch.Tensor:
@@ -119,10 +178,12 @@ class MIM(Objective):
             labels = patch_labels(parsing, self.patch, self.num_classes, self.ignore_labels)[mask]
             return F.cross_entropy(pred, labels, ignore_index=-100)
         if self.target in ("pixel", "pixel_norm"):
-            return F.mse_loss(pred, patch_pixels(images, self.patch, self.target == "pixel_norm")[mask])
+            return F.mse_loss(
+                pred, patch_pixels(images, self.patch, self.target == "pixel_norm")[mask]
+            )
         if self.target == "patch":
             return F.mse_loss(pred, patch_means(images, self.patch)[mask])
-        target = features[:, 1:].detach()[mask]                      # the unmasked encoder's patch tokens
+        target = features[:, 1:].detach()[mask]  # the unmasked encoder's patch tokens
         if self.target == "feature":
             return feature_kl(pred, target, self.kl_temperature)
         return (F.normalize(pred, dim=-1) - F.normalize(target, dim=-1)).pow(2).sum(-1).mean()
@@ -136,8 +197,18 @@ class MIM(Objective):
         return self.loss(pred, mask, images, step.batch.get("parsing"), features)
 
     @torch.no_grad()
-    def held_out(self, encoder, split, store, tokenizer, max_length: int, parsing=None, batch_size: int = 64,
-                 seed: int = 0, **_) -> dict:
+    def held_out(
+        self,
+        encoder,
+        split,
+        store,
+        tokenizer,
+        max_length: int,
+        parsing=None,
+        batch_size: int = 64,
+        seed: int = 0,
+        **_,
+    ) -> dict:
         """Semantic MIM accuracy on `split`'s images (each with the first caption of its person), over the masked
         patches, beside the majority-label baseline: the share of those patches whose label is the most common one
         among them (the best a constant guess can do). The masks come from `seed`, so every evaluation scores the
@@ -150,29 +221,36 @@ class MIM(Objective):
         people = [(p, pid) for p, pid in zip(split.img_paths, split.image_pids) if pid in caption]
         device, g = next(encoder.parameters()).device, torch.Generator().manual_seed(seed)
         modes = encoder.training, self.training
-        encoder.eval(); self.eval()
+        encoder.eval()
+        self.eval()
         hits, counts = 0, torch.zeros(self.num_classes, dtype=torch.long)
         for i in range(0, len(people), batch_size):
-            paths, pids = zip(*people[i:i + batch_size])
+            paths, pids = zip(*people[i : i + batch_size])
             images = to_tensor(np.stack([store[p] for p in paths]), *pixel_norm(encoder)).to(device)
             ids = tokenize(tokenizer, [caption[pid] for pid in pids], max_length).to(device)
             maps = torch.as_tensor(np.stack([parsing[p] for p in paths])).to(device)
-            mask = random_patch_mask(len(paths), encoder.cfg.grid[0] * encoder.cfg.grid[1], self.ratio, device, g)
+            mask = random_patch_mask(
+                len(paths), encoder.cfg.grid[0] * encoder.cfg.grid[1], self.ratio, device, g
+            )
             pred = self.predict(encoder, images, encoder.encode_text(ids)[1], ids, mask).argmax(-1)
             labels = patch_labels(maps, self.patch, self.num_classes, self.ignore_labels)[mask]
             keep = labels != -100
             hits += int((pred[keep] == labels[keep]).sum())
             counts += torch.bincount(labels[keep].cpu(), minlength=self.num_classes)
-        encoder.train(modes[0]); self.train(modes[1])
+        encoder.train(modes[0])
+        self.train(modes[1])
         total = max(int(counts.sum()), 1)
         return {"mim_acc": 100 * hits / total, "mim_majority": 100 * int(counts.max()) / total}
 
 # %% ../nbs/09_bilma.ipynb #bec32359
 def parsing_default_folder(cache_dir) -> str:
-    "Where the preprocess stage looks for parsing maps of the dataset cached in `cache_dir` (`<dataset root>/parsing`)."
+    """Where the preprocess stage looks for parsing maps of the dataset cached in `cache_dir`
+    (`<dataset root>/parsing`)."""
     meta = Path(cache_dir) / "dataset.json"
-    if not meta.exists(): return "<dataset>/parsing"
+    if not meta.exists():
+        return "<dataset>/parsing"
     return str(Path(read_json(meta)["images_root"]).parent / "parsing")
+
 
 def _no_maps_error(cache_dir) -> TbprError:
     folder = parsing_default_folder(cache_dir)
@@ -180,25 +258,39 @@ def _no_maps_error(cache_dir) -> TbprError:
         f"train.mim_target=semantic needs human-parsing maps, and {cache_dir} has none (parsing.npy): the dataset "
         f"has no {folder}, data.parsing_dir is not set, and the parse stage made none (data.parse: never?)",
         fix="let the pipeline make them: data.parse: auto (the default) runs the parser data.parser in "
-            "`dvc repro` (without internet, put the parser's folder under data/parsers/ and name it in "
-            f"data.parser); or put one PNG of class indices per image in {folder}, mirroring the image tree "
-            "(label names in parsing_labels.json), or set data.parsing_dir to maps made elsewhere. Or train "
-            "without maps: -S train.mim_target=patch (or pixel, feature), -S train.loss_weights.mim=0 (MLM "
-            "only), or -S train.method=irra")
+        "`dvc repro` (without internet, put the parser's folder under data/parsers/ and name it in "
+        f"data.parser); or put one PNG of class indices per image in {folder}, mirroring the image tree "
+        "(label names in parsing_labels.json), or set data.parsing_dir to maps made elsewhere. Or train "
+        "without maps: -S train.mim_target=patch (or pixel, feature), -S train.loss_weights.mim=0 (MLM "
+        "only), or -S train.method=irra",
+    )
+
 
 def _ignored_labels(train: dict, parsing_labels) -> list:
     "The background class when `train.mim_ignore_background` asks to leave it out of the loss."
-    if not (train["mim_ignore_background"] and train["mim_target"] == "semantic" and parsing_labels):
+    if not (
+        train["mim_ignore_background"] and train["mim_target"] == "semantic" and parsing_labels
+    ):
         return []
     if "Background" not in parsing_labels:
-        raise TbprError(f"train.mim_ignore_background is set, but the parsing labels {parsing_labels[:4]}... "
-                        "have no 'Background'", fix="name the background class 'Background' in "
-                        "parsing_labels.json, or set train.mim_ignore_background: false")
+        raise TbprError(
+            f"train.mim_ignore_background is set, but the parsing labels {parsing_labels[:4]}... "
+            "have no 'Background'",
+            fix="name the background class 'Background' in "
+            "parsing_labels.json, or set train.mim_ignore_background: false",
+        )
     return [parsing_labels.index("Background")]
 
+
 @register_method("bilma", objectives=("sdm", "id", "mlm", "mim"))
-def build_bilma(cfg: EncoderConfig, train: dict, num_ids: int, parsing_labels=None,
-                cache_dir: str = "the preprocess cache", **context) -> RetrievalModel:
+def build_bilma(
+    cfg: EncoderConfig,
+    train: dict,
+    num_ids: int,
+    parsing_labels=None,
+    cache_dir: str = "the preprocess cache",
+    **context,
+) -> RetrievalModel:
     """BiLMa: SDM + ID + IRR (masked words from the image) + MIM (masked patches from the caption), MIM decoded by
     IRR's cross-modal module (`train.mim_cross: shared`) or by one of its own (`separate`)."""
     target = check_choice(train["mim_target"], list(MIM_TARGETS), "train.mim_target")
@@ -207,8 +299,22 @@ def build_bilma(cfg: EncoderConfig, train: dict, num_ids: int, parsing_labels=No
         raise _no_maps_error(cache_dir)
     heads, depth, style = train["cmt_heads"], train["cmt_depth"], train["cmt_style"]
     irr = IRR(cfg.embed_dim, cfg.vocab_size, heads, depth, style, train["irr_padding"])
-    mim = MIM(cfg, target, train["mim_ratio"], heads, depth, len(parsing_labels) if parsing_labels else None,
-              _ignored_labels(train, parsing_labels), style, irr.cross if shared else None,
-              train["mim_kl_temperature"])
-    objectives = {"sdm": SDM(train["temperature"]), "id": IDLoss(cfg.embed_dim, num_ids), "mlm": irr, "mim": mim}
+    mim = MIM(
+        cfg,
+        target,
+        train["mim_ratio"],
+        heads,
+        depth,
+        len(parsing_labels) if parsing_labels else None,
+        _ignored_labels(train, parsing_labels),
+        style,
+        irr.cross if shared else None,
+        train["mim_kl_temperature"],
+    )
+    objectives = {
+        "sdm": SDM(train["temperature"]),
+        "id": IDLoss(cfg.embed_dim, num_ids),
+        "mlm": irr,
+        "mim": mim,
+    }
     return RetrievalModel(DualEncoder(cfg), objectives, train["loss_weights"])

@@ -18,89 +18,126 @@ def phrase_candidates(caption: str, min_chars: int = 6) -> list:
     out = []
     for sentence in caption.lower().split("."):
         chunks = [c.strip() for c in sentence.split(",") if c.strip()]
-        if not chunks: continue
+        if not chunks:
+            continue
         longest = max(chunks, key=len)
         rest = ", ".join(c for c in chunks if c is not longest)
         out += [p for p in (longest, rest) if len(p) >= min_chars]
     return out
 
+
 def phrase_level(caption: str, rng: random.Random) -> str:
-    "One phrase of `caption` drawn with `rng` (the lower-cased caption itself when it has no piece long enough)."
+    """One phrase of `caption` drawn with `rng` (the lower-cased caption itself when it has no piece
+    long enough)."""
     pieces = phrase_candidates(caption)
     return rng.choice(pieces) if pieces else caption.lower()
 
 # %% ../nbs/02b_captions.ipynb #6251b22d
-COLOURS = ("black white grey gray dark light navy blue red maroon pink purple violet green olive yellow orange brown beige "
-           "khaki tan cream silver gold golden burgundy blonde blond brunette auburn ginger teal turquoise cyan magenta "
-           "lavender crimson charcoal ivory denim-blue multicolored multicoloured colorful colourful pale bright deep").split()
-MODIFIERS = frozenset(COLOURS + (
-    "striped stripe stripes checked checkered plaid floral flowered printed print logo plain patterned spotted dotted polka "
-    "long short sleeveless tight loose baggy skinny slim fitted wide knee-length ankle-length mid-length high low "
-    "leather denim jean cotton wool woolen woollen knit knitted canvas suede fur furry sports sport running athletic "
-    "casual formal zip-up zipped button-up button-down buttoned collared hooded v-neck round-neck crew-neck cropped "
-    "curly straight wavy bald shoulder-length messy ponytailed big small large little heavy thin thick "
-    "cargo capri mini midi maxi ankle flat peaked baseball sun rain winter summer puffer puffy padded rolled").split())
-HEADS = {   # category: single-word head nouns
-    "upper": ("t-shirt tshirt tee shirt top blouse sweater jumper hoodie sweatshirt jacket coat overcoat raincoat vest "
-              "cardigan blazer suit dress uniform polo jersey parka windbreaker").split(),
+COLOURS = (
+    "black white grey gray dark light navy blue red maroon pink purple violet green olive yellow orange brown beige "
+    "khaki tan cream silver gold golden burgundy blonde blond brunette auburn ginger teal turquoise cyan magenta "
+    "lavender crimson charcoal ivory denim-blue multicolored multicoloured colorful colourful pale bright deep"
+).split()
+MODIFIERS = frozenset(
+    COLOURS
+    + (
+        "striped stripe stripes checked checkered plaid floral flowered printed print logo plain patterned spotted dotted polka "
+        "long short sleeveless tight loose baggy skinny slim fitted wide knee-length ankle-length mid-length high low "
+        "leather denim jean cotton wool woolen woollen knit knitted canvas suede fur furry sports sport running athletic "
+        "casual formal zip-up zipped button-up button-down buttoned collared hooded v-neck round-neck crew-neck cropped "
+        "curly straight wavy bald shoulder-length messy ponytailed big small large little heavy thin thick "
+        "cargo capri mini midi maxi ankle flat peaked baseball sun rain winter summer puffer puffy padded rolled"
+    ).split()
+)
+HEADS = {  # category: single-word head nouns
+    "upper": (
+        "t-shirt tshirt tee shirt top blouse sweater jumper hoodie sweatshirt jacket coat overcoat raincoat vest "
+        "cardigan blazer suit dress uniform polo jersey parka windbreaker"
+    ).split(),
     "lower": "pants trousers jeans shorts skirt leggings tights capris slacks sweatpants joggers".split(),
     "feet": "shoes sneakers boots sandals heels slippers flats loafers socks stockings trainers".split(),
-    "carried": ("bag backpack rucksack handbag purse satchel suitcase luggage umbrella hat cap beanie helmet scarf glasses "
-                "sunglasses belt watch gloves mask headphones phone bottle box").split(),
+    "carried": (
+        "bag backpack rucksack handbag purse satchel suitcase luggage umbrella hat cap beanie helmet scarf glasses "
+        "sunglasses belt watch gloves mask headphones phone bottle box"
+    ).split(),
     "hair": "hair ponytail bun braid braids beard".split(),
 }
 _MULTI = ("t shirt", "tank top", "jean pants", "high heels", "school bag", "shoulder bag")
+
 
 def _head_table() -> dict:
     "Head noun (a tuple of words) -> category, with the multi-word heads spelled out."
     table = {}
     for cat, words in HEADS.items():
-        for w in words: table[(w,)] = cat
+        for w in words:
+            table[(w,)] = cat
     for m in _MULTI:
         cat = next(c for c, ws in HEADS.items() if m.split()[-1] in ws)
         table[tuple(m.split())] = cat
     return table
 
+
 HEAD_TABLE = _head_table()
 _WORD = re.compile(r"[a-z]+(?:-[a-z]+)*")
 
+
 def is_modifier(word: str) -> bool:
-    "A colour, pattern, length, material or style word (or a word ending in -coloured, -colored, -sleeved, -length)."
-    return word in MODIFIERS or word.endswith(("-coloured", "-colored", "-sleeved", "-length", "-toned"))
+    """A colour, pattern, length, material or style word (or a word ending in -coloured, -colored,
+    -sleeved, -length)."""
+    return word in MODIFIERS or word.endswith(
+        ("-coloured", "-colored", "-sleeved", "-length", "-toned")
+    )
+
 
 def _match_head(words: list, i: int):
     "The longest head noun starting at `words[i]`, as (length, category), or None."
     for n in (2, 1):
-        if tuple(words[i:i + n]) in HEAD_TABLE and len(words[i:i + n]) == n: return n, HEAD_TABLE[tuple(words[i:i + n])]
+        if tuple(words[i : i + n]) in HEAD_TABLE and len(words[i : i + n]) == n:
+            return n, HEAD_TABLE[tuple(words[i : i + n])]
     return None
+
 
 def _modifiers_before(words: list, i: int) -> int:
     "Start index of the run of modifiers ending just before `words[i]` ('black and white' counts as one run)."
     j = i
     while j > 0:
-        if is_modifier(words[j - 1]): j -= 1
-        elif words[j - 1] in ("and", "or") and j >= 2 and words[j - 2] in COLOURS and j < i and words[j] in COLOURS: j -= 1
-        else: break
+        if is_modifier(words[j - 1]):
+            j -= 1
+        elif (
+            words[j - 1] in ("and", "or")
+            and j >= 2
+            and words[j - 2] in COLOURS
+            and j < i
+            and words[j] in COLOURS
+        ):
+            j -= 1
+        else:
+            break
     return j
+
 
 def extract_attributes(caption: str) -> list:
     "Attribute phrases of `caption` in reading order, without repeats: a head noun with its modifiers ('black and white striped shirt')."
     words, out, i = _WORD.findall(caption.lower()), [], 0
     while i < len(words):
         head = _match_head(words, i)
-        if head is None: i += 1; continue
+        if head is None:
+            i += 1
+            continue
         n, cat = head
         start = _modifiers_before(words, i)
         if start < i or cat == "carried":
-            phrase = " ".join(words[start:i + n])
-            if phrase not in out: out.append(phrase)
+            phrase = " ".join(words[start : i + n])
+            if phrase not in out:
+                out.append(phrase)
         i += n
     return out
 
 # %% ../nbs/02b_captions.ipynb #d4efe37d
 def word_level(attributes: list, caption: str, rng: random.Random) -> str:
     "A random non-empty subset of `attributes`, joined with ', ' in their order; a random phrase of `caption` when there is none."
-    if not attributes: return phrase_level(caption, rng)
+    if not attributes:
+        return phrase_level(caption, rng)
     k = rng.randint(1, len(attributes))
     picked = sorted(rng.sample(range(len(attributes)), k))
     return ", ".join(attributes[j] for j in picked)
@@ -108,40 +145,68 @@ def word_level(attributes: list, caption: str, rng: random.Random) -> str:
 # %% ../nbs/02b_captions.ipynb #1668d6eb
 LEVELS = ("sentence", "phrase", "word")
 
+
 def write_attributes(captions: list, cache_dir) -> Path:
     "Extract the attribute phrases of every caption and write them to `cache_dir/attributes.json`."
     attrs = [extract_attributes(c) for c in captions]
     found = sum(bool(a) for a in attrs)
-    print(f"attributes: {sum(map(len, attrs))} phrases, {found}/{len(captions)} captions with at least one")
-    return write_json({"extractor": "rules", "heads": len(HEAD_TABLE), "modifiers": len(MODIFIERS), "attributes": attrs},
-                      Path(cache_dir) / "attributes.json")
+    print(
+        f"attributes: {sum(map(len, attrs))} phrases, {found}/{len(captions)} captions with at least one"
+    )
+    return write_json(
+        {
+            "extractor": "rules",
+            "heads": len(HEAD_TABLE),
+            "modifiers": len(MODIFIERS),
+            "attributes": attrs,
+        },
+        Path(cache_dir) / "attributes.json",
+    )
+
 
 def load_attributes(cache_dir, n_captions: int | None = None) -> list:
     "The cached attribute phrases, one list per training caption (checked against `n_captions` when given)."
     path = Path(cache_dir) / "attributes.json"
     if not path.exists():
-        raise TbprError(f"{path}: no attribute phrases cached (IVT's word level needs them)",
-                        fix="re-run the preprocess stage (`dvc repro preprocess` or `tbpr preprocess`), which writes them")
+        raise TbprError(
+            f"{path}: no attribute phrases cached (IVT's word level needs them)",
+            fix="re-run the preprocess stage (`dvc repro preprocess` or `tbpr preprocess`), which writes them",
+        )
     attrs = read_json(path, "attribute cache")["attributes"]
     if n_captions is not None and len(attrs) != n_captions:
-        raise TbprError(f"{path}: {len(attrs)} entries for {n_captions} training captions", fix="re-run the preprocess stage")
+        raise TbprError(
+            f"{path}: {len(attrs)} entries for {n_captions} training captions",
+            fix="re-run the preprocess stage",
+        )
     return attrs
+
 
 def check_levels(levels) -> tuple:
     "Validate a list of caption levels: known names, no repeats, starting with 'sentence'."
     levels = tuple(levels)
-    for lv in levels: check_choice(lv, LEVELS, "train.ivt_levels")
+    for lv in levels:
+        check_choice(lv, LEVELS, "train.ivt_levels")
     if not levels or levels[0] != "sentence" or len(set(levels)) != len(levels):
-        raise TbprError(f"train.ivt_levels={list(levels)}: must start with 'sentence' and name each level once",
-                        fix="e.g. [sentence], [sentence, phrase] or [sentence, phrase, word]")
+        raise TbprError(
+            f"train.ivt_levels={list(levels)}: must start with 'sentence' and name each level once",
+            fix="e.g. [sentence], [sentence, phrase] or [sentence, phrase, word]",
+        )
     return levels
 
+
 class CaptionLevels:
-    "The extra captions of training item `i` for `levels` (after the sentence): a phrase and/or attribute words, drawn with `rng`."
+    """The extra captions of training item `i` for `levels` (after the sentence): a phrase and/or
+    attribute words, drawn with `rng`."""
+
     def __init__(self, levels, attributes: list | None = None):
         self.levels = check_levels(levels)
-        if "word" in self.levels and attributes is None: raise ValueError("the word level needs the cached attributes")
+        if "word" in self.levels and attributes is None:
+            raise ValueError("the word level needs the cached attributes")
         self.attributes = attributes
+
     def __call__(self, i: int, caption: str, rng: random.Random) -> list:
-        make = {"phrase": lambda: phrase_level(caption, rng), "word": lambda: word_level(self.attributes[i], caption, rng)}
+        make = {
+            "phrase": lambda: phrase_level(caption, rng),
+            "word": lambda: word_level(self.attributes[i], caption, rng),
+        }
         return [make[lv]() for lv in self.levels[1:]]

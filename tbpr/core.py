@@ -20,24 +20,30 @@ __all__ = ['DEFAULTS', 'CHOICES', 'PRESETS', 'RANGES', 'POSITIVE', 'PAIRS', 'TRI
 # %% ../nbs/00_core.ipynb #f98ff951
 class TbprError(Exception):
     "An error caused by the user's input, with the place it concerns and how to fix it."
+
     def __init__(self, message: str, fix: str | None = None):
         self.message, self.fix = message, fix
         super().__init__(message + (f"\n  How to fix: {fix}" if fix else ""))
 
 # %% ../nbs/00_core.ipynb #7f7c63c2
 def check_choice(value, choices, name: str):
-    "Return `value` if it is one of `choices`, else raise a `TbprError` naming `name` and the choices."
+    """Return `value` if it is one of `choices`, else raise a `TbprError` naming `name` and the
+    choices."""
     if value not in choices:
-        raise TbprError(f"{name}={value!r} is not a valid choice",
-                        fix=f"set {name} to one of: {', '.join(map(str, choices))}")
+        raise TbprError(
+            f"{name}={value!r} is not a valid choice",
+            fix=f"set {name} to one of: {', '.join(map(str, choices))}",
+        )
     return value
+
 
 def check_keys(section: dict, allowed, name: str):
     "Raise a `TbprError` if `section` has keys outside `allowed` (typos in params.yaml)."
     unknown = sorted(set(section) - set(allowed))
     if unknown:
-        raise TbprError(f"{name}: unknown key(s) {unknown}",
-                        fix=f"known keys are: {', '.join(sorted(allowed))}")
+        raise TbprError(
+            f"{name}: unknown key(s) {unknown}", fix=f"known keys are: {', '.join(sorted(allowed))}"
+        )
     return section
 
 # %% ../nbs/00_core.ipynb #7318ad72
@@ -45,29 +51,42 @@ def load_params(path="params.yaml") -> dict:
     "Read a YAML parameter file, with a clear error if it is missing or malformed."
     path = Path(path)
     if not path.exists():
-        raise TbprError(f"{path}: parameter file not found", fix="run from the repository root, or pass --params PATH")
-    try: params = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err: raise TbprError(f"{path}: not valid YAML ({err})", fix="correct the syntax") from None
-    if not isinstance(params, dict): raise TbprError(f"{path}: expected a mapping at the top level")
+        raise TbprError(
+            f"{path}: parameter file not found",
+            fix="run from the repository root, or pass --params PATH",
+        )
+    try:
+        params = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise TbprError(f"{path}: not valid YAML ({err})", fix="correct the syntax") from None
+    if not isinstance(params, dict):
+        raise TbprError(f"{path}: expected a mapping at the top level")
     return params
+
 
 def merge_params(defaults: dict, overrides: dict, name: str = "params") -> dict:
     "Recursively overlay `overrides` on `defaults`; unknown keys raise a `TbprError`."
     out = dict(defaults)
     for k, v in (overrides or {}).items():
         if k not in defaults:
-            raise TbprError(f"{name}: unknown key {k!r}", fix=f"known keys are: {', '.join(sorted(defaults))}")
+            raise TbprError(
+                f"{name}: unknown key {k!r}", fix=f"known keys are: {', '.join(sorted(defaults))}"
+            )
         sub = f"{name}.{k}"
-        if isinstance(defaults[k], dict) and defaults[k] and isinstance(v, dict): out[k] = merge_params(defaults[k], v, sub)
+        if isinstance(defaults[k], dict) and defaults[k] and isinstance(v, dict):
+            out[k] = merge_params(defaults[k], v, sub)
         elif isinstance(defaults[k], dict) and defaults[k] and v is not None:
             raise TbprError(f"{sub}: expected a mapping, got {v!r}")
-        else: out[k] = v
+        else:
+            out[k] = v
     return out
 
 # %% ../nbs/00_core.ipynb #df7b7232
 def seed_everything(seed: int) -> None:
     "Seed Python, NumPy and torch (all devices)."
-    random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
     os.environ.setdefault("PYTHONHASHSEED", str(seed))
 
 # %% ../nbs/00_core.ipynb #ed26c371
@@ -81,19 +100,24 @@ def _pid_alive(pid: int) -> bool:
         return True
     return True
 
+
 def _stale_temporaries(target: Path) -> list:
     "The temporaries of `target` left by processes that no longer run (killed mid-write)."
     pattern = re.compile(rf"\.{re.escape(target.name)}\.(?:(\d+)-)?[a-z0-9_]{{8}}\.tmp")
     stale = []
     for p in target.parent.glob(".*.tmp"):
         m = pattern.fullmatch(p.name)
-        if m and not (m.group(1) and _pid_alive(int(m.group(1)))):   # no pid: written before pids were kept
+        if m and not (
+            m.group(1) and _pid_alive(int(m.group(1)))
+        ):  # no pid: written before pids were kept
             stale.append(p)
     return stale
 
+
 def remove_stale_temporaries(target) -> list:
-    """Remove the temporaries a killed run left beside `target`; if the kill came between moving the old `target`
-    aside and moving the new one in, put the old one back first. Returns what was removed."""
+    """Remove the temporaries a killed run left beside `target`; if the kill came between moving the
+    old `target` aside and moving the new one in, put the old one back first. Returns what was
+    removed."""
     target = Path(target)
     stale = _stale_temporaries(target)
     for tmp in stale:
@@ -103,6 +127,7 @@ def remove_stale_temporaries(target) -> list:
             print(f"{target}: restored the previous version, which a killed run had moved aside")
         shutil.rmtree(tmp, ignore_errors=True)
     return stale
+
 
 @contextmanager
 def atomic_path(target, is_dir: bool = False):
@@ -120,10 +145,11 @@ def atomic_path(target, is_dir: bool = False):
         yield out
         if target.is_dir() and not target.is_symlink():
             old = tmp / ".old"
-            target.rename(old)      # keep the old one until the new one is in place
+            target.rename(old)  # keep the old one until the new one is in place
         os.replace(out, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
 
 def write_json(obj, path, **kw) -> Path:
     "Write `obj` as pretty JSON, atomically."
@@ -131,13 +157,16 @@ def write_json(obj, path, **kw) -> Path:
         tmp.write_text(json.dumps(obj, indent=2, **kw) + "\n", encoding="utf-8")
     return Path(path)
 
+
 def read_json(path, what: str = "JSON file"):
     "Read JSON (UTF-8, with or without a byte-order mark) with errors that name the file."
     path = Path(path)
     if not path.exists():
         raise TbprError(f"{path}: {what} not found")
     try:
-        return json.loads(path.read_text(encoding="utf-8-sig"))   # -sig: Windows editors often write a BOM
+        return json.loads(
+            path.read_text(encoding="utf-8-sig")
+        )  # -sig: Windows editors often write a BOM
     except UnicodeDecodeError:
         raise TbprError(f"{path}: {what} is not UTF-8 text", fix="re-save it as UTF-8") from None
     except json.JSONDecodeError as err:
@@ -152,8 +181,10 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
             h.update(block)
     return h.hexdigest()
 
+
 def _gib(n: int) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**28 else f"{n / 2**20:.1f} MiB"
+
 
 def check_free_space(folder, needed: int, what: str, margin: int = 64 * 2**20) -> None:
     "Refuse to start writing `needed` bytes of `what` into `folder` when its disk has less free (plus `margin`)."
@@ -161,9 +192,13 @@ def check_free_space(folder, needed: int, what: str, margin: int = 64 * 2**20) -
     probe = next(p for p in (folder, *folder.parents) if p.exists())
     free = shutil.disk_usage(probe).free
     if free < needed + margin:
-        raise TbprError(f"{folder}: {what} needs {_gib(needed)} ({needed:,} bytes) but the disk has only "
-                        f"{_gib(free)} free", fix="free some space (or move artifacts/ to a larger disk) and run again; "
-                                                  "nothing was written")
+        raise TbprError(
+            f"{folder}: {what} needs {_gib(needed)} ({needed:,} bytes) but the disk has only "
+            f"{_gib(free)} free",
+            fix="free some space (or move artifacts/ to a larger disk) and run again; "
+            "nothing was written",
+        )
+
 
 @contextmanager
 def full_disk_as_error(folder, needed: int, what: str):
@@ -173,16 +208,24 @@ def full_disk_as_error(folder, needed: int, what: str):
     except OSError as err:
         if err.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
-        raise TbprError(f"{folder}: the disk filled up while writing {what} ({_gib(needed)} needed; {err.strerror})",
-                        fix="free some space and run again; the partial files were removed") from None
+        raise TbprError(
+            f"{folder}: the disk filled up while writing {what} ({_gib(needed)} needed; {err.strerror})",
+            fix="free some space and run again; the partial files were removed",
+        ) from None
+
 
 class NpyWriter:
     "Write an `.npy` array of `shape` and `dtype` row by row, with plain writes (no memory map)."
+
     def __init__(self, path, shape: tuple, dtype):
         self.path, self.shape, self.dtype = Path(path), tuple(shape), np.dtype(dtype)
         self.rows = 0
         self.file = open(self.path, "wb")
-        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
+        header = {
+            "descr": np.lib.format.dtype_to_descr(self.dtype),
+            "fortran_order": False,
+            "shape": self.shape,
+        }
         np.lib.format.write_array_header_2_0(self.file, header)
 
     def write(self, rows: np.ndarray) -> None:
@@ -199,16 +242,20 @@ class NpyWriter:
         if self.rows != self.shape[0]:
             raise ValueError(f"{self.path}: {self.rows} of {self.shape[0]} rows written")
 
-    def __enter__(self): return self
+    def __enter__(self):
+        return self
+
     def __exit__(self, kind, *_):
         if kind is None:
             self.close()
         else:
             self.file.close()
 
+
 def write_npy(path, shape: tuple, dtype, rows, what: str) -> str:
-    """Write the arrays `rows` yields (one row each, in order) as one `.npy` of `shape` and `dtype` with `NpyWriter`,
-    after `check_free_space`; a full disk mid-write is a `TbprError` too. Returns the sha256 of the data written."""
+    """Write the arrays `rows` yields (one row each, in order) as one `.npy` of `shape` and `dtype`
+    with `NpyWriter`, after `check_free_space`; a full disk mid-write is a `TbprError` too. Returns
+    the sha256 of the data written."""
     path, dtype = Path(path), np.dtype(dtype)
     needed = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     check_free_space(path.parent, needed, what)
@@ -224,36 +271,107 @@ def write_npy(path, shape: tuple, dtype, rows, what: str) -> str:
 DEFAULTS = {
     "seed": 0,
     "preset": "cpu",
-    "data": {"name": "synthetic", "raw_dir": "data", "source": "", "parsing_dir": "", "resize": "bilinear",
-             "parse": "auto", "parser": "mattmdjaga/segformer_b2_clothes", "parser_size": [],
-             "parse_batch_size": 16,
-             "urls": {"cuhkpedes": "", "icfgpedes": "", "rstpreid": ""},
-             "sha256": {"cuhkpedes": "", "icfgpedes": "", "rstpreid": ""}},
-    "synthetic": {"size": "small", "difficulty": 0.5, "images_per_id": [2, 4], "height": 192, "width": 64},
-    "model": {"init": "", "init_sha256": "", "init_vision": "", "init_text": "", "init_ivt": "",
-              "tokenizer": "minilm", "mask_token": "append", "image_size": [144, 48],
-              "pixel_mean": [0.48145466, 0.4578275, 0.40821073],
-              "pixel_std": [0.26862954, 0.26130258, 0.27577711],
-              "patch_size": 12, "patch_stride": 0, "embed_dim": 128,
-              "vision_width": 128, "vision_layers": 4, "vision_heads": 4,
-              "text_width": 128, "text_layers": 4, "text_heads": 4, "max_length": 56},
-    "train": {"method": "irra", "seeds": 1, "epochs": 12, "batch_size": 64, "sampler": "identity", "num_instance": 4,
-              "optimizer": "adam", "lr": 3e-4, "lr_factor": 1.0, "grad_clip": 1.0, "bias_lr_factor": 2.0,
-              "weight_decay": 4e-5, "bias_weight_decay": 0.0, "adam_eps": 1e-8,
-              "warmup_epochs": 1, "warmup_start": 0.1, "cosine_shift": True, "lr_floor": 0.0,
-              "temperature": 0.05, "mlm_prob": 0.15, "irr_padding": "mask", "cmt_depth": 2, "cmt_heads": 4, "cmt_style": "torch",
-              "mim_ratio": 0.15, "mim_target": "semantic", "mim_cross": "shared", "mim_kl_temperature": 1.0,
-              "mim_ignore_background": False, "ivt_levels": ["sentence", "phrase", "word"], "bmm_ratio": 0.2,
-              "loss_groups": 1, "drop_path": 0.0, "text_dropout": 0.0,
-              "support_size": 3, "support_from": "split", "fusion_heads": 4, "fusion_layers": 1,
-              "fusion_ff": 0,
-              "loss_weights": {}, "augment": {"flip": 0.5, "pad": 4, "erase": 0.5, "erase_max": 0.4,
-                          "erase_fill": "mean"},
-              "select": "val", "select_metric": "R1", "eval_every": 1, "mixed_precision": "fp32", "num_workers": 0,
-              "augment_on": "device", "compile": False, "device": "auto",
-              "log_every": 10},
-    "eval": {"batch_size": 128, "chunk_size": 1024, "max_rank": 50, "grid_queries": 6,
-             "zero_shot": ""},
+    "data": {
+        "name": "synthetic",
+        "raw_dir": "data",
+        "source": "",
+        "parsing_dir": "",
+        "resize": "bilinear",
+        "parse": "auto",
+        "parser": "mattmdjaga/segformer_b2_clothes",
+        "parser_size": [],
+        "parse_batch_size": 16,
+        "urls": {"cuhkpedes": "", "icfgpedes": "", "rstpreid": ""},
+        "sha256": {"cuhkpedes": "", "icfgpedes": "", "rstpreid": ""},
+    },
+    "synthetic": {
+        "size": "small",
+        "difficulty": 0.5,
+        "images_per_id": [2, 4],
+        "height": 192,
+        "width": 64,
+    },
+    "model": {
+        "init": "",
+        "init_sha256": "",
+        "init_vision": "",
+        "init_text": "",
+        "init_ivt": "",
+        "tokenizer": "minilm",
+        "mask_token": "append",
+        "image_size": [144, 48],
+        "pixel_mean": [0.48145466, 0.4578275, 0.40821073],
+        "pixel_std": [0.26862954, 0.26130258, 0.27577711],
+        "patch_size": 12,
+        "patch_stride": 0,
+        "embed_dim": 128,
+        "vision_width": 128,
+        "vision_layers": 4,
+        "vision_heads": 4,
+        "text_width": 128,
+        "text_layers": 4,
+        "text_heads": 4,
+        "max_length": 56,
+    },
+    "train": {
+        "method": "irra",
+        "seeds": 1,
+        "epochs": 12,
+        "batch_size": 64,
+        "sampler": "identity",
+        "num_instance": 4,
+        "optimizer": "adam",
+        "lr": 3e-4,
+        "lr_factor": 1.0,
+        "grad_clip": 1.0,
+        "bias_lr_factor": 2.0,
+        "weight_decay": 4e-5,
+        "bias_weight_decay": 0.0,
+        "adam_eps": 1e-8,
+        "warmup_epochs": 1,
+        "warmup_start": 0.1,
+        "cosine_shift": True,
+        "lr_floor": 0.0,
+        "temperature": 0.05,
+        "mlm_prob": 0.15,
+        "irr_padding": "mask",
+        "cmt_depth": 2,
+        "cmt_heads": 4,
+        "cmt_style": "torch",
+        "mim_ratio": 0.15,
+        "mim_target": "semantic",
+        "mim_cross": "shared",
+        "mim_kl_temperature": 1.0,
+        "mim_ignore_background": False,
+        "ivt_levels": ["sentence", "phrase", "word"],
+        "bmm_ratio": 0.2,
+        "loss_groups": 1,
+        "drop_path": 0.0,
+        "text_dropout": 0.0,
+        "support_size": 3,
+        "support_from": "split",
+        "fusion_heads": 4,
+        "fusion_layers": 1,
+        "fusion_ff": 0,
+        "loss_weights": {},
+        "augment": {"flip": 0.5, "pad": 4, "erase": 0.5, "erase_max": 0.4, "erase_fill": "mean"},
+        "select": "val",
+        "select_metric": "R1",
+        "eval_every": 1,
+        "mixed_precision": "fp32",
+        "num_workers": 0,
+        "augment_on": "device",
+        "compile": False,
+        "device": "auto",
+        "log_every": 10,
+    },
+    "eval": {
+        "batch_size": 128,
+        "chunk_size": 1024,
+        "max_rank": 50,
+        "grid_queries": 6,
+        "zero_shot": "",
+    },
 }
 
 CHOICES = {
@@ -280,53 +398,133 @@ CHOICES = {
 PRESETS = {
     "cpu": {},
     "irra-paper": {
-        "model": {"init": "openai/clip-vit-base-patch16", "tokenizer": "clip", "mask_token": "irra",
-                  "image_size": [384, 128], "patch_size": 16,
-                  "embed_dim": 512, "vision_width": 768, "vision_layers": 12, "vision_heads": 12,
-                  "text_width": 512, "text_layers": 12, "text_heads": 8, "max_length": 77},
-        "train": {"seeds": 3, "epochs": 60, "batch_size": 64, "sampler": "random", "lr": 1e-5, "lr_factor": 5.0, "bias_lr_factor": 2.0,
-                  "weight_decay": 4e-5, "adam_eps": 1e-3, "grad_clip": 0.0, "warmup_epochs": 5, "temperature": 0.02,
-                  "mlm_prob": 0.15, "irr_padding": "irra", "cmt_depth": 4, "cmt_heads": 8, "cmt_style": "irra",
-                  "augment": {"flip": 0.5, "pad": 10, "erase": 0.5},
-                  "select": "val", "mixed_precision": "fp16-weights"},
+        "model": {
+            "init": "openai/clip-vit-base-patch16",
+            "tokenizer": "clip",
+            "mask_token": "irra",
+            "image_size": [384, 128],
+            "patch_size": 16,
+            "embed_dim": 512,
+            "vision_width": 768,
+            "vision_layers": 12,
+            "vision_heads": 12,
+            "text_width": 512,
+            "text_layers": 12,
+            "text_heads": 8,
+            "max_length": 77,
+        },
+        "train": {
+            "seeds": 3,
+            "epochs": 60,
+            "batch_size": 64,
+            "sampler": "random",
+            "lr": 1e-5,
+            "lr_factor": 5.0,
+            "bias_lr_factor": 2.0,
+            "weight_decay": 4e-5,
+            "adam_eps": 1e-3,
+            "grad_clip": 0.0,
+            "warmup_epochs": 5,
+            "temperature": 0.02,
+            "mlm_prob": 0.15,
+            "irr_padding": "irra",
+            "cmt_depth": 4,
+            "cmt_heads": 8,
+            "cmt_style": "irra",
+            "augment": {"flip": 0.5, "pad": 10, "erase": 0.5},
+            "select": "val",
+            "mixed_precision": "fp16-weights",
+        },
         "eval": {"batch_size": 512},
     },
     "ivt-paper": {
         "data": {"resize": "bicubic"},
-        "model": {"init_vision": "google/vit-base-patch16-224", "init_text": "bert-base-uncased", "tokenizer": "bert-base-uncased",
-                  "image_size": [384, 128], "patch_size": 16, "patch_stride": 12, "vision_width": 768, "vision_layers": 12,
-                  "vision_heads": 12, "max_length": 100, "pixel_mean": [0.5, 0.5, 0.5], "pixel_std": [0.5, 0.5, 0.5]},
-        "train": {"method": "ivt", "seeds": 3, "epochs": 120, "batch_size": 112, "sampler": "identity", "num_instance": 4,
-                  "optimizer": "sgd", "lr": 0.005, "weight_decay": 1e-4, "bias_weight_decay": 1e-4, "bias_lr_factor": 2.0,
-                  "grad_clip": 0.0, "warmup_epochs": 5, "warmup_start": 0.01, "cosine_shift": False, "lr_floor": 0.002,
-                  "loss_groups": 4, "drop_path": 0.1, "text_dropout": 0.1, "select_metric": "R1+mAP",
-                  "augment": {"flip": 0.5, "pad": 10, "erase": 0.5, "erase_max": 1 / 3, "erase_fill": "noise"},
-                  "mixed_precision": "fp16"},
+        "model": {
+            "init_vision": "google/vit-base-patch16-224",
+            "init_text": "bert-base-uncased",
+            "tokenizer": "bert-base-uncased",
+            "image_size": [384, 128],
+            "patch_size": 16,
+            "patch_stride": 12,
+            "vision_width": 768,
+            "vision_layers": 12,
+            "vision_heads": 12,
+            "max_length": 100,
+            "pixel_mean": [0.5, 0.5, 0.5],
+            "pixel_std": [0.5, 0.5, 0.5],
+        },
+        "train": {
+            "method": "ivt",
+            "seeds": 3,
+            "epochs": 120,
+            "batch_size": 112,
+            "sampler": "identity",
+            "num_instance": 4,
+            "optimizer": "sgd",
+            "lr": 0.005,
+            "weight_decay": 1e-4,
+            "bias_weight_decay": 1e-4,
+            "bias_lr_factor": 2.0,
+            "grad_clip": 0.0,
+            "warmup_epochs": 5,
+            "warmup_start": 0.01,
+            "cosine_shift": False,
+            "lr_floor": 0.002,
+            "loss_groups": 4,
+            "drop_path": 0.1,
+            "text_dropout": 0.1,
+            "select_metric": "R1+mAP",
+            "augment": {
+                "flip": 0.5,
+                "pad": 10,
+                "erase": 0.5,
+                "erase_max": 1 / 3,
+                "erase_fill": "noise",
+            },
+            "mixed_precision": "fp16",
+        },
         "eval": {"batch_size": 512},
     },
 }
 
-# BiLMa's recipe: IRRA's, plus MIM as the paper describes it (m = 0.15, weight 1, parsing labels through IRR's module)
+# BiLMa's recipe: IRRA's, plus MIM as the paper describes it (m = 0.15, weight 1, parsing labels
+# through IRR's module)
 PRESETS["bilma-paper"] = json.loads(json.dumps(PRESETS["irra-paper"]))
-PRESETS["bilma-paper"]["train"].update(method="bilma", mim_ratio=0.15, mim_target="semantic", mim_cross="shared")
+PRESETS["bilma-paper"]["train"].update(
+    method="bilma", mim_ratio=0.15, mim_target="semantic", mim_cross="shared"
+)
 
-# LCR²S's, as far as it is known, on IRRA's CLIP recipe (the paper's own numbers are on another backbone): supports
+# LCR²S's, as far as it is known, on IRRA's CLIP recipe (the paper's own numbers are on another
+# backbone): supports
 # of K = 3 other views from the whole training split, fused by one attention layer with 8 heads
 PRESETS["lcr2s-paper"] = json.loads(json.dumps(PRESETS["irra-paper"]))
-PRESETS["lcr2s-paper"]["train"].update(method="lcr2s", support_size=3, support_from="split", fusion_heads=8,
-                                       fusion_layers=1, fusion_ff=0, mixed_precision="bf16")
+PRESETS["lcr2s-paper"]["train"].update(
+    method="lcr2s",
+    support_size=3,
+    support_from="split",
+    fusion_heads=8,
+    fusion_layers=1,
+    fusion_ff=0,
+    mixed_precision="bf16",
+)
+
 
 def _flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
-        if isinstance(v, dict) and v: out.update(_flatten(v, f"{prefix}{k}."))
-        else: out[f"{prefix}{k}"] = v
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
     return out
+
 
 def _set(d: dict, dotted: str, value):
     *path, last = dotted.split(".")
-    for k in path: d = d[k]
+    for k in path:
+        d = d[k]
     d[last] = value
+
 
 def apply_preset(params: dict, name: str) -> tuple:
     "Lay preset `name` over `params` on the keys still at their defaults; returns (params, keys kept from the user)."
@@ -334,16 +532,21 @@ def apply_preset(params: dict, name: str) -> tuple:
     defaults, mine, kept = _flatten(DEFAULTS), _flatten(params), []
     out = json.loads(json.dumps(params))
     for key, value in _flatten(PRESETS[name]).items():
-        if mine.get(key) == defaults.get(key): _set(out, key, value)
-        elif mine.get(key) != value: kept.append(key)
+        if mine.get(key) == defaults.get(key):
+            _set(out, key, value)
+        elif mine.get(key) != value:
+            kept.append(key)
     return out, kept
 
-def resolve_params(path="params.yaml", overrides: dict | None = None, verbose: bool = False) -> dict:
-    """`params.yaml` (and `overrides`) laid over `DEFAULTS` and the preset; unknown keys, invalid choices and values
-    of the wrong type or range are refused (`check_params`)."""
+
+def resolve_params(
+    path="params.yaml", overrides: dict | None = None, verbose: bool = False
+) -> dict:
+    """`params.yaml` (and `overrides`) laid over `DEFAULTS` and the preset; unknown keys, invalid
+    choices and values of the wrong type or range are refused (`check_params`)."""
     params = merge_params(DEFAULTS, load_params(path) if path else {}, "params")
     params = merge_params(params, overrides or {}, "params")
-    if params["train"]["mixed_precision"] in (False, "no"):      # YAML 1.1 reads `no` as false
+    if params["train"]["mixed_precision"] in (False, "no"):  # YAML 1.1 reads `no` as false
         params["train"]["mixed_precision"] = "fp32"
     check_choice(params["preset"], list(PRESETS), "preset")
     params, kept = apply_preset(params, params["preset"])
@@ -351,63 +554,123 @@ def resolve_params(path="params.yaml", overrides: dict | None = None, verbose: b
         print(f"preset {params['preset']}: your values kept for {', '.join(kept)}")
     return check_params(params)
 
+
 RANGES = {  # dotted key: (low, high, low included, high included); None: no bound on that side
     # shares and probabilities
-    "train.mim_ratio": (0, 1, False, True), "train.mlm_prob": (0, 1, True, False),
-    "train.bmm_ratio": (0, 1, True, False), "train.augment.flip": (0, 1, True, True),
-    "train.augment.erase": (0, 1, True, True), "synthetic.difficulty": (0, 1, True, True),
+    "train.mim_ratio": (0, 1, False, True),
+    "train.mlm_prob": (0, 1, True, False),
+    "train.bmm_ratio": (0, 1, True, False),
+    "train.augment.flip": (0, 1, True, True),
+    "train.augment.erase": (0, 1, True, True),
+    "synthetic.difficulty": (0, 1, True, True),
     # rates and scales: a zero or negative value trains on nothing (or on NaN losses)
-    "train.lr": (0, None, False, True), "train.temperature": (0, None, False, True),
-    "train.lr_factor": (0, None, False, True), "train.bias_lr_factor": (0, None, False, True),
-    "train.adam_eps": (0, None, False, True), "train.weight_decay": (0, None, True, True),
-    "train.grad_clip": (0, None, True, True), "train.warmup_epochs": (0, None, True, True),
-    "train.mim_kl_temperature": (0, None, False, True), "data.parse_batch_size": (1, None, True, True),
-    "train.bias_weight_decay": (0, None, True, True), "train.warmup_start": (0, 1, False, True),
-    "train.lr_floor": (0, 1, True, False), "train.drop_path": (0, 1, True, False),
-    "train.text_dropout": (0, 1, True, False), "train.augment.erase_max": (0, 1, False, True),
+    "train.lr": (0, None, False, True),
+    "train.temperature": (0, None, False, True),
+    "train.lr_factor": (0, None, False, True),
+    "train.bias_lr_factor": (0, None, False, True),
+    "train.adam_eps": (0, None, False, True),
+    "train.weight_decay": (0, None, True, True),
+    "train.grad_clip": (0, None, True, True),
+    "train.warmup_epochs": (0, None, True, True),
+    "train.mim_kl_temperature": (0, None, False, True),
+    "data.parse_batch_size": (1, None, True, True),
+    "train.bias_weight_decay": (0, None, True, True),
+    "train.warmup_start": (0, 1, False, True),
+    "train.lr_floor": (0, 1, True, False),
+    "train.drop_path": (0, 1, True, False),
+    "train.text_dropout": (0, 1, True, False),
+    "train.augment.erase_max": (0, 1, False, True),
     "train.fusion_ff": (0, None, True, True),
-    "train.augment.pad": (0, None, True, True), "train.num_workers": (0, None, True, True),
-    "seed": (0, 2**32 - 1, True, True), "model.patch_stride": (0, None, True, True),
-    "eval.grid_queries": (0, None, True, True), "synthetic.height": (16, None, True, True),
-    "synthetic.width": (8, None, True, True), "model.max_length": (3, None, True, True),
+    "train.augment.pad": (0, None, True, True),
+    "train.num_workers": (0, None, True, True),
+    "seed": (0, 2**32 - 1, True, True),
+    "model.patch_stride": (0, None, True, True),
+    "eval.grid_queries": (0, None, True, True),
+    "synthetic.height": (16, None, True, True),
+    "synthetic.width": (8, None, True, True),
+    "model.max_length": (3, None, True, True),
 }
-POSITIVE = ("train.epochs", "train.batch_size", "train.num_instance", "train.seeds", "train.eval_every",
-            "train.log_every", "train.cmt_depth", "train.cmt_heads", "train.support_size",
-            "train.fusion_heads", "train.fusion_layers", "train.loss_groups", "eval.batch_size", "eval.chunk_size", "eval.max_rank",
-            "model.patch_size", "model.embed_dim", "model.vision_width", "model.vision_layers",
-            "model.vision_heads", "model.text_width", "model.text_layers", "model.text_heads")
-PAIRS = {"model.image_size": "(height, width), e.g. [144, 48]",
-         "synthetic.images_per_id": "(min, max) views, e.g. [2, 4]"}
-TRIPLES = {"model.pixel_mean": "per channel (R, G, B), e.g. [0.5, 0.5, 0.5]",
-           "model.pixel_std": "per channel (R, G, B), e.g. [0.5, 0.5, 0.5]"}
-EMPTY_OR_PAIRS = {"data.parser_size": "(height, width) the parser resizes to, e.g. [512, 512], or [] for its own"}
+POSITIVE = (
+    "train.epochs",
+    "train.batch_size",
+    "train.num_instance",
+    "train.seeds",
+    "train.eval_every",
+    "train.log_every",
+    "train.cmt_depth",
+    "train.cmt_heads",
+    "train.support_size",
+    "train.fusion_heads",
+    "train.fusion_layers",
+    "train.loss_groups",
+    "eval.batch_size",
+    "eval.chunk_size",
+    "eval.max_rank",
+    "model.patch_size",
+    "model.embed_dim",
+    "model.vision_width",
+    "model.vision_layers",
+    "model.vision_heads",
+    "model.text_width",
+    "model.text_layers",
+    "model.text_heads",
+)
+PAIRS = {
+    "model.image_size": "(height, width), e.g. [144, 48]",
+    "synthetic.images_per_id": "(min, max) views, e.g. [2, 4]",
+}
+TRIPLES = {
+    "model.pixel_mean": "per channel (R, G, B), e.g. [0.5, 0.5, 0.5]",
+    "model.pixel_std": "per channel (R, G, B), e.g. [0.5, 0.5, 0.5]",
+}
+EMPTY_OR_PAIRS = {
+    "data.parser_size": "(height, width) the parser resizes to, e.g. [512, 512], or [] for its own"
+}
+
 
 def _kind(default) -> str:
     "The type a parameter must have, read from its default."
-    if isinstance(default, bool): return "true or false"
-    if isinstance(default, int): return "an integer"
-    if isinstance(default, float): return "a number"
-    if isinstance(default, str): return "text"
-    if isinstance(default, list): return "a list"
+    if isinstance(default, bool):
+        return "true or false"
+    if isinstance(default, int):
+        return "an integer"
+    if isinstance(default, float):
+        return "a number"
+    if isinstance(default, str):
+        return "text"
+    if isinstance(default, list):
+        return "a list"
     return "a mapping"
+
 
 def _typed(value, default):
     "`value` if it has the type of `default` (an int for a float is fine), `...` if not."
-    if isinstance(default, bool): return value if isinstance(value, bool) else ...
-    if isinstance(value, bool): return ...
-    if isinstance(default, int): return value if isinstance(value, int) else ...
+    if isinstance(default, bool):
+        return value if isinstance(value, bool) else ...
+    if isinstance(value, bool):
+        return ...
+    if isinstance(default, int):
+        return value if isinstance(value, int) else ...
     if isinstance(default, float):
-        if isinstance(value, str):                 # YAML 1.1 reads 1e-5 (no dot) as text
-            try: value = float(value)
-            except ValueError: return ...
+        if isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot) as text
+            try:
+                value = float(value)
+            except ValueError:
+                return ...
         return value if isinstance(value, (int, float)) and math.isfinite(value) else ...
-    if isinstance(default, str): return value if isinstance(value, str) else ...
-    if isinstance(default, list): return value if isinstance(value, list) else ...
+    if isinstance(default, str):
+        return value if isinstance(value, str) else ...
+    if isinstance(default, list):
+        return value if isinstance(value, list) else ...
     return value if isinstance(value, dict) else ...
 
+
 def _bad(dotted: str, value, must: str, example) -> TbprError:
-    return TbprError(f"{dotted}={value!r} must be {must}",
-                     fix=f"set it in params.yaml or with `-S {dotted}={example}` (the default)")
+    return TbprError(
+        f"{dotted}={value!r} must be {must}",
+        fix=f"set it in params.yaml or with `-S {dotted}={example}` (the default)",
+    )
+
 
 def _check_range(dotted: str, v):
     if dotted in POSITIVE and v < 1:
@@ -419,6 +682,7 @@ def _check_range(dotted: str, v):
         span = f"{'[' if lo_in else '('}{lo}, {'inf' if hi is None else hi}{']' if hi_in else ')'}"
         raise _bad(dotted, v, f"a number in {span}", _get(DEFAULTS, dotted))
 
+
 def _mappings(d: dict, prefix: str = "") -> list:
     "The dotted keys of every mapping in `d` (`train.augment`, `train.loss_weights`, ...)."
     out = []
@@ -427,9 +691,12 @@ def _mappings(d: dict, prefix: str = "") -> list:
             out += [prefix + k, *_mappings(v, f"{prefix}{k}.")]
     return out
 
+
 def _get(d: dict, dotted: str):
-    for k in dotted.split("."): d = d[k]
+    for k in dotted.split("."):
+        d = d[k]
     return d
+
 
 def check_params(params: dict) -> dict:
     """Refuse every value of the wrong type or out of range, before any stage does work: the type comes from the
@@ -437,8 +704,10 @@ def check_params(params: dict) -> dict:
     `CHOICES`. Numbers written as text by YAML 1.1 (`1e-5`) become numbers. Returns `params`."""
     for dotted in _mappings(DEFAULTS):
         if not isinstance(_get(params, dotted), dict):
-            raise TbprError(f"{dotted}={_get(params, dotted)!r} must be a mapping",
-                            fix=f"write {dotted.split('.')[-1]}: {{}} for none")
+            raise TbprError(
+                f"{dotted}={_get(params, dotted)!r} must be a mapping",
+                fix=f"write {dotted.split('.')[-1]}: {{}} for none",
+            )
     for dotted, default in _flatten(DEFAULTS).items():
         *path, key = dotted.split(".")
         section = _get(params, ".".join(path)) if path else params
@@ -454,15 +723,24 @@ def check_params(params: dict) -> dict:
         v = _get(params, dotted)
         if v == [] and dotted in EMPTY_OR_PAIRS:
             continue
-        if len(v) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v):
-            raise _bad(dotted, v, f"two positive integers {what}", json.dumps(_get(DEFAULTS, dotted)))
+        if len(v) != 2 or not all(
+            isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v
+        ):
+            raise _bad(
+                dotted, v, f"two positive integers {what}", json.dumps(_get(DEFAULTS, dotted))
+            )
     for dotted, what in TRIPLES.items():
         v = _get(params, dotted)
-        numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
+        numbers = all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v
+        )
         if len(v) != 3 or not numbers or (dotted.endswith("std") and min(v) <= 0):
             must = "three positive numbers" if dotted.endswith("std") else "three numbers"
             raise _bad(dotted, v, f"{must} {what}", json.dumps(_get(DEFAULTS, dotted)))
     for name, w in params["train"]["loss_weights"].items():
         if not isinstance(w, (int, float)) or isinstance(w, bool) or not math.isfinite(w) or w < 0:
-            raise TbprError(f"train.loss_weights.{name}={w!r} must be a number >= 0", fix="0 switches that loss off")
+            raise TbprError(
+                f"train.loss_weights.{name}={w!r} must be a number >= 0",
+                fix="0 switches that loss off",
+            )
     return params

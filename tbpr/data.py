@@ -13,7 +13,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
-from .core import TbprError, atomic_path, check_choice, read_json, sha256_file, write_json, write_npy
+from tbpr.core import (
+    TbprError,
+    atomic_path,
+    check_choice,
+    read_json,
+    sha256_file,
+    write_json,
+    write_npy,
+)
 from .captions import write_attributes
 
 # %% auto #0
@@ -31,86 +39,163 @@ __all__ = ['SCHEMAS', 'IMAGE_KEYS', 'RESAMPLE', 'NOT_8BIT_FIX', 'CLIP_MEAN', 'CL
 @dataclass(frozen=True)
 class Schema:
     "Where a dataset keeps its annotations and how it names things."
-    ann_file: str            # annotation JSON, relative to the dataset root
-    image_key: str           # key of the image path inside an entry
-    id_base: int             # the first train id (1 for CUHK-PEDES, 0 for ICFG-PEDES and RSTPReid)
-    images_dir: str = "imgs" # image paths are relative to this folder
+
+    ann_file: str  # annotation JSON, relative to the dataset root
+    image_key: str  # key of the image path inside an entry
+    id_base: int  # the first train id (1 for CUHK-PEDES, 0 for ICFG-PEDES and RSTPReid)
+    images_dir: str = "imgs"  # image paths are relative to this folder
     splits: tuple = ("train", "val", "test")
-    alt_ann_files: tuple = ()          # other names the annotation file is shipped under, tried in order
-    split_ids: tuple | None = None     # (train, val, test) identity counts, to split entries that carry no `split`
-    extra_keys: tuple = ("processed_tokens",)   # keys the official entries carry besides the required ones (not read)
-    optional_splits: tuple = ()        # splits that may have no entries
+    alt_ann_files: tuple = ()  # other names the annotation file is shipped under, tried in order
+    split_ids: tuple | None = (
+        None  # (train, val, test) identity counts, to split entries that carry no `split`
+    )
+    extra_keys: tuple = (
+        "processed_tokens",
+    )  # keys the official entries carry besides the required ones (not read)
+    optional_splits: tuple = ()  # splits that may have no entries
+
     @property
     def required(self) -> dict:
         "The keys every entry must have, with their types."
         return {"split": str, "captions": list, self.image_key: str, "id": int}
 
+
 SCHEMAS = {
     "synthetic": Schema("reid_raw.json", "file_path", 1, optional_splits=("val",)),
-    "cuhkpedes": Schema("reid_raw.json", "file_path", 1, alt_ann_files=("caption_all.json",), split_ids=(11003, 1000, 1000)),
-    "icfgpedes": Schema("ICFG-PEDES.json", "file_path", 0, splits=("train", "test"), alt_ann_files=("ICFG_PEDES.json",)),
-    "rstpreid":  Schema("data_captions.json", "img_path", 0, extra_keys=()),
+    "cuhkpedes": Schema(
+        "reid_raw.json",
+        "file_path",
+        1,
+        alt_ann_files=("caption_all.json",),
+        split_ids=(11003, 1000, 1000),
+    ),
+    "icfgpedes": Schema(
+        "ICFG-PEDES.json",
+        "file_path",
+        0,
+        splits=("train", "test"),
+        alt_ann_files=("ICFG_PEDES.json",),
+    ),
+    "rstpreid": Schema("data_captions.json", "img_path", 0, extra_keys=()),
 }
-IMAGE_KEYS = tuple(sorted({s.image_key for s in SCHEMAS.values()}))   # another schema's image key points at data.name
+IMAGE_KEYS = tuple(
+    sorted({s.image_key for s in SCHEMAS.values()})
+)  # another schema's image key points at data.name
+
 
 def annotation_file(root, name: str) -> Path:
-    "The annotation file of dataset `name` under `root`: the schema's name, else its known alternatives."
-    schema = SCHEMAS[check_choice(name, list(SCHEMAS), "data.name")]; root = Path(root)
+    """The annotation file of dataset `name` under `root`: the schema's name, else its known
+    alternatives."""
+    schema = SCHEMAS[check_choice(name, list(SCHEMAS), "data.name")]
+    root = Path(root)
     for f in (schema.ann_file, *schema.alt_ann_files):
-        if (root / f).is_file(): return root / f
+        if (root / f).is_file():
+            return root / f
     names = " or ".join((schema.ann_file, *schema.alt_ann_files))
-    raise TbprError(f"{root / schema.ann_file}: annotation file not found",
-                    fix=f"put the {name} dataset at {root} as {names} plus {schema.images_dir}/ "
-                        "(the layouts: the tbpr docs, page data)")
+    raise TbprError(
+        f"{root / schema.ann_file}: annotation file not found",
+        fix=f"put the {name} dataset at {root} as {names} plus {schema.images_dir}/ "
+        "(the layouts: the tbpr docs, page data)",
+    )
 
 # %% ../nbs/02_data.ipynb #8112bf27
 def assign_splits(entries: list, split_ids: tuple, ann: Path) -> list:
     "Give entries without a `split` one by identity order: the first `split_ids[0]` ids train, then val, then test."
     ids = sorted({e["id"] for e in entries if isinstance(e, dict) and isinstance(e.get("id"), int)})
     if len(ids) != sum(split_ids):
-        raise TbprError(f"{ann}: entries carry no 'split' and hold {len(ids)} identities, not the {sum(split_ids)} "
-                        f"of the official split {list(split_ids)}", fix="use the reid_raw.json that ships the split field")
+        raise TbprError(
+            f"{ann}: entries carry no 'split' and hold {len(ids)} identities, not the {sum(split_ids)} "
+            f"of the official split {list(split_ids)}",
+            fix="use the reid_raw.json that ships the split field",
+        )
     bounds = np.cumsum(split_ids)
-    where = {pid: ("train", "val", "test")[int(np.searchsorted(bounds, k, side="right"))] for k, pid in enumerate(ids)}
-    print(f"{ann.name}: no 'split' field; split by identity order {list(split_ids)} (train/val/test), as reid_raw.json does")
-    return [{**e, "split": where[e["id"]]} if isinstance(e, dict) and "split" not in e and e.get("id") in where else e
-            for e in entries]
+    where = {
+        pid: ("train", "val", "test")[int(np.searchsorted(bounds, k, side="right"))]
+        for k, pid in enumerate(ids)
+    }
+    print(
+        f"{ann.name}: no 'split' field; split by identity order {list(split_ids)} (train/val/test), as reid_raw.json does"
+    )
+    return [
+        {**e, "split": where[e["id"]]}
+        if isinstance(e, dict) and "split" not in e and e.get("id") in where
+        else e
+        for e in entries
+    ]
 
 # %% ../nbs/02_data.ipynb #c72f5fff
 @dataclass
 class TrainSplit:
     "IRRA's training tuples, one per caption, as parallel lists."
-    pids: list; image_ids: list; img_paths: list; captions: list
-    def __len__(self): return len(self.captions)
+
+    pids: list
+    image_ids: list
+    img_paths: list
+    captions: list
+
+    def __len__(self):
+        return len(self.captions)
+
     @property
-    def num_ids(self): return len(set(self.pids))
+    def num_ids(self):
+        return len(set(self.pids))
+
 
 @dataclass
 class EvalSplit:
     "IRRA's evaluation dict: images and captions with their person ids."
-    image_pids: list; img_paths: list; caption_pids: list; captions: list
-    def __len__(self): return len(self.captions)
+
+    image_pids: list
+    img_paths: list
+    caption_pids: list
+    captions: list
+
+    def __len__(self):
+        return len(self.captions)
+
 
 @dataclass
 class PersonDataset:
     "A whole benchmark: its name, its image folder, and its splits (`val` may be `None`)."
-    name: str; images_root: str; train: TrainSplit; test: EvalSplit; val: EvalSplit | None = None
-    def to_dict(self): return asdict(self)
+
+    name: str
+    images_root: str
+    train: TrainSplit
+    test: EvalSplit
+    val: EvalSplit | None = None
+
+    def to_dict(self):
+        return asdict(self)
+
     @classmethod
     def from_dict(cls, d):
         ev = lambda x: EvalSplit(**x) if x else None
-        return cls(d["name"], d["images_root"], TrainSplit(**d["train"]), ev(d["test"]), ev(d.get("val")))
+        return cls(
+            d["name"], d["images_root"], TrainSplit(**d["train"]), ev(d["test"]), ev(d.get("val"))
+        )
+
     def all_image_paths(self) -> list:
         "Every distinct image path, train then val then test, in first-seen order."
         seen = dict.fromkeys(self.train.img_paths)
         for s in (self.val, self.test):
-            if s: seen.update(dict.fromkeys(s.img_paths))
+            if s:
+                seen.update(dict.fromkeys(s.img_paths))
         return list(seen)
+
     def summary(self) -> str:
-        rows = [f"{self.name}: train {self.train.num_ids} ids / {len(set(self.train.img_paths))} images / {len(self.train)} captions"]
+        rows = [
+            f"{self.name}: train {self.train.num_ids} ids / {len(set(self.train.img_paths))} images / {len(self.train)} captions"
+        ]
         for n in ("val", "test"):
             s = getattr(self, n)
-            rows.append(f"  {n}: " + (f"{len(set(s.image_pids))} ids / {len(s.img_paths)} images / {len(s)} captions" if s else "none"))
+            rows.append(
+                f"  {n}: "
+                + (
+                    f"{len(set(s.image_pids))} ids / {len(s.img_paths)} images / {len(s)} captions"
+                    if s
+                    else "none"
+                )
+            )
         return "\n".join(rows)
 
 # %% ../nbs/02_data.ipynb #6ef05ae2
@@ -120,119 +205,196 @@ def _problem_report(path, problems: dict, limit=5) -> str:
         lines.append(f"  {kind}: {len(items)}, e.g. " + "; ".join(map(str, items[:limit])))
     return "\n".join(lines)
 
+
 def _near_miss(key: str, schema: Schema, entry: dict) -> str | None:
     "The required key that `key` looks like a misspelling of, or None."
     low = key.lower()
     for r in schema.required:
-        if difflib.SequenceMatcher(None, low, r).ratio() >= 0.85: return r
-    if schema.image_key not in entry and low.endswith("path"): return schema.image_key
+        if difflib.SequenceMatcher(None, low, r).ratio() >= 0.85:
+            return r
+    if schema.image_key not in entry and low.endswith("path"):
+        return schema.image_key
     return None
 
+
 def _check_entry(i, e, schema, problems, unknown=None):
-    "Whether entry `i` is usable; records what is wrong in `problems` and keys it does not know in `unknown` (key -> indices)."
-    if not isinstance(e, dict): problems["entry is not an object"].append(f"#{i}"); return False
+    """Whether entry `i` is usable; records what is wrong in `problems` and keys it does not know in
+    `unknown` (key -> indices)."""
+    if not isinstance(e, dict):
+        problems["entry is not an object"].append(f"#{i}")
+        return False
     need = schema.required
     typo = False
     for k in e:
-        if k in need or k in schema.extra_keys: continue
-        r = None if k in IMAGE_KEYS else _near_miss(str(k), schema, e)     # another schema's image key: hint below
-        if r: problems[f"misspelt key '{k}' (expected '{r}')"].append(f"#{i}"); typo = True
-        elif unknown is not None: unknown.setdefault(k, []).append(i)
-    if typo: return False
+        if k in need or k in schema.extra_keys:
+            continue
+        r = (
+            None if k in IMAGE_KEYS else _near_miss(str(k), schema, e)
+        )  # another schema's image key: hint below
+        if r:
+            problems[f"misspelt key '{k}' (expected '{r}')"].append(f"#{i}")
+            typo = True
+        elif unknown is not None:
+            unknown.setdefault(k, []).append(i)
+    if typo:
+        return False
     for key, typ in need.items():
         if key not in e:
             other = [k for k in ("file_path", "img_path") if k in e and k != key]
-            hint = f" (it has '{other[0]}': another dataset's schema? check data.name)" if other and key == schema.image_key else ""
-            problems[f"missing key '{key}'{hint}"].append(f"#{i}"); return False
+            hint = (
+                f" (it has '{other[0]}': another dataset's schema? check data.name)"
+                if other and key == schema.image_key
+                else ""
+            )
+            problems[f"missing key '{key}'{hint}"].append(f"#{i}")
+            return False
         if not isinstance(e[key], typ) or (typ is int and isinstance(e[key], bool)):
-            problems[f"'{key}' is not {typ.__name__}"].append(f"#{i}: {e[key]!r}"[:80]); return False
-    if e["split"] not in schema.splits: problems["unknown split"].append(f"#{i}: {e['split']!r}")
+            problems[f"'{key}' is not {typ.__name__}"].append(f"#{i}: {e[key]!r}"[:80])
+            return False
+    if e["split"] not in schema.splits:
+        problems["unknown split"].append(f"#{i}: {e['split']!r}")
     elif not e["captions"] or not all(isinstance(c, str) and c.strip() for c in e["captions"]):
         problems["empty or non-text caption"].append(f"#{i} ({e[schema.image_key]})")
-    else: return True
+    else:
+        return True
     return False
+
 
 def _safe_image_path(images_root: Path, rel: str) -> Path | None:
     "The image's path if `rel` stays inside `images_root`, else None."
-    if Path(rel).is_absolute() or "\\" in rel: return None
+    if Path(rel).is_absolute() or "\\" in rel:
+        return None
     p = (images_root / rel).resolve()
     return p if p.is_relative_to(images_root.resolve()) else None
 
-def _unknown_keys_warning(ann: Path, name: str, unknown: dict, n_entries: int, limit: int = 3) -> str:
+
+def _unknown_keys_warning(
+    ann: Path, name: str, unknown: dict, n_entries: int, limit: int = 3
+) -> str:
     "One warning line for all the keys the schema does not know."
     keys = sorted(unknown, key=lambda k: (-len(unknown[k]), str(k)))
-    each = ", ".join(f"'{k}' in {len(unknown[k])} (e.g. " + ", ".join(f"#{i}" for i in unknown[k][:limit]) + ")"
-                     for k in keys[:5]) + (f", and {len(keys) - 5} more key(s)" if len(keys) > 5 else "")
+    each = ", ".join(
+        f"'{k}' in {len(unknown[k])} (e.g. " + ", ".join(f"#{i}" for i in unknown[k][:limit]) + ")"
+        for k in keys[:5]
+    ) + (f", and {len(keys) - 5} more key(s)" if len(keys) > 5 else "")
     known = ", ".join(sorted((*SCHEMAS[name].required, *SCHEMAS[name].extra_keys)))
-    return (f"warning: {ann}: {n_entries} entr{'y carries' if n_entries == 1 else 'ies carry'} key(s) the {name} schema "
-            f"does not read, ignored: {each}. Known keys: {known}")
+    return (
+        f"warning: {ann}: {n_entries} entr{'y carries' if n_entries == 1 else 'ies carry'} key(s) the {name} schema "
+        f"does not read, ignored: {each}. Known keys: {known}"
+    )
+
 
 def read_annotations(root, name: str = "cuhkpedes", check_files: bool = True) -> list:
     "Read and validate a dataset's annotation list; raise one `TbprError` listing every problem."
     schema = SCHEMAS[check_choice(name, list(SCHEMAS), "data.name")]
-    root = Path(root); ann = annotation_file(root, name); images_root = root / schema.images_dir
+    root = Path(root)
+    ann = annotation_file(root, name)
+    images_root = root / schema.images_dir
     entries = read_json(ann, "annotation file")
     if not isinstance(entries, list) or not entries:
         raise TbprError(f"{ann}: expected a non-empty JSON list with one entry per image")
     if schema.split_ids and all(isinstance(e, dict) and "split" not in e for e in entries):
         entries = assign_splits(entries, schema.split_ids, ann)
     if check_files and not images_root.is_dir():
-        raise TbprError(f"{images_root}: image folder not found", fix=f"the images go in {schema.images_dir}/ beside {ann.name}")
+        raise TbprError(
+            f"{images_root}: image folder not found",
+            fix=f"the images go in {schema.images_dir}/ beside {ann.name}",
+        )
     problems, seen, good, unknown = defaultdict(list), {}, [], {}
     for i, e in enumerate(entries):
-        if not _check_entry(i, e, schema, problems, unknown): continue
-        rel = e[schema.image_key]
-        if _safe_image_path(images_root, rel) is None: problems["path leaves the dataset root (refused)"].append(f"#{i}: {rel}"); continue
-        key = posixpath.normpath(rel)                       # ./a.jpg, a//b.jpg, x/../a.jpg: one image each
-        if key in seen:
-            j = seen[key]; problems["duplicate image entry"].append(f"#{i}: {rel}" + ("" if rel == entries[j][schema.image_key] else f" (= #{j}: {entries[j][schema.image_key]})"))
+        if not _check_entry(i, e, schema, problems, unknown):
             continue
-        seen[key] = i; good.append(e)
+        rel = e[schema.image_key]
+        if _safe_image_path(images_root, rel) is None:
+            problems["path leaves the dataset root (refused)"].append(f"#{i}: {rel}")
+            continue
+        key = posixpath.normpath(rel)  # ./a.jpg, a//b.jpg, x/../a.jpg: one image each
+        if key in seen:
+            j = seen[key]
+            problems["duplicate image entry"].append(
+                f"#{i}: {rel}"
+                + (
+                    ""
+                    if rel == entries[j][schema.image_key]
+                    else f" (= #{j}: {entries[j][schema.image_key]})"
+                )
+            )
+            continue
+        seen[key] = i
+        good.append(e)
     if unknown:
-        print(_unknown_keys_warning(ann, name, unknown, len({i for v in unknown.values() for i in v})))
+        print(
+            _unknown_keys_warning(ann, name, unknown, len({i for v in unknown.values() for i in v}))
+        )
     if check_files and not problems:
-        missing = [e[schema.image_key] for e in good if not (images_root / e[schema.image_key]).is_file()]
-        if missing: problems[f"image file missing under {images_root}"] = missing
+        missing = [
+            e[schema.image_key] for e in good if not (images_root / e[schema.image_key]).is_file()
+        ]
+        if missing:
+            problems[f"image file missing under {images_root}"] = missing
     for split in schema.splits:
         n = sum(e["split"] == split for e in good)
         if n == 0 and split == "val" and split not in schema.optional_splits:
-            problems[f"split 'val' is empty, though {name} has one (training would quietly ship the last epoch); "
-                     f"use the official annotation file, whose val entries have \"split\": \"val\""].append(f"none of the {len(entries)} entries")
-        elif n == 0 and split not in schema.optional_splits: problems["empty split"].append(split)
-        if split != "train" and n == 1: problems["split with a single image (nothing to rank)"].append(split)
+            problems[
+                f"split 'val' is empty, though {name} has one (training would quietly ship the last epoch); "
+                f"use the official annotation file, whose val entries have \"split\": \"val\""
+            ].append(f"none of the {len(entries)} entries")
+        elif n == 0 and split not in schema.optional_splits:
+            problems["empty split"].append(split)
+        if split != "train" and n == 1:
+            problems["split with a single image (nothing to rank)"].append(split)
     if problems:
-        raise TbprError(_problem_report(ann, problems),
-                        fix="correct or remove these entries (or re-download the dataset); nothing was written")
+        raise TbprError(
+            _problem_report(ann, problems),
+            fix="correct or remove these entries (or re-download the dataset); nothing was written",
+        )
     return good
 
 # %% ../nbs/02_data.ipynb #aa33a55f
 def _eval_split(entries, key) -> EvalSplit | None:
-    if not entries: return None
+    if not entries:
+        return None
     s = EvalSplit([], [], [], [])
     for e in entries:
-        s.image_pids.append(e["id"]); s.img_paths.append(e[key])
-        s.caption_pids += [e["id"]] * len(e["captions"]); s.captions += e["captions"]
+        s.image_pids.append(e["id"])
+        s.img_paths.append(e[key])
+        s.caption_pids += [e["id"]] * len(e["captions"])
+        s.captions += e["captions"]
     return s
+
 
 def build_dataset(entries: list, root, name: str = "cuhkpedes") -> PersonDataset:
     "IRRA's representation of validated `entries`: train tuples with contiguous pids, eval dicts for val/test."
-    schema = SCHEMAS[name]; key = schema.image_key
+    schema = SCHEMAS[name]
+    key = schema.image_key
     by_split = defaultdict(list)
-    for e in entries: by_split[e["split"]].append(e)
+    for e in entries:
+        by_split[e["split"]].append(e)
     tr = TrainSplit([], [], [], [])
     for image_id, e in enumerate(by_split["train"]):
         pid = e["id"] - schema.id_base
         for c in e["captions"]:
-            tr.pids.append(pid); tr.image_ids.append(image_id); tr.img_paths.append(e[key]); tr.captions.append(c)
+            tr.pids.append(pid)
+            tr.image_ids.append(image_id)
+            tr.img_paths.append(e[key])
+            tr.captions.append(c)
     ids = sorted(set(tr.pids))
     if ids != list(range(len(ids))):
-        raise TbprError(f"{annotation_file(root, name)}: train ids are not contiguous from {schema.id_base} "
-                        f"(first gaps near {[i for i in range(len(ids)) if i not in set(ids)][:5]})",
-                        fix="renumber train ids contiguously, as the official files do")
-    ds = PersonDataset(name, str(Path(root) / schema.images_dir), tr,
-                       _eval_split(by_split["test"], key), _eval_split(by_split.get("val"), key))
+        raise TbprError(
+            f"{annotation_file(root, name)}: train ids are not contiguous from {schema.id_base} "
+            f"(first gaps near {[i for i in range(len(ids)) if i not in set(ids)][:5]})",
+            fix="renumber train ids contiguously, as the official files do",
+        )
+    ds = PersonDataset(
+        name,
+        str(Path(root) / schema.images_dir),
+        tr,
+        _eval_split(by_split["test"], key),
+        _eval_split(by_split.get("val"), key),
+    )
     check_protocol(ds, annotation_file(root, name), schema.id_base)
     return ds
+
 
 def check_protocol(ds: PersonDataset, ann, id_base: int) -> None:
     """Refuse a val or test split with fewer than two identities (every ranking finds the one person: chance R1 is
@@ -244,15 +406,20 @@ def check_protocol(ds: PersonDataset, ann, id_base: int) -> None:
             continue
         ids = set(split.image_pids)
         if len(ids) < 2:
-            raise TbprError(f"{ann}: the {name} split holds {len(ids)} identity: every ranking finds that person "
-                            "first (chance R1 100%), so its metrics say nothing",
-                            fix=f"give the {name} split at least two identities (the benchmarks have hundreds); "
-                                "check the entries' split fields")
+            raise TbprError(
+                f"{ann}: the {name} split holds {len(ids)} identity: every ranking finds that person "
+                "first (chance R1 100%), so its metrics say nothing",
+                fix=f"give the {name} split at least two identities (the benchmarks have hundreds); "
+                "check the entries' split fields",
+            )
         shared = sorted(ids & train_ids)
         if shared:
-            print(f"warning: {ann}: {len(shared)} of the {len(ids)} {name} identities also appear in the train "
-                  f"split (e.g. ids {shared[:5]}): the protocol ranks people unseen in training, so these metrics "
-                  "flatter the model. Give those people new ids, or keep each person in one split")
+            print(
+                f"warning: {ann}: {len(shared)} of the {len(ids)} {name} identities also appear in the train "
+                f"split (e.g. ids {shared[:5]}): the protocol ranks people unseen in training, so these metrics "
+                "flatter the model. Give those people new ids, or keep each person in one split"
+            )
+
 
 def load_dataset(root, name: str = "cuhkpedes", check_files: bool = True) -> PersonDataset:
     "Read, validate and convert a dataset folder."
@@ -261,41 +428,64 @@ def load_dataset(root, name: str = "cuhkpedes", check_files: bool = True) -> Per
 # %% ../nbs/02_data.ipynb #b6d3e60b
 def write_fixture(root, entries: list, name: str = "cuhkpedes", size=(48, 16)) -> Path:
     "Write a tiny dataset (annotation file plus solid-colour images) for tests and examples."
-    schema = SCHEMAS[name]; root = Path(root)
+    schema = SCHEMAS[name]
+    root = Path(root)
     for i, e in enumerate(entries):
         p = root / schema.images_dir / e[schema.image_key]
-        if _safe_image_path(root / schema.images_dir, e[schema.image_key]) is None: continue
+        if _safe_image_path(root / schema.images_dir, e[schema.image_key]) is None:
+            continue
         p.parent.mkdir(parents=True, exist_ok=True)
         Image.new("RGB", size[::-1], ((37 * i) % 255, (91 * i) % 255, 120)).save(p)
     (root / schema.ann_file).write_text(json.dumps(entries), encoding="utf-8")
     return root
 
+
 def fixture_entries(n_train_ids=3, n_test_ids=2, per_id=2, id_base=1, key="file_path") -> list:
-    "Annotation entries for `write_fixture`: train, val and test identities with two captions per image."
+    """Annotation entries for `write_fixture`: train, val and test identities with two captions per
+    image."""
     out, pid = [], id_base
     for split, n in (("train", n_train_ids), ("val", n_test_ids), ("test", n_test_ids)):
         for _ in range(n):
             for k in range(per_id):
-                out.append({"split": split, "id": pid, key: f"{split}/{pid:04d}_{k}.jpg",
-                            "captions": [f"person {pid} view {k} first", f"person {pid} view {k} second"]})
+                out.append(
+                    {
+                        "split": split,
+                        "id": pid,
+                        key: f"{split}/{pid:04d}_{k}.jpg",
+                        "captions": [
+                            f"person {pid} view {k} first",
+                            f"person {pid} view {k} second",
+                        ],
+                    }
+                )
             pid += 1
     return out
 
 # %% ../nbs/02_data.ipynb #b474f2f8
-RESAMPLE = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}   # `data.resize`: IRRA's T.Resize, IVT's bicubic
+RESAMPLE = {
+    "bilinear": Image.BILINEAR,
+    "bicubic": Image.BICUBIC,
+}  # `data.resize`: IRRA's T.Resize, IVT's bicubic
 NOT_8BIT_FIX = "save it as an 8-bit image (RGB or greyscale PNG or JPEG), e.g. `convert in.tif -depth 8 out.png`"
 
+
 def _rgb8(im: Image.Image, path) -> Image.Image:
-    """`im` as 8-bit RGB. 16-bit greyscale (PNG, TIFF) is scaled to 0-255; a 32-bit integer or floating-point image is
-    refused by name, since its range is unknown (PIL's own conversion would clip it to white)."""
-    if im.mode.startswith("I;16") or (im.mode == "I" and im.format == "PNG"):    # PNG's 16 bits may read as I
+    """`im` as 8-bit RGB. 16-bit greyscale (PNG, TIFF) is scaled to 0-255; a 32-bit integer or
+    floating-point image is refused by name, since its range is unknown (PIL's own conversion would
+    clip it to white)."""
+    if im.mode.startswith("I;16") or (
+        im.mode == "I" and im.format == "PNG"
+    ):  # PNG's 16 bits may read as I
         lab = np.asarray(im, dtype=np.uint32)
         return Image.fromarray(((lab * 255 + 32767) // 65535).astype(np.uint8)).convert("RGB")
     if im.mode in ("I", "F"):
         kind = "floating-point" if im.mode == "F" else "32-bit integer"
-        raise TbprError(f"{path}: a {kind} image (mode {im.mode}), whose range of values is unknown",
-                        fix=NOT_8BIT_FIX)
+        raise TbprError(
+            f"{path}: a {kind} image (mode {im.mode}), whose range of values is unknown",
+            fix=NOT_8BIT_FIX,
+        )
     return im.convert("RGB")
+
 
 def load_image(path, size: tuple | None = None, resize: str = "bilinear") -> np.ndarray:
     """Read an image as an RGB uint8 array of shape (H, W, 3), resized (`resize`: bilinear or bicubic) to `size`=(H, W)
@@ -310,11 +500,14 @@ def load_image(path, size: tuple | None = None, resize: str = "bilinear") -> np.
     except FileNotFoundError:
         raise TbprError(f"{path}: image file not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise TbprError(f"{path}: corrupt or truncated image ({err})", fix="re-extract or remove this image") from None
+        raise TbprError(
+            f"{path}: corrupt or truncated image ({err})", fix="re-extract or remove this image"
+        ) from None
 
 # %% ../nbs/02_data.ipynb #f8ca13d0
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
 
 def to_tensor(img: np.ndarray, mean=CLIP_MEAN, std=CLIP_STD) -> torch.Tensor:
     "uint8 (H, W, 3) array (or a batch (N, H, W, 3)) to a normalised float tensor (.., 3, H, W)."
@@ -322,25 +515,33 @@ def to_tensor(img: np.ndarray, mean=CLIP_MEAN, std=CLIP_STD) -> torch.Tensor:
     shape = (3, 1, 1)
     return (x - torch.tensor(mean).view(shape)) / torch.tensor(std).view(shape)
 
+
 def pixel_norm(encoder) -> tuple:
     "The (mean, std) an encoder's inputs are normalised with (its config's; CLIP's for models saved before there was a choice)."
     cfg = encoder.cfg
     return getattr(cfg, "pixel_mean", CLIP_MEAN), getattr(cfg, "pixel_std", CLIP_STD)
 
+
 def flip_draw(g: torch.Generator, p=0.5) -> bool:
     "Whether to flip (one draw from `g`)."
     return bool(torch.rand((), generator=g) < p)
+
 
 def random_flip(x, g: torch.Generator, p=0.5):
     "`x` flipped left to right with probability `p` (one draw from `g`)."
     return x.flip(-1) if flip_draw(g, p) else x
 
+
 def mirror_name(name: str) -> str:
     "A label name with its first 'left' and 'right' swapped, in any case: `Left-arm` -> `Right-arm`, `r_shoe`'s stay."
+
     def swap(m):
-        w = m.group(0); t = "right" if w.lower() == "left" else "left"
+        w = m.group(0)
+        t = "right" if w.lower() == "left" else "left"
         return t.upper() if w.isupper() else t.capitalize() if w[0].isupper() else t
+
     return re.sub(r"(?i)left|right", swap, name, count=1)
+
 
 def flip_permutation(labels: list) -> list:
     """The label each label becomes when the image is flipped: names with 'left' and 'right' (any case: LIP's `Left-arm`,
@@ -348,16 +549,25 @@ def flip_permutation(labels: list) -> list:
     reported: it cannot be flipped, so it would be wrong on flipped images."""
     index = {name: i for i, name in enumerate(labels)}
     lonely = [n for n in labels if mirror_name(n) != n and mirror_name(n) not in index]
-    if lonely: print(f"warning: parsing labels {lonely} have no mirrored partner (e.g. {mirror_name(lonely[0])!r}); they keep "
-                     "their label when an image is flipped. Name the pairs alike, or set train.augment.flip: 0")
+    if lonely:
+        print(
+            f"warning: parsing labels {lonely} have no mirrored partner (e.g. {mirror_name(lonely[0])!r}); they keep "
+            "their label when an image is flipped. Name the pairs alike, or set train.augment.flip: 0"
+        )
     return [index.get(mirror_name(n), i) for i, n in enumerate(labels)]
 
+
 def black_pixel(mean=CLIP_MEAN, std=CLIP_STD) -> tuple:
-    "A black pixel after normalising with `mean` and `std`: the fill of padding (torchvision's Pad runs before Normalize)."
+    """A black pixel after normalising with `mean` and `std`: the fill of padding (torchvision's Pad
+    runs before Normalize)."""
     return tuple(((0 - torch.tensor(mean)) / torch.tensor(std)).tolist())
 
-BLACK = black_pixel()       # CLIP's normalisation
-ERASE = CLIP_MEAN           # IRRA's erasing value, written into the normalised tensor (RandomErasing(value=mean) after Normalize)
+
+BLACK = black_pixel()  # CLIP's normalisation
+# IRRA's erasing value, written into the normalised tensor (RandomErasing(value=mean) after
+# Normalize)
+ERASE = CLIP_MEAN
+
 
 def crop_draw(g: torch.Generator, pad: int) -> tuple:
     "Where a random crop of an image padded by `pad` starts: (top, left), each in 0..2 pad."
@@ -365,16 +575,22 @@ def crop_draw(g: torch.Generator, pad: int) -> tuple:
         return 0, 0
     return tuple(int(torch.randint(0, 2 * pad + 1, (), generator=g)) for _ in range(2))
 
+
 def pad_random_crop(x, g: torch.Generator, pad: int, fill=BLACK):
-    "Pad with `fill` per channel (black pixels, as torchvision's Pad does before normalising) and crop back at random."
-    if pad <= 0: return x
+    """Pad with `fill` per channel (black pixels, as torchvision's Pad does before normalising) and
+    crop back at random."""
+    if pad <= 0:
+        return x
     (c, h, w), fill = x.shape, torch.tensor(fill, dtype=x.dtype).view(-1, 1, 1)
-    big = fill.expand(c, h + 2 * pad, w + 2 * pad).clone(); big[:, pad:pad + h, pad:pad + w] = x
+    big = fill.expand(c, h + 2 * pad, w + 2 * pad).clone()
+    big[:, pad : pad + h, pad : pad + w] = x
     i, j = crop_draw(g, pad)
-    return big[:, i:i + h, j:j + w]
+    return big[:, i : i + h, j : j + w]
+
 
 def _erase_fill(value, shape: tuple, g: torch.Generator, dtype) -> torch.Tensor:
-    "The pixels of an erased (C, h, w) patch: per channel `value`, where None is per-pixel N(0, 1) noise (timm's)."
+    """The pixels of an erased (C, h, w) patch: per channel `value`, where None is per-pixel N(0, 1)
+    noise (timm's)."""
     value = value if isinstance(value, (tuple, list)) else (value,) * shape[0]
     fixed = torch.tensor([0.0 if v is None else v for v in value], dtype=dtype).view(-1, 1, 1)
     if all(v is not None for v in value):
@@ -382,8 +598,10 @@ def _erase_fill(value, shape: tuple, g: torch.Generator, dtype) -> torch.Tensor:
     is_noise = torch.tensor([v is None for v in value]).view(-1, 1, 1)
     return torch.where(is_noise, torch.randn(shape, generator=g, dtype=dtype), fixed.expand(shape))
 
-def erase_draw(g: torch.Generator, h: int, w: int, p=0.5, scale=(0.02, 0.4),
-               ratio=(0.3, 3.3)) -> tuple | None:
+
+def erase_draw(
+    g: torch.Generator, h: int, w: int, p=0.5, scale=(0.02, 0.4), ratio=(0.3, 3.3)
+) -> tuple | None:
     """The rectangle (top, left, height, width) random erasing picks in an h x w image, or None:
     with probability `p`, an area share in `scale` and an aspect in `ratio`, ten tries to fit."""
     if torch.rand((), generator=g) >= p:
@@ -399,6 +617,7 @@ def erase_draw(g: torch.Generator, h: int, w: int, p=0.5, scale=(0.02, 0.4),
             return i, j, eh, ew
     return None
 
+
 def random_erasing(x, g: torch.Generator, p=0.5, scale=(0.02, 0.4), ratio=(0.3, 3.3), value=0.0):
     """Erase a random rectangle (area share in `scale`, aspect in `ratio`), with probability `p`, with `value`: a
     number, or one per channel; a channel's None fills per-pixel N(0, 1) noise (timm's `mode='pixel'`, IVT's)."""
@@ -407,8 +626,9 @@ def random_erasing(x, g: torch.Generator, p=0.5, scale=(0.02, 0.4), ratio=(0.3, 
         return x
     i, j, eh, ew = box
     x = x.clone()
-    x[:, i:i + eh, j:j + ew] = _erase_fill(value, (x.shape[0], eh, ew), g, x.dtype)
+    x[:, i : i + eh, j : j + ew] = _erase_fill(value, (x.shape[0], eh, ew), g, x.dtype)
     return x
+
 
 @dataclass
 class Augment:
@@ -417,9 +637,16 @@ class Augment:
     (IRRA's: the mean values written into the normalised tensor) or "noise" (IVT's timm: per-pixel N(0, 1)). With a
     `label` map (H, W) (human parsing), the same flip and crop move it with the image (padding is background, 0), a
     flip swaps labels by `label_flip` (from `flip_permutation`), and erased pixels become `IGNORE`."""
-    flip: float = 0.5; pad: int = 10; erase: float = 0.5; label_flip: list | None = None
-    erase_max: float = 0.4; erase_fill: str = "mean"
-    mean: tuple = CLIP_MEAN; std: tuple = CLIP_STD
+
+    flip: float = 0.5
+    pad: int = 10
+    erase: float = 0.5
+    label_flip: list | None = None
+    erase_max: float = 0.4
+    erase_fill: str = "mean"
+    mean: tuple = CLIP_MEAN
+    std: tuple = CLIP_STD
+
     def __post_init__(self):
         check_choice(self.erase_fill, ["mean", "noise"], "train.augment.erase_fill")
         self.mean, self.std = tuple(self.mean), tuple(self.std)
@@ -430,15 +657,19 @@ class Augment:
 
     def __call__(self, img: np.ndarray, g: torch.Generator, label: np.ndarray | None = None):
         x = self.normalise(img)
-        if label is not None: x = torch.cat([x, torch.tensor(np.asarray(label), dtype=x.dtype)[None]])
+        if label is not None:
+            x = torch.cat([x, torch.tensor(np.asarray(label), dtype=x.dtype)[None]])
         fill = black_pixel(self.mean, self.std)
         erase = self.mean if self.erase_fill == "mean" else (None,) * 3
-        if label is not None: fill, erase = fill + (0.0,), tuple(erase) + (float(IGNORE),)
+        if label is not None:
+            fill, erase = fill + (0.0,), tuple(erase) + (float(IGNORE),)
         flipped = flip_draw(g, self.flip)
-        if flipped: x = x.flip(-1)
+        if flipped:
+            x = x.flip(-1)
         x = pad_random_crop(x, g, self.pad, fill)
         x = random_erasing(x, g, self.erase, scale=(0.02, self.erase_max), value=erase)
-        if label is None: return x
+        if label is None:
+            return x
         lab = x[3].round().long()
         if flipped and self.label_flip is not None:
             lab = self.label_lut()[lab]
@@ -447,7 +678,7 @@ class Augment:
     def label_lut(self, device=None) -> torch.Tensor:
         "Each of the 256 labels' label after a flip (`label_flip`; unnamed labels keep theirs)."
         lut = torch.arange(256)
-        lut[:len(self.label_flip)] = torch.tensor(self.label_flip)
+        lut[: len(self.label_flip)] = torch.tensor(self.label_flip)
         return lut.to(device)
 
     def draw(self, g: torch.Generator, size: tuple, with_label: bool = False) -> dict:
@@ -462,67 +693,103 @@ class Augment:
         if box is not None and self.erase_fill == "noise":
             channels = 4 if with_label else 3
             noise = torch.randn((channels, box[2], box[3]), generator=g)[:3].flatten()
-        return {"flip": torch.tensor(flipped), "crop": torch.tensor([top, left]),
-                "box": torch.tensor(box or (0, 0, 0, 0)), "noise": noise,
-                "blank": torch.tensor(False)}
+        return {
+            "flip": torch.tensor(flipped),
+            "crop": torch.tensor([top, left]),
+            "box": torch.tensor(box or (0, 0, 0, 0)),
+            "noise": noise,
+            "blank": torch.tensor(False),
+        }
 
-IGNORE = 255   # label of pixels whose class is unknown (erased): left out of per-patch majorities
+
+IGNORE = 255  # label of pixels whose class is unknown (erased): left out of per-patch majorities
 
 # %% ../nbs/02_data.ipynb #782aaee4
 def clean_caption(text: str) -> str:
-    """IRRA's (and OpenAI CLIP's) text cleaning before BPE (`utils/simple_tokenizer.py`): `ftfy.fix_text` mends
-    mojibake and curly quotes, HTML entities are unescaped twice (`&amp;amp;` -> `&`), runs of whitespace become one
-    space. Lower-casing is left to the tokenizer, whose normaliser does it."""
+    """IRRA's (and OpenAI CLIP's) text cleaning before BPE (`utils/simple_tokenizer.py`):
+    `ftfy.fix_text` mends mojibake and curly quotes, HTML entities are unescaped twice (`&amp;amp;`
+    -> `&`), runs of whitespace become one space. Lower-casing is left to the tokenizer, whose
+    normaliser does it."""
     import html, ftfy
+
     text = html.unescape(html.unescape(ftfy.fix_text(text)))
     return re.sub(r"\s+", " ", text.strip()).strip()
 
+
 def is_clip_bpe(tokenizer) -> bool:
-    "Whether `tokenizer` is CLIP's BPE (its start token is `<|startoftext|>`): its captions are cleaned first."
+    """Whether `tokenizer` is CLIP's BPE (its start token is `<|startoftext|>`): its captions are
+    cleaned first."""
     return getattr(tokenizer, "bos_token", None) == "<|startoftext|>"
 
-def tokenize(tokenizer, captions: list, max_length: int) -> torch.Tensor:
-    """Token ids (N, L): start token, tokens, end token, padding to the longest caption (at most `max_length`);
-    truncation keeps the end token. Padding sits after the end token, where causal attention and end-token pooling
-    never look, so padding to the batch's longest caption instead of `max_length` changes no feature and saves time.
-    For CLIP's BPE the captions are first cleaned as IRRA cleans them (`clean_caption`)."""
-    captions = [clean_caption(c) for c in captions] if is_clip_bpe(tokenizer) else list(captions)
-    return tokenizer(captions, max_length=max_length, truncation=True, padding="longest",
-                     return_tensors="pt")["input_ids"]
 
-NO_MASK_FIX = ("give a tokenizer with a mask token: model.tokenizer clip, a CLIP tokenizer folder or OpenAI's "
-               "bpe_simple_vocab_16e6.txt.gz (these get <|mask|>), minilm, or a BERT tokenizer folder; or switch IRR off with "
-               "train.mlm_prob=0 and train.loss_weights.mlm=0")
+def tokenize(tokenizer, captions: list, max_length: int) -> torch.Tensor:
+    """Token ids (N, L): start token, tokens, end token, padding to the longest caption (at most
+    `max_length`); truncation keeps the end token. Padding sits after the end token, where causal
+    attention and end-token pooling never look, so padding to the batch's longest caption instead of
+    `max_length` changes no feature and saves time. For CLIP's BPE the captions are first cleaned as
+    IRRA cleans them (`clean_caption`)."""
+    captions = [clean_caption(c) for c in captions] if is_clip_bpe(tokenizer) else list(captions)
+    return tokenizer(
+        captions, max_length=max_length, truncation=True, padding="longest", return_tensors="pt"
+    )["input_ids"]
+
+
+NO_MASK_FIX = (
+    "give a tokenizer with a mask token: model.tokenizer clip, a CLIP tokenizer folder or OpenAI's "
+    "bpe_simple_vocab_16e6.txt.gz (these get <|mask|>), minilm, or a BERT tokenizer folder; or switch IRR off with "
+    "train.mlm_prob=0 and train.loss_weights.mlm=0"
+)
+
 
 def replacement_ids(tokenizer) -> torch.Tensor:
     """The ids a selected token may be replaced with at random: every id of `tokenizer` but its special tokens (start,
     end, padding, mask, unknown), id 0 and WordPiece's `[unusedN]` placeholders, which no caption contains. For
     IRRA's CLIP vocabulary (`model.mask_token: irra`) these are exactly IRRA's 1..49404."""
-    special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+    special = set(tokenizer.all_special_ids) | {
+        i for i, t in tokenizer.added_tokens_decoder.items() if t.special
+    }
     tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-    return torch.tensor([i for i, t in enumerate(tokens) if i != 0 and i not in special
-                         and not (str(t).startswith("[unused") and str(t).endswith("]"))])
+    return torch.tensor(
+        [
+            i
+            for i, t in enumerate(tokens)
+            if i != 0
+            and i not in special
+            and not (str(t).startswith("[unused") and str(t).endswith("]"))
+        ]
+    )
 
-def mask_tokens(ids: torch.Tensor, tokenizer, prob: float = 0.15, g: torch.Generator | None = None,
-                replace_ids: torch.Tensor | None = None):
-    """BERT-style masking of regular tokens; returns (masked ids, labels with 0 where not masked). Random replacements
-    are drawn from `replace_ids` (default: `replacement_ids(tokenizer)`), never a special token, as in IRRA. As in
-    IRRA (`datasets/bases.py`), id 0 is never masked (0 is the label of an unmasked position, so it could not be a
-    target), and a caption in which no token was picked gets its first regular token masked, always with the mask
-    token."""
+
+def mask_tokens(
+    ids: torch.Tensor,
+    tokenizer,
+    prob: float = 0.15,
+    g: torch.Generator | None = None,
+    replace_ids: torch.Tensor | None = None,
+):
+    """BERT-style masking of regular tokens; returns (masked ids, labels with 0 where not masked).
+    Random replacements are drawn from `replace_ids` (default: `replacement_ids(tokenizer)`), never
+    a special token, as in IRRA. As in IRRA (`datasets/bases.py`), id 0 is never masked (0 is the
+    label of an unmasked position, so it could not be a target), and a caption in which no token was
+    picked gets its first regular token masked, always with the mask token."""
     if tokenizer.mask_token_id is None:
-        raise TbprError(f"tokenizer {tokenizer.name_or_path!r} has no mask token to mask captions with", fix=NO_MASK_FIX)
+        raise TbprError(
+            f"tokenizer {tokenizer.name_or_path!r} has no mask token to mask captions with",
+            fix=NO_MASK_FIX,
+        )
     special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
     regular = ~torch.isin(ids, special) & (ids != 0)
     pick = (torch.rand(ids.shape, generator=g) < prob) & regular
-    none = ~pick.any(1) & regular.any(1)                      # always mask at least one token per caption
+    none = ~pick.any(1) & regular.any(1)  # always mask at least one token per caption
     fallback = torch.zeros_like(pick)
     if none.any():
         first = regular.float().argmax(1)
         fallback[none.nonzero().squeeze(1), first[none]] = True
     pick |= fallback
     labels = torch.where(pick, ids, torch.zeros_like(ids))
-    u = torch.rand(ids.shape, generator=g).masked_fill(fallback, 0.0)    # the fallback: the mask token
+    u = torch.rand(ids.shape, generator=g).masked_fill(
+        fallback, 0.0
+    )  # the fallback: the mask token
     masked = ids.clone()
     masked[pick & (u < 0.8)] = tokenizer.mask_token_id
     rnd = pick & (u >= 0.8) & (u < 0.9)
@@ -533,25 +800,38 @@ def mask_tokens(ids: torch.Tensor, tokenizer, prob: float = 0.15, g: torch.Gener
 # %% ../nbs/02_data.ipynb #e9acffc8
 class IdentitySampler:
     "Batches of `batch_size // num_instance` identities with `num_instance` samples each; set_epoch reshuffles."
+
     def __init__(self, pids, batch_size: int, num_instance: int = 4, seed: int = 0):
         if batch_size % num_instance or batch_size < 2 * num_instance:
-            raise TbprError(f"train.batch_size={batch_size} must be a multiple of train.num_instance={num_instance} "
-                            "holding at least two identities", fix="e.g. batch_size 64 with num_instance 4")
+            raise TbprError(
+                f"train.batch_size={batch_size} must be a multiple of train.num_instance={num_instance} "
+                "holding at least two identities",
+                fix="e.g. batch_size 64 with num_instance 4",
+            )
         self.by_pid = defaultdict(list)
-        for i, p in enumerate(pids): self.by_pid[p].append(i)
+        for i, p in enumerate(pids):
+            self.by_pid[p].append(i)
         if len(self.by_pid) < batch_size // num_instance:
-            raise TbprError(f"only {len(self.by_pid)} identities, fewer than the {batch_size // num_instance} a batch needs",
-                            fix="lower train.batch_size or use train.sampler: random")
+            raise TbprError(
+                f"only {len(self.by_pid)} identities, fewer than the {batch_size // num_instance} a batch needs",
+                fix="lower train.batch_size or use train.sampler: random",
+            )
         self.bs, self.k, self.seed, self.epoch = batch_size, num_instance, seed, 0
-    def set_epoch(self, epoch: int): self.epoch = epoch
+
+    def set_epoch(self, epoch: int):
+        self.epoch = epoch
+
     def _groups(self, rng) -> dict:
         "Per identity, its shuffled sample indices cut into groups of `num_instance`."
         out = {}
         for pid, idx in self.by_pid.items():
-            idx = list(idx); rng.shuffle(idx)
-            if len(idx) < self.k: idx += rng.choices(idx, k=self.k - len(idx))
-            out[pid] = [idx[i:i + self.k] for i in range(0, len(idx) - self.k + 1, self.k)]
+            idx = list(idx)
+            rng.shuffle(idx)
+            if len(idx) < self.k:
+                idx += rng.choices(idx, k=self.k - len(idx))
+            out[pid] = [idx[i : i + self.k] for i in range(0, len(idx) - self.k + 1, self.k)]
         return out
+
     def __iter__(self):
         "IRRA's RandomIdentitySampler: draw P distinct identities, take one group of each, until too few remain."
         rng = random.Random(self.seed * 100003 + self.epoch)
@@ -561,6 +841,7 @@ class IdentitySampler:
             chosen = rng.sample(available, p)
             yield [i for pid in chosen for i in groups[pid].pop()]
             available = [pid for pid in available if groups[pid]]
+
     def __len__(self):
         "An upper bound on the batches per epoch (the exact count depends on the shuffle)."
         return sum(max(len(v) // self.k, 1) for v in self.by_pid.values()) // (self.bs // self.k)
@@ -568,24 +849,56 @@ class IdentitySampler:
 # %% ../nbs/02_data.ipynb #6e6cc401
 class ImageStore:
     "Images by relative path, as uint8 (H, W, 3) arrays of one size: from a preprocess cache or from raw files."
+
     def __init__(self, paths: list, size: tuple, array=None, root=None):
-        self.index = {p: i for i, p in enumerate(paths)}; self.size, self.array, self.root = tuple(size), array, root
+        self.index = {p: i for i, p in enumerate(paths)}
+        self.size, self.array, self.root = tuple(size), array, root
+
     @classmethod
     def from_cache(cls, cache_dir, name: str = "images"):
-        cache_dir = Path(cache_dir); meta = read_json(cache_dir / "cache.json", "preprocess cache index")
+        cache_dir = Path(cache_dir)
+        meta = read_json(cache_dir / "cache.json", "preprocess cache index")
         arr = np.load(cache_dir / f"{name}.npy", mmap_mode="r")
         return cls(meta["paths"], meta["size"], array=arr)
+
     @classmethod
     def from_raw(cls, images_root, paths: list, size: tuple):
         return cls(paths, size, root=Path(images_root))
-    def __len__(self): return len(self.index)
+
+    def __len__(self):
+        return len(self.index)
+
     def __getitem__(self, path: str) -> np.ndarray:
-        if path not in self.index: raise TbprError(f"{path}: not in the image store", fix="re-run the preprocess stage")
-        if self.array is not None: return np.asarray(self.array[self.index[path]])
+        if path not in self.index:
+            raise TbprError(f"{path}: not in the image store", fix="re-run the preprocess stage")
+        if self.array is not None:
+            return np.asarray(self.array[self.index[path]])
         return load_image(self.root / path, self.size)
 
-LIP_LABELS = ["Background", "Hat", "Hair", "Glove", "Sunglasses", "Upper-clothes", "Dress", "Coat", "Socks", "Pants",
-              "Jumpsuits", "Scarf", "Skirt", "Face", "Left-arm", "Right-arm", "Left-leg", "Right-leg", "Left-shoe", "Right-shoe"]
+
+LIP_LABELS = [
+    "Background",
+    "Hat",
+    "Hair",
+    "Glove",
+    "Sunglasses",
+    "Upper-clothes",
+    "Dress",
+    "Coat",
+    "Socks",
+    "Pants",
+    "Jumpsuits",
+    "Scarf",
+    "Skirt",
+    "Face",
+    "Left-arm",
+    "Right-arm",
+    "Left-leg",
+    "Right-leg",
+    "Left-shoe",
+    "Right-shoe",
+]
+
 
 def load_parsing_map(path, size: tuple) -> np.ndarray:
     """A human-parsing label map (PNG, one class index per pixel) as uint8 (H, W), resized with nearest neighbour to `size`.
@@ -593,22 +906,34 @@ def load_parsing_map(path, size: tuple) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode not in ("L", "P", "I", "I;16"): raise TbprError(f"{path}: parsing map in mode {im.mode}, not one label per pixel",
-                                                                      fix="save label maps as 8-bit PNG (mode L or P) holding class indices")
-            if im.size != (size[1], size[0]): im = im.resize((size[1], size[0]), Image.NEAREST)
+            if im.mode not in ("L", "P", "I", "I;16"):
+                raise TbprError(
+                    f"{path}: parsing map in mode {im.mode}, not one label per pixel",
+                    fix="save label maps as 8-bit PNG (mode L or P) holding class indices",
+                )
+            if im.size != (size[1], size[0]):
+                im = im.resize((size[1], size[0]), Image.NEAREST)
             lab = np.asarray(im)
             if lab.size and int(lab.max()) > IGNORE:
-                raise TbprError(f"{path}: label {int(lab.max())} is not a class index (0-254, or 255 for unknown)",
-                                fix="save the parser's class indices (not colours or scaled values) as an 8-bit PNG")
+                raise TbprError(
+                    f"{path}: label {int(lab.max())} is not a class index (0-254, or 255 for unknown)",
+                    fix="save the parser's class indices (not colours or scaled values) as an 8-bit PNG",
+                )
             return lab.astype(np.uint8)
-    except FileNotFoundError: raise TbprError(f"{path}: parsing map not found") from None
+    except FileNotFoundError:
+        raise TbprError(f"{path}: parsing map not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise TbprError(f"{path}: corrupt or truncated parsing map ({err})", fix="re-run the human parser on this image") from None
+        raise TbprError(
+            f"{path}: corrupt or truncated parsing map ({err})",
+            fix="re-run the human parser on this image",
+        ) from None
+
 
 def _cache_parsing(paths, parsing_root: Path, size, tmp: Path, labels: list) -> str:
-    """parsing.npy (N, H, W) uint8 beside images.npy: each image's map at `parsing_root/<image path>.png`. Returns
-    the digest of the maps."""
+    """parsing.npy (N, H, W) uint8 beside images.npy: each image's map at `parsing_root/<image
+    path>.png`. Returns the digest of the maps."""
     bad, top = [], [0]
+
     def maps():
         for p in tqdm(paths, desc="parsing maps", mininterval=2):
             try:
@@ -616,23 +941,33 @@ def _cache_parsing(paths, parsing_root: Path, size, tmp: Path, labels: list) -> 
             except TbprError as err:
                 bad.append(str(err).splitlines()[0])
                 lab = np.zeros(size, np.uint8)
-            top[0] = max(top[0], int(lab[lab != IGNORE].max(initial=0)))    # 255 (unknown) is no class
+            top[0] = max(
+                top[0], int(lab[lab != IGNORE].max(initial=0))
+            )  # 255 (unknown) is no class
             yield lab
-    digest = write_npy(tmp / "parsing.npy", (len(paths), *size), np.uint8, maps(), "the parsing maps")
+
+    digest = write_npy(
+        tmp / "parsing.npy", (len(paths), *size), np.uint8, maps(), "the parsing maps"
+    )
     if bad:
-        raise TbprError(f"{len(bad)} of {len(paths)} parsing maps missing or unreadable under {parsing_root}:\n  "
-                        + "\n  ".join(bad[:5]),
-                        fix="the folder must mirror the image tree with one PNG per image (e.g. the output of a "
-                            "human parser); or set data.parsing_dir to the right folder; the cache was not written")
+        raise TbprError(
+            f"{len(bad)} of {len(paths)} parsing maps missing or unreadable under {parsing_root}:\n  "
+            + "\n  ".join(bad[:5]),
+            fix="the folder must mirror the image tree with one PNG per image (e.g. the output of a "
+            "human parser); or set data.parsing_dir to the right folder; the cache was not written",
+        )
     if top[0] >= len(labels):
-        raise TbprError(f"{parsing_root}: label {top[0]} found, but the label set has {len(labels)} classes",
-                        fix="put the label names in parsing_labels.json beside the maps (LIP's 20 are the default)")
+        raise TbprError(
+            f"{parsing_root}: label {top[0]} found, but the label set has {len(labels)} classes",
+            fix="put the label names in parsing_labels.json beside the maps (LIP's 20 are the default)",
+        )
     write_json({"labels": labels, "root": str(parsing_root)}, tmp / "parsing.json")
     return digest
 
+
 def same_bytes_warning(dataset: PersonDataset, digests: dict) -> str:
-    """A warning when distinct image paths hold the same bytes (`digests`: path -> sha256), with counts, and how many
-    such pairs cross splits (a test image seen in training), else ''."""
+    """A warning when distinct image paths hold the same bytes (`digests`: path -> sha256), with
+    counts, and how many such pairs cross splits (a test image seen in training), else ''."""
     split_of = {p: "train" for p in dataset.train.img_paths}
     for name in ("val", "test"):
         split = getattr(dataset, name)
@@ -644,20 +979,28 @@ def same_bytes_warning(dataset: PersonDataset, digests: dict) -> str:
     if not groups:
         return ""
     crossing = [g for g in groups if len({split_of[p] for p in g}) > 1]
-    text = (f"warning: {sum(len(g) - 1 for g in groups)} image(s) repeat the bytes of another under a different "
-            f"name ({len(groups)} group(s), e.g. {' = '.join(groups[0][:3])})")
+    text = (
+        f"warning: {sum(len(g) - 1 for g in groups)} image(s) repeat the bytes of another under a different "
+        f"name ({len(groups)} group(s), e.g. {' = '.join(groups[0][:3])})"
+    )
     if crossing:
         where = " = ".join(f"{p} ({split_of[p]})" for p in crossing[0][:3])
-        text += (f"; {len(crossing)} group(s) span two splits (e.g. {where}): those test or val images were seen in "
-                 "training, so the metrics flatter the model")
+        text += (
+            f"; {len(crossing)} group(s) span two splits (e.g. {where}): those test or val images were seen in "
+            "training, so the metrics flatter the model"
+        )
     return text + ". Remove the copies for a clean benchmark."
 
-def build_cache(dataset: PersonDataset, out_dir, size: tuple, parsing_root=None, resize: str = "bilinear") -> Path:
+
+def build_cache(
+    dataset: PersonDataset, out_dir, size: tuple, parsing_root=None, resize: str = "bilinear"
+) -> Path:
     """Write `images.npy` (all distinct images resized to `size` with `resize`), `cache.json` (with the digest of the
     cached pixels) and `dataset.json` to `out_dir`, atomically; with `parsing_root`, also `parsing.npy` and
     `parsing.json` (label names from `parsing_labels.json` there, else LIP's); and `attributes.json`, the attribute
     phrases of every training caption. Images with the same bytes under two names are reported."""
     paths, root, bad, digests = dataset.all_image_paths(), Path(dataset.images_root), [], {}
+
     def images():
         for p in tqdm(paths, desc="preprocess", mininterval=2):
             try:
@@ -666,14 +1009,19 @@ def build_cache(dataset: PersonDataset, out_dir, size: tuple, parsing_root=None,
             except (TbprError, FileNotFoundError) as err:
                 bad.append(str(err).splitlines()[0])
                 yield np.zeros((*size, 3), np.uint8)
+
     with atomic_path(out_dir, is_dir=True) as tmp:
         meta = {"paths": paths, "size": list(size), "name": dataset.name, "resize": resize}
         shape = (len(paths), *size, 3)
-        meta["images_sha256"] = write_npy(tmp / "images.npy", shape, np.uint8, images(), "the image cache")
+        meta["images_sha256"] = write_npy(
+            tmp / "images.npy", shape, np.uint8, images(), "the image cache"
+        )
         if bad:
-            raise TbprError(f"{len(bad)} unreadable image(s) in {root}:\n  " + "\n  ".join(bad[:10]),
-                            fix="re-extract or remove these images (or convert them as the message says); "
-                                "the cache was not written")
+            raise TbprError(
+                f"{len(bad)} unreadable image(s) in {root}:\n  " + "\n  ".join(bad[:10]),
+                fix="re-extract or remove these images (or convert them as the message says); "
+                "the cache was not written",
+            )
         warning = same_bytes_warning(dataset, digests)
         if warning:
             print(warning)
@@ -684,35 +1032,48 @@ def build_cache(dataset: PersonDataset, out_dir, size: tuple, parsing_root=None,
                 names = parsing_root.parent / "parsing_labels.json"
             labels = read_json(names, "parsing label names") if names.exists() else LIP_LABELS
             meta["parsing_sha256"] = _cache_parsing(paths, parsing_root, size, tmp, labels)
-        write_attributes(dataset.train.captions, tmp)          # IVT's word level (nbs/02b_captions)
+        write_attributes(dataset.train.captions, tmp)  # IVT's word level (nbs/02b_captions)
         write_json(meta, tmp / "cache.json")
         write_json(dataset.to_dict(), tmp / "dataset.json")
     return Path(out_dir)
 
+
 def load_parsing(cache_dir) -> tuple | None:
-    "The cached parsing maps as (ImageStore of (H, W) label maps, label names), or None when the cache has none."
+    """The cached parsing maps as (ImageStore of (H, W) label maps, label names), or None when the
+    cache has none."""
     cache_dir = Path(cache_dir)
-    if not (cache_dir / "parsing.npy").exists(): return None
-    return ImageStore.from_cache(cache_dir, "parsing"), read_json(cache_dir / "parsing.json")["labels"]
+    if not (cache_dir / "parsing.npy").exists():
+        return None
+    return ImageStore.from_cache(cache_dir, "parsing"), read_json(cache_dir / "parsing.json")[
+        "labels"
+    ]
+
 
 def load_cached_dataset(cache_dir) -> tuple:
     "The `PersonDataset` and `ImageStore` written by `build_cache`."
     cache_dir = Path(cache_dir)
     if not (cache_dir / "dataset.json").exists():
-        raise TbprError(f"{cache_dir}: no preprocess cache here", fix="run `dvc repro preprocess` (or `tbpr preprocess`) first")
-    return PersonDataset.from_dict(read_json(cache_dir / "dataset.json")), ImageStore.from_cache(cache_dir)
+        raise TbprError(
+            f"{cache_dir}: no preprocess cache here",
+            fix="run `dvc repro preprocess` (or `tbpr preprocess`) first",
+        )
+    return PersonDataset.from_dict(read_json(cache_dir / "dataset.json")), ImageStore.from_cache(
+        cache_dir
+    )
 
 # %% ../nbs/02_data.ipynb #71989194
 def is_pending(value) -> bool:
     "Whether a batch field is a pending view: uint8 pixels with their draws, augmented later."
     return isinstance(value, dict) and "pixels" in value
 
+
 def pending_view(img: np.ndarray, draws: dict, label: np.ndarray | None = None) -> dict:
     "One image (uint8 H x W x 3) and the draws of its augmentation (`Augment.draw`), not applied."
-    out = {"pixels": torch.tensor(np.asarray(img)), **draws}      # a copy: the cache is read-only
+    out = {"pixels": torch.tensor(np.asarray(img)), **draws}  # a copy: the cache is read-only
     if label is not None:
         out["labels"] = torch.tensor(np.asarray(label))
     return out
+
 
 def stack_pending(views: list) -> dict:
     "Pending views stacked along a new first dimension (the erased pixels' noise concatenated)."
@@ -720,43 +1081,84 @@ def stack_pending(views: list) -> dict:
     out["noise"] = torch.cat([v["noise"] for v in views])
     return out
 
+
 def stack_any(values: list):
     "Tensors, or pending views (`stack_pending`), stacked along a new first dimension."
     return stack_pending(values) if is_pending(values[0]) else torch.stack(values)
 
+
 class TrainData(torch.utils.data.Dataset):
-    """Training captions with their augmented images (and parsing maps, augmented alike, when a `parsing` store is given).
-    With `views` > 1 an item also holds that many independently augmented views of its image (the first is `images`);
-    with `caption_levels`, a callable `(i, caption, rng) -> [str]`, it holds other versions of its caption (IVT's levels).
-    `extras`, a callable `(data, i, g) -> dict`, adds fields of a method's own (LCR²S's support sets); `g` is the
-    item's generator, drawn after the item's own views.
+    """Training captions with their augmented images (and parsing maps, augmented alike, when a
+    `parsing` store is given). With `views` > 1 an item also holds that many independently augmented
+    views of its image (the first is `images`); with `caption_levels`, a callable `(i, caption, rng)
+    -> [str]`, it holds other versions of its caption (IVT's levels). `extras`, a callable `(data,
+    i, g) -> dict`, adds fields of a method's own (LCR²S's support sets); `g` is the item's
+    generator, drawn after the item's own views.
 
     `augment_on` says where the pixels are augmented: "loader" (here, one image at a time) or
     "device" (items hold the uint8 pixels and the draws, `pending_view`s, and `augment_pending`
     applies them to the whole batch where it trains). The draws come from the same per-item
     generator either way, so both give the same images."""
-    def __init__(self, split: TrainSplit, store: ImageStore, augment: Augment | None = None, seed: int = 0, parsing=None,
-                 views: int = 1, caption_levels=None, extras=None, augment_on: str = "loader"):
-        self.split, self.store, self.augment, self.seed, self.epoch, self.parsing = split, store, augment, seed, 0, parsing
+
+    def __init__(
+        self,
+        split: TrainSplit,
+        store: ImageStore,
+        augment: Augment | None = None,
+        seed: int = 0,
+        parsing=None,
+        views: int = 1,
+        caption_levels=None,
+        extras=None,
+        augment_on: str = "loader",
+    ):
+        self.split, self.store, self.augment, self.seed, self.epoch, self.parsing = (
+            split,
+            store,
+            augment,
+            seed,
+            0,
+            parsing,
+        )
         self.views, self.caption_levels, self.extras = views, caption_levels, extras
         check_choice(augment_on, ["loader", "device"], "train.augment_on")
         self.deferred = augment_on == "device" and augment is not None
-    def set_epoch(self, epoch): self.epoch = epoch
-    def __len__(self): return len(self.split)
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __len__(self):
+        return len(self.split)
+
     def __getitem__(self, i):
-        path = self.split.img_paths[i]; img = self.store[path]
+        path = self.split.img_paths[i]
+        img = self.store[path]
         g = torch.Generator().manual_seed(hash((self.seed, self.epoch, i)) % 2**62)
-        item = {"captions": self.split.captions[i], "pids": self.split.pids[i], "image_ids": self.split.image_ids[i], "index": i}
+        item = {
+            "captions": self.split.captions[i],
+            "pids": self.split.pids[i],
+            "image_ids": self.split.image_ids[i],
+            "index": i,
+        }
         view = lambda: self.view(img, g)
-        if self.parsing is None: item["images"] = view()
+        if self.parsing is None:
+            item["images"] = view()
         elif self.deferred:
             draws = self.augment.draw(g, img.shape[:2], with_label=True)
             item["images"] = pending_view(img, draws, self.parsing[path])
         else:
             lab = self.parsing[path]
-            item["images"], item["parsing"] = self.augment(img, g, lab) if self.augment else (to_tensor(img), torch.as_tensor(lab).long())
+            item["images"], item["parsing"] = (
+                self.augment(img, g, lab)
+                if self.augment
+                else (to_tensor(img), torch.as_tensor(lab).long())
+            )
         if self.views > 1:
-            first = {k: v for k, v in item["images"].items() if k != "labels"} if self.deferred else item["images"]
+            first = (
+                {k: v for k, v in item["images"].items() if k != "labels"}
+                if self.deferred
+                else item["images"]
+            )
             item["views"] = stack_any([first] + [view() for _ in range(self.views - 1)])
         if self.caption_levels is not None:
             rng = random.Random(hash((self.seed, self.epoch, i, 1)))
@@ -776,48 +1178,76 @@ class TrainData(torch.utils.data.Dataset):
         "An empty slot's image: zeros, after augmenting too."
         if not self.deferred:
             return torch.zeros(3, *self.store.size)
-        draws = {"flip": torch.tensor(False), "crop": torch.zeros(2, dtype=torch.int64),
-                 "box": torch.zeros(4, dtype=torch.int64), "noise": torch.zeros(0),
-                 "blank": torch.tensor(True)}
+        draws = {
+            "flip": torch.tensor(False),
+            "crop": torch.zeros(2, dtype=torch.int64),
+            "box": torch.zeros(4, dtype=torch.int64),
+            "noise": torch.zeros(0),
+            "blank": torch.tensor(True),
+        }
         return pending_view(np.zeros((*self.store.size, 3), np.uint8), draws)
 
 
 class Collate:
-    """Stack images, tokenize captions, and (when `mlm_prob` > 0) add BERT-masked captions for MLM. Items with caption
-    levels also give `level_ids`: the sentences then each further level, (levels x B, L), tokenized together. Other
-    fields a method adds (`TrainData`'s `extras`) are stacked when they are tensors, and a `<name>_captions` list of
-    K captions per item becomes `<name>_ids` (B x K, L), item-major."""
+    """Stack images, tokenize captions, and (when `mlm_prob` > 0) add BERT-masked captions for MLM.
+    Items with caption levels also give `level_ids`: the sentences then each further level, (levels
+    x B, L), tokenized together. Other fields a method adds (`TrainData`'s `extras`) are stacked
+    when they are tensors, and a `<name>_captions` list of K captions per item becomes `<name>_ids`
+    (B x K, L), item-major."""
+
     def __init__(self, tokenizer, max_length: int, mlm_prob: float = 0.0, seed: int = 0):
         if mlm_prob > 0 and tokenizer.mask_token_id is None:
-            raise TbprError(f"tokenizer {tokenizer.name_or_path!r} has no mask token, and train.mlm_prob={mlm_prob} masks "
-                            "captions for IRR (masked language modelling)", fix=NO_MASK_FIX)
+            raise TbprError(
+                f"tokenizer {tokenizer.name_or_path!r} has no mask token, and train.mlm_prob={mlm_prob} masks "
+                "captions for IRR (masked language modelling)",
+                fix=NO_MASK_FIX,
+            )
         self.tok, self.max_length, self.mlm_prob, self.seed = tokenizer, max_length, mlm_prob, seed
         self.replace_ids = replacement_ids(tokenizer) if mlm_prob > 0 else None
+
     def __call__(self, items: list) -> dict:
         captions = [it["captions"] for it in items]
         if "level_captions" in items[0]:
-            captions += [it["level_captions"][k] for k in range(len(items[0]["level_captions"])) for it in items]
+            captions += [
+                it["level_captions"][k]
+                for k in range(len(items[0]["level_captions"]))
+                for it in items
+            ]
         ids = tokenize(self.tok, captions, self.max_length)
-        out = {"images": stack_any([it["images"] for it in items]), "input_ids": ids[:len(items)],
-               "pids": torch.tensor([it["pids"] for it in items]),
-               "image_ids": torch.tensor([it["image_ids"] for it in items]), "index": torch.tensor([it["index"] for it in items])}
-        if "level_captions" in items[0]: out["level_ids"] = ids
-        if "views" in items[0]: out["views"] = stack_any([it["views"] for it in items])
-        if "parsing" in items[0]: out["parsing"] = torch.stack([it["parsing"] for it in items])
+        out = {
+            "images": stack_any([it["images"] for it in items]),
+            "input_ids": ids[: len(items)],
+            "pids": torch.tensor([it["pids"] for it in items]),
+            "image_ids": torch.tensor([it["image_ids"] for it in items]),
+            "index": torch.tensor([it["index"] for it in items]),
+        }
+        if "level_captions" in items[0]:
+            out["level_ids"] = ids
+        if "views" in items[0]:
+            out["views"] = stack_any([it["views"] for it in items])
+        if "parsing" in items[0]:
+            out["parsing"] = torch.stack([it["parsing"] for it in items])
         out.update(self._extras(items, set(out) | {"captions", "level_captions"}))
         if self.mlm_prob > 0:
-            g = torch.Generator().manual_seed(hash((self.seed, tuple(it["index"] for it in items))) % 2**62)
-            out["mlm_ids"], out["mlm_labels"] = mask_tokens(out["input_ids"], self.tok, self.mlm_prob, g, self.replace_ids)
+            g = torch.Generator().manual_seed(
+                hash((self.seed, tuple(it["index"] for it in items))) % 2**62
+            )
+            out["mlm_ids"], out["mlm_labels"] = mask_tokens(
+                out["input_ids"], self.tok, self.mlm_prob, g, self.replace_ids
+            )
         return out
 
     def _extras(self, items: list, done: set) -> dict:
-        "The batch fields of the item fields not in `done`: tensors stacked, `<name>_captions` tokenized."
+        """The batch fields of the item fields not in `done`: tensors stacked, `<name>_captions`
+        tokenized."""
         out = {}
         for key in [k for k in items[0] if k not in done]:
             values = [it[key] for it in items]
             if key.endswith("_captions"):
                 flat = [c for v in values for c in v]
-                out[key.removesuffix("_captions") + "_ids"] = tokenize(self.tok, flat, self.max_length)
+                out[key.removesuffix("_captions") + "_ids"] = tokenize(
+                    self.tok, flat, self.max_length
+                )
             elif torch.is_tensor(values[0]) or is_pending(values[0]):
                 out[key] = stack_any(values)
         return out
@@ -832,12 +1262,13 @@ def _flipped_crops(pixels: torch.Tensor, flips: list, crops: list, pad: int) -> 
     padded = F.pad(pixels, padding)
     out = torch.empty_like(pixels)
     for i, (flip, (top, left)) in enumerate(zip(flips, crops)):
-        if flip:        # the crop of the flipped padded image is the flipped mirror crop
+        if flip:  # the crop of the flipped padded image is the flipped mirror crop
             right = w + 2 * pad - left
-            out[i] = padded[i, top:top + h, right - w:right].flip(1)
+            out[i] = padded[i, top : top + h, right - w : right].flip(1)
         else:
-            out[i] = padded[i, top:top + h, left:left + w]
+            out[i] = padded[i, top : top + h, left : left + w]
     return out
+
 
 @torch.no_grad()
 def augment_batch(augment: Augment, views: dict) -> tuple:
@@ -846,7 +1277,7 @@ def augment_batch(augment: Augment, views: dict) -> tuple:
     batch at once, then erase. Returns the images (..., 3, H, W) and the label maps (..., H, W), or
     None without labels."""
     lead, (h, w) = views["pixels"].shape[:-3], views["pixels"].shape[-3:-1]
-    flat = lambda k: views[k].reshape(-1, *views[k].shape[len(lead):])
+    flat = lambda k: views[k].reshape(-1, *views[k].shape[len(lead) :])
     flips, crops, boxes = flat("flip").tolist(), flat("crop").tolist(), flat("box").tolist()
     pad = max(augment.pad, 0)
     x = _flipped_crops(flat("pixels"), flips, crops, pad).permute(0, 3, 1, 2).contiguous()
@@ -855,12 +1286,14 @@ def augment_batch(augment: Augment, views: dict) -> tuple:
     x = x.float().div_(255).sub_(mean.view(1, 3, 1, 1))
     x = x.div_(torch.tensor(augment.std, device=dev).view(1, 3, 1, 1))
     noise, used = views["noise"].to(dev, x.dtype), 0
-    erased = [(i, box) for i, box in enumerate(boxes) if box[2]]    # boxes of height 0: none
+    erased = [(i, box) for i, box in enumerate(boxes) if box[2]]  # boxes of height 0: none
     for i, (top, left, eh, ew) in erased:
         if augment.erase_fill == "mean":
-            x[i, :, top:top + eh, left:left + ew] = mean.view(3, 1, 1)
+            x[i, :, top : top + eh, left : left + ew] = mean.view(3, 1, 1)
         else:
-            x[i, :, top:top + eh, left:left + ew] = noise[used:used + 3 * eh * ew].view(3, eh, ew)
+            x[i, :, top : top + eh, left : left + ew] = noise[used : used + 3 * eh * ew].view(
+                3, eh, ew
+            )
             used += 3 * eh * ew
     x[flat("blank").nonzero()[:, 0]] = 0.0
     x = x.reshape(*lead, *x.shape[1:])
@@ -868,11 +1301,12 @@ def augment_batch(augment: Augment, views: dict) -> tuple:
         return x, None
     lab = _flipped_crops(flat("labels").long(), flips, crops, pad)
     for i, (top, left, eh, ew) in erased:
-        lab[i, top:top + eh, left:left + ew] = IGNORE
+        lab[i, top : top + eh, left : left + ew] = IGNORE
     if augment.label_flip is not None:
         lut = augment.label_lut(dev)
         lab = torch.where(flat("flip").view(-1, 1, 1), lut[lab], lab)
     return x, lab.reshape(*lead, h, w)
+
 
 def augment_pending(batch: dict, augment: Augment) -> dict:
     """`batch` with each pending field (`TrainData(augment_on="device")`'s) augmented on the
@@ -884,8 +1318,11 @@ def augment_pending(batch: dict, augment: Augment) -> dict:
             if labels is not None:
                 out["parsing"] = labels
     return out
+
+
 class AugmentedLoader:
     "`loader`'s batches with their pending views augmented where they are (`augment_pending`)."
+
     def __init__(self, loader, augment: Augment):
         self.loader, self.augment = loader, augment
 

@@ -22,24 +22,31 @@ __all__ = ['DIRECTIVE', 'API_HEADING', 'ANCHOR', 'DATAFRAME_STYLE', 'CODE_SPANS'
 # %% ../nbs/13_docs.ipynb #cc7f0686
 DIRECTIVE = re.compile(r"^\s*#\|\s*([\w-]+)\s*:?\s*(.*?)\s*$")
 
+
 def cell_directives(source: str) -> tuple:
     "Split a code cell into its `#| key: value` directives (a dict) and the code without them."
     found, code = {}, []
     for line in source.splitlines():
         m = DIRECTIVE.match(line)
-        if m: found[m.group(1)] = m.group(2)
-        else: code.append(line)
+        if m:
+            found[m.group(1)] = m.group(2)
+        else:
+            code.append(line)
     return found, "\n".join(code).strip("\n")
+
 
 def _front_matter(cell) -> dict:
     "nbdev's front matter (the first raw cell, `---`-fenced YAML), or {}."
-    if cell.cell_type != "raw" or not cell.source.lstrip().startswith("---"): return {}
+    if cell.cell_type != "raw" or not cell.source.lstrip().startswith("---"):
+        return {}
     return yaml.safe_load(cell.source.strip().strip("-")) or {}
+
 
 def notebook_summary(nb) -> tuple:
     "(title, description) of a source notebook: its first `# ` heading and the `> ` lines after it."
     for cell in nb.cells:
-        if cell.cell_type != "markdown" or not cell.source.lstrip().startswith("# "): continue
+        if cell.cell_type != "markdown" or not cell.source.lstrip().startswith("# "):
+            continue
         lines = cell.source.strip().splitlines()
         quote = [l[1:].strip() for l in lines[1:] if l.startswith(">")]
         return lines[0][2:].strip(), " ".join(quote)
@@ -49,51 +56,70 @@ def notebook_summary(nb) -> tuple:
 API_HEADING = re.compile(r"^(#{2,4}) ([\w.]+)[ \t]*$", re.M)
 ANCHOR = re.compile(r'\{ id="([^"]+)" \}')
 
+
 def anchor_api_entries(cell) -> None:
     "Give the heading of each `show_doc` output in `cell` nbdev's anchor (the name, lower case), in place."
     for out in cell.get("outputs", []):
         md = out.get("data", {}).get("text/markdown")
-        if md: out["data"]["text/markdown"] = API_HEADING.sub(lambda m: f'{m[0]} {{ id="{m[2].lower()}" }}', md, count=1)
+        if md:
+            out["data"]["text/markdown"] = API_HEADING.sub(
+                lambda m: f'{m[0]} {{ id="{m[2].lower()}" }}', md, count=1
+            )
 
 # %% ../nbs/13_docs.ipynb #33258d98
 DATAFRAME_STYLE = re.compile(r"<style scoped>.*?</style>\s*", re.S)
+
 
 def tidy_dataframe_html(output) -> None:
     "Strip pandas' inline style and border from a displayed DataFrame, in place, so the site's table style applies."
     html = output.get("data", {}).get("text/html")
     if html and 'class="dataframe"' in html:
-        output["data"]["text/html"] = DATAFRAME_STYLE.sub("", html).replace('<table border="1" class="dataframe">', "<table>")
+        output["data"]["text/html"] = DATAFRAME_STYLE.sub("", html).replace(
+            '<table border="1" class="dataframe">', "<table>"
+        )
 
 # %% ../nbs/13_docs.ipynb #mth0cd01
 CODE_SPANS = re.compile(r"(```.*?```|`[^`\n]+`)", re.S)
-TEX = re.compile(r"(?<![\\$])\$\$(.+?)\$\$"                               # $$display$$
-                 r"|(?<![\\$\w])\$(?![\s$])([^$\n]+?)(?<![\s\\])\$(?![\w$])", re.S)   # $inline$
+TEX = re.compile(
+    r"(?<![\\$])\$\$(.+?)\$\$"  # $$display$$
+    r"|(?<![\\$\w])\$(?![\s$])([^$\n]+?)(?<![\s\\])\$(?![\w$])",
+    re.S,
+)  # $inline$
+
 
 def _mathml(tex: str, display: bool) -> str:
     from latex2mathml.converter import convert
+
     out = convert(tex.strip(), display="block" if display else "inline")
-    return out.replace("*", "&#42;").replace("_", "&#95;")      # nothing left for Markdown's emphasis
+    return out.replace("*", "&#42;").replace("_", "&#95;")  # nothing left for Markdown's emphasis
+
 
 def tex_to_mathml(markdown: str) -> str:
     """`markdown` with its TeX (`$...$` inline, `$$...$$` display) as MathML, which browsers draw
     without a script or a network; code spans and blocks are left as they are."""
+
     def one(m):
         display = m[1] is not None
         try:
             return _mathml(m[1] if display else m[2], display)
-        except Exception:                   # what latex2mathml cannot read stays TeX
+        except Exception:  # what latex2mathml cannot read stays TeX
             return m[0]
+
     parts = CODE_SPANS.split(markdown)
     return "".join(p if i % 2 else TEX.sub(one, p) for i, p in enumerate(parts))
 
+
 BACKTICKED = re.compile(r"(?<![\[`])`([A-Za-z_][\w.]*)(\(\))?`(?![`\]])")
+
 
 def link_api_names(markdown: str, links: dict) -> str:
     """`markdown` with each backticked API name (`rank_metrics`, `GalleryIndex.update()`) linked to
     its entry (`links`: name to link); code blocks and everything else are left alone."""
+
     def one(m):
         target = links.get(m[1])
         return f"[{m[0]}]({target})" if target else m[0]
+
     parts = re.split(r"(```.*?```)", markdown, flags=re.S)
     return "".join(p if i % 2 else BACKTICKED.sub(one, p) for i, p in enumerate(parts))
 
@@ -101,16 +127,18 @@ def link_api_names(markdown: str, links: dict) -> str:
 SCRIPTS_FROM_WEB = (
     re.compile(r'<script[^>]*\bsrc="https?://[^"]*"[^>]*>\s*</script>\s*'),
     re.compile(r'<script type="text/x-mathjax-config">.*?</script>\s*', re.S),
-    re.compile(r'<script type="module">(?:(?!</script>).)*?https?://(?:(?!</script>).)*</script>\s*',
-               re.S),
+    re.compile(
+        r'<script type="module">(?:(?!</script>).)*?https?://(?:(?!</script>).)*</script>\s*', re.S
+    ),
 )
 
+
 def offline_html(html: str) -> str:
-    "An nbconvert page without the scripts it would fetch from the web (MathJax, require.js, mermaid)."
+    """An nbconvert page without the scripts it would fetch from the web (MathJax, require.js,
+    mermaid)."""
     for pattern in SCRIPTS_FROM_WEB:
         html = pattern.sub("", html)
     return html
-
 
 # %% ../nbs/13_docs.ipynb #5a934fb0
 def _page_cell(cell, hide_code: bool, links: dict | None = None):
@@ -124,26 +152,42 @@ def _page_cell(cell, hide_code: bool, links: dict | None = None):
     if cell.cell_type != "code":
         return cell
     found, cell.source = cell_directives(cell.source)
-    if found.get("include") == "false" or "hide" in found or not (cell.source or cell.get("outputs")):
+    if (
+        found.get("include") == "false"
+        or "hide" in found
+        or not (cell.source or cell.get("outputs"))
+    ):
         return None
     if hide_code or found.get("echo") == "false":
         cell.metadata["transient"] = {"remove_source": True}
     outputs = cell.get("outputs", [])
-    cell.outputs = [o for o in outputs if o.get("name") != "stderr"]    # warnings, progress bars
+    cell.outputs = [o for o in outputs if o.get("name") != "stderr"]  # warnings, progress bars
     if found.get("echo") == "false":
         anchor_api_entries(cell)
     for out in cell.outputs:
         tidy_dataframe_html(out)
     return cell
 
-def notebook_markdown(nb_path, out_dir, name: str, hide_code: bool = False, source_nb=None,
-                      note: str = "", preface: str = "", links: dict | None = None) -> str:
+
+def notebook_markdown(
+    nb_path,
+    out_dir,
+    name: str,
+    hide_code: bool = False,
+    source_nb=None,
+    note: str = "",
+    preface: str = "",
+    links: dict | None = None,
+) -> str:
     """Write `out_dir/<name>.md` (and its figures in `<name>_files/`) from the notebook at `nb_path`,
     after a `note` and a `preface` (Markdown) when given; return its title."""
     import nbformat
     from nbconvert import MarkdownExporter
+
     nb = nbformat.read(str(nb_path), as_version=4)
-    title, description = notebook_summary(nbformat.read(str(source_nb), as_version=4)) if source_nb else ("", "")
+    title, description = (
+        notebook_summary(nbformat.read(str(source_nb), as_version=4)) if source_nb else ("", "")
+    )
     front, cells = {}, []
     for i, cell in enumerate(nb.cells):
         if i == 0 and _front_matter(cell):
@@ -153,18 +197,23 @@ def notebook_markdown(nb_path, out_dir, name: str, hide_code: bool = False, sour
         if shown is not None:
             cells.append(shown)
     nb.cells = cells
-    body, res = MarkdownExporter().from_notebook_node(nb, resources={"output_files_dir": f"{name}_files"})
+    body, res = MarkdownExporter().from_notebook_node(
+        nb, resources={"output_files_dir": f"{name}_files"}
+    )
     head = ""
-    if front:                                       # nbdev removed the title cell: put title and description back
+    if front:  # nbdev removed the title cell: put title and description back
         title = title or str(front.get("title", name))
         description = description or str(front.get("description", ""))
         head = f"# {title}\n\n" + (f"> {description}\n\n" if description else "")
-    if note: head += f"!!! note\n    {note}\n\n"
+    if note:
+        head += f"!!! note\n    {note}\n\n"
     head += preface
-    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{name}.md").write_text(head + body, encoding="utf-8")
     for rel, data in res.get("outputs", {}).items():
-        (out_dir / rel).parent.mkdir(parents=True, exist_ok=True); (out_dir / rel).write_bytes(data)
+        (out_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out_dir / rel).write_bytes(data)
     return title or next((l[2:].strip() for l in body.splitlines() if l.startswith("# ")), name)
 
 # %% ../nbs/13_docs.ipynb #b3a0f744
@@ -172,22 +221,33 @@ def _first_line(obj) -> str:
     doc = inspect.getdoc(obj) or ""
     return doc.strip().splitlines()[0].replace("|", "\\|") if doc.strip() else ""
 
+
 def api_entries(lib: str = "tbpr") -> list:
-    "Every exported name as dicts of module, name (e.g. `GalleryIndex.update`), page and one-line docstring."
+    """Every exported name as dicts of module, name (e.g. `GalleryIndex.update`), page and one-line
+    docstring."""
     modidx = importlib.import_module(f"{lib}._modidx").d["syms"]
     rows = []
     for module, syms in sorted(modidx.items()):
         mod = importlib.import_module(module)
         for full, (url, _) in syms.items():
-            name = full[len(module) + 1:]
+            name = full[len(module) + 1 :]
             if any(p.startswith("_") for p in name.split(".")):
-                continue            # private helpers, dunders and the methods of private classes
+                continue  # private helpers, dunders and the methods of private classes
             obj = mod
-            for part in name.split("."): obj = getattr(obj, part, None)
-            rows.append({"module": module, "name": name, "page": url.split("#")[0].replace(".html", ""), "doc": _first_line(obj)})
+            for part in name.split("."):
+                obj = getattr(obj, part, None)
+            rows.append(
+                {
+                    "module": module,
+                    "name": name,
+                    "page": url.split("#")[0].replace(".html", ""),
+                    "doc": _first_line(obj),
+                }
+            )
     return rows
 
-PARTS = {      # the site's sections: a part of the library and its modules, in reading order
+
+PARTS = {  # the site's sections: a part of the library and its modules, in reading order
     "Basics": ("core",),
     "Data": ("synthetic", "data", "sources", "captions", "parsing"),
     "Model": ("model", "pretrained"),
@@ -197,10 +257,12 @@ PARTS = {      # the site's sections: a part of the library and its modules, in 
     "Site": ("docs",),
 }
 
+
 def part_of(module: str) -> str:
     "The part of the library a module (`tbpr.data` or `data`) belongs to ('Other' if none)."
     short = module.split(".")[-1]
     return next((part for part, mods in PARTS.items() if short in mods), "Other")
+
 
 def entry_link(entry: dict, anchors: set | None = None) -> str:
     """Where an API entry lives: its page and nbdev's anchor (the name in lower case), or its
@@ -210,11 +272,17 @@ def entry_link(entry: dict, anchors: set | None = None) -> str:
         anchor = anchor.split(".")[0]
     return f"{entry['page']}.md#{anchor}"
 
+
 def api_index(entries: list, anchors: set) -> str:
     """The API index page (Markdown): by part of the library, one table per module, each name
     linked to its entry (`anchors`: those on the pages)."""
-    out = ["# API index", "", "Every name the library exports, by part and module; each links to its entry "
-           "(signature, parameters, docstring) on the module's page, where its notebook shows it at work.", ""]
+    out = [
+        "# API index",
+        "",
+        "Every name the library exports, by part and module; each links to its entry "
+        "(signature, parameters, docstring) on the module's page, where its notebook shows it at work.",
+        "",
+    ]
     modules = list(dict.fromkeys(e["module"] for e in entries))
     for part in [*PARTS, "Other"]:
         mine = [m for m in modules if part_of(m) == part]
@@ -227,79 +295,135 @@ def api_index(entries: list, anchors: set) -> str:
             out += [""]
     return "\n".join(out)
 
+
 def api_links(entries: list) -> dict:
     "Each API name to its entry's link, for the names only one module exports."
     counts = Counter(e["name"] for e in entries)
     return {e["name"]: entry_link(e) for e in entries if counts[e["name"]] == 1}
 
-
 # %% ../nbs/13_docs.ipynb #6fb97159
 def execute_notebook(src, dest, skip_flags=("notest", "slow"), timeout: int = 900) -> Path:
-    """Run notebook `src` in its folder with a Jupyter kernel, as `nbdev_test` would (cells marked `eval: false` or
-    with one of `skip_flags` are not run), and save it with its outputs to `dest`."""
+    """Run notebook `src` in its folder with a Jupyter kernel, as `nbdev_test` would (cells marked
+    `eval: false` or with one of `skip_flags` are not run), and save it with its outputs to `dest`.
+    """
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
+
     src, nb = Path(src), nbformat.read(str(src), as_version=4)
     for cell in nb.cells:
-        if cell.cell_type != "code": continue
+        if cell.cell_type != "code":
+            continue
         found, _ = cell_directives(cell.source)
         if found.get("eval") == "false" or set(skip_flags) & set(found):
-            cell.metadata.setdefault("tags", []).append("skip-execution")      # nbclient leaves these cells alone
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(src.parent)}})
+            cell.metadata.setdefault("tags", []).append(
+                "skip-execution"
+            )  # nbclient leaves these cells alone
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(src.parent)}},
+    )
     try:
         with patch.dict(os.environ, {"TQDM_DISABLE": "1"}):
-            client.execute(stderr=subprocess.DEVNULL)   # the kernel's own log; cells keep theirs
+            client.execute(stderr=subprocess.DEVNULL)  # the kernel's own log; cells keep theirs
     except CellExecutionError as err:
-        raise TbprError(f"{src} failed while running it for the documentation:\n{str(err)[-1500:]}",
-                        fix=f"fix the notebook (`nbdev_test --path {src}`), or build without outputs: tbpr docs --no-execute")
+        raise TbprError(
+            f"{src} failed while running it for the documentation:\n{str(err)[-1500:]}",
+            fix=f"fix the notebook (`nbdev_test --path {src}`), or build without outputs: tbpr docs --no-execute",
+        )
     for cell in nb.cells:
-        if "skip-execution" in cell.metadata.get("tags", []): cell.metadata["tags"].remove("skip-execution")
+        if "skip-execution" in cell.metadata.get("tags", []):
+            cell.metadata["tags"].remove("skip-execution")
     nbformat.write(nb, str(dest))
     return Path(dest)
 
 # %% ../nbs/13_docs.ipynb #5fb8194d
 class Experiment(NamedTuple):
     "Where an experiment page comes from."
-    executed: str       # the executed notebook, under the repository's artifacts/
-    source: str         # its source notebook, under nbs/
-    how: str            # the command that runs it
-    results: str = ""   # the results committed from an earlier run, under nbs/ ("": none)
+
+    executed: str  # the executed notebook, under the repository's artifacts/
+    source: str  # its source notebook, under nbs/
+    how: str  # the command that runs it
+    results: str = ""  # the results committed from an earlier run, under nbs/ ("": none)
+
 
 EXPERIMENTS = {
-    "report": Experiment("artifacts/report/report.ipynb", "experiments/report.ipynb",
-                         "`dvc repro`"),
-    "bilma_ablation": Experiment("artifacts/ablations/bilma/report/bilma_ablation.ipynb",
-                                 "experiments/bilma_ablation.ipynb", "`tbpr ablation bilma`",
-                                 "experiments/results/bilma"),
+    "report": Experiment(
+        "artifacts/report/report.ipynb", "experiments/report.ipynb", "`dvc repro`"
+    ),
+    "bilma_ablation": Experiment(
+        "artifacts/ablations/bilma/report/bilma_ablation.ipynb",
+        "experiments/bilma_ablation.ipynb",
+        "`tbpr ablation bilma`",
+        "experiments/results/bilma",
+    ),
     "bilma_sensitivity": Experiment(
         "artifacts/ablations/bilma-sensitivity/report/bilma_sensitivity.ipynb",
-        "experiments/bilma_sensitivity.ipynb", "`tbpr ablation bilma-sensitivity`"),
-    "ivt_ablation": Experiment("artifacts/ablations/ivt/report/ivt_ablation.ipynb",
-                               "experiments/ivt_ablation.ipynb", "`tbpr ablation ivt`"),
-    "lcr2s_ablation": Experiment("artifacts/ablations/lcr2s/report/lcr2s_ablation.ipynb",
-                                 "experiments/lcr2s_ablation.ipynb", "`tbpr ablation lcr2s`"),
-    "recipes": Experiment("artifacts/ablations/recipes/report/recipes.ipynb",
-                          "experiments/recipes.ipynb", "`tbpr ablation recipes`",
-                          "experiments/results/recipes"),
+        "experiments/bilma_sensitivity.ipynb",
+        "`tbpr ablation bilma-sensitivity`",
+    ),
+    "ivt_ablation": Experiment(
+        "artifacts/ablations/ivt/report/ivt_ablation.ipynb",
+        "experiments/ivt_ablation.ipynb",
+        "`tbpr ablation ivt`",
+    ),
+    "lcr2s_ablation": Experiment(
+        "artifacts/ablations/lcr2s/report/lcr2s_ablation.ipynb",
+        "experiments/lcr2s_ablation.ipynb",
+        "`tbpr ablation lcr2s`",
+    ),
+    "recipes": Experiment(
+        "artifacts/ablations/recipes/report/recipes.ipynb",
+        "experiments/recipes.ipynb",
+        "`tbpr ablation recipes`",
+        "experiments/results/recipes",
+    ),
 }
 
-SHIM = ("_static/iframe-worker/shim.js", "assets/iframe-worker-shim.js")   # in nbs/, in the site
+SHIM = ("_static/iframe-worker/shim.js", "assets/iframe-worker-shim.js")  # in nbs/, in the site
+
 
 def site_config(nav: list, title: str, description: str) -> dict:
     "The MkDocs configuration: Material, offline search, plain-file links, no web fonts."
-    return {"site_name": title, "site_description": description, "use_directory_urls": False, "docs_dir": "pages",
-            "theme": {"name": "material", "font": False, "features": ["navigation.sections", "navigation.top",
-                      "search.highlight", "content.code.copy", "toc.follow"]},
-            "plugins": ["search", "offline"], "extra": {"polyfills": [SHIM[1]]},
-            "markdown_extensions": ["tables", "admonition", "attr_list", "md_in_html", {"toc": {"permalink": True}},
-                                    {"pymdownx.highlight": {"use_pygments": True}}, "pymdownx.superfences"],
-            "nav": nav}
+    return {
+        "site_name": title,
+        "site_description": description,
+        "use_directory_urls": False,
+        "docs_dir": "pages",
+        "theme": {
+            "name": "material",
+            "font": False,
+            "features": [
+                "navigation.sections",
+                "navigation.top",
+                "search.highlight",
+                "content.code.copy",
+                "toc.follow",
+            ],
+        },
+        "plugins": ["search", "offline"],
+        "extra": {"polyfills": [SHIM[1]]},
+        "markdown_extensions": [
+            "tables",
+            "admonition",
+            "attr_list",
+            "md_in_html",
+            {"toc": {"permalink": True}},
+            {"pymdownx.highlight": {"use_pygments": True}},
+            "pymdownx.superfences",
+        ],
+        "nav": nav,
+    }
+
 
 def _page_name(proc_nb) -> str:
     import nbformat
+
     front = _front_matter(nbformat.read(str(proc_nb), as_version=4).cells[0])
     return Path(front.get("output-file", proc_nb.stem)).stem
+
 
 def library_pages(proc: Path, nbs: Path, pages: Path, links: dict | None = None) -> list:
     """The home page, then one page per library notebook grouped by part (`PARTS`), in reading
@@ -307,7 +431,7 @@ def library_pages(proc: Path, nbs: Path, pages: Path, links: dict | None = None)
     home, parts = [], {}
     for nb in sorted(proc.glob("*.ipynb")):
         if not (nbs / nb.name).exists():
-            continue                                # processed once, since renamed or deleted
+            continue  # processed once, since renamed or deleted
         name = _page_name(nb)
         title = notebook_markdown(nb, pages, name, source_nb=nbs / nb.name, links=links)
         if name == "index":
@@ -317,21 +441,28 @@ def library_pages(proc: Path, nbs: Path, pages: Path, links: dict | None = None)
     order = [*PARTS, "Other"]
     return home + [{part: parts[part]} for part in order if part in parts]
 
+
 def _demoted(markdown: str) -> str:
     "Headings one level down (a README's title under the page's own)."
     return re.sub(r"^(#{1,5}) ", r"#\1 ", markdown, flags=re.M)
 
+
 METRICS = ("R1", "R5", "R10", "mAP", "mINP")
+
 
 def _runs_table(runs_csv: Path) -> str:
     "Mean ± std over seeds of every metric, per variant, from an experiment's runs.csv, as HTML."
     import pandas as pd
+
     runs = pd.read_csv(runs_csv)
     stats = runs.groupby("variant", sort=False)[list(METRICS)].agg(["mean", "std"])
-    shown = pd.DataFrame({m: [f"{a:.2f} ± {b:.2f}" for a, b in stats[m].fillna(0).values]
-                          for m in METRICS}, index=stats.index)
+    shown = pd.DataFrame(
+        {m: [f"{a:.2f} ± {b:.2f}" for a, b in stats[m].fillna(0).values] for m in METRICS},
+        index=stats.index,
+    )
     shown.insert(0, "seeds", runs.groupby("variant", sort=False).size())
     return shown.to_html(border=0).replace(' class="dataframe"', "")
+
 
 def committed_results(results: Path, pages: Path, name: str) -> str:
     """Markdown for the results committed in `results` (an experiment's folder of them): its
@@ -352,9 +483,12 @@ def committed_results(results: Path, pages: Path, name: str) -> str:
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(f, dest)
             link = (files / group / f.name).as_posix()
-            shown = f"![{f.stem}]({link})" if f.suffix == ".png" else f"[The executed notebook]({link})"
+            shown = (
+                f"![{f.stem}]({link})" if f.suffix == ".png" else f"[The executed notebook]({link})"
+            )
             parts.append(shown)
     return "\n\n".join(parts) + "\n\n"
+
 
 def experiment_pages(proc: Path, nbs: Path, pages: Path, root: Path) -> list:
     """The executed report and ablation notebooks from `artifacts/`; else their source with how to
@@ -367,14 +501,27 @@ def experiment_pages(proc: Path, nbs: Path, pages: Path, root: Path) -> list:
             continue
         committed = nbs / exp.results if exp.results else None
         shown = committed is not None and committed.is_dir()
-        note = (f"Not run in this checkout: {exp.how} runs it; rebuild the site to see its results. "
-                + ("Until then, the results committed from an earlier run come first, then the "
-                   "notebook." if shown else ""))
+        note = (
+            f"Not run in this checkout: {exp.how} runs it; rebuild the site to see its results. "
+            + (
+                "Until then, the results committed from an earlier run come first, then the "
+                "notebook."
+                if shown
+                else ""
+            )
+        )
         preface = committed_results(committed, pages, name) if shown else ""
-        title = notebook_markdown(proc / exp.source, pages, name, source_nb=nbs / exp.source,
-                                  note=note.strip(), preface=preface)
+        title = notebook_markdown(
+            proc / exp.source,
+            pages,
+            name,
+            source_nb=nbs / exp.source,
+            note=note.strip(),
+            preface=preface,
+        )
         nav.append({title: f"{name}.md"})
     return nav
+
 
 def processed_notebooks(cfg, work: Path, execute: bool = True, force: bool = False) -> Path:
     """nbdev's processing of the notebooks: of the notebooks themselves (cached in `_proc/`), or with `execute` of
@@ -384,26 +531,38 @@ def processed_notebooks(cfg, work: Path, execute: bool = True, force: bool = Fal
     from tqdm.auto import tqdm
     from nbdev.config import get_config
     from nbdev.serve import proc_nbs
-    quiet = patch.dict(os.environ, {"PYTHONWARNINGS": "ignore"})   # nbdev's workers warn about example cells that import
-    get_config.cache_clear()                                        # proc_nbs asks nbdev again, without a path
+
+    quiet = patch.dict(
+        os.environ, {"PYTHONWARNINGS": "ignore"}
+    )  # nbdev's workers warn about example cells that import
+    get_config.cache_clear()  # proc_nbs asks nbdev again, without a path
     if not execute:
-        with quiet: return proc_nbs(cfg.nbs_path, n_workers=2, force=force)
-    project = Path(work) / "project"; nbs = project / cfg.nbs_path.name
-    shutil.copytree(cfg.nbs_path, nbs); shutil.copy(cfg.config_file, project / cfg.config_file.name)
+        with quiet:
+            return proc_nbs(cfg.nbs_path, n_workers=2, force=force)
+    project = Path(work) / "project"
+    nbs = project / cfg.nbs_path.name
+    shutil.copytree(cfg.nbs_path, nbs)
+    shutil.copy(cfg.config_file, project / cfg.config_file.name)
     (project / cfg.lib_name).symlink_to(cfg.config_path / cfg.lib_name)
     sources = sorted(cfg.nbs_path.glob("*.ipynb"))
     flags = tuple(str(cfg.get("tst_flags", "")).split())
     with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
         runs = [pool.submit(execute_notebook, s, nbs / s.name, flags) for s in sources]
-        for run in tqdm(as_completed(runs), total=len(runs), desc="docs: running the notebooks",
-                        unit="notebook"):
+        for run in tqdm(
+            as_completed(runs), total=len(runs), desc="docs: running the notebooks", unit="notebook"
+        ):
             run.result()
     print("docs: processing them with nbdev", flush=True)
-    here = os.getcwd(); os.chdir(project)
+    here = os.getcwd()
+    os.chdir(project)
     try:
         get_config.cache_clear()
-        with quiet: return proc_nbs(nbs, n_workers=2, force=True)
-    finally: os.chdir(here); get_config.cache_clear()
+        with quiet:
+            return proc_nbs(nbs, n_workers=2, force=True)
+    finally:
+        os.chdir(here)
+        get_config.cache_clear()
+
 
 def build_docs(out="_site", force: bool = False, execute: bool = True) -> Path:
     """Build the documentation site from the notebooks (run first, with `execute`) and the pipeline's latest reports
@@ -413,28 +572,43 @@ def build_docs(out="_site", force: bool = False, execute: bool = True) -> Path:
         from mkdocs.config import load_config
         from nbdev.config import get_config
     except ImportError as err:
-        raise TbprError(f"the documentation tools are not installed ({err.name})", fix='pip install -e ".[docs]"')
-    cfg = get_config(path=Path.cwd()); root = cfg.config_path      # (get_config caches by path)
+        raise TbprError(
+            f"the documentation tools are not installed ({err.name})",
+            fix='pip install -e ".[docs]"',
+        )
+    cfg = get_config(path=Path.cwd())
+    root = cfg.config_path  # (get_config caches by path)
     if not cfg.config_file.exists():
-        raise TbprError(f"no settings.ini in {Path.cwd()} or above: the site is built from a checkout of the repository",
-                        fix="run `tbpr docs` in the repository (where settings.ini and nbs/ are)")
-    with tempfile.TemporaryDirectory() as tmp, atomic_path(Path(out).resolve(), is_dir=True) as site:
+        raise TbprError(
+            f"no settings.ini in {Path.cwd()} or above: the site is built from a checkout of the repository",
+            fix="run `tbpr docs` in the repository (where settings.ini and nbs/ are)",
+        )
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        atomic_path(Path(out).resolve(), is_dir=True) as site,
+    ):
         proc = processed_notebooks(cfg, Path(tmp), execute, force)
         print("docs: writing the pages and building the site (MkDocs)", flush=True)
         pages = Path(tmp) / "pages"
         entries = api_entries(cfg.lib_name)
         nav = library_pages(proc, cfg.nbs_path, pages, api_links(entries))
         nav.append({"Experiments": experiment_pages(proc, cfg.nbs_path, pages, root)})
-        (pages / SHIM[1]).parent.mkdir(parents=True, exist_ok=True); shutil.copy(cfg.nbs_path / SHIM[0], pages / SHIM[1])
-        figures = pages / "nbs" / "_static"         # the home page's figures, where README.md finds them
+        (pages / SHIM[1]).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(cfg.nbs_path / SHIM[0], pages / SHIM[1])
+        figures = pages / "nbs" / "_static"  # the home page's figures, where README.md finds them
         figures.mkdir(parents=True)
         for f in (cfg.nbs_path / "_static").glob("*.png"):
             shutil.copy(f, figures / f.name)
-        anchors = {a for md in pages.glob("*.md") for a in ANCHOR.findall(md.read_text(encoding="utf-8"))}
+        anchors = {
+            a for md in pages.glob("*.md") for a in ANCHOR.findall(md.read_text(encoding="utf-8"))
+        }
         (pages / "api.md").write_text(api_index(entries, anchors), encoding="utf-8")
         nav.append({"API index": "api.md"})
         conf = Path(tmp) / "mkdocs.yml"
-        conf.write_text(yaml.safe_dump(site_config(nav, cfg.title, cfg.description), sort_keys=False), encoding="utf-8")
+        conf.write_text(
+            yaml.safe_dump(site_config(nav, cfg.title, cfg.description), sort_keys=False),
+            encoding="utf-8",
+        )
         build(load_config(str(conf), site_dir=str(site)))
     print(f"site: {Path(out) / 'index.html'} (open it in a browser; it works offline)")
     return Path(out)

@@ -20,41 +20,74 @@ __all__ = ['GRID_CAPTION_IN', 'GRID_CROP_IN', 'encode_images', 'encode_texts', '
 
 # %% ../nbs/06_evaluate.ipynb #6a390aca
 @torch.inference_mode()
-def encode_images(encoder, store: ImageStore, paths: list, batch_size: int = 128, device=None) -> torch.Tensor:
+def encode_images(
+    encoder, store: ImageStore, paths: list, batch_size: int = 128, device=None
+) -> torch.Tensor:
     "L2-normalised global features (N, D) of the images at `paths`."
-    device = device or next(encoder.parameters()).device; out = []
+    device = device or next(encoder.parameters()).device
+    out = []
     for i in tqdm(range(0, len(paths), batch_size), desc="images", leave=False, mininterval=2):
-        x = to_tensor(np.stack([store[p] for p in paths[i:i + batch_size]]), *pixel_norm(encoder)).to(device)
+        x = to_tensor(
+            np.stack([store[p] for p in paths[i : i + batch_size]]), *pixel_norm(encoder)
+        ).to(device)
         out.append(F.normalize(encoder.encode_image(x)[0].float(), dim=-1).cpu())
     return torch.cat(out)
 
+
 @torch.inference_mode()
-def encode_texts(encoder, tokenizer, captions: list, max_length: int, batch_size: int = 256, device=None) -> torch.Tensor:
+def encode_texts(
+    encoder, tokenizer, captions: list, max_length: int, batch_size: int = 256, device=None
+) -> torch.Tensor:
     "L2-normalised global features (N, D) of `captions`."
-    device = device or next(encoder.parameters()).device; out = []
+    device = device or next(encoder.parameters()).device
+    out = []
     for i in tqdm(range(0, len(captions), batch_size), desc="captions", leave=False, mininterval=2):
-        ids = tokenize(tokenizer, captions[i:i + batch_size], max_length).to(device)
+        ids = tokenize(tokenizer, captions[i : i + batch_size], max_length).to(device)
         out.append(F.normalize(encoder.encode_text(ids)[0].float(), dim=-1).cpu())
     return torch.cat(out)
 
-def embed_split(encoder, split: EvalSplit, store: ImageStore, tokenizer, max_length: int, batch_size: int = 128) -> dict:
-    "Query (caption) and gallery (image) features of an evaluation split."
-    was_training = encoder.training; encoder.eval()
-    try:
-        return {"text": encode_texts(encoder, tokenizer, split.captions, max_length, 2 * batch_size),
-                "image": encode_images(encoder, store, split.img_paths, batch_size)}
-    finally: encoder.train(was_training)
 
-def evaluate_split(encoder, split: EvalSplit, store: ImageStore, tokenizer, max_length: int,
-                   batch_size: int = 128, chunk_size: int = 1024, max_rank: int = 50,
-                   top_k: int = 0) -> tuple:
+def embed_split(
+    encoder, split: EvalSplit, store: ImageStore, tokenizer, max_length: int, batch_size: int = 128
+) -> dict:
+    "Query (caption) and gallery (image) features of an evaluation split."
+    was_training = encoder.training
+    encoder.eval()
+    try:
+        return {
+            "text": encode_texts(encoder, tokenizer, split.captions, max_length, 2 * batch_size),
+            "image": encode_images(encoder, store, split.img_paths, batch_size),
+        }
+    finally:
+        encoder.train(was_training)
+
+
+def evaluate_split(
+    encoder,
+    split: EvalSplit,
+    store: ImageStore,
+    tokenizer,
+    max_length: int,
+    batch_size: int = 128,
+    chunk_size: int = 1024,
+    max_rank: int = 50,
+    top_k: int = 0,
+) -> tuple:
     """IRRA's text-to-image metrics on `split`; returns (metrics, features). With `top_k`, the
     metrics also hold each caption's `top_k` best images (`topk_scores`, `topk_indices`), from the
     same single ranking."""
-    if split is None or not len(split): raise TbprError("the evaluation split is empty", fix="check the dataset's test/val entries")
+    if split is None or not len(split):
+        raise TbprError("the evaluation split is empty", fix="check the dataset's test/val entries")
     feats = embed_split(encoder, split, store, tokenizer, max_length, batch_size)
-    m = rank_metrics(feats["text"], feats["image"], torch.tensor(split.caption_pids), torch.tensor(split.image_pids),
-                     chunk_size=chunk_size, max_rank=max_rank, top_k=top_k)
+    m = rank_metrics(
+        feats["text"],
+        feats["image"],
+        torch.tensor(split.caption_pids),
+        torch.tensor(split.image_pids),
+        chunk_size=chunk_size,
+        max_rank=max_rank,
+        top_k=top_k,
+    )
     return m, feats
 
 # %% ../nbs/06_evaluate.ipynb #1569e372
@@ -62,17 +95,32 @@ def plot_cmc(curves: dict, path, title: str = "CMC, text to image") -> Path:
     "Plot CMC curves (`{label: [cmc@1, cmc@2, ...]}` in percent) to a PNG."
     from matplotlib.figure import Figure
     import pandas as pd, seaborn as sns
-    df = pd.concat([pd.DataFrame({"rank": np.arange(1, len(c) + 1), "matching rate (%)": c, "model": textwrap.fill(k, 40)})
-                    for k, c in curves.items()])
+
+    df = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "rank": np.arange(1, len(c) + 1),
+                    "matching rate (%)": c,
+                    "model": textwrap.fill(k, 40),
+                }
+            )
+            for k, c in curves.items()
+        ]
+    )
     sns.set_theme(style="whitegrid")
-    fig = Figure(figsize=(5, 3.6)); ax = fig.subplots()
+    fig = Figure(figsize=(5, 3.6))
+    ax = fig.subplots()
     sns.lineplot(df, x="rank", y="matching rate (%)", hue="model", ax=ax, marker="o", markersize=3)
     ax.set(title=title, ylim=(0, 100.5), xlim=(1, df["rank"].max()))
-    if len(curves) > 1: sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1), fontsize=7, title=None)
+    if len(curves) > 1:
+        sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1), fontsize=7, title=None)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     return Path(path)
 
-GRID_CAPTION_IN, GRID_CROP_IN = 1.9, 0.5    # inches: a grid of 10 crops is 6.9 wide
+
+GRID_CAPTION_IN, GRID_CROP_IN = 1.9, 0.5  # inches: a grid of 10 crops is 6.9 wide
+
 
 def _draw_crop(ax, image, correct: bool, title: str = "") -> None:
     "One ranked crop: the image, framed green when it shows the described person and red when not."
@@ -85,14 +133,17 @@ def _draw_crop(ax, image, correct: bool, title: str = "") -> None:
     if title:
         ax.set_title(title, fontsize=7)
 
-def plot_retrieval_grid(split: EvalSplit, store: ImageStore, ranked: tuple, queries: list, path,
-                        k: int = 10) -> Path:
+
+def plot_retrieval_grid(
+    split: EvalSplit, store: ImageStore, ranked: tuple, queries: list, path, k: int = 10
+) -> Path:
     """For each query index, its caption and its top-`k` gallery images, correct matches framed
     green, wrong ones red. `ranked`: (scores, indices) of every query's best images, best first
     (`evaluate_split(..., top_k=k)`'s `topk_scores` and `topk_indices`)."""
     from matplotlib.figure import Figure
+
     scores, idx = (torch.as_tensor(r)[queries, :k] for r in ranked)
-    k = idx.shape[1]                                  # a gallery smaller than k shows all of it
+    k = idx.shape[1]  # a gallery smaller than k shows all of it
     # at the width of a page (7 inches at 100 dpi): shown at full size, the text stays readable
     fig = Figure(figsize=(GRID_CAPTION_IN + GRID_CROP_IN * k, 1.75 * len(queries)))
     ratios = [GRID_CAPTION_IN / GRID_CROP_IN] + [1] * k
@@ -105,25 +156,42 @@ def plot_retrieval_grid(split: EvalSplit, store: ImageStore, ranked: tuple, quer
         axes[r, 0].axis("off")
         for c in range(k):
             g = int(idx[r, c])
-            _draw_crop(axes[r, c + 1], store[split.img_paths[g]], split.image_pids[g] == split.caption_pids[q],
-                       f"{c + 1}: {float(scores[r, c]):.2f}")
+            _draw_crop(
+                axes[r, c + 1],
+                store[split.img_paths[g]],
+                split.image_pids[g] == split.caption_pids[q],
+                f"{c + 1}: {float(scores[r, c]):.2f}",
+            )
     fig.savefig(path, dpi=100)
     return Path(path)
 
-def plot_method_grid(split: EvalSplit, store: ImageStore, rankings: dict, queries: list, path, k: int = 10) -> Path:
-    """The same queries across methods: for each query index, its caption above one row per method (`rankings`:
-    `{label: (num_queries, >= k) gallery indices}`, best first) of its top-`k` crops, framed green or red."""
+
+def plot_method_grid(
+    split: EvalSplit, store: ImageStore, rankings: dict, queries: list, path, k: int = 10
+) -> Path:
+    """The same queries across methods: for each query index, its caption above one row per method
+    (`rankings`: `{label: (num_queries, >= k) gallery indices}`, best first) of its top-`k` crops,
+    framed green or red."""
     from matplotlib.figure import Figure
+
     n, k = len(rankings), min(k, *(len(r[0]) for r in rankings.values()))
     fig = Figure(figsize=(1.0 * k + 1.4, (1.75 * n + 0.55) * len(queries)))
     for sub, q in zip(np.atleast_1d(fig.subfigures(len(queries), 1)), queries):
-        sub.suptitle("\n".join(textwrap.wrap(f"“{split.captions[q]}”", 120)), fontsize=8, x=0.01, ha="left")
+        sub.suptitle(
+            "\n".join(textwrap.wrap(f"“{split.captions[q]}”", 120)), fontsize=8, x=0.01, ha="left"
+        )
         axes = sub.subplots(n, k + 1, squeeze=False, gridspec_kw={"width_ratios": [1.2] + [1] * k})
         for r, (label, ranked) in enumerate(rankings.items()):
-            axes[r, 0].text(0.95, 0.5, "\n".join(textwrap.wrap(label, 14)), va="center", ha="right", fontsize=8)
+            axes[r, 0].text(
+                0.95, 0.5, "\n".join(textwrap.wrap(label, 14)), va="center", ha="right", fontsize=8
+            )
             axes[r, 0].axis("off")
             for c in range(k):
                 g = int(ranked[q][c])
-                _draw_crop(axes[r, c + 1], store[split.img_paths[g]], split.image_pids[g] == split.caption_pids[q])
+                _draw_crop(
+                    axes[r, c + 1],
+                    store[split.img_paths[g]],
+                    split.image_pids[g] == split.caption_pids[q],
+                )
     fig.savefig(path, dpi=100)
     return Path(path)

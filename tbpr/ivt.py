@@ -35,19 +35,31 @@ __all__ = ['SHARED_INIT_KEYS', 'IVT_PREFIX', 'IVT_CHECKPOINT_FIX', 'IVT_UNREADAB
 # %% ../nbs/10_ivt.ipynb #6e92a12b
 def shared_vit_config(cfg: EncoderConfig) -> ViTConfig:
     "The `ViTConfig` of the shared blocks (no dropout; scaled dot-product attention)."
-    vc = ViTConfig(hidden_size=cfg.vision_width, num_hidden_layers=cfg.vision_layers, num_attention_heads=cfg.vision_heads,
-                   intermediate_size=4 * cfg.vision_width, hidden_act=cfg.hidden_act, layer_norm_eps=cfg.layer_norm_eps, qkv_bias=True,
-                   hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    vc = ViTConfig(
+        hidden_size=cfg.vision_width,
+        num_hidden_layers=cfg.vision_layers,
+        num_attention_heads=cfg.vision_heads,
+        intermediate_size=4 * cfg.vision_width,
+        hidden_act=cfg.hidden_act,
+        layer_norm_eps=cfg.layer_norm_eps,
+        qkv_bias=True,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     vc._attn_implementation = "sdpa"
     return vc
 
+
 def keep_tokens(n: int, ratio: float, device=None) -> torch.Tensor | None:
-    """IVT's bidirectional mask modelling: indices of the tokens kept after dropping `U{0..int(ratio*n)}` random tokens
-    other than the first (the same for the whole batch, in their original order); None when nothing is dropped."""
+    """IVT's bidirectional mask modelling: indices of the tokens kept after dropping
+    `U{0..int(ratio*n)}` random tokens other than the first (the same for the whole batch, in their
+    original order); None when nothing is dropped."""
     k = int(torch.randint(0, int(ratio * n) + 1, (1,)))
-    if k == 0: return None
+    if k == 0:
+        return None
     kept = torch.randperm(n - 1, device=device)[k:].sort().values + 1
     return torch.cat([torch.zeros(1, dtype=kept.dtype, device=device), kept])
+
 
 def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
     "Stochastic depth (timm's `drop_path`): zero a random share `rate` of the samples, rescale."
@@ -56,52 +68,68 @@ def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
     keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1 - rate)
     return x * keep / (1 - rate)
 
+
 class DropPath(nn.Module):
     "`drop_path` at a fixed `rate`, active in training mode only."
+
     def __init__(self, rate: float = 0.0):
         super().__init__()
         self.rate = float(rate)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return drop_path(x, self.rate, self.training)
+
     def extra_repr(self) -> str:
         return f"rate={self.rate}"
+
 
 def drop_path_rates(rate: float, depth: int) -> list:
     "Per-block stochastic-depth rates, rising linearly from 0 to `rate` (timm's and IVT's rule)."
     return torch.linspace(0, rate, depth).tolist()
 
+
 class SharedEncoder(nn.Module):
     "IVT's shared transformer: `encode_image` and `encode_text` return (first-token features (B, D), all tokens (B, L, D))."
+
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
-        if cfg.arch != "shared" or cfg.embed_dim != cfg.vision_width: cfg = shared_config(cfg)
+        if cfg.arch != "shared" or cfg.embed_dim != cfg.vision_width:
+            cfg = shared_config(cfg)
         self.cfg, w = cfg, cfg.vision_width
         vc = shared_vit_config(cfg)
-        self.layers = nn.ModuleList(ViTLayer(vc) for _ in range(cfg.vision_layers))     # shared norms + attention; .mlp: image
+        self.layers = nn.ModuleList(
+            ViTLayer(vc) for _ in range(cfg.vision_layers)
+        )  # shared norms + attention; .mlp: image
         self.text_mlps = nn.ModuleList(ViTMLP(vc) for _ in range(cfg.vision_layers))
         rates = drop_path_rates(cfg.drop_path, cfg.vision_layers)
-        self.drop_paths = nn.ModuleList(DropPath(r) for r in rates)      # no weights
+        self.drop_paths = nn.ModuleList(DropPath(r) for r in rates)  # no weights
         self.norm = nn.LayerNorm(w, eps=cfg.layer_norm_eps)
         self.patch_embed = nn.Conv2d(3, w, cfg.patch_size, stride=cfg.stride)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, w))
         self.image_pos = nn.Parameter(torch.randn(1, 1 + cfg.grid[0] * cfg.grid[1], w) * 0.02)
-        self.image_type = nn.Parameter(torch.zeros_like(self.image_pos))     # IVT's type_embed
+        self.image_type = nn.Parameter(torch.zeros_like(self.image_pos))  # IVT's type_embed
         self.text_embed = BertEmbeddings(text_embed_config(cfg))
         self.apply(self._init)
 
     @staticmethod
     def _init(m):
-        if isinstance(m, nn.Linear): nn.init.trunc_normal_(m.weight, std=0.02); nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Embedding): nn.init.normal_(m.weight, std=0.02)
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=0.02)
 
     def blocks(self, x: torch.Tensor, modality: str, pad=None) -> torch.Tensor:
-        "Run tokens `x` through every shared block with the `modality`'s MLPs; `pad` (B, L) True marks padding."
+        """Run tokens `x` through every shared block with the `modality`'s MLPs; `pad` (B, L) True
+        marks padding."""
         mask = None
         if pad is not None:
-            mask = torch.zeros(pad.shape, dtype=x.dtype, device=x.device).masked_fill(pad, torch.finfo(x.dtype).min)[:, None, None]
+            mask = torch.zeros(pad.shape, dtype=x.dtype, device=x.device).masked_fill(
+                pad, torch.finfo(x.dtype).min
+            )[:, None, None]
         for layer, text_mlp, drop in zip(self.layers, self.text_mlps, self.drop_paths):
             mlp = layer.mlp if modality == "image" else text_mlp
-            h = x + drop(layer.attention(layer.layernorm_before(x), mask)[0])    # stochastic depth
+            h = x + drop(layer.attention(layer.layernorm_before(x), mask)[0])  # stochastic depth
             x = h + drop(mlp(layer.layernorm_after(h)))
         return self.norm(x)
 
@@ -109,11 +137,20 @@ class SharedEncoder(nn.Module):
         "Image features; while training, `drop` > 0 drops up to that share of the patch tokens (BMM)."
         b, _, h, w = pixels.shape
         if (h, w) != self.cfg.image_size:
-            raise TbprError(f"input images are {h}x{w}, the model expects {self.cfg.image_size[0]}x{self.cfg.image_size[1]}",
-                            fix="preprocess the images at the model's image_size")
-        patches = self.patch_embed(pixels.to(self.patch_embed.weight.dtype)).flatten(2).transpose(1, 2)
-        x = torch.cat([self.cls_token.expand(b, 1, -1), patches], 1) + self.image_pos + self.image_type
-        if drop and self.training and (keep := keep_tokens(x.shape[1], drop, x.device)) is not None: x = x[:, keep]
+            raise TbprError(
+                f"input images are {h}x{w}, the model expects {self.cfg.image_size[0]}x{self.cfg.image_size[1]}",
+                fix="preprocess the images at the model's image_size",
+            )
+        patches = (
+            self.patch_embed(pixels.to(self.patch_embed.weight.dtype)).flatten(2).transpose(1, 2)
+        )
+        x = (
+            torch.cat([self.cls_token.expand(b, 1, -1), patches], 1)
+            + self.image_pos
+            + self.image_type
+        )
+        if drop and self.training and (keep := keep_tokens(x.shape[1], drop, x.device)) is not None:
+            x = x[:, keep]
         x = self.blocks(x, "image")
         return x[:, 0], x
 
@@ -121,89 +158,148 @@ class SharedEncoder(nn.Module):
         "Caption features at the first token; positions after the first end token are padding; `drop` as for images."
         x = self.text_embed(input_ids=ids)
         pad = text_padding(ids, self.cfg.eos_token_id)
-        if drop and self.training and (keep := keep_tokens(x.shape[1], drop, x.device)) is not None: x, pad = x[:, keep], pad[:, keep]
+        if drop and self.training and (keep := keep_tokens(x.shape[1], drop, x.device)) is not None:
+            x, pad = x[:, keep], pad[:, keep]
         x = self.blocks(x, "text", pad)
         return x[:, 0], x
 
     @property
-    def embed_dim(self): return self.cfg.embed_dim
+    def embed_dim(self):
+        return self.cfg.embed_dim
+
 
 def text_embed_config(cfg: EncoderConfig) -> BertConfig:
     "BERT's embedding sizes for the shared encoder; `cfg.text_dropout`: dropout on their output."
-    return BertConfig(vocab_size=cfg.vocab_size, hidden_size=cfg.vision_width,
-                      max_position_embeddings=cfg.max_length, type_vocab_size=2,
-                      pad_token_id=cfg.pad_token_id, hidden_dropout_prob=cfg.text_dropout)
+    return BertConfig(
+        vocab_size=cfg.vocab_size,
+        hidden_size=cfg.vision_width,
+        max_position_embeddings=cfg.max_length,
+        type_vocab_size=2,
+        pad_token_id=cfg.pad_token_id,
+        hidden_dropout_prob=cfg.text_dropout,
+    )
+
 
 def shared_config(cfg: EncoderConfig, **sizes) -> EncoderConfig:
     "`cfg` as the shared architecture: `sizes` (e.g. from checkpoints) applied, the embedding as wide as the blocks."
     cfg = replace(cfg, arch="shared", **sizes)
     return replace(cfg, embed_dim=cfg.vision_width)
 
+
 ENCODERS["shared"] = SharedEncoder
 
 # %% ../nbs/10_ivt.ipynb #04eaf9e0
 def _from_pretrained(cls, source: str, what: str, key: str):
     "A `transformers` model from a folder or hub id, with an error naming the parameter and what to do."
-    if source == "minilm": source = minilm_path()
-    try: return cls.from_pretrained(source)
+    if source == "minilm":
+        source = minilm_path()
+    try:
+        return cls.from_pretrained(source)
     except (OSError, ValueError) as err:
-        raise TbprError(f"model.{key}={source!r}: cannot load a {what} checkpoint ({str(err).splitlines()[0]})",
-                        fix="give a local folder written by save_pretrained (e.g. under data/weights/), or a hub id with the "
-                            "files in the Hugging Face cache (this machine may be offline)") from None
+        raise TbprError(
+            f"model.{key}={source!r}: cannot load a {what} checkpoint ({str(err).splitlines()[0]})",
+            fix="give a local folder written by save_pretrained (e.g. under data/weights/), or a hub id with the "
+            "files in the Hugging Face cache (this machine may be offline)",
+        ) from None
+
 
 def load_shared_checkpoints(model_params: dict) -> tuple:
     "The (ViTModel | None, BertModel | None) named by `model.init_vision` and `model.init_text`."
     from transformers import BertModel, ViTModel
-    vit = _from_pretrained(ViTModel, model_params["init_vision"], "ViT", "init_vision") if model_params.get("init_vision") else None
-    bert = _from_pretrained(BertModel, model_params["init_text"], "BERT", "init_text") if model_params.get("init_text") else None
+
+    vit = (
+        _from_pretrained(ViTModel, model_params["init_vision"], "ViT", "init_vision")
+        if model_params.get("init_vision")
+        else None
+    )
+    bert = (
+        _from_pretrained(BertModel, model_params["init_text"], "BERT", "init_text")
+        if model_params.get("init_text")
+        else None
+    )
     return vit, bert
 
+
 def checkpoint_sizes(vit=None, bert=None) -> dict:
-    "Width, layers and heads of the shared encoder from its checkpoints (the ViT's heads win), checked against each other."
-    cfgs = [c for c in (vit.config if vit else None, bert.config if bert else None) if c is not None]
-    if not cfgs: return {}
+    """Width, layers and heads of the shared encoder from its checkpoints (the ViT's heads win),
+    checked against each other."""
+    cfgs = [
+        c for c in (vit.config if vit else None, bert.config if bert else None) if c is not None
+    ]
+    if not cfgs:
+        return {}
     for c in cfgs:
         if c.intermediate_size != 4 * c.hidden_size:
-            raise TbprError(f"{c.name_or_path or c.model_type}: MLP width {c.intermediate_size} is not 4 x {c.hidden_size}",
-                            fix="use a checkpoint with the standard 4x MLP")
-    if len(cfgs) == 2 and (cfgs[0].hidden_size, cfgs[0].num_hidden_layers) != (cfgs[1].hidden_size, cfgs[1].num_hidden_layers):
-        raise TbprError(f"model.init_vision is {cfgs[0].hidden_size} wide with {cfgs[0].num_hidden_layers} layers, model.init_text "
-                        f"{cfgs[1].hidden_size} wide with {cfgs[1].num_hidden_layers}: one shared network needs both the same",
-                        fix="pick a ViT and a BERT of the same size (ViT-B/16 with bert-base-uncased; a 384-wide 6-layer ViT with minilm)")
-    return {"vision_width": cfgs[0].hidden_size, "vision_layers": cfgs[0].num_hidden_layers, "vision_heads": cfgs[0].num_attention_heads}
+            raise TbprError(
+                f"{c.name_or_path or c.model_type}: MLP width {c.intermediate_size} is not 4 x {c.hidden_size}",
+                fix="use a checkpoint with the standard 4x MLP",
+            )
+    if len(cfgs) == 2 and (cfgs[0].hidden_size, cfgs[0].num_hidden_layers) != (
+        cfgs[1].hidden_size,
+        cfgs[1].num_hidden_layers,
+    ):
+        raise TbprError(
+            f"model.init_vision is {cfgs[0].hidden_size} wide with {cfgs[0].num_hidden_layers} layers, model.init_text "
+            f"{cfgs[1].hidden_size} wide with {cfgs[1].num_hidden_layers}: one shared network needs both the same",
+            fix="pick a ViT and a BERT of the same size (ViT-B/16 with bert-base-uncased; a 384-wide 6-layer ViT with minilm)",
+        )
+    return {
+        "vision_width": cfgs[0].hidden_size,
+        "vision_layers": cfgs[0].num_hidden_layers,
+        "vision_heads": cfgs[0].num_attention_heads,
+    }
+
 
 def init_shared_encoder(enc: SharedEncoder, vit=None, bert=None) -> SharedEncoder:
-    "Copy the ViT's patch embedding, class token, positions, blocks and final norm, and BERT's embeddings and MLPs, into `enc`."
+    """Copy the ViT's patch embedding, class token, positions, blocks and final norm, and BERT's
+    embeddings and MLPs, into `enc`."""
     cfg = enc.cfg
     with torch.no_grad():
         if vit is not None:
             e = vit.embeddings
             k = e.patch_embeddings.projection.kernel_size
             if tuple(k) != (cfg.patch_size, cfg.patch_size):
-                raise TbprError(f"model.init_vision has {k[0]}x{k[1]} patches, model.patch_size is {cfg.patch_size}",
-                                fix=f"set model.patch_size: {k[0]} (model.patch_stride may stay smaller)")
+                raise TbprError(
+                    f"model.init_vision has {k[0]}x{k[1]} patches, model.patch_size is {cfg.patch_size}",
+                    fix=f"set model.patch_size: {k[0]} (model.patch_stride may stay smaller)",
+                )
             enc.patch_embed.load_state_dict(e.patch_embeddings.projection.state_dict())
             enc.cls_token.copy_(e.cls_token)
             side = int(round((e.position_embeddings.shape[1] - 1) ** 0.5))
-            # bilinear, as IVT's resize_pos_embed (model/backbones/vit_vl.py) resizes the ImageNet table
-            table = interpolate_position_table(e.position_embeddings[0], (side, side), cfg.grid, mode="bilinear")
+            # bilinear, as IVT's resize_pos_embed (model/backbones/vit_vl.py) resizes the ImageNet
+            # table
+            table = interpolate_position_table(
+                e.position_embeddings[0], (side, side), cfg.grid, mode="bilinear"
+            )
             enc.image_pos.copy_(table[None])
-            for mine, theirs in zip(enc.layers, vit.layers): mine.load_state_dict(theirs.state_dict())
+            for mine, theirs in zip(enc.layers, vit.layers):
+                mine.load_state_dict(theirs.state_dict())
             enc.norm.load_state_dict(vit.layernorm.state_dict())
         if bert is not None:
             if bert.config.vocab_size != cfg.vocab_size:
-                raise TbprError(f"model.init_text has a {bert.config.vocab_size}-token vocabulary, the tokenizer {cfg.vocab_size}",
-                                fix="set model.tokenizer to the checkpoint's own tokenizer (its folder or hub id; minilm for minilm)")
+                raise TbprError(
+                    f"model.init_text has a {bert.config.vocab_size}-token vocabulary, the tokenizer {cfg.vocab_size}",
+                    fix="set model.tokenizer to the checkpoint's own tokenizer (its folder or hub id; minilm for minilm)",
+                )
             if bert.config.max_position_embeddings < cfg.max_length:
-                raise TbprError(f"model.max_length={cfg.max_length} exceeds the {bert.config.max_position_embeddings} positions of model.init_text")
+                raise TbprError(
+                    f"model.max_length={cfg.max_length} exceeds the {bert.config.max_position_embeddings} positions of model.init_text"
+                )
             state = bert.embeddings.state_dict()
-            state["position_embeddings.weight"] = state["position_embeddings.weight"][:cfg.max_length]
-            enc.text_embed.load_state_dict({k: v for k, v in state.items() if k in enc.text_embed.state_dict()}, strict=False)
+            state["position_embeddings.weight"] = state["position_embeddings.weight"][
+                : cfg.max_length
+            ]
+            enc.text_embed.load_state_dict(
+                {k: v for k, v in state.items() if k in enc.text_embed.state_dict()}, strict=False
+            )
             for mlp, layer in zip(enc.text_mlps, bert.encoder.layer):
-                mlp.fc1.load_state_dict(layer.intermediate.dense.state_dict()); mlp.fc2.load_state_dict(layer.output.dense.state_dict())
+                mlp.fc1.load_state_dict(layer.intermediate.dense.state_dict())
+                mlp.fc2.load_state_dict(layer.output.dense.state_dict())
     return enc
 
-SHARED_INIT_KEYS = ("init_vision", "init_text", "init_ivt")     # in the order they are applied
+
+SHARED_INIT_KEYS = ("init_vision", "init_text", "init_ivt")  # in the order they are applied
+
 
 def shared_sizes(vit=None, bert=None, ivt: bool = False) -> dict:
     """The sizes the checkpoints fix (kept in the config: the shipped model rebuilds alike); IVT's
@@ -214,16 +310,19 @@ def shared_sizes(vit=None, bert=None, ivt: bool = False) -> dict:
         act = (vit or bert).config.hidden_act
         sizes = {**checkpoint_sizes(vit, bert), "hidden_act": act, "layer_norm_eps": eps}
     if ivt:
-        sizes.update(hidden_act="gelu", layer_norm_eps=1e-6)    # vit_vl.py: nn.GELU, eps 1e-6
+        sizes.update(hidden_act="gelu", layer_norm_eps=1e-6)  # vit_vl.py: nn.GELU, eps 1e-6
     return sizes
+
 
 def init_summary(model_params: dict, loaded: tuple) -> str:
     "Where the shared encoder's weights come from, and whether IVT's pre-training is among them."
     said = ", then ".join(f"{k}={model_params[k]}" for k in loaded) or "random weights"
     if "init_ivt" in loaded:
         return f"shared encoder initialised from {said}"
-    return (f"shared encoder initialised from {said}; no model.init_ivt: "
-            "IVT without its pre-training")
+    return (
+        f"shared encoder initialised from {said}; no model.init_ivt: IVT without its pre-training"
+    )
+
 
 def build_shared_encoder(cfg: EncoderConfig, model_params: dict | None = None) -> SharedEncoder:
     """The shared encoder for `cfg`, sized by and initialised from `model.init_vision` and
@@ -231,7 +330,7 @@ def build_shared_encoder(cfg: EncoderConfig, model_params: dict | None = None) -
     given. Its `init_sources` names the keys loaded."""
     mp = model_params or {}
     vit, bert = load_shared_checkpoints(mp)
-    ivt = read_ivt_checkpoint(mp["init_ivt"]) if mp.get("init_ivt") else None   # bad: fail early
+    ivt = read_ivt_checkpoint(mp["init_ivt"]) if mp.get("init_ivt") else None  # bad: fail early
     enc = SharedEncoder(shared_config(cfg, **shared_sizes(vit, bert, ivt is not None)))
     if vit is not None or bert is not None:
         init_shared_encoder(enc, vit, bert)
@@ -242,16 +341,20 @@ def build_shared_encoder(cfg: EncoderConfig, model_params: dict | None = None) -
     return enc
 
 # %% ../nbs/10_ivt.ipynb #a1d70004
-IVT_PREFIX = "encoder_vl."      # the shared encoder inside IVT's models (model/make_model_vl.py)
-IVT_CHECKPOINT_FIX = ("download checkpoint_best.pth, IVT's vision-language pre-training, from the "
-                      "link in the README of TencentYoutuResearch/PersonRetrieval-IVT (Baidu Pan), "
-                      "put it at e.g. data/weights/ivt/checkpoint_best.pth and set model.init_ivt "
-                      "to that path")
-IVT_UNREADABLE_FIX = ("give the checkpoint_best.pth of IVT's train_pretrain.py ({'epoch', "
-                      "'state_dict'}); a file holding other Python objects is refused unread. "
-                      "If you trust it, keep its tensors: torch.save({'state_dict': "
-                      "torch.load(p, weights_only=False)['state_dict']}, p)")
-IVT_NAMES = (   # IVT's encoder tensors (vit_vl.py, prefix removed) -> ours; attn.qkv is split apart
+IVT_PREFIX = "encoder_vl."  # the shared encoder inside IVT's models (model/make_model_vl.py)
+IVT_CHECKPOINT_FIX = (
+    "download checkpoint_best.pth, IVT's vision-language pre-training, from the "
+    "link in the README of TencentYoutuResearch/PersonRetrieval-IVT (Baidu Pan), "
+    "put it at e.g. data/weights/ivt/checkpoint_best.pth and set model.init_ivt "
+    "to that path"
+)
+IVT_UNREADABLE_FIX = (
+    "give the checkpoint_best.pth of IVT's train_pretrain.py ({'epoch', "
+    "'state_dict'}); a file holding other Python objects is refused unread. "
+    "If you trust it, keep its tensors: torch.save({'state_dict': "
+    "torch.load(p, weights_only=False)['state_dict']}, p)"
+)
+IVT_NAMES = (  # IVT's encoder tensors (vit_vl.py, prefix removed) -> ours; attn.qkv is split apart
     (r"blocks\.(\d+)\.norm1\.", r"layers.\1.layernorm_before."),
     (r"blocks\.(\d+)\.norm2\.", r"layers.\1.layernorm_after."),
     (r"blocks\.(\d+)\.attn\.proj\.", r"layers.\1.attention.o_proj."),
@@ -264,8 +367,9 @@ IVT_NAMES = (   # IVT's encoder tensors (vit_vl.py, prefix removed) -> ours; att
     (r"cls_token$", "cls_token"),
     (r"norm\.", "norm."),
 )
-IVT_QKV = r"blocks\.(\d+)\.attn\.qkv\.(weight|bias)"     # q, k and v stacked in that order
-IVT_SKIPPED = ("embeddings.position_ids",)               # a buffer BERT rebuilds, not a weight
+IVT_QKV = r"blocks\.(\d+)\.attn\.qkv\.(weight|bias)"  # q, k and v stacked in that order
+IVT_SKIPPED = ("embeddings.position_ids",)  # a buffer BERT rebuilds, not a weight
+
 
 def _torch_state(path: str) -> dict:
     "The `state_dict` of the torch checkpoint `model.init_ivt`, read without running code from it."
@@ -275,24 +379,32 @@ def _torch_state(path: str) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
         said = str(err).strip().splitlines()[0][:200]
-        raise TbprError(f"model.init_ivt={path!r}: not readable as a torch checkpoint of tensors "
-                        f"({said})", fix=IVT_UNREADABLE_FIX) from None
+        raise TbprError(
+            f"model.init_ivt={path!r}: not readable as a torch checkpoint of tensors ({said})",
+            fix=IVT_UNREADABLE_FIX,
+        ) from None
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
-        raise TbprError(f"model.init_ivt={path!r}: holds no state_dict of tensors",
-                        fix=IVT_CHECKPOINT_FIX)
+        raise TbprError(
+            f"model.init_ivt={path!r}: holds no state_dict of tensors", fix=IVT_CHECKPOINT_FIX
+        )
     return state
+
 
 def read_ivt_checkpoint(path: str) -> tuple:
     """IVT's `checkpoint_best.pth`: its encoder tensors, named without DDP's `module.` and without
     `encoder_vl.`, and the names of its other tensors (the pre-training heads)."""
     state = {k.removeprefix("module."): v for k, v in _torch_state(path).items()}
-    encoder = {k[len(IVT_PREFIX):]: v for k, v in state.items() if k.startswith(IVT_PREFIX)}
+    encoder = {k[len(IVT_PREFIX) :]: v for k, v in state.items() if k.startswith(IVT_PREFIX)}
     if not encoder:
-        raise TbprError(f"model.init_ivt={path!r} has no {IVT_PREFIX}* tensors (it has "
-                        f"{len(state)}, e.g. {sorted(state)[:3]}): not IVT's vision-language "
-                        "checkpoint", fix=IVT_CHECKPOINT_FIX)
+        raise TbprError(
+            f"model.init_ivt={path!r} has no {IVT_PREFIX}* tensors (it has "
+            f"{len(state)}, e.g. {sorted(state)[:3]}): not IVT's vision-language "
+            "checkpoint",
+            fix=IVT_CHECKPOINT_FIX,
+        )
     return encoder, sorted(k for k in state if not k.startswith(IVT_PREFIX))
+
 
 def ivt_name(name: str) -> str | None:
     "Our name for one of IVT's encoder tensors (`attn.qkv` aside); None where we have none."
@@ -300,6 +412,7 @@ def ivt_name(name: str) -> str | None:
         if re.match(pattern, name):
             return re.sub(pattern, ours, name, count=1)
     return None
+
 
 def ivt_to_shared(state: dict) -> tuple:
     """IVT's encoder tensors as {our name: (IVT's name, tensor)}, `attn.qkv` split into q, k and v;
@@ -315,20 +428,31 @@ def ivt_to_shared(state: dict) -> tuple:
             unused.append(IVT_PREFIX + name)
     return ours, unused
 
-IVT_NEEDED = ("cls_token", "patch_embed.proj.weight", "embeddings.word_embeddings.weight",
-              "embeddings.position_embeddings.weight")
+
+IVT_NEEDED = (
+    "cls_token",
+    "patch_embed.proj.weight",
+    "embeddings.word_embeddings.weight",
+    "embeddings.position_embeddings.weight",
+)
+
 
 def ivt_sizes(state: dict, source: str) -> dict:
     "Width, blocks, patch kernel, vocabulary and text positions of IVT's encoder tensors."
     missing = [IVT_PREFIX + k for k in IVT_NEEDED if k not in state]
     if missing:
-        raise TbprError(f"model.init_ivt={source!r} lacks {missing}: not IVT's layout",
-                        fix=IVT_CHECKPOINT_FIX)
+        raise TbprError(
+            f"model.init_ivt={source!r} lacks {missing}: not IVT's layout", fix=IVT_CHECKPOINT_FIX
+        )
     blocks = {int(m[1]) for k in state if (m := re.match(r"blocks\.(\d+)\.", k))}
-    return {"vision_width": state["cls_token"].shape[-1], "vision_layers": len(blocks),
-            "patch_size": state["patch_embed.proj.weight"].shape[-1],
-            "vocab_size": state["embeddings.word_embeddings.weight"].shape[0],
-            "positions": state["embeddings.position_embeddings.weight"].shape[0]}
+    return {
+        "vision_width": state["cls_token"].shape[-1],
+        "vision_layers": len(blocks),
+        "patch_size": state["patch_embed.proj.weight"].shape[-1],
+        "vocab_size": state["embeddings.word_embeddings.weight"].shape[0],
+        "positions": state["embeddings.position_embeddings.weight"].shape[0],
+    }
+
 
 IVT_SIZE_FIXES = {
     "vision_width": "set model.vision_width: {} (IVT: 768, with model.vision_heads: 12)",
@@ -337,32 +461,45 @@ IVT_SIZE_FIXES = {
     "vocab_size": "set model.tokenizer to the checkpoint's, {} tokens (IVT: bert-base-uncased)",
 }
 
+
 def ivt_size_problems(state: dict, cfg: EncoderConfig, source: str) -> list:
     "What of IVT's checkpoint does not fit `cfg`, as (what, which model parameter to change)."
     found = ivt_sizes(state, source)
     differ = [k for k in IVT_SIZE_FIXES if found[k] != getattr(cfg, k)]
-    out = [(f"{k} is {found[k]} in the checkpoint, {getattr(cfg, k)} in the model",
-            IVT_SIZE_FIXES[k].format(found[k])) for k in differ]
+    out = [
+        (
+            f"{k} is {found[k]} in the checkpoint, {getattr(cfg, k)} in the model",
+            IVT_SIZE_FIXES[k].format(found[k]),
+        )
+        for k in differ
+    ]
     if found["positions"] < cfg.max_length:
-        out.append((f"model.max_length={cfg.max_length} exceeds its {found['positions']} positions",
-                    f"set model.max_length: {found['positions']} or less (IVT: 100)"))
+        out.append(
+            (
+                f"model.max_length={cfg.max_length} exceeds its {found['positions']} positions",
+                f"set model.max_length: {found['positions']} or less (IVT: 100)",
+            )
+        )
     return out
+
 
 def table_grid(rows: int, like: tuple) -> tuple:
     "The (h, w) grid of a table of `rows` patch rows: the factor pair shaped most like `like`."
     pairs = [(h, rows // h) for h in range(1, rows + 1) if rows % h == 0]
     return min(pairs, key=lambda p: abs(math.log(p[0] / p[1]) - math.log(like[0] / like[1])))
 
+
 def fit_ivt_tensor(name: str, t: torch.Tensor, cfg: EncoderConfig) -> torch.Tensor:
     """IVT's tensor for our `name`, fitted to `cfg`: the text positions cut to `model.max_length`,
     the image position and type tables resized bilinearly to our grid (`vit_vl.py`'s
     `resize_pos_embed`)."""
     if name == "text_embed.position_embeddings.weight":
-        return t[:cfg.max_length]
+        return t[: cfg.max_length]
     if name in ("image_pos", "image_type") and t.shape[1] != 1 + cfg.grid[0] * cfg.grid[1]:
         old = table_grid(t.shape[1] - 1, cfg.grid)
         return interpolate_position_table(t[0], old, cfg.grid, mode="bilinear")[None]
     return t
+
 
 def unused_summary(names: list) -> str:
     "Names not loaded, grouped by their first component, with counts."
@@ -372,62 +509,85 @@ def unused_summary(names: list) -> str:
         groups[head] = groups.get(head, 0) + 1
     return ", ".join(f"{h} ({c})" for h, c in groups.items()) or "none"
 
+
 def ivt_shape_problems(ours: dict, fitted: dict, target: dict) -> list:
     "Our tensors the checkpoint gives at another shape, or not at all."
-    wrong = [f"{IVT_PREFIX}{ours[k][0]} {list(t.shape)} for {k} {list(target[k].shape)}"
-             for k, t in fitted.items() if t.shape != target[k].shape]
+    wrong = [
+        f"{IVT_PREFIX}{ours[k][0]} {list(t.shape)} for {k} {list(target[k].shape)}"
+        for k, t in fitted.items()
+        if t.shape != target[k].shape
+    ]
     return wrong + [f"nothing for {k}" for k in sorted(set(target) - set(fitted))]
 
-def load_ivt_state(enc: SharedEncoder, state: dict, others: list = (),
-                   source: str = "") -> SharedEncoder:
+
+def load_ivt_state(
+    enc: SharedEncoder, state: dict, others: list = (), source: str = ""
+) -> SharedEncoder:
     """Copy IVT's pre-trained encoder tensors (`read_ivt_checkpoint`) into `enc`: every tensor of
     ours must come from the checkpoint at its shape. Prints the checkpoint's names not loaded."""
     problems = ivt_size_problems(state, enc.cfg, source)
     if problems:
-        raise TbprError(f"model.init_ivt={source!r} does not fit the model: "
-                        + "; ".join(p for p, _ in problems), fix="; ".join(f for _, f in problems))
+        raise TbprError(
+            f"model.init_ivt={source!r} does not fit the model: "
+            + "; ".join(p for p, _ in problems),
+            fix="; ".join(f for _, f in problems),
+        )
     ours, unused = ivt_to_shared(state)
     target = enc.state_dict()
     fitted = {k: fit_ivt_tensor(k, t, enc.cfg) for k, (_, t) in ours.items() if k in target}
     wrong = ivt_shape_problems(ours, fitted, target)
     if wrong:
-        raise TbprError(f"model.init_ivt={source!r} does not fit the model: " + "; ".join(wrong),
-                        fix="use the model sizes the checkpoint was trained at (IVT: "
-                            "model.vision_width 768, vision_layers 12, vision_heads 12, "
-                            "patch_size 16)")
+        raise TbprError(
+            f"model.init_ivt={source!r} does not fit the model: " + "; ".join(wrong),
+            fix="use the model sizes the checkpoint was trained at (IVT: "
+            "model.vision_width 768, vision_layers 12, vision_heads 12, "
+            "patch_size 16)",
+        )
     with torch.no_grad():
         enc.load_state_dict(fitted)
     left = list(others) + unused + [IVT_PREFIX + ours[k][0] for k in ours if k not in target]
-    print(f"model.init_ivt: {len(fitted)} encoder tensors loaded from {source}; "
-          f"not loaded: {unused_summary(left)}")
+    print(
+        f"model.init_ivt: {len(fitted)} encoder tensors loaded from {source}; "
+        f"not loaded: {unused_summary(left)}"
+    )
     return enc
-
 
 # %% ../nbs/10_ivt.ipynb #6b5ab8e1
 def cmpm_loss(image_feats, text_feats, pids, eps: float = 1e-8) -> torch.Tensor:
-    "CMPM between in-batch image and text features (no temperature), image-to-text plus text-to-image."
+    """CMPM between in-batch image and text features (no temperature), image-to-text plus
+    text-to-image."""
     same = (pids.view(-1, 1) == pids.view(1, -1)).float()
     q = same / same.norm(dim=1, keepdim=True)
-    def kl(sim): return (F.softmax(sim, 1) * (F.log_softmax(sim, 1) - torch.log(q + eps))).sum(1).mean()
-    return kl(image_feats @ F.normalize(text_feats, dim=-1).t()) + kl(text_feats @ F.normalize(image_feats, dim=-1).t())
+
+    def kl(sim):
+        return (F.softmax(sim, 1) * (F.log_softmax(sim, 1) - torch.log(q + eps))).sum(1).mean()
+
+    return kl(image_feats @ F.normalize(text_feats, dim=-1).t()) + kl(
+        text_feats @ F.normalize(image_feats, dim=-1).t()
+    )
+
 
 def training_processes() -> int:
     "How many processes train together: torch.distributed's world, or torchrun's WORLD_SIZE."
     import torch.distributed as dist
+
     if dist.is_available() and dist.is_initialized():
         return dist.get_world_size()
     return int(os.environ.get("WORLD_SIZE", 1))
+
 
 def process_groups(groups: int, processes: int | None = None) -> int:
     "The loss groups each process computes on its own batch: `train.loss_groups` shared out."
     processes = processes or training_processes()
     if groups % processes:
-        raise TbprError(f"train.loss_groups={groups} does not share out over {processes} training "
-                        "processes",
-                        fix=f"set train.loss_groups to a multiple of {processes} (each process "
-                            f"computes loss_groups / {processes} groups of its own batch), or to 1 "
-                            "for one CMPM over the gathered batch")
+        raise TbprError(
+            f"train.loss_groups={groups} does not share out over {processes} training processes",
+            fix=f"set train.loss_groups to a multiple of {processes} (each process "
+            f"computes loss_groups / {processes} groups of its own batch), or to 1 "
+            "for one CMPM over the gathered batch",
+        )
     return groups // processes
+
 
 def check_loss_groups(train: dict, processes: int | None = None) -> int:
     """`train.loss_groups`, refused unless it cuts each process's batch into groups of two or more
@@ -439,39 +599,53 @@ def check_loss_groups(train: dict, processes: int | None = None) -> int:
     share, bs, k = process_groups(groups, processes), train["batch_size"], train["num_instance"]
     unit = k if train["sampler"] == "identity" else 1
     if bs % (share * unit) or bs // share < 2 * unit:
-        raise TbprError(f"train.batch_size={bs} does not split into {share} loss group(s) per "
-                        f"process of two or more whole identities of train.num_instance={k} "
-                        f"captions (train.loss_groups={groups})",
-                        fix=f"make train.batch_size a multiple of {share * unit}, at least "
-                            f"{2 * share * unit} (IVT: 112 = 4 groups x 7 identities x 4 "
-                            "captions), or set train.loss_groups: 1")
+        raise TbprError(
+            f"train.batch_size={bs} does not split into {share} loss group(s) per "
+            f"process of two or more whole identities of train.num_instance={k} "
+            f"captions (train.loss_groups={groups})",
+            fix=f"make train.batch_size a multiple of {share * unit}, at least "
+            f"{2 * share * unit} (IVT: 112 = 4 groups x 7 identities x 4 "
+            "captions), or set train.loss_groups: 1",
+        )
     return groups
+
 
 def group_rows(items: int, levels: int, groups: int) -> torch.Tensor:
     """(groups, levels x items / groups) row indices into level-major inputs (row `l * items + i`,
     see `level_inputs`): group g holds items g*s .. (g+1)*s - 1 at all levels (s = items/groups)."""
     if items % groups:
-        raise TbprError(f"a batch of {items} items does not split into {groups} loss groups",
-                        fix="make train.batch_size a multiple of the loss groups per process")
+        raise TbprError(
+            f"a batch of {items} items does not split into {groups} loss groups",
+            fix="make train.batch_size a multiple of the loss groups per process",
+        )
     rows = torch.arange(levels * items).view(levels, groups, items // groups)
     return rows.transpose(0, 1).flatten(1)
+
 
 def grouped_cmpm(image_feats, text_feats, pids, items: int, groups: int) -> torch.Tensor:
     "CMPM per group of `items / groups` consecutive items over all their levels' rows, averaged."
     rows = group_rows(items, len(pids) // items, groups).to(pids.device)
     return torch.stack([cmpm_loss(image_feats[r], text_feats[r], pids[r]) for r in rows]).mean()
 
+
 class MLA(Objective):
     """IVT's multi-level alignment: every caption level against its own augmented view, tokens
     dropped (BMM); one CMPM over all levels of the (gathered) batch, or, with `groups` > 1, the mean
     CMPM of groups of whole identities, each process computing its share without gathering."""
-    def __init__(self, levels=("sentence", "phrase", "word"), bmm_ratio: float = 0.2,
-                 attributes: list | None = None, groups: int = 1):
+
+    def __init__(
+        self,
+        levels=("sentence", "phrase", "word"),
+        bmm_ratio: float = 0.2,
+        attributes: list | None = None,
+        groups: int = 1,
+    ):
         super().__init__()
         self.levels, self.bmm, self.groups = check_levels(levels), bmm_ratio, groups
         # what each item must carry: one image view per level, the captions of the later levels
         extra = CaptionLevels(self.levels, attributes) if len(self.levels) > 1 else None
         self.data_options = {"views": len(self.levels), "caption_levels": extra} if extra else {}
+
     def forward(self, step) -> torch.Tensor:
         images, ids, pids = level_inputs(step.batch)
         v = step.encoder.encode_image(images, drop=self.bmm)[0]
@@ -480,24 +654,37 @@ class MLA(Objective):
             return cmpm_loss(*gather_features(v, t, pids))
         return grouped_cmpm(v, t, pids, len(step.batch["pids"]), process_groups(self.groups))
 
+
 def level_inputs(batch: dict) -> tuple:
     """The images (levels x B, ...), captions (levels x B, L) and identities (levels x B) of a batch, level-major: row
     `l * B + i` is item i's view l and its level-l caption (level 0: the sentence against the first view)."""
     images = batch["views"].transpose(0, 1).flatten(0, 1) if "views" in batch else batch["images"]
     ids = batch.get("level_ids", batch["input_ids"])
     if len(images) != len(ids):
-        raise TbprError(f"{len(images)} image views for {len(ids)} captions", fix="build the training data with MLA.data_options")
+        raise TbprError(
+            f"{len(images)} image views for {len(ids)} captions",
+            fix="build the training data with MLA.data_options",
+        )
     return images, ids, batch["pids"].repeat(len(ids) // len(batch["pids"]))
 
-
 # %% ../nbs/10_ivt.ipynb #337a32c7
-IVT_RATES = {"bmm_ratio": "IVT uses 0.2; 0 turns token dropping off",
-             "drop_path": "IVT uses 0.1; 0 turns it off",
-             "text_dropout": "IVT uses 0.1; 0 turns it off"}
+IVT_RATES = {
+    "bmm_ratio": "IVT uses 0.2; 0 turns token dropping off",
+    "drop_path": "IVT uses 0.1; 0 turns it off",
+    "text_dropout": "IVT uses 0.1; 0 turns it off",
+}
+
 
 @register_method("ivt", objectives=("cmpm",), init_keys=("init_vision", "init_text", "init_ivt"))
-def build_ivt(cfg: EncoderConfig, train: dict, num_ids: int, model_params: dict | None = None,
-              cache_dir: str = "the preprocess cache", train_split=None, **context) -> RetrievalModel:
+def build_ivt(
+    cfg: EncoderConfig,
+    train: dict,
+    num_ids: int,
+    model_params: dict | None = None,
+    cache_dir: str = "the preprocess cache",
+    train_split=None,
+    **context,
+) -> RetrievalModel:
     """IVT: the shared encoder (stochastic depth `train.drop_path`, text dropout
     `train.text_dropout`) trained by multi-level alignment (CMPM over `train.loss_groups` groups)
     with token dropping."""
@@ -513,4 +700,3 @@ def build_ivt(cfg: EncoderConfig, train: dict, num_ids: int, model_params: dict 
     encoder = build_shared_encoder(cfg, model_params)
     mla = MLA(levels, train["bmm_ratio"], attributes, groups)
     return RetrievalModel(encoder, {"cmpm": mla}, train["loss_weights"])
-

@@ -25,8 +25,13 @@ __all__ = ['SPLIT_FIELDS', 'SUPPORT_FROM', 'support_sets', 'SplitSupports', 'Fus
            'evaluate_with_support']
 
 # %% ../nbs/11_lcr2s.ipynb #b1bbe066
-def support_sets(pids: torch.Tensor, keys: torch.Tensor, k: int,
-                 generator: torch.Generator | None = None, distinct: bool = True) -> tuple:
+def support_sets(
+    pids: torch.Tensor,
+    keys: torch.Tensor,
+    k: int,
+    generator: torch.Generator | None = None,
+    distinct: bool = True,
+) -> tuple:
     """For each batch member, up to `k` others of the same identity whose `keys` value (the image
     id) differs from its own, drawn at random; with `distinct` each key at most once (images),
     else every member (captions of other images). Returns (index (B, k), valid (B, k)); invalid
@@ -35,23 +40,23 @@ def support_sets(pids: torch.Tensor, keys: torch.Tensor, k: int,
     own = torch.arange(b, device=keys.device)
     cand = (pids[:, None] == pids[None]) & (keys[:, None] != keys[None])
     if distinct:
-        first = (keys[:, None] == keys[None]).int().argmax(1) == own      # one member per key
+        first = (keys[:, None] == keys[None]).int().argmax(1) == own  # one member per key
         cand = cand & first[None]
     scores = torch.rand(b, b, generator=generator).to(keys.device).masked_fill(~cand, -1.0)
     top, idx = scores.topk(min(k, b), dim=1)
     valid = top >= 0
     idx = torch.where(valid, idx, own[:, None])
-    if idx.shape[1] < k:                       # a batch smaller than k + 1
+    if idx.shape[1] < k:  # a batch smaller than k + 1
         pad = k - idx.shape[1]
         idx = torch.cat([idx, idx[:, :1].expand(-1, pad)], 1)
         valid = torch.cat([valid, valid.new_zeros(b, pad)], 1)
     return idx, valid
 
-
 # %% ../nbs/11_lcr2s.ipynb #spl00cd1
 def _padded(values: list, k: int, fill) -> list:
     "`values` followed by `fill` up to length `k`."
     return list(values) + [fill] * (k - len(values))
+
 
 class SplitSupports:
     """`TrainData`'s `extras` for `train.support_from: split`: for each item, up to `k` image
@@ -61,6 +66,7 @@ class SplitSupports:
     `support_images` (k, 3, H, W), `support_text_captions` (k strings), the masks
     `support_image_valid` and `support_text_valid` (k,), and what was drawn, `support_image_ids`
     and `support_text_index` (k,); an empty slot is a zero image or an empty caption, id -1."""
+
     def __init__(self, k: int):
         self.k, self._split, self._by_pid = k, None, {}
 
@@ -75,7 +81,7 @@ class SplitSupports:
 
     def draw(self, candidates: list, g: torch.Generator) -> list:
         "Up to `k` of `candidates`, at random without replacement."
-        order = torch.randperm(len(candidates), generator=g)[:self.k].tolist()
+        order = torch.randperm(len(candidates), generator=g)[: self.k].tolist()
         return [candidates[j] for j in order]
 
     def __call__(self, data, i: int, g: torch.Generator) -> dict:
@@ -86,19 +92,21 @@ class SplitSupports:
         chosen = self.draw(others, g)
         texts = self.draw([c for m in others for c in images[m]], g)
         views = [data.view(data.store[split.img_paths[images[m][0]]], g) for m in chosen]
-        return {"support_images": stack_any(_padded(views, k, data.blank_view())),
-                "support_image_valid": torch.arange(k) < len(chosen),
-                "support_image_ids": torch.tensor(_padded(chosen, k, -1)),
-                "support_text_captions": _padded([split.captions[c] for c in texts], k, ""),
-                "support_text_valid": torch.arange(k) < len(texts),
-                "support_text_index": torch.tensor(_padded(texts, k, -1))}
-
+        return {
+            "support_images": stack_any(_padded(views, k, data.blank_view())),
+            "support_image_valid": torch.arange(k) < len(chosen),
+            "support_image_ids": torch.tensor(_padded(chosen, k, -1)),
+            "support_text_captions": _padded([split.captions[c] for c in texts], k, ""),
+            "support_text_valid": torch.arange(k) < len(texts),
+            "support_text_index": torch.tensor(_padded(texts, k, -1)),
+        }
 
 # %% ../nbs/11_lcr2s.ipynb #4b7dee74
 class FusionLayer(nn.Module):
     """One MHAF layer: the sample attends to itself and its valid supports, with a residual and a
     layer norm; then, with `ff` > 0, a feed-forward block of hidden width `ff` x `dim`, with a
     residual and a layer norm."""
+
     def __init__(self, dim: int, heads: int, ff: int = 0):
         super().__init__()
         self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
@@ -108,73 +116,92 @@ class FusionLayer(nn.Module):
             self.ff = nn.Sequential(nn.Linear(dim, ff * dim), nn.GELU(), nn.Linear(ff * dim, dim))
             self.ff_norm = nn.LayerNorm(dim)
 
-    def forward(self, feats: torch.Tensor, support: torch.Tensor,
-                valid: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, feats: torch.Tensor, support: torch.Tensor, valid: torch.Tensor
+    ) -> torch.Tensor:
         "`feats` (B, D), `support` (B, K, D), `valid` (B, K) -> (B, D)."
         kv = torch.cat([feats[:, None], support], 1)
-        pad = torch.cat([valid.new_zeros(len(feats), 1), ~valid], 1)   # the sample: always attended
+        pad = torch.cat([valid.new_zeros(len(feats), 1), ~valid], 1)  # the sample: always attended
         fused = self.attn(feats[:, None], kv, kv, key_padding_mask=pad, need_weights=False)[0]
         x = self.norm(feats + fused[:, 0])
         return x if self.ff is None else self.ff_norm(x + self.ff(x))
 
+
 class MHAF(nn.Module):
     """Multi-head attentional fusion: `layers` `FusionLayer`s, each querying the (fixed) support
     features with the previous layer's output."""
+
     def __init__(self, dim: int, heads: int, layers: int = 1, ff: int = 0):
         super().__init__()
         self.layers = nn.ModuleList(FusionLayer(dim, heads, ff) for _ in range(layers))
 
-    def forward(self, feats: torch.Tensor, support: torch.Tensor,
-                valid: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, feats: torch.Tensor, support: torch.Tensor, valid: torch.Tensor
+    ) -> torch.Tensor:
         "`feats` (B, D), `support` (B, K, D), `valid` (B, K) -> enriched (B, D)."
         for layer in self.layers:
             feats = layer(feats, support, valid)
         return feats
+
 
 def check_fusion(cfg: EncoderConfig) -> EncoderConfig:
     "`cfg` with its fusion sizes checked (heads 0: the default 4)."
     if not cfg.fusion_heads:
         cfg = replace(cfg, fusion_heads=4)
     if cfg.embed_dim % cfg.fusion_heads:
-        raise TbprError(f"train.fusion_heads={cfg.fusion_heads} does not divide "
-                        f"model.embed_dim={cfg.embed_dim}",
-                        fix="choose heads that divide the embedding size, e.g. 4 or 8")
+        raise TbprError(
+            f"train.fusion_heads={cfg.fusion_heads} does not divide "
+            f"model.embed_dim={cfg.embed_dim}",
+            fix="choose heads that divide the embedding size, e.g. 4 or 8",
+        )
     if not isinstance(cfg.fusion_layers, int) or cfg.fusion_layers < 1:
-        raise TbprError(f"train.fusion_layers={cfg.fusion_layers!r} must be a positive integer",
-                        fix="e.g. 1")
+        raise TbprError(
+            f"train.fusion_layers={cfg.fusion_layers!r} must be a positive integer", fix="e.g. 1"
+        )
     if not isinstance(cfg.fusion_ff, int) or cfg.fusion_ff < 0:
-        raise TbprError(f"train.fusion_ff={cfg.fusion_ff!r} must be an integer >= 0",
-                        fix="0: no feed-forward block; e.g. 4: a hidden width of 4 x embed_dim")
+        raise TbprError(
+            f"train.fusion_ff={cfg.fusion_ff!r} must be an integer >= 0",
+            fix="0: no feed-forward block; e.g. 4: a hidden width of 4 x embed_dim",
+        )
     return cfg
+
 
 class SupportEncoder(DualEncoder):
     "The dual encoder plus LCR²S's fusion of each image (caption) with others of its identity."
-    new_modules = ("fuse_image", "fuse_text")   # randomly initialised: `train.lr_factor` applies
+
+    new_modules = ("fuse_image", "fuse_text")  # randomly initialised: `train.lr_factor` applies
+
     def __init__(self, cfg: EncoderConfig):
         cfg = check_fusion(cfg)
         super().__init__(replace(cfg, arch="support"))
         self.fuse_image = MHAF(cfg.embed_dim, cfg.fusion_heads, cfg.fusion_layers, cfg.fusion_ff)
         self.fuse_text = MHAF(cfg.embed_dim, cfg.fusion_heads, cfg.fusion_layers, cfg.fusion_ff)
 
-    def fuse(self, feats: torch.Tensor, support: torch.Tensor, valid: torch.Tensor,
-             modality: str) -> torch.Tensor:
+    def fuse(
+        self, feats: torch.Tensor, support: torch.Tensor, valid: torch.Tensor, modality: str
+    ) -> torch.Tensor:
         "Fuse features (B, D) with support features (B, K, D) where `valid` (B, K)."
         return (self.fuse_image if modality == "image" else self.fuse_text)(feats, support, valid)
 
-    def enrich(self, feats: torch.Tensor, index: torch.Tensor, valid: torch.Tensor,
-               modality: str) -> torch.Tensor:
+    def enrich(
+        self, feats: torch.Tensor, index: torch.Tensor, valid: torch.Tensor, modality: str
+    ) -> torch.Tensor:
         "Fuse batch features (B, D) with the members `index` (B, K) of the batch where `valid`."
         return self.fuse(feats, feats[index], valid, modality)
 
+
 ENCODERS["support"] = SupportEncoder
 
-
 # %% ../nbs/11_lcr2s.ipynb #stp00cd1
-SPLIT_FIELDS = {"image": ("support_images", "support_image_valid"),   # inputs, valid
-                "text": ("support_text_ids", "support_text_valid")}
+SPLIT_FIELDS = {
+    "image": ("support_images", "support_image_valid"),  # inputs, valid
+    "text": ("support_text_ids", "support_text_valid"),
+}
 
-def encode_valid(encode, inputs: torch.Tensor, valid: torch.Tensor,
-                 like: torch.Tensor) -> torch.Tensor:
+
+def encode_valid(
+    encode, inputs: torch.Tensor, valid: torch.Tensor, like: torch.Tensor
+) -> torch.Tensor:
     """Global features (B, K, D), by `encode`, of the flattened supports `inputs` (B x K, ...) where
     `valid` (B, K); zeros (never attended) elsewhere. `like`: a (B, D) feature giving the size,
     dtype and device."""
@@ -184,10 +211,12 @@ def encode_valid(encode, inputs: torch.Tensor, valid: torch.Tensor,
         out = out.index_put((flat,), encode(inputs[flat])[0].to(out.dtype))
     return out.view(*valid.shape, -1)
 
+
 class SupportStep(Step):
     """A training step whose global features are enriched with their support sets (the teacher's
     view of a batch): from the split (`source` "split": the batch's support fields) or from the
     batch (`source` "batch": `k` drawn from its members)."""
+
     k, source = 3, "split"
 
     def supports(self, modality: str, feats: torch.Tensor) -> tuple:
@@ -199,10 +228,11 @@ class SupportStep(Step):
             return feats[idx], valid
         field, mask = SPLIT_FIELDS[modality]
         if field not in b:
-            raise TbprError(f"this batch has no '{field}', and train.support_from=split reads "
-                            "the supports from it",
-                            fix="build TrainData with the model's data_options "
-                                "(tbpr.train.fit does)")
+            raise TbprError(
+                f"this batch has no '{field}', and train.support_from=split reads "
+                "the supports from it",
+                fix="build TrainData with the model's data_options (tbpr.train.fit does)",
+            )
         encode = self.encoder.encode_image if modality == "image" else self.encoder.encode_text
         inputs = b[field].flatten(0, 1) if modality == "image" else b[field]
         return encode_valid(encode, inputs, b[mask], feats), b[mask]
@@ -224,26 +254,32 @@ class SupportStep(Step):
     def text(self) -> tuple:
         return self._enriched("text")
 
+
 def support_step(k: int, source: str = "split") -> type:
     "A `SupportStep` class taking supports from `source` (split or batch), `k` per sample."
     return type(f"SupportStep{k}{source.title()}", (SupportStep,), {"k": k, "source": source})
 
-
 # %% ../nbs/11_lcr2s.ipynb #8df68783
 SUPPORT_FROM = ("split", "batch")
+
 
 def check_batch_support(train: dict, k: int) -> None:
     "Refuse a sampler that cannot put the sample and `k` others of its identity in a batch."
     if train["sampler"] != "identity":
-        raise TbprError("train.support_from=batch builds support sets from the batch, and "
-                        "train.sampler=random does not group identities",
-                        fix="set train.sampler: identity, or train.support_from: split")
+        raise TbprError(
+            "train.support_from=batch builds support sets from the batch, and "
+            "train.sampler=random does not group identities",
+            fix="set train.sampler: identity, or train.support_from: split",
+        )
     if train["num_instance"] < k + 1:
-        raise TbprError(f"train.support_size={k} with train.support_from=batch needs "
-                        f"train.num_instance >= {k + 1} (the sample and {k} others per identity "
-                        "in a batch)",
-                        fix=f"set train.num_instance: {k + 1}, train.support_size: "
-                            f"{train['num_instance'] - 1}, or train.support_from: split")
+        raise TbprError(
+            f"train.support_size={k} with train.support_from=batch needs "
+            f"train.num_instance >= {k + 1} (the sample and {k} others per identity "
+            "in a batch)",
+            fix=f"set train.num_instance: {k + 1}, train.support_size: "
+            f"{train['num_instance'] - 1}, or train.support_from: split",
+        )
+
 
 def check_support(train: dict) -> tuple:
     """(`train.support_size`, `train.support_from`), checked (against the batch sampler when the
@@ -256,6 +292,7 @@ def check_support(train: dict) -> tuple:
         check_batch_support(train, k)
     return k, source
 
+
 def images_by_identity(split) -> dict:
     "identity -> {image id: number of its captions} of a `TrainSplit`."
     out = {}
@@ -264,17 +301,19 @@ def images_by_identity(split) -> dict:
         counts[img] = counts.get(img, 0) + 1
     return out
 
+
 def split_fill(images: dict, k: int) -> list:
     """(image supports, caption supports) of each caption of one identity (`images`: image id ->
     number of captions), with supports from the split."""
     total = sum(images.values())
     return [(min(k, len(images) - 1), min(k, total - n)) for n in images.values() for _ in range(n)]
 
+
 def batch_fill(images: dict, k: int, num_instance: int, rng, draws: int) -> list:
     """(image supports, caption supports) of each member of `draws` simulated batches of one
     identity: the identity sampler draws `num_instance` of its captions (repeating some when it has
     fewer)."""
-    caps = [m for m, n in images.items() for _ in range(n)]         # the image of each caption
+    caps = [m for m, n in images.items() for _ in range(n)]  # the image of each caption
     out = []
     for _ in range(draws):
         idx = rng.sample(range(len(caps)), min(num_instance, len(caps)))
@@ -283,21 +322,27 @@ def batch_fill(images: dict, k: int, num_instance: int, rng, draws: int) -> list
         out += [(min(k, len(set(imgs) - {m})), min(k, sum(o != m for o in imgs))) for m in imgs]
     return out
 
+
 def support_counts(by_pid: dict, k: int) -> dict:
     """Identities (`by_pid`: from `images_by_identity`) with fewer than `k` other images, with one
     image, and with an image whose identity has fewer than `k` captions of other images."""
-    return {"identities": len(by_pid),
-            "few_images": sum(len(v) < k + 1 for v in by_pid.values()),
-            "single_image": sum(len(v) == 1 for v in by_pid.values()),
-            "few_captions": sum(sum(v.values()) - max(v.values()) < k for v in by_pid.values())}
+    return {
+        "identities": len(by_pid),
+        "few_images": sum(len(v) < k + 1 for v in by_pid.values()),
+        "single_image": sum(len(v) == 1 for v in by_pid.values()),
+        "few_captions": sum(sum(v.values()) - max(v.values()) < k for v in by_pid.values()),
+    }
 
-def report_support(split, k: int, source: str = "split", num_instance: int = 4, draws: int = 20,
-                   seed: int = 0) -> dict:
+
+def report_support(
+    split, k: int, source: str = "split", num_instance: int = 4, draws: int = 20, seed: int = 0
+) -> dict:
     """How full support sets will be with supports from `source` (split or batch): the counts of
     `support_counts`, and the mean number of valid image and caption supports per training caption
     (from the batch: simulated over `draws` batches per identity of `num_instance` captions).
     Printed and returned."""
     import random
+
     by_pid, rng = images_by_identity(split), random.Random(seed)
     fill = []
     for images in by_pid.values():
@@ -305,26 +350,32 @@ def report_support(split, k: int, source: str = "split", num_instance: int = 4, 
             fill += split_fill(images, k)
         else:
             fill += batch_fill(images, k, num_instance, rng, draws)
-    out = {"source": source, **support_counts(by_pid, k),
-           "image_supports": sum(f[0] for f in fill) / len(fill),
-           "caption_supports": sum(f[1] for f in fill) / len(fill)}
+    out = {
+        "source": source,
+        **support_counts(by_pid, k),
+        "image_supports": sum(f[0] for f in fill) / len(fill),
+        "caption_supports": sum(f[1] for f in fill) / len(fill),
+    }
     where = "the whole training split"
     if source == "batch":
         where = f"the batch, {num_instance} captions per identity"
-    print(f"support sets (K={k}, from {where}): a sample gets {out['image_supports']:.2f} image "
-          f"and {out['caption_supports']:.2f} caption supports on average; {out['few_images']} of "
-          f"{out['identities']} identities have fewer than {k} other images "
-          f"({out['single_image']} have one image: no support) and {out['few_captions']} have an "
-          f"image with fewer than {k} captions of other images; their support sets are smaller "
-          "(masked slots), no identity is dropped")
+    print(
+        f"support sets (K={k}, from {where}): a sample gets {out['image_supports']:.2f} image "
+        f"and {out['caption_supports']:.2f} caption supports on average; {out['few_images']} of "
+        f"{out['identities']} identities have fewer than {k} other images "
+        f"({out['single_image']} have one image: no support) and {out['few_captions']} have an "
+        f"image with fewer than {k} captions of other images; their support sets are smaller "
+        "(masked slots), no identity is dropped"
+    )
     return out
-
 
 # %% ../nbs/11_lcr2s.ipynb #1fa46c4a
 class StudentStep(Step):
     """A training step that also runs the frozen teacher on the same batch (once, shared by the
     distillation losses)."""
+
     teacher, teacher_step = None, SupportStep
+
     @cached_property
     def teacher_feats(self) -> tuple:
         "The teacher's enriched (image, text) features of this batch, without gradients."
@@ -335,6 +386,7 @@ class StudentStep(Step):
             s = self.teacher_step(self.teacher, self.batch)
             return s.image[0].float(), s.text[0].float()
 
+
 def student_step(teacher: SupportEncoder, k: int, source: str = "split") -> type:
     """A `StudentStep` class bound to the frozen `teacher` (kept outside the student's modules: not
     saved, not optimised), whose supports come from `source` (split or batch), as the teacher's
@@ -342,36 +394,43 @@ def student_step(teacher: SupportEncoder, k: int, source: str = "split") -> type
     steps = {"teacher": teacher.eval(), "teacher_step": support_step(k, source)}
     return type("LCR2SStudentStep", (StudentStep,), steps)
 
+
 def cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     "Cosine similarities (N, M) between the rows of `a` (N, D) and `b` (M, D), in float32."
     return F.normalize(a.float(), dim=-1) @ F.normalize(b.float(), dim=-1).t()
+
 
 def direction_mse(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     "Mean squared distance between the L2-normalised rows of `s` and `t`."
     return (F.normalize(s.float(), dim=-1) - F.normalize(t, dim=-1)).pow(2).sum(-1).mean()
 
+
 class FeatureDistill(Objective):
     "MSE between the student's L2-normalised features (both modalities) and the teacher's."
+
     def forward(self, step) -> torch.Tensor:
         tv, tt = step.teacher_feats
         return 0.5 * (direction_mse(step.image[0], tv) + direction_mse(step.text[0], tt))
 
+
 class RelationDistill(Objective):
     """Frobenius distance between the student's and the teacher's in-batch image-text cosine
     similarity matrices, divided by the batch size."""
+
     def forward(self, step) -> torch.Tensor:
         tv, tt = step.teacher_feats
         diff = cosine(step.image[0], step.text[0]) - cosine(tv, tt)
         return torch.linalg.matrix_norm(diff) / len(tv)
-
 
 # %% ../nbs/11_lcr2s.ipynb #ddc053ef
 class SupportModel(RetrievalModel):
     """A `RetrievalModel` whose training data also carries support sets: `extras` (a
     `SplitSupports`, or None when supports come from the batch) joins its objectives'
     `data_options`."""
-    def __init__(self, encoder: DualEncoder, objectives: dict, weights: dict, step_cls,
-                 extras=None):
+
+    def __init__(
+        self, encoder: DualEncoder, objectives: dict, weights: dict, step_cls, extras=None
+    ):
         super().__init__(encoder, objectives, weights, step_cls=step_cls)
         self.extras = extras
 
@@ -381,76 +440,108 @@ class SupportModel(RetrievalModel):
         out = super().data_options
         return out if self.extras is None else {**out, "extras": self.extras}
 
+
 def support_extras(k: int, source: str):
     "The `TrainData` extras drawing the supports: `SplitSupports(k)` from the split, else None."
     return SplitSupports(k) if source == "split" else None
 
+
 def fusion_config(cfg: EncoderConfig, train: dict) -> EncoderConfig:
     "`cfg` with the fusion sizes of `train` (`fusion_heads`, `fusion_layers`, `fusion_ff`)."
-    return replace(cfg, fusion_heads=train["fusion_heads"], fusion_layers=train["fusion_layers"],
-                   fusion_ff=train["fusion_ff"])
+    return replace(
+        cfg,
+        fusion_heads=train["fusion_heads"],
+        fusion_layers=train["fusion_layers"],
+        fusion_ff=train["fusion_ff"],
+    )
+
 
 @register_method("lcr2s-teacher", objectives=("sdm", "id"))
-def build_lcr2s_teacher(cfg: EncoderConfig, train: dict, num_ids: int, train_split=None,
-                        **context) -> RetrievalModel:
+def build_lcr2s_teacher(
+    cfg: EncoderConfig, train: dict, num_ids: int, train_split=None, **context
+) -> RetrievalModel:
     "LCR²S's teacher: the dual encoder with support-set fusion, aligned on enriched features."
     k, source = check_support(train)
     if train_split is not None:
         report_support(train_split, k, source, train["num_instance"])
     encoder = SupportEncoder(fusion_config(cfg, train))
     objectives = {"sdm": SDM(train["temperature"]), "id": IDLoss(cfg.embed_dim, num_ids)}
-    return SupportModel(encoder, objectives, train["loss_weights"], support_step(k, source),
-                        support_extras(k, source))
+    return SupportModel(
+        encoder,
+        objectives,
+        train["loss_weights"],
+        support_step(k, source),
+        support_extras(k, source),
+    )
+
 
 def load_teacher(teacher_dir) -> SupportEncoder:
     "The trained teacher in `teacher_dir`, frozen."
     teacher, meta = load_encoder(teacher_dir)
     if not isinstance(teacher, SupportEncoder):
         arch = meta["encoder"].get("arch", "clip")
-        raise TbprError(f"{teacher_dir}: holds a {arch} encoder, not an LCR²S teacher",
-                        fix="train it with train.method: lcr2s (the teacher phase runs first)")
+        raise TbprError(
+            f"{teacher_dir}: holds a {arch} encoder, not an LCR²S teacher",
+            fix="train it with train.method: lcr2s (the teacher phase runs first)",
+        )
     return teacher.requires_grad_(False)
+
 
 def check_teacher(teacher: SupportEncoder, cfg: EncoderConfig, teacher_dir) -> None:
     "Refuse a teacher whose features do not have the student's size."
     if teacher.cfg.embed_dim != cfg.embed_dim:
-        raise TbprError(f"{teacher_dir}: the teacher's features are {teacher.cfg.embed_dim}-d, "
-                        f"the student's {cfg.embed_dim}-d",
-                        fix="retrain the teacher with the same model parameters (delete the "
-                            "teacher folder)")
+        raise TbprError(
+            f"{teacher_dir}: the teacher's features are {teacher.cfg.embed_dim}-d, "
+            f"the student's {cfg.embed_dim}-d",
+            fix="retrain the teacher with the same model parameters (delete the teacher folder)",
+        )
+
 
 @register_method("lcr2s", objectives=("sdm", "id", "mse", "relation"), teacher="lcr2s-teacher")
-def build_lcr2s(cfg: EncoderConfig, train: dict, num_ids: int, teacher_dir=None,
-                **context) -> RetrievalModel:
+def build_lcr2s(
+    cfg: EncoderConfig, train: dict, num_ids: int, teacher_dir=None, **context
+) -> RetrievalModel:
     """LCR²S's student: the plain dual encoder (SDM + ID) distilled from the frozen teacher
     (feature MSE + relation)."""
     k, source = check_support(train)
     if teacher_dir is None:
-        raise TbprError("the lcr2s student needs its trained teacher",
-                        fix="train with tbpr.train.fit_method (the pipeline does), which trains "
-                            "the teacher first")
+        raise TbprError(
+            "the lcr2s student needs its trained teacher",
+            fix="train with tbpr.train.fit_method (the pipeline does), which trains "
+            "the teacher first",
+        )
     teacher = load_teacher(teacher_dir)
     check_teacher(teacher, cfg, teacher_dir)
-    objectives = {"sdm": SDM(train["temperature"]), "id": IDLoss(cfg.embed_dim, num_ids),
-                  "mse": FeatureDistill(), "relation": RelationDistill()}
-    return SupportModel(DualEncoder(cfg), objectives, train["loss_weights"],
-                        student_step(teacher, k, source), support_extras(k, source))
-
+    objectives = {
+        "sdm": SDM(train["temperature"]),
+        "id": IDLoss(cfg.embed_dim, num_ids),
+        "mse": FeatureDistill(),
+        "relation": RelationDistill(),
+    }
+    return SupportModel(
+        DualEncoder(cfg),
+        objectives,
+        train["loss_weights"],
+        student_step(teacher, k, source),
+        support_extras(k, source),
+    )
 
 # %% ../nbs/11_lcr2s.ipynb #fc792b20
 @torch.inference_mode()
-def evaluate_with_support(teacher: SupportEncoder, feats: dict, split, k: int, seed: int = 0,
-                          **rank_kw) -> dict:
+def evaluate_with_support(
+    teacher: SupportEncoder, feats: dict, split, k: int, seed: int = 0, **rank_kw
+) -> dict:
     """IRRA's metrics after enriching the query and gallery features `feats` (from `embed_split`)
     with oracle support sets."""
     g = torch.Generator().manual_seed(seed)
     teacher = teacher.cpu().float()
+
     def enrich(x, pids, modality):
         pids = torch.tensor(pids)
         idx, valid = support_sets(pids, torch.arange(len(pids)), k, g)
         return F.normalize(teacher.enrich(x.float(), idx, valid, modality), dim=-1)
+
     text = enrich(feats["text"], split.caption_pids, "text")
     image = enrich(feats["image"], split.image_pids, "image")
     caption_pids, image_pids = torch.tensor(split.caption_pids), torch.tensor(split.image_pids)
     return rank_metrics(text, image, caption_pids, image_pids, **rank_kw)
-

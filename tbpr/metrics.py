@@ -17,31 +17,44 @@ __all__ = ['rank_metrics_from_scores', 'rank_metrics', 'topk_gallery', 'naive_ra
 def _as_tensor(x) -> torch.Tensor:
     return x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
 
+
 def _as_matrix(x, name: str) -> torch.Tensor:
     "`x` as a 2-D tensor, with a clear error for a wrong shape, an empty set or non-numbers."
     t = _as_tensor(x)
-    if t.ndim != 2: raise ValueError(f"{name} must be a 2-D array, got shape {tuple(t.shape)}")
-    if t.dtype == torch.bool or t.is_complex(): raise ValueError(f"{name} must be real numbers, got {t.dtype}")
+    if t.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array, got shape {tuple(t.shape)}")
+    if t.dtype == torch.bool or t.is_complex():
+        raise ValueError(f"{name} must be real numbers, got {t.dtype}")
     return t
 
+
 def _check_sizes(n_q: int, n_g: int, what: str):
-    if n_q == 0: raise ValueError(f"no queries: the query {what} has 0 rows")
-    if n_g == 0: raise ValueError(f"empty gallery: the gallery {what} has 0 rows")
+    if n_q == 0:
+        raise ValueError(f"no queries: the query {what} has 0 rows")
+    if n_g == 0:
+        raise ValueError(f"empty gallery: the gallery {what} has 0 rows")
+
 
 def _check_finite(t: torch.Tensor, name: str, first_row: int = 0):
     if not torch.isfinite(t).all():
         bad = (~torch.isfinite(t)).any(1).nonzero()[:, 0] + first_row if t.ndim == 2 else None
-        where = f" (rows {bad[:5].tolist()}{'...' if len(bad) > 5 else ''})" if bad is not None else ""
+        where = (
+            f" (rows {bad[:5].tolist()}{'...' if len(bad) > 5 else ''})" if bad is not None else ""
+        )
         raise ValueError(f"{name} contain non-finite values (NaN or inf){where}")
+
 
 def _as_pids(x, name: str, n: int, rows_of: str) -> torch.Tensor:
     "Person ids as a 1-D int64 tensor of length `n` (the number of rows of `rows_of`)."
     t = _as_tensor(x)
-    if t.ndim != 1: raise ValueError(f"{name} must be 1-D, got shape {tuple(t.shape)}")
+    if t.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {tuple(t.shape)}")
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         raise ValueError(f"{name} must be integer person ids, got {t.dtype}")
-    if len(t) != n: raise ValueError(f"{name} has {len(t)} entries but {rows_of} has {n} rows; they must match")
+    if len(t) != n:
+        raise ValueError(f"{name} has {len(t)} entries but {rows_of} has {n} rows; they must match")
     return t.long()
+
 
 def _check_relevant(q_pids: torch.Tensor, g_pids: torch.Tensor):
     "Raise if some query has no relevant gallery image (its person id is not in the gallery)."
@@ -49,9 +62,12 @@ def _check_relevant(q_pids: torch.Tensor, g_pids: torch.Tensor):
     if not has.all():
         missing = q_pids[~has].tolist()
         first = list(dict.fromkeys(missing))[:5]
-        raise ValueError(f"{len(missing)} of {len(q_pids)} queries have no relevant gallery image: their person ids "
-                         f"are not in the gallery (first: {first}); the protocol needs every query's person "
-                         "in the gallery")
+        raise ValueError(
+            f"{len(missing)} of {len(q_pids)} queries have no relevant gallery image: their person ids "
+            f"are not in the gallery (first: {first}); the protocol needs every query's person "
+            "in the gallery"
+        )
+
 
 def _check_positive_int(v, name: str):
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
@@ -59,7 +75,8 @@ def _check_positive_int(v, name: str):
     return int(v)
 
 # %% ../nbs/04_metrics.ipynb #301ec7f8
-_ROW = 2 ** 32      # the spacing of rows in the keys below: a row's keys lie within one such interval
+_ROW = 2**32  # the spacing of rows in the keys below: a row's keys lie within one such interval
+
 
 def _row_keys(rows: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
     """int64 keys ordering (row, float32 score) pairs by row, then by score: the score's bits made
@@ -69,17 +86,20 @@ def _row_keys(rows: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
     ordered = torch.where(bits < 0, -magnitude, magnitude)
     return rows * _ROW + ordered
 
+
 def _row_ceilings(rows: torch.Tensor) -> torch.Tensor:
     "A key above every score's key of each row in `rows` (and below the next row's)."
     return rows * _ROW + (_ROW // 2 - 1)
 
+
 @dataclass
 class _GalleryGroups:
     "The gallery grouped by person id: which columns hold each person, found once per evaluation."
-    order: torch.Tensor     # gallery indices grouped by person, increasing within a person
-    pids: torch.Tensor      # the distinct person ids, increasing
-    starts: torch.Tensor    # where each person's group begins in `order`
-    counts: torch.Tensor    # the size of each group
+
+    order: torch.Tensor  # gallery indices grouped by person, increasing within a person
+    pids: torch.Tensor  # the distinct person ids, increasing
+    starts: torch.Tensor  # where each person's group begins in `order`
+    counts: torch.Tensor  # the size of each group
 
     @classmethod
     def of(cls, g_pids: torch.Tensor):
@@ -96,6 +116,7 @@ class _GalleryGroups:
         valid = j < n_rel[:, None]
         at = (self.starts[which][:, None] + j).clamp(max=len(self.order) - 1)
         return self.order[at], valid
+
 
 def _count_ranks(sims: torch.Tensor, cols: torch.Tensor, valid: torch.Tensor) -> tuple:
     """1-based ranks of the relevant images `cols` (`valid`) of each row of float32 `sims`, by
@@ -123,22 +144,24 @@ def _count_ranks(sims: torch.Tensor, cols: torch.Tensor, valid: torch.Tensor) ->
     mark_cols = mark_cols[order]
     slot = torch.searchsorted(marks, keys)
     filled = torch.bincount(slot, minlength=len(marks)).cumsum(0)
-    at = is_rel.nonzero()[:, 0]                       # the relevant marks (the ceilings stay last)
+    at = is_rel.nonzero()[:, 0]  # the relevant marks (the ceilings stay last)
     at_rows = mark_rows[at]
-    above = filled[last[at_rows]] - filled[at]        # images strictly above each relevant score
+    above = filled[last[at_rows]] - filled[at]  # images strictly above each relevant score
     ahead = _ties_ahead(sims, marks, keys, slot, at, at_rows, mark_cols[at])
     ranks = torch.full((c, cols.shape[1]), n_g + 1, dtype=torch.int64, device=dev)
     ranks[at_rows, at - (last - n_rel)[at_rows]] = 1 + above + ahead
     return ranks.sort(1).values, n_rel
 
-_TIE_BLOCK = 2 ** 24    # scores compared at once when counting ties (64 MB of float32)
+
+_TIE_BLOCK = 2**24  # scores compared at once when counting ties (64 MB of float32)
+
 
 def _ties_ahead(sims, marks, keys, slot, at, at_rows, at_cols) -> torch.Tensor:
     """For each relevant mark `at` (in row `at_rows`, column `at_cols`): how many images with
     exactly its score have a lower gallery index (they rank first under the tie rule). A mark
     that no other kept score equals has none; the rows of the others are compared in full."""
     equal = torch.bincount(slot[marks.index_select(0, slot) == keys], minlength=len(marks))
-    first = torch.searchsorted(marks, marks[at])      # the first mark with this score
+    first = torch.searchsorted(marks, marks[at])  # the first mark with this score
     tied = (equal[first] > 1).nonzero()[:, 0]
     ahead = torch.zeros(len(at), dtype=torch.int64, device=sims.device)
     index = torch.arange(sims.shape[1], device=sims.device)
@@ -148,25 +171,28 @@ def _ties_ahead(sims, marks, keys, slot, at, at_rows, at_cols) -> torch.Tensor:
         ahead[part] = (same & (index < j[:, None])).sum(1)
     return ahead
 
+
 def _sort_ranks(sims: torch.Tensor, q_pids: torch.Tensor, g_pids: torch.Tensor) -> tuple:
     """The same as `_count_ranks` by a stable descending sort of each row: for scores float32
     cannot hold exactly (float64 ones), and the reference the counting is tested against."""
     order = torch.sort(sims, dim=1, descending=True, stable=True).indices
-    matches = (g_pids[None, :] == q_pids[:, None]).gather(1, order)   # m_i(k), in rank order
+    matches = (g_pids[None, :] == q_pids[:, None]).gather(1, order)  # m_i(k), in rank order
     n_rel = matches.sum(1)
     n = int(n_rel.max())
     ranks = torch.full((len(sims), n), sims.shape[1] + 1, dtype=torch.int64, device=sims.device)
-    rows, ks = matches.nonzero(as_tuple=True)     # row-major: a row's relevant ranks, increasing
+    rows, ks = matches.nonzero(as_tuple=True)  # row-major: a row's relevant ranks, increasing
     starts = n_rel.cumsum(0) - n_rel
     ranks[rows, torch.arange(len(rows), device=sims.device) - starts[rows]] = ks + 1
     return ranks, n_rel
 
-def _rank_core(chunks, q_pids, g_pids, n_gallery: int, max_rank: int, top_k: int = 0,
-               check_scores: bool = True) -> dict:
+
+def _rank_core(
+    chunks, q_pids, g_pids, n_gallery: int, max_rank: int, top_k: int = 0, check_scores: bool = True
+) -> dict:
     """Consume `(start, sims)` blocks covering all queries in order; return the metrics dict, with
     the `top_k` best images of each query (`topk_scores`, `topk_indices`) from the same blocks."""
     n_q, dev = len(q_pids), q_pids.device
-    n_cmc = min(max(max_rank, 10), n_gallery)        # enough for R10 even when max_rank < 10
+    n_cmc = min(max(max_rank, 10), n_gallery)  # enough for R10 even when max_rank < 10
     first_hist = torch.zeros(n_cmc, dtype=torch.int64, device=dev)
     ap_sum = torch.zeros((), dtype=torch.float64, device=dev)
     inp_sum = ap_sum.clone()
@@ -177,7 +203,7 @@ def _rank_core(chunks, q_pids, g_pids, n_gallery: int, max_rank: int, top_k: int
         assert start == done, "chunks must cover the queries in order"
         if check_scores:
             _check_finite(sims, "scores", first_row=start)
-        q_block = q_pids[start:start + len(sims)]
+        q_block = q_pids[start : start + len(sims)]
         first, ap, inp, top = _chunk_ranks(sims, q_block, g_pids, groups, min(top_k, n_gallery))
         first_hist += torch.bincount(first[first < n_cmc], minlength=n_cmc)
         ap_sum += ap.sum()
@@ -185,36 +211,44 @@ def _rank_core(chunks, q_pids, g_pids, n_gallery: int, max_rank: int, top_k: int
         done += len(sims)
         if top_k:
             best.append(top)
-        del sims                                  # free this block before the next one is computed
+        del sims  # free this block before the next one is computed
     assert done == n_q, f"chunks covered {done} of {n_q} queries"
     cmc = (first_hist.cumsum(0).double() * 100 / n_q).tolist()
     at = lambda K: cmc[min(K, n_gallery) - 1]
-    out = {'R1': at(1), 'R5': at(5), 'R10': at(10),
-           'mAP': float(ap_sum) * 100 / n_q, 'mINP': float(inp_sum) * 100 / n_q,
-           'cmc': cmc[:min(max_rank, n_gallery)], 'num_queries': n_q, 'num_gallery': n_gallery}
+    out = {
+        'R1': at(1),
+        'R5': at(5),
+        'R10': at(10),
+        'mAP': float(ap_sum) * 100 / n_q,
+        'mINP': float(inp_sum) * 100 / n_q,
+        'cmc': cmc[: min(max_rank, n_gallery)],
+        'num_queries': n_q,
+        'num_gallery': n_gallery,
+    }
     if top_k:
         out['topk_scores'] = torch.cat([s for s, _ in best])
         out['topk_indices'] = torch.cat([i for _, i in best])
     return out
 
 # %% ../nbs/04_metrics.ipynb #b7c1d2e3
-_ROWS_PER_TASK = 16     # rows one thread takes at a time, sharing one buffer of kept columns
+_ROWS_PER_TASK = 16  # rows one thread takes at a time, sharing one buffer of kept columns
+
 
 @numba.njit(cache=True, nogil=True)
 def _rank_row(row, t, cols, n, ranks, best, best_at, kept):
     "`_rank_rows` for one row; `kept` is scratch space for the columns kept."
     n_g = len(row)
     k = len(best)
-    floor = t[0]                              # the worst relevant score
+    floor = t[0]  # the worst relevant score
     m = 0
-    for g in range(n_g):          # without a branch: always store, advance if kept
+    for g in range(n_g):  # without a branch: always store, advance if kept
         kept[m] = g
         m += row[g] >= floor
-    if m < k:                     # the top k lie partly below the worst relevant score
+    if m < k:  # the top k lie partly below the worst relevant score
         kept[:] = np.arange(n_g, dtype=np.int32)
         m = n_g
-    above = np.zeros(n + 1, np.int64)   # above[p]: images above exactly p relevant scores
-    ahead = np.zeros(n, np.int64)       # images tied with relevant image j, lower index
+    above = np.zeros(n + 1, np.int64)  # above[p]: images above exactly p relevant scores
+    ahead = np.zeros(n, np.int64)  # images tied with relevant image j, lower index
     filled = 0
     for i in range(m):
         g = kept[i]
@@ -239,6 +273,7 @@ def _rank_row(row, t, cols, n, ranks, best, best_at, kept):
         higher += above[j + 1]
         ranks[n - 1 - j] = 1 + higher + ahead[j]
 
+
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _rank_rows(sims, levels, cols, n_rel, ranks, top_scores, top_cols):
     """One pass over each row of float32 `sims` (in parallel over rows): the ranks of its relevant
@@ -250,10 +285,13 @@ def _rank_rows(sims, levels, cols, n_rel, ranks, top_scores, top_cols):
         kept = np.empty(n_g, np.int32)
         first_row = task * _ROWS_PER_TASK
         for r in range(first_row, min(first_row + _ROWS_PER_TASK, c)):
-            _rank_row(sims[r], levels[r], cols[r], n_rel[r], ranks[r], top_scores[r],
-                      top_cols[r], kept)
+            _rank_row(
+                sims[r], levels[r], cols[r], n_rel[r], ranks[r], top_scores[r], top_cols[r], kept
+            )
 
-_FUSED_TOP_K = 64       # the most best images the pass keeps per row (more: torch.topk after it)
+
+_FUSED_TOP_K = 64  # the most best images the pass keeps per row (more: torch.topk after it)
+
 
 def _fused_ranks(sims: torch.Tensor, cols: torch.Tensor, valid: torch.Tensor, top_k: int) -> tuple:
     """`_count_ranks` and `_topk_chunk` in one compiled pass on the CPU: (ranks, n_rel, best),
@@ -267,17 +305,27 @@ def _fused_ranks(sims: torch.Tensor, cols: torch.Tensor, valid: torch.Tensor, to
     top_scores = torch.empty(c, k)
     top_cols = torch.empty(c, k, dtype=torch.int64)
     numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    _rank_rows(sims.contiguous().numpy(), levels.numpy(), cols.gather(1, order).numpy(),
-               n_rel.numpy(), ranks.numpy(), top_scores.numpy(), top_cols.numpy())
+    _rank_rows(
+        sims.contiguous().numpy(),
+        levels.numpy(),
+        cols.gather(1, order).numpy(),
+        n_rel.numpy(),
+        ranks.numpy(),
+        top_scores.numpy(),
+        top_cols.numpy(),
+    )
     best = (top_scores, top_cols) if k else None
-    return ranks.sort(1).values, n_rel, best       # equal scores may come out in either order
+    return ranks.sort(1).values, n_rel, best  # equal scores may come out in either order
+
 
 def _fuses(sims: torch.Tensor) -> bool:
     "Whether the compiled pass ranks this block: float32 scores on the CPU."
     return sims.device.type == "cpu"
 
+
 def _holds_as_float32(sims: torch.Tensor) -> bool:
     return sims.dtype == torch.float32 or bool((sims.float().to(sims.dtype) == sims).all())
+
 
 def _chunk_ranks(sims, q_pids, g_pids, groups: _GalleryGroups, top_k: int = 0) -> tuple:
     """For a (c, G) block of scores: 0-based rank of the first relevant image, AP and INP per
@@ -292,14 +340,12 @@ def _chunk_ranks(sims, q_pids, g_pids, groups: _GalleryGroups, top_k: int = 0) -
     if top_k and best is None:
         best = _topk_chunk(sims, top_k)
     elif best is not None:
-        best = (best[0].to(sims.dtype), best[1])     # the scores' own dtype, as torch.topk gives
+        best = (best[0].to(sims.dtype), best[1])  # the scores' own dtype, as torch.topk gives
     real = ranks <= sims.shape[1]
-    j = torch.arange(1, ranks.shape[1] + 1, device=sims.device)     # the j-th relevant image
+    j = torch.arange(1, ranks.shape[1] + 1, device=sims.device)  # the j-th relevant image
     ap = torch.where(real, j / ranks.double(), 0.0).sum(1) / n_rel
     inp = n_rel / ranks.gather(1, (n_rel - 1)[:, None])[:, 0].double()
     return ranks[:, 0] - 1, ap, inp, best
-
-
 
 # %% ../nbs/04_metrics.ipynb #a40e9374
 def _check_top_k(top_k) -> int:
@@ -307,9 +353,11 @@ def _check_top_k(top_k) -> int:
         raise ValueError(f"top_k must be a non-negative integer (0: none), got {top_k!r}")
     return int(top_k)
 
+
 @torch.no_grad()
-def rank_metrics_from_scores(scores, query_pids, gallery_pids, *, chunk_size=1024, max_rank=50,
-                             top_k=0) -> dict:
+def rank_metrics_from_scores(
+    scores, query_pids, gallery_pids, *, chunk_size=1024, max_rank=50, top_k=0
+) -> dict:
     """IRRA text-to-image metrics (percent) from a (num_queries, num_gallery) score matrix; higher
     score = better match. With `top_k`, also each query's `top_k` best images."""
     s = _as_matrix(scores, "scores")
@@ -324,7 +372,7 @@ def rank_metrics_from_scores(scores, query_pids, gallery_pids, *, chunk_size=102
     qp = _as_pids(query_pids, "query_pids", n_q, "scores").to(s.device)
     gp = _as_pids(gallery_pids, "gallery_pids", n_g, "scores (columns)").to(s.device)
     _check_relevant(qp, gp)
-    chunks = ((i, s[i:i + chunk_size]) for i in range(0, n_q, chunk_size))
+    chunks = ((i, s[i : i + chunk_size]) for i in range(0, n_q, chunk_size))
     return _rank_core(chunks, qp, gp, n_g, max_rank, _check_top_k(top_k))
 
 # %% ../nbs/04_metrics.ipynb #17bde3ec
@@ -333,8 +381,10 @@ def _prepare_feats(query_feats, gallery_feats, normalize: bool, device=None):
     g = _as_matrix(gallery_feats, "gallery_feats")
     _check_sizes(len(q), len(g), "features")
     if q.shape[1] != g.shape[1]:
-        raise ValueError(f"query_feats have dimension {q.shape[1]} but gallery_feats have "
-                         f"{g.shape[1]}; they must match")
+        raise ValueError(
+            f"query_feats have dimension {q.shape[1]} but gallery_feats have "
+            f"{g.shape[1]}; they must match"
+        )
     device = torch.device(device) if device is not None else q.device
     q = q.to(device=device, dtype=torch.float32)
     g = g.to(device=device, dtype=torch.float32)
@@ -344,22 +394,34 @@ def _prepare_feats(query_feats, gallery_feats, normalize: bool, device=None):
         q, g = F.normalize(q, dim=1), F.normalize(g, dim=1)
     return q, g
 
+
 def _scores_stay_finite(q: torch.Tensor, g: torch.Tensor) -> bool:
     """Whether every score `q @ g.T` is surely finite: |q.g| <= |q| |g| (with room for rounding)
     below float32's largest number. Then the blocks need no check."""
     bound = q.norm(dim=1).max().double() * g.norm(dim=1).max().double() * 1.01
     return bool(bound < torch.finfo(torch.float32).max)
 
+
 def _feature_chunks(q: torch.Tensor, g: torch.Tensor, chunk_size: int):
     "Yield `(start, q[start:start+chunk_size] @ g.T)`: one block of cosine scores at a time."
     gt = g.t()
     for i in range(0, len(q), chunk_size):
-        yield i, q[i:i + chunk_size] @ gt
+        yield i, q[i : i + chunk_size] @ gt
 
 # %% ../nbs/04_metrics.ipynb #bec22d95
 @torch.no_grad()
-def rank_metrics(query_feats, gallery_feats, query_pids, gallery_pids, *, chunk_size=1024,
-                 max_rank=50, normalize=True, device=None, top_k=0) -> dict:
+def rank_metrics(
+    query_feats,
+    gallery_feats,
+    query_pids,
+    gallery_pids,
+    *,
+    chunk_size=1024,
+    max_rank=50,
+    normalize=True,
+    device=None,
+    top_k=0,
+) -> dict:
     """IRRA text-to-image metrics (percent): R1/R5/R10, mAP, mINP and the CMC curve, in chunks of
     `chunk_size` queries. With `top_k`, also each query's `top_k` best images from the same pass
     (`topk_scores` and `topk_indices`, as `topk_gallery` gives them)."""
@@ -369,17 +431,25 @@ def rank_metrics(query_feats, gallery_feats, query_pids, gallery_pids, *, chunk_
     qp = _as_pids(query_pids, "query_pids", len(q), "query_feats").to(q.device)
     gp = _as_pids(gallery_pids, "gallery_pids", len(g), "gallery_feats").to(q.device)
     _check_relevant(qp, gp)
-    return _rank_core(_feature_chunks(q, g, chunk_size), qp, gp, len(g), max_rank,
-                      _check_top_k(top_k), check_scores=not _scores_stay_finite(q, g))
+    return _rank_core(
+        _feature_chunks(q, g, chunk_size),
+        qp,
+        gp,
+        len(g),
+        max_rank,
+        _check_top_k(top_k),
+        check_scores=not _scores_stay_finite(q, g),
+    )
 
 # %% ../nbs/04_metrics.ipynb #94b95f0a
 def _ties_at_kth(sims: torch.Tensor, k: int):
     "Exactly `k` columns per row: those above the k-th best score, then the equal ones by index."
-    kth = sims.topk(k, dim=1).values[:, -1:]                 # k-th best score of each row
+    kth = sims.topk(k, dim=1).values[:, -1:]  # k-th best score of each row
     above, at = sims > kth, sims == kth
-    need = k - above.sum(1, keepdim=True)                    # places left for scores equal to the k-th
+    need = k - above.sum(1, keepdim=True)  # places left for scores equal to the k-th
     keep = above | (at & (at.cumsum(1, dtype=torch.int32) <= need))
     return keep.nonzero(as_tuple=True)[1].view(len(sims), k)  # increasing gallery index
+
 
 def _topk_chunk(sims: torch.Tensor, k: int):
     """The `k` best (scores, columns) of each row, best first, ties by lower index. `torch.topk`
@@ -392,10 +462,11 @@ def _topk_chunk(sims: torch.Tensor, k: int):
             idx[tie] = _ties_at_kth(sims[tie], k)
     else:
         idx = torch.arange(k, device=sims.device).expand(len(sims), k)
-    idx = idx.sort(1).values                                 # increasing index, for the stable sort
+    idx = idx.sort(1).values  # increasing index, for the stable sort
     sc = sims.gather(1, idx)
     o = torch.sort(sc, dim=1, descending=True, stable=True).indices
     return sc.gather(1, o), idx.gather(1, o)
+
 
 @torch.no_grad()
 def topk_gallery(query_feats, gallery_feats, k=10, chunk_size=1024, normalize=True):
@@ -415,26 +486,40 @@ def topk_gallery(query_feats, gallery_feats, k=10, chunk_size=1024, normalize=Tr
 
 # %% ../nbs/04_metrics.ipynb #4428bc1c
 @torch.no_grad()
-def naive_rank_metrics(query_feats, gallery_feats, query_pids, gallery_pids, *, max_rank=50) -> dict:
-    "Benchmark baseline only (IRRA's full-matrix `rank`): same dict as `rank_metrics`, unspecified tie order. Use `rank_metrics`."
+def naive_rank_metrics(
+    query_feats, gallery_feats, query_pids, gallery_pids, *, max_rank=50
+) -> dict:
+    """Benchmark baseline only (IRRA's full-matrix `rank`): same dict as `rank_metrics`, unspecified
+    tie order. Use `rank_metrics`."""
     q, g = _prepare_feats(query_feats, gallery_feats, normalize=True)
     q_pids = _as_pids(query_pids, "query_pids", len(q), "query_feats")
     g_pids = _as_pids(gallery_pids, "gallery_pids", len(g), "gallery_feats")
     _check_relevant(q_pids, g_pids)
     n_q, n_g = len(q), len(g)
-    similarity = q @ g.t()                                        # Q x G float32
-    indices = torch.argsort(similarity, dim=1, descending=True)   # Q x G int64
-    matches = g_pids[indices].eq(q_pids.view(-1, 1))              # Q x G bool
-    all_cmc = matches[:, :max(max_rank, 10)].cumsum(1)
+    similarity = q @ g.t()  # Q x G float32
+    indices = torch.argsort(similarity, dim=1, descending=True)  # Q x G int64
+    matches = g_pids[indices].eq(q_pids.view(-1, 1))  # Q x G bool
+    all_cmc = matches[:, : max(max_rank, 10)].cumsum(1)
     all_cmc[all_cmc > 1] = 1
     all_cmc = (all_cmc.float().mean(0) * 100).tolist()
     num_rel = matches.sum(1)
-    tmp_cmc = matches.cumsum(1)                                   # Q x G int64
-    inp = [tmp_cmc[i][match_row.nonzero()[-1]] / (match_row.nonzero()[-1] + 1.) for i, match_row in enumerate(matches)]
+    tmp_cmc = matches.cumsum(1)  # Q x G int64
+    inp = [
+        tmp_cmc[i][match_row.nonzero()[-1]] / (match_row.nonzero()[-1] + 1.0)
+        for i, match_row in enumerate(matches)
+    ]
     mINP = torch.cat(inp).mean() * 100
     tmp_cmc = tmp_cmc / torch.arange(1, n_g + 1, dtype=torch.float32)  # P_i(k), Q x G float32
     AP = (tmp_cmc * matches).sum(1) / num_rel
     mAP = AP.mean() * 100
     at = lambda K: all_cmc[min(K, n_g) - 1]
-    return {'R1': at(1), 'R5': at(5), 'R10': at(10), 'mAP': float(mAP), 'mINP': float(mINP),
-            'cmc': all_cmc[:min(max_rank, n_g)], 'num_queries': n_q, 'num_gallery': n_g}
+    return {
+        'R1': at(1),
+        'R5': at(5),
+        'R10': at(10),
+        'mAP': float(mAP),
+        'mINP': float(mINP),
+        'cmc': all_cmc[: min(max_rank, n_g)],
+        'num_queries': n_q,
+        'num_gallery': n_g,
+    }

@@ -11,7 +11,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoConfig, AutoModel, CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    CLIPConfig,
+    CLIPModel,
+    CLIPTextConfig,
+    CLIPVisionConfig,
+)
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.models.clip.modeling_clip import CLIPVisionEmbeddings
 from .core import TbprError, read_json
@@ -26,30 +33,42 @@ __all__ = ['ENCODERS', 'ENCODER_MODULES', 'WEIGHTS', 'EncoderConfig', 'RectVisio
 @dataclass
 class EncoderConfig:
     "Sizes of the encoder: CLIP's dual encoder (`arch='clip'`) or IVT's shared one (`arch='shared'`, nbs/10_ivt)."
-    image_size: tuple = (144, 48)   # (H, W) of the input crops
+
+    image_size: tuple = (144, 48)  # (H, W) of the input crops
     patch_size: int = 12
-    patch_stride: int = 0           # 0: = patch_size; smaller: overlapping patches (the shared encoder only; IVT: 12 with 16)
-    embed_dim: int = 128            # the joint embedding (CLIP's projection_dim)
+    # 0: = patch_size; smaller: overlapping patches (the shared encoder only; IVT: 12 with 16)
+    patch_stride: int = 0
+    embed_dim: int = 128  # the joint embedding (CLIP's projection_dim)
     vision_width: int = 192
     vision_layers: int = 4
     vision_heads: int = 4
     text_width: int = 128
     text_layers: int = 4
     text_heads: int = 4
-    max_length: int = 64            # text positions (CLIP: 77)
+    max_length: int = 64  # text positions (CLIP: 77)
     vocab_size: int = 30522
     bos_token_id: int = 101
     eos_token_id: int = 102
     pad_token_id: int = 0
-    arch: str = "clip"              # the encoder architecture (a key of ENCODERS); the method chooses it
-    fusion_heads: int = 0           # arch 'support' (LCR²S's teacher): heads of its support-set fusion
-    fusion_layers: int = 1          # arch 'support': attention layers of the fusion
-    fusion_ff: int = 0              # arch 'support': feed-forward width of each fusion layer, x embed_dim (0: none)
-    hidden_act: str = "gelu"        # arch 'shared' (IVT): the MLP activation and layer-norm epsilon of its checkpoint
+    arch: str = "clip"  # the encoder architecture (a key of ENCODERS); the method chooses it
+    fusion_heads: int = 0  # arch 'support' (LCR²S's teacher): heads of its support-set fusion
+    fusion_layers: int = 1  # arch 'support': attention layers of the fusion
+    fusion_ff: int = (
+        0  # arch 'support': feed-forward width of each fusion layer, x embed_dim (0: none)
+    )
+    hidden_act: str = (
+        "gelu"  # arch 'shared' (IVT): the MLP activation and layer-norm epsilon of its checkpoint
+    )
     layer_norm_eps: float = 1e-6
-    drop_path: float = 0.0          # arch 'shared': stochastic depth rising linearly to this rate (training only)
-    text_dropout: float = 0.0       # arch 'shared': dropout on the text embeddings (training only)
-    pixel_mean: tuple = (0.48145466, 0.4578275, 0.40821073)   # input normalisation (CLIP's; IVT: 0.5)
+    drop_path: float = (
+        0.0  # arch 'shared': stochastic depth rising linearly to this rate (training only)
+    )
+    text_dropout: float = 0.0  # arch 'shared': dropout on the text embeddings (training only)
+    pixel_mean: tuple = (
+        0.48145466,
+        0.4578275,
+        0.40821073,
+    )  # input normalisation (CLIP's; IVT: 0.5)
     pixel_std: tuple = (0.26862954, 0.26130258, 0.27577711)
 
     def __post_init__(self):
@@ -57,54 +76,99 @@ class EncoderConfig:
         self.pixel_mean, self.pixel_std = tuple(self.pixel_mean), tuple(self.pixel_std)
         h, w = self.image_size
         if self.patch_stride < 0 or self.patch_stride > self.patch_size:
-            raise TbprError(f"model.patch_stride={self.patch_stride} must be between 1 and model.patch_size={self.patch_size} (0: equal)")
+            raise TbprError(
+                f"model.patch_stride={self.patch_stride} must be between 1 and model.patch_size={self.patch_size} (0: equal)"
+            )
         if self.stride == self.patch_size and (h % self.patch_size or w % self.patch_size):
-            raise TbprError(f"model.image_size={list(self.image_size)} is not divisible by model.patch_size={self.patch_size}",
-                            fix="choose a size that is a multiple of the patch size, e.g. 384x128 with 16")
+            raise TbprError(
+                f"model.image_size={list(self.image_size)} is not divisible by model.patch_size={self.patch_size}",
+                fix="choose a size that is a multiple of the patch size, e.g. 384x128 with 16",
+            )
         for side in ("vision", "text"):
             if getattr(self, f"{side}_width") % getattr(self, f"{side}_heads"):
                 raise TbprError(f"model.{side}_width must be divisible by model.{side}_heads")
+
     @property
-    def stride(self) -> int: return self.patch_stride or self.patch_size
+    def stride(self) -> int:
+        return self.patch_stride or self.patch_size
+
     @property
     def grid(self) -> tuple:
         "Patches per column and per row."
         return tuple((side - self.patch_size) // self.stride + 1 for side in self.image_size)
 
     def clip_config(self) -> CLIPConfig:
-        tc = CLIPTextConfig(vocab_size=self.vocab_size, hidden_size=self.text_width, intermediate_size=4 * self.text_width,
-                            num_hidden_layers=self.text_layers, num_attention_heads=self.text_heads,
-                            max_position_embeddings=self.max_length, projection_dim=self.embed_dim,
-                            bos_token_id=self.bos_token_id, eos_token_id=self.eos_token_id, pad_token_id=self.pad_token_id)
-        vc = CLIPVisionConfig(hidden_size=self.vision_width, intermediate_size=4 * self.vision_width,
-                              num_hidden_layers=self.vision_layers, num_attention_heads=self.vision_heads,
-                              image_size=max(self.image_size), patch_size=self.patch_size, projection_dim=self.embed_dim)
-        return CLIPConfig(text_config=tc.to_dict(), vision_config=vc.to_dict(), projection_dim=self.embed_dim)
+        tc = CLIPTextConfig(
+            vocab_size=self.vocab_size,
+            hidden_size=self.text_width,
+            intermediate_size=4 * self.text_width,
+            num_hidden_layers=self.text_layers,
+            num_attention_heads=self.text_heads,
+            max_position_embeddings=self.max_length,
+            projection_dim=self.embed_dim,
+            bos_token_id=self.bos_token_id,
+            eos_token_id=self.eos_token_id,
+            pad_token_id=self.pad_token_id,
+        )
+        vc = CLIPVisionConfig(
+            hidden_size=self.vision_width,
+            intermediate_size=4 * self.vision_width,
+            num_hidden_layers=self.vision_layers,
+            num_attention_heads=self.vision_heads,
+            image_size=max(self.image_size),
+            patch_size=self.patch_size,
+            projection_dim=self.embed_dim,
+        )
+        return CLIPConfig(
+            text_config=tc.to_dict(), vision_config=vc.to_dict(), projection_dim=self.embed_dim
+        )
 
 # %% ../nbs/03_model.ipynb #a554a1b4
 class RectVisionEmbeddings(CLIPVisionEmbeddings):
     "CLIP patch embeddings with a learned (1 + gh*gw)-row position table for a rectangular grid."
+
     def __init__(self, config: CLIPVisionConfig, grid: tuple):
         super().__init__(config)
-        self.grid = tuple(grid); self.num_patches = grid[0] * grid[1]; self.num_positions = self.num_patches + 1
+        self.grid = tuple(grid)
+        self.num_patches = grid[0] * grid[1]
+        self.num_positions = self.num_patches + 1
         self.position_embedding = nn.Embedding(self.num_positions, self.embed_dim)
-        self.position_ids = nn.Buffer(torch.arange(self.num_positions).expand((1, -1)), persistent=False)
+        self.position_ids = nn.Buffer(
+            torch.arange(self.num_positions).expand((1, -1)), persistent=False
+        )
 
-    def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False, patch_mask=None, mask_token=None) -> torch.Tensor:
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        interpolate_pos_encoding: bool = False,
+        patch_mask=None,
+        mask_token=None,
+    ) -> torch.Tensor:
         "Class token plus patch embeddings, plus positions; patches where `patch_mask` (B, N) is True become `mask_token`."
         b, _, h, w = pixel_values.shape
         if (h // self.patch_size, w // self.patch_size) != self.grid:
-            raise TbprError(f"input images are {h}x{w}, the model expects {self.grid[0] * self.patch_size}x{self.grid[1] * self.patch_size}",
-                            fix="preprocess the images at the model's image_size")
-        patches = self.patch_embedding(pixel_values.to(self.patch_embedding.weight.dtype)).flatten(2).transpose(1, 2)
-        if patch_mask is not None: patches = torch.where(patch_mask[..., None], mask_token.to(patches.dtype), patches)
+            raise TbprError(
+                f"input images are {h}x{w}, the model expects {self.grid[0] * self.patch_size}x{self.grid[1] * self.patch_size}",
+                fix="preprocess the images at the model's image_size",
+            )
+        patches = (
+            self.patch_embedding(pixel_values.to(self.patch_embedding.weight.dtype))
+            .flatten(2)
+            .transpose(1, 2)
+        )
+        if patch_mask is not None:
+            patches = torch.where(patch_mask[..., None], mask_token.to(patches.dtype), patches)
         tokens = torch.cat([self.class_embedding.expand(b, 1, -1), patches], dim=1)
         return tokens + self.position_embedding(self.position_ids)
 
-def interpolate_position_table(table: torch.Tensor, old_grid: tuple, new_grid: tuple, mode: str = "bilinear") -> torch.Tensor:
+
+def interpolate_position_table(
+    table: torch.Tensor, old_grid: tuple, new_grid: tuple, mode: str = "bilinear"
+) -> torch.Tensor:
     "Resize a (1 + gh*gw, D) position table (class row first) from `old_grid` to `new_grid`."
     cls_row, grid = table[:1], table[1:]
-    if grid.shape[0] != old_grid[0] * old_grid[1]: raise ValueError(f"table has {grid.shape[0]} patch rows, not {old_grid}")
+    if grid.shape[0] != old_grid[0] * old_grid[1]:
+        raise ValueError(f"table has {grid.shape[0]} patch rows, not {old_grid}")
     g = grid.reshape(1, *old_grid, -1).permute(0, 3, 1, 2).float()
     g = F.interpolate(g, size=tuple(new_grid), mode=mode, align_corners=False)
     return torch.cat([cls_row, g.permute(0, 2, 3, 1).reshape(-1, table.shape[1]).to(table.dtype)])
@@ -113,24 +177,36 @@ def interpolate_position_table(table: torch.Tensor, old_grid: tuple, new_grid: t
 def eot_positions(ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
     "Index of the first `eos_token_id` in each row of `ids` (the last position if there is none)."
     is_eot = ids == eos_token_id
-    return torch.where(is_eot.any(1), is_eot.int().argmax(1), torch.full_like(ids[:, 0], ids.shape[1] - 1))
+    return torch.where(
+        is_eot.any(1), is_eot.int().argmax(1), torch.full_like(ids[:, 0], ids.shape[1] - 1)
+    )
+
 
 def text_padding(ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
     "(B, L) True for the positions after each caption's first end token (padding)."
-    return torch.arange(ids.shape[1], device=ids.device)[None] > eot_positions(ids, eos_token_id)[:, None]
+    return (
+        torch.arange(ids.shape[1], device=ids.device)[None]
+        > eot_positions(ids, eos_token_id)[:, None]
+    )
+
 
 class DualEncoder(nn.Module):
     "CLIP image and text encoders returning (global features, token features) in the joint space."
+
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
         if cfg.stride != cfg.patch_size:
-            raise TbprError(f"model.patch_stride={cfg.patch_stride}: CLIP's dual encoder takes non-overlapping patches",
-                            fix="set model.patch_stride: 0 (overlapping patches are for train.method: ivt)")
+            raise TbprError(
+                f"model.patch_stride={cfg.patch_stride}: CLIP's dual encoder takes non-overlapping patches",
+                fix="set model.patch_stride: 0 (overlapping patches are for train.method: ivt)",
+            )
         self.cfg = cfg
         self.clip = CLIPModel(cfg.clip_config())
         vm = self.clip.vision_model
         vm.embeddings = RectVisionEmbeddings(vm.config, cfg.grid)
-        self.clip.logit_scale.requires_grad_(False)      # unused: every method fixes its own temperature
+        self.clip.logit_scale.requires_grad_(
+            False
+        )  # unused: every method fixes its own temperature
 
     def encode_image(self, pixels: torch.Tensor, patch_mask=None, mask_token=None) -> tuple:
         "Global (B, D) and token (B, 1+N, D) image features; patches where `patch_mask` is True are replaced by `mask_token` (MIM)."
@@ -146,47 +222,66 @@ class DualEncoder(nn.Module):
 
     def encode_text(self, ids: torch.Tensor) -> tuple:
         "Global (B, D) text features at the end-of-text token, and token features (B, L, D)."
-        x = self.clip.text_model(input_ids=ids).last_hidden_state        # causal attention, final layer norm applied
+        x = self.clip.text_model(
+            input_ids=ids
+        ).last_hidden_state  # causal attention, final layer norm applied
         tokens = self.clip.text_projection(x)
         return tokens[torch.arange(len(ids), device=ids.device), self.eot_positions(ids)], tokens
 
     @property
-    def embed_dim(self): return self.cfg.embed_dim
+    def embed_dim(self):
+        return self.cfg.embed_dim
 
 # %% ../nbs/03_model.ipynb #a9caf7b1
 ENCODERS = {"clip": DualEncoder}
-ENCODER_MODULES = {"shared": "tbpr.ivt", "support": "tbpr.lcr2s"}     # architectures defined in later notebooks, imported when first needed
+ENCODER_MODULES = {
+    "shared": "tbpr.ivt",
+    "support": "tbpr.lcr2s",
+}  # architectures defined in later notebooks, imported when first needed
+
 
 def build_encoder(cfg: EncoderConfig) -> nn.Module:
     "A fresh encoder of architecture `cfg.arch`."
     if cfg.arch not in ENCODERS and cfg.arch in ENCODER_MODULES:
-        import importlib; importlib.import_module(ENCODER_MODULES[cfg.arch])
+        import importlib
+
+        importlib.import_module(ENCODER_MODULES[cfg.arch])
     if cfg.arch not in ENCODERS:
-        raise TbprError(f"encoder architecture {cfg.arch!r} is unknown", fix=f"one of: {', '.join(sorted({*ENCODERS, *ENCODER_MODULES}))}")
+        raise TbprError(
+            f"encoder architecture {cfg.arch!r} is unknown",
+            fix=f"one of: {', '.join(sorted({*ENCODERS, *ENCODER_MODULES}))}",
+        )
     return ENCODERS[cfg.arch](cfg)
 
-WEIGHTS = "model.safetensors"      # a model folder's weights, under transformers' name for them
+
+WEIGHTS = "model.safetensors"  # a model folder's weights, under transformers' name for them
+
 
 class TbprConfig(PretrainedConfig):
     """The `config.json` of a tbpr model folder: the encoder's sizes (`encoder`, an `EncoderConfig`
     as a dict) and what the training kept beside them (method, tokenizer, the selected epoch, the
     resolved parameters), under the transformers model type `tbpr`."""
+
     model_type = "tbpr"
 
     def __init__(self, encoder: dict | None = None, **kwargs):
         self.encoder = dict(encoder or {})
         super().__init__(**kwargs)
 
+
 class TbprModel(PreTrainedModel):
     """A tbpr encoder (any architecture) as a transformers model: `AutoModel.from_pretrained(folder)`
     once `tbpr` is imported, `save_pretrained`, `push_to_hub`. Its weights are the encoder's, under
     the prefix `encoder.`; `get_image_features` and `get_text_features` as `CLIPModel` has them."""
+
     config_class = TbprConfig
     main_input_name = "pixel_values"
 
     def __init__(self, config: TbprConfig, encoder: nn.Module | None = None):
         super().__init__(config)
-        self.encoder = encoder if encoder is not None else build_encoder(EncoderConfig(**config.encoder))
+        self.encoder = (
+            encoder if encoder is not None else build_encoder(EncoderConfig(**config.encoder))
+        )
         self.post_init()
 
     def _init_weights(self, module):
@@ -207,21 +302,30 @@ class TbprModel(PreTrainedModel):
             out["image_embeds"] = self.get_image_features(pixel_values)
         return out
 
+
 AutoConfig.register("tbpr", TbprConfig)
 AutoModel.register(TbprConfig, TbprModel)
+
 
 def image_processor(cfg: EncoderConfig, resize: str = "bilinear"):
     """The preprocessing a model folder records for standard tools: resize to the encoder's input
     size (`data.resize`'s filter), scale to [0, 1], normalise with the encoder's mean and std."""
     from PIL import Image
-    from transformers import ViTImageProcessorPil    # PIL's resize, as the preprocess stage's
+    from transformers import ViTImageProcessorPil  # PIL's resize, as the preprocess stage's
+
     filters = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
     h, w = cfg.image_size
-    return ViTImageProcessorPil(size={"height": h, "width": w}, resample=filters[resize],
-                                image_mean=list(cfg.pixel_mean), image_std=list(cfg.pixel_std))
+    return ViTImageProcessorPil(
+        size={"height": h, "width": w},
+        resample=filters[resize],
+        image_mean=list(cfg.pixel_mean),
+        image_std=list(cfg.pixel_std),
+    )
 
-def save_encoder(encoder: nn.Module, out_dir, tok=None, resize: str = "bilinear",
-                 weights_from=None, **extra) -> Path:
+
+def save_encoder(
+    encoder: nn.Module, out_dir, tok=None, resize: str = "bilinear", weights_from=None, **extra
+) -> Path:
     """Write a model folder standard tools load: `config.json` (a `TbprConfig`: the encoder config
     plus `extra`), `model.safetensors` (the encoder's weights, or a copy of `weights_from`, an
     earlier folder's), the preprocessing (`preprocessor_config.json`) and, if given, the tokenizer
@@ -239,34 +343,48 @@ def save_encoder(encoder: nn.Module, out_dir, tok=None, resize: str = "bilinear"
         tok.save_pretrained(str(out_dir))
     return out_dir
 
+
 def _load_weights(enc: nn.Module, weights: Path, device) -> None:
     "The encoder's weights from a model folder's `model.safetensors`, strictly."
     from safetensors.torch import load_file
+
     try:
         saved = load_file(str(weights), device=str(device))
         state = {k.removeprefix("encoder."): v for k, v in saved.items()}
         enc.load_state_dict(state, strict=True)
-    except Exception as err:            # safetensors' header or length check, or tensors of the wrong shape
-        raise TbprError(f"{weights}: truncated, corrupt or not this config's weights "
-                        f"({str(err).splitlines()[0][:120]})",
-                        fix="restore it (`dvc checkout artifacts/model`) or train again (`dvc repro -f train`)") from None
+    except Exception as err:  # safetensors' header or length check, or tensors of the wrong shape
+        raise TbprError(
+            f"{weights}: truncated, corrupt or not this config's weights "
+            f"({str(err).splitlines()[0][:120]})",
+            fix="restore it (`dvc checkout artifacts/model`) or train again (`dvc repro -f train`)",
+        ) from None
+
 
 def load_encoder(model_dir, device="cpu") -> tuple:
     "Rebuild the encoder saved by `save_encoder` (any architecture); returns (encoder in eval mode, config dict)."
     model_dir = Path(model_dir)
     for f in ("config.json", WEIGHTS):
         if not (model_dir / f).exists():
-            raise TbprError(f"{model_dir / f}: not found", fix="train a model first (`dvc repro train`) or point to a folder written by save_encoder")
+            raise TbprError(
+                f"{model_dir / f}: not found",
+                fix="train a model first (`dvc repro train`) or point to a folder written by save_encoder",
+            )
     meta = read_json(model_dir / "config.json", "model config")
     if not isinstance(meta, dict) or not isinstance(meta.get("encoder"), dict):
-        raise TbprError(f"{model_dir / 'config.json'}: no encoder configuration in it",
-                        fix="point to a folder written by save_encoder (the train stage's artifacts/model)")
+        raise TbprError(
+            f"{model_dir / 'config.json'}: no encoder configuration in it",
+            fix="point to a folder written by save_encoder (the train stage's artifacts/model)",
+        )
     enc = build_encoder(EncoderConfig(**meta["encoder"]))
     _load_weights(enc, model_dir / WEIGHTS, device)
     return enc.to(device).eval(), meta
 
+
 def load_encoder_tokenizer(model_dir, meta: dict):
     "The tokenizer saved beside an encoder (a self-contained model folder), else the one its config names."
     saved = Path(model_dir)
-    return load_tokenizer(str(saved) if (saved / "tokenizer_config.json").is_file() else meta.get("tokenizer", "minilm"))
-
+    return load_tokenizer(
+        str(saved)
+        if (saved / "tokenizer_config.json").is_file()
+        else meta.get("tokenizer", "minilm")
+    )

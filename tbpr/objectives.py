@@ -20,35 +20,57 @@ __all__ = ['METHODS', 'METHOD_INIT', 'METHOD_OBJECTIVES', 'METHOD_TEACHER', 'INI
 # %% ../nbs/05_objectives.ipynb #221d45f0
 class Step:
     "One training batch and the encoder; features are computed lazily and shared between objectives."
+
     def __init__(self, encoder: DualEncoder, batch: dict):
         self.encoder, self.batch = encoder, batch
+
     @cached_property
-    def image(self) -> tuple: return self.encoder.encode_image(self.batch["images"])
+    def image(self) -> tuple:
+        return self.encoder.encode_image(self.batch["images"])
+
     @cached_property
-    def text(self) -> tuple: return self.encoder.encode_text(self.batch["input_ids"])
+    def text(self) -> tuple:
+        return self.encoder.encode_text(self.batch["input_ids"])
+
     @property
-    def pids(self) -> torch.Tensor: return self.batch["pids"]
+    def pids(self) -> torch.Tensor:
+        return self.batch["pids"]
+
 
 class Objective(nn.Module):
     "A training loss with its own trainable parts; `forward(step)` returns a scalar."
-    def forward(self, step: Step) -> torch.Tensor: raise NotImplementedError
+
+    def forward(self, step: Step) -> torch.Tensor:
+        raise NotImplementedError
+
 
 class RetrievalModel(nn.Module):
     "The shared dual encoder plus a method's objectives and their weights."
+
     def __init__(self, encoder: DualEncoder, objectives: dict, weights: dict, step_cls=Step):
         super().__init__()
         self.encoder, self.objectives, self.step_cls = encoder, nn.ModuleDict(objectives), step_cls
         self.weights = {k: float(weights.get(k, 1.0)) for k in objectives}
+
     def forward(self, batch: dict) -> dict:
         "The unweighted loss of each objective on `batch`."
         step = self.step_cls(self.encoder, batch)
         return {name: obj(step) for name, obj in self.objectives.items() if self.weights[name] != 0}
+
     def total(self, losses: dict) -> torch.Tensor:
         return sum(self.weights[k] * v for k, v in losses.items())
+
     @property
     def needs(self) -> set:
         "Extra batch fields the active objectives read (e.g. 'parsing')."
-        return set().union(*(getattr(o, "needs", set()) for k, o in self.objectives.items() if self.weights[k] != 0))
+        return set().union(
+            *(
+                getattr(o, "needs", set())
+                for k, o in self.objectives.items()
+                if self.weights[k] != 0
+            )
+        )
+
     def diagnostics(self, split, store, tokenizer, max_length: int, **data) -> dict:
         """Held-out figures the active objectives measure on an evaluation split, logged beside R1 each evaluation
         (e.g. BiLMa's MIM accuracy against the majority label): the `held_out` of each objective that has one.
@@ -58,97 +80,154 @@ class RetrievalModel(nn.Module):
             if self.weights[k] != 0 and hasattr(o, "held_out"):
                 out.update(o.held_out(self.encoder, split, store, tokenizer, max_length, **data))
         return out
+
     @property
     def data_options(self) -> dict:
-        "Keyword arguments of `TrainData` the active objectives ask for (e.g. IVT's `views` and `caption_levels`)."
+        """Keyword arguments of `TrainData` the active objectives ask for (e.g. IVT's `views` and
+        `caption_levels`)."""
         out = {}
         for k, o in self.objectives.items():
-            if self.weights[k] != 0: out.update(getattr(o, "data_options", {}))
+            if self.weights[k] != 0:
+                out.update(getattr(o, "data_options", {}))
         return out
 
 # %% ../nbs/05_objectives.ipynb #113fc464
-def sdm_loss(image_feats, text_feats, pids, temperature: float = 0.02, eps: float = 1e-8) -> torch.Tensor:
+def sdm_loss(
+    image_feats, text_feats, pids, temperature: float = 0.02, eps: float = 1e-8
+) -> torch.Tensor:
     "IRRA's similarity distribution matching between the in-batch image and text features."
     v, t = F.normalize(image_feats, dim=-1), F.normalize(text_feats, dim=-1)
     same = (pids.view(-1, 1) == pids.view(1, -1)).float()
     q = same / same.sum(1, keepdim=True)
+
     def kl(sim):
         return (F.softmax(sim, 1) * (F.log_softmax(sim, 1) - torch.log(q + eps))).sum(1).mean()
+
     sim = v @ t.t() / temperature
     return kl(sim) + kl(sim.t())
+
 
 def gather_features(*tensors) -> tuple:
     "Every process's rows of each tensor (concatenated in rank order), gradients flowing back to each process's own rows."
     import torch.distributed as dist
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1: return tensors
-    from torch.distributed._functional_collectives import all_gather_single_autograd   # backward: sum-reduce-scatter
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensors
+    from torch.distributed._functional_collectives import (
+        all_gather_single_autograd,
+    )  # backward: sum-reduce-scatter
+
     group = dist.group.WORLD
-    return tuple(all_gather_single_autograd(t.contiguous(), gather_dim=0, group=group) for t in tensors)
+    return tuple(
+        all_gather_single_autograd(t.contiguous(), gather_dim=0, group=group) for t in tensors
+    )
+
 
 class SDM(Objective):
-    "SDM over the whole batch: on several GPUs, over every process's features (gathered), as one large batch."
+    """SDM over the whole batch: on several GPUs, over every process's features (gathered), as one
+    large batch."""
+
     def __init__(self, temperature: float = 0.02):
-        super().__init__(); self.temperature = temperature
+        super().__init__()
+        self.temperature = temperature
+
     def forward(self, step):
         return sdm_loss(*gather_features(step.image[0], step.text[0], step.pids), self.temperature)
 
 # %% ../nbs/05_objectives.ipynb #c2a011dc
 class IDLoss(Objective):
     "Cross-entropy of a shared identity classifier on global image and text features."
+
     def __init__(self, embed_dim: int, num_ids: int):
         super().__init__()
         self.classifier = nn.Linear(embed_dim, num_ids)
-        nn.init.normal_(self.classifier.weight, std=0.001); nn.init.zeros_(self.classifier.bias)
+        nn.init.normal_(self.classifier.weight, std=0.001)
+        nn.init.zeros_(self.classifier.bias)
+
     def forward(self, step):
-        return 0.5 * (F.cross_entropy(self.classifier(step.image[0]), step.pids) +
-                      F.cross_entropy(self.classifier(step.text[0]), step.pids))
+        return 0.5 * (
+            F.cross_entropy(self.classifier(step.image[0]), step.pids)
+            + F.cross_entropy(self.classifier(step.text[0]), step.pids)
+        )
 
 # %% ../nbs/05_objectives.ipynb #30c357ed
 class QuickGELU(nn.Module):
     "OpenAI CLIP's activation, x sigmoid(1.702 x), as IRRA's cross-modal transformer uses it."
+
     def forward(self, x):
         return x * torch.sigmoid(1.702 * x)
 
+
 def irra_stds(dim: int, depth: int) -> dict:
-    "IRRA's initialisation scales for its cross-modal module of width `dim` and `depth` layers (model/build.py)."
-    return {"attn": dim ** -0.5, "proj": dim ** -0.5 * (2 * max(depth, 1)) ** -0.5, "fc": (2 * dim) ** -0.5}
+    """IRRA's initialisation scales for its cross-modal module of width `dim` and `depth` layers
+    (model/build.py)."""
+    return {
+        "attn": dim**-0.5,
+        "proj": dim**-0.5 * (2 * max(depth, 1)) ** -0.5,
+        "fc": (2 * dim) ** -0.5,
+    }
+
 
 class CrossModal(nn.Module):
     "Queries from one modality attend to another's tokens, then a small pre-norm transformer refines them."
+
     def __init__(self, dim: int, heads: int = 8, depth: int = 4, style: str = "torch"):
         super().__init__()
         check_choice(style, ["torch", "irra"], "train.cmt_style")
         self.ln_q, self.ln_kv = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
         act = QuickGELU() if style == "irra" else "gelu"
-        layer = nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout=0.0, activation=act, batch_first=True, norm_first=True)
-        self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False) if depth else nn.Identity()
+        layer = nn.TransformerEncoderLayer(
+            dim, heads, 4 * dim, dropout=0.0, activation=act, batch_first=True, norm_first=True
+        )
+        self.blocks = (
+            nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+            if depth
+            else nn.Identity()
+        )
         self.ln_post = nn.LayerNorm(dim)
         if style == "torch":
-            nn.init.normal_(self.attn.in_proj_weight, std=dim ** -0.5); nn.init.normal_(self.attn.out_proj.weight, std=dim ** -0.5)
+            nn.init.normal_(self.attn.in_proj_weight, std=dim**-0.5)
+            nn.init.normal_(self.attn.out_proj.weight, std=dim**-0.5)
             return
         std = irra_stds(dim, depth)
-        nn.init.normal_(self.attn.in_proj_weight, std=std["attn"]); nn.init.normal_(self.attn.out_proj.weight, std=std["proj"])
-        for block in (self.blocks.layers if depth else []):
-            nn.init.normal_(block.self_attn.in_proj_weight, std=std["attn"]); nn.init.normal_(block.self_attn.out_proj.weight, std=std["proj"])
-            nn.init.normal_(block.linear1.weight, std=std["fc"]); nn.init.normal_(block.linear2.weight, std=std["proj"])
-    def forward(self, queries, keys, key_padding_mask=None, reverse: bool = False, query_padding_mask=None):
-        """`key_padding_mask` (B, L): True where a key is padding and must not be attended to. `reverse`: the queries
-        come from the modality the keys usually come from (BiLMa's MIM through IRR's module: image queries, text
-        keys), so each input LayerNorm stays with its modality, as IRRA's `ln_pre_t` and `ln_pre_i` do.
-        `query_padding_mask` (B, Lq): True where a query is padding, left out of the transformer's self-attention."""
+        nn.init.normal_(self.attn.in_proj_weight, std=std["attn"])
+        nn.init.normal_(self.attn.out_proj.weight, std=std["proj"])
+        for block in self.blocks.layers if depth else []:
+            nn.init.normal_(block.self_attn.in_proj_weight, std=std["attn"])
+            nn.init.normal_(block.self_attn.out_proj.weight, std=std["proj"])
+            nn.init.normal_(block.linear1.weight, std=std["fc"])
+            nn.init.normal_(block.linear2.weight, std=std["proj"])
+
+    def forward(
+        self, queries, keys, key_padding_mask=None, reverse: bool = False, query_padding_mask=None
+    ):
+        """`key_padding_mask` (B, L): True where a key is padding and must not be attended to.
+        `reverse`: the queries come from the modality the keys usually come from (BiLMa's MIM
+        through IRR's module: image queries, text keys), so each input LayerNorm stays with its
+        modality, as IRRA's `ln_pre_t` and `ln_pre_i` do. `query_padding_mask` (B, Lq): True where a
+        query is padding, left out of the transformer's self-attention."""
         ln_q, ln_kv = (self.ln_kv, self.ln_q) if reverse else (self.ln_q, self.ln_kv)
         kv = ln_kv(keys)
-        x = self.attn(ln_q(queries), kv, kv, need_weights=False, key_padding_mask=key_padding_mask)[0]
+        x = self.attn(ln_q(queries), kv, kv, need_weights=False, key_padding_mask=key_padding_mask)[
+            0
+        ]
         if query_padding_mask is not None and isinstance(self.blocks, nn.TransformerEncoder):
             return self.ln_post(self.blocks(x, src_key_padding_mask=query_padding_mask))
         return self.ln_post(self.blocks(x))
 
+
 class MLMHead(nn.Sequential):
     "IRRA's prediction head (dense, QuickGELU, LayerNorm, fc); with `stds` (from `irra_stds`), IRRA's initialisation."
+
     def __init__(self, dim: int, vocab_size: int, stds: dict | None = None):
-        super().__init__(nn.Linear(dim, dim), QuickGELU(), nn.LayerNorm(dim), nn.Linear(dim, vocab_size))
-        if stds: nn.init.normal_(self[0].weight, std=stds["fc"]); nn.init.normal_(self[3].weight, std=stds["proj"])
+        super().__init__(
+            nn.Linear(dim, dim), QuickGELU(), nn.LayerNorm(dim), nn.Linear(dim, vocab_size)
+        )
+        if stds:
+            nn.init.normal_(self[0].weight, std=stds["fc"])
+            nn.init.normal_(self[3].weight, std=stds["proj"])
+
 
 def irra_padded(ids: torch.Tensor, labels: torch.Tensor, eos_token_id: int, length: int) -> tuple:
     "`ids` and `labels` as IRRA's: every position after the end token id 0, and both padded with 0 to `length`."
@@ -156,20 +235,32 @@ def irra_padded(ids: torch.Tensor, labels: torch.Tensor, eos_token_id: int, leng
     extra = length - ids.shape[1]
     return F.pad(ids, (0, extra), value=0), F.pad(labels, (0, extra), value=0)
 
+
 class IRR(Objective):
     """Implicit relation reasoning: predict masked caption tokens from the masked caption attending to the image.
     `padding` decides what the cross-modal transformer sees after each caption's end token: `mask` leaves it out
     (a caption's loss does not depend on the rest of its batch), `irra` pads every caption to the text length with
     id 0 and attends to all of it, as IRRA does."""
-    def __init__(self, dim: int, vocab_size: int, heads: int = 8, depth: int = 4, style: str = "torch",
-                 padding: str = "mask"):
+
+    def __init__(
+        self,
+        dim: int,
+        vocab_size: int,
+        heads: int = 8,
+        depth: int = 4,
+        style: str = "torch",
+        padding: str = "mask",
+    ):
         super().__init__()
         self.padding = check_choice(padding, ["mask", "irra"], "train.irr_padding")
         self.cross = CrossModal(dim, heads, depth, style)
         self.head = MLMHead(dim, vocab_size, irra_stds(dim, depth) if style == "irra" else None)
+
     def forward(self, step):
         if "mlm_ids" not in step.batch:
-            raise TbprError("the IRR objective needs masked captions in the batch", fix="set train.mlm_prob > 0")
+            raise TbprError(
+                "the IRR objective needs masked captions in the batch", fix="set train.mlm_prob > 0"
+            )
         ids, labels = step.batch["mlm_ids"], step.batch["mlm_labels"]
         cfg, pad = step.encoder.cfg, None
         if self.padding == "irra":
@@ -183,45 +274,91 @@ class IRR(Objective):
 
 # %% ../nbs/05_objectives.ipynb #68e52f34
 METHODS, METHOD_INIT, METHOD_OBJECTIVES, METHOD_TEACHER = {}, {}, {}, {}
-INIT_KEYS = ("init", "init_vision", "init_text", "init_ivt")    # the `model.*` keys naming pretrained weights
+INIT_KEYS = (
+    "init",
+    "init_vision",
+    "init_text",
+    "init_ivt",
+)  # the `model.*` keys naming pretrained weights
 
-def register_method(name: str, objectives: tuple, init_keys: tuple = ("init",), teacher: str | None = None):
-    """Decorator adding a model builder `fn(encoder_cfg, train_params, num_ids, **context) -> RetrievalModel` to `METHODS`.
-    `objectives`: the keys `train.loss_weights` may weigh; `init_keys`: the `model.*` weight keys the method reads (CLIP's
-    `init` for the dual encoder); `teacher`: a method trained first, whose model the builder receives as `teacher_dir`.
-    `context` carries what the data provides (e.g. `parsing_labels`, `cache_dir`, `train_split`) and `model_params`."""
+
+def register_method(
+    name: str, objectives: tuple, init_keys: tuple = ("init",), teacher: str | None = None
+):
+    """Decorator adding a model builder `fn(encoder_cfg, train_params, num_ids, **context) ->
+    RetrievalModel` to `METHODS`. `objectives`: the keys `train.loss_weights` may weigh;
+    `init_keys`: the `model.*` weight keys the method reads (CLIP's `init` for the dual encoder);
+    `teacher`: a method trained first, whose model the builder receives as `teacher_dir`. `context`
+    carries what the data provides (e.g. `parsing_labels`, `cache_dir`, `train_split`) and
+    `model_params`."""
+
     def deco(fn):
-        METHODS[name], METHOD_INIT[name], METHOD_OBJECTIVES[name], METHOD_TEACHER[name] = fn, tuple(init_keys), tuple(objectives), teacher
+        METHODS[name], METHOD_INIT[name], METHOD_OBJECTIVES[name], METHOD_TEACHER[name] = (
+            fn,
+            tuple(init_keys),
+            tuple(objectives),
+            teacher,
+        )
         return fn
+
     return deco
+
 
 @register_method("irra", objectives=("sdm", "id", "mlm"))
 def build_irra(cfg: EncoderConfig, train: dict, num_ids: int, **context) -> RetrievalModel:
     "IRRA: SDM + ID + implicit relation reasoning on the CLIP dual encoder."
-    objectives = {"sdm": SDM(train["temperature"]), "id": IDLoss(cfg.embed_dim, num_ids),
-                  "mlm": IRR(cfg.embed_dim, cfg.vocab_size, train["cmt_heads"], train["cmt_depth"], train["cmt_style"],
-                             train["irr_padding"])}
+    objectives = {
+        "sdm": SDM(train["temperature"]),
+        "id": IDLoss(cfg.embed_dim, num_ids),
+        "mlm": IRR(
+            cfg.embed_dim,
+            cfg.vocab_size,
+            train["cmt_heads"],
+            train["cmt_depth"],
+            train["cmt_style"],
+            train["irr_padding"],
+        ),
+    }
     return RetrievalModel(DualEncoder(cfg), objectives, train["loss_weights"])
+
 
 def check_init_keys(method: str, model_params: dict) -> None:
     "Refuse pretrained weights (`model.init*`) that `method` would silently ignore."
     check_choice(method, available_methods(), "train.method")
     for key in INIT_KEYS:
         if model_params.get(key) and key not in METHOD_INIT[method]:
-            raise TbprError(f"model.{key}={model_params[key]!r} is set, but train.method={method} does not read it",
-                            fix=f"{method} initialises from {', '.join('model.' + k for k in METHOD_INIT[method])}; set model.{key}: \"\"")
+            raise TbprError(
+                f"model.{key}={model_params[key]!r} is set, but train.method={method} does not read it",
+                fix=f"{method} initialises from {', '.join('model.' + k for k in METHOD_INIT[method])}; set model.{key}: \"\"",
+            )
 
-def build_model(method: str, cfg: EncoderConfig, train: dict, num_ids: int, model_params: dict | None = None, **context) -> RetrievalModel:
-    """The `RetrievalModel` of `method` (a key of `METHODS`); refuses loss weights of objectives the method lacks and
-    pretrained weights (`model.init*`) it would not read."""
+
+def build_model(
+    method: str,
+    cfg: EncoderConfig,
+    train: dict,
+    num_ids: int,
+    model_params: dict | None = None,
+    **context,
+) -> RetrievalModel:
+    """The `RetrievalModel` of `method` (a key of `METHODS`); refuses loss weights of objectives the
+    method lacks and pretrained weights (`model.init*`) it would not read."""
     check_init_keys(method, model_params or {})
     check_keys(train["loss_weights"], METHOD_OBJECTIVES[method], "train.loss_weights")
     return METHODS[method](cfg, train, num_ids, model_params=model_params or {}, **context)
 
-METHOD_MODULES = ("tbpr.bilma", "tbpr.ivt", "tbpr.lcr2s")   # methods defined in later notebooks; each registers itself when imported
+
+METHOD_MODULES = (
+    "tbpr.bilma",
+    "tbpr.ivt",
+    "tbpr.lcr2s",
+)  # methods defined in later notebooks; each registers itself when imported
+
 
 def available_methods() -> list:
     "Names of every method, after importing the modules that define them."
     import importlib
-    for m in METHOD_MODULES: importlib.import_module(m)
+
+    for m in METHOD_MODULES:
+        importlib.import_module(m)
     return sorted(METHODS)

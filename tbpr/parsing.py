@@ -21,46 +21,62 @@ __all__ = ['DEFAULT_PARSER', 'ATR_LABELS', 'parser_fix', 'parser_labels', 'load_
 # %% ../nbs/02c_parsing.ipynb #ps06c06
 DEFAULT_PARSER = "mattmdjaga/segformer_b2_clothes"
 
+
 def parser_fix(name: str) -> str:
     "How to put parser `name` on a machine without internet."
     short = Path(name).name or "parser"
-    return (f"download it where there is internet (`hf download {name} --local-dir "
-            f"data/parsers/{short}`), copy the folder to data/parsers/{short} here (then `dvc add "
-            "data`) and set data.parser: "
-            f"data/parsers/{short}; or give maps made elsewhere with data.parsing_dir")
+    return (
+        f"download it where there is internet (`hf download {name} --local-dir "
+        f"data/parsers/{short}`), copy the folder to data/parsers/{short} here (then `dvc add "
+        "data`) and set data.parser: "
+        f"data/parsers/{short}; or give maps made elsewhere with data.parsing_dir"
+    )
+
 
 def _is_local(name: str) -> bool:
     p = Path(name)
     return p.is_absolute() or name.startswith((".", "data/", "artifacts/")) or p.exists()
+
 
 def parser_labels(config) -> list:
     """The class names of a segmentation model's config, by class index; a config without names is
     refused."""
     labels = [config.id2label[i] for i in range(config.num_labels)]
     if all(l == f"LABEL_{i}" for i, l in enumerate(labels)):
-        raise TbprError("the parser's config.json names no classes (id2label: LABEL_0, ...)",
-                        fix="give a human-parsing checkpoint whose config has id2label")
+        raise TbprError(
+            "the parser's config.json names no classes (id2label: LABEL_0, ...)",
+            fix="give a human-parsing checkpoint whose config has id2label",
+        )
     if len(labels) >= IGNORE:
-        raise TbprError(f"the parser has {len(labels)} classes; maps hold at most {IGNORE - 1}",
-                        fix="give a parser with fewer classes")
+        raise TbprError(
+            f"the parser has {len(labels)} classes; maps hold at most {IGNORE - 1}",
+            fix="give a parser with fewer classes",
+        )
     return labels
+
 
 def load_parser(name: str, device: str = "cpu") -> tuple:
     """A human parser through transformers: `AutoModelForSemanticSegmentation` and its
     `AutoImageProcessor`, from a hub id or a folder written by `save_pretrained`. Returns (model in
     eval mode on `device`, processor, labels)."""
     from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
+
     if _is_local(name) and not (Path(name) / "config.json").is_file():
-        raise TbprError(f"data.parser={name!r}: no model folder here (config.json missing)",
-                        fix=parser_fix(name))
+        raise TbprError(
+            f"data.parser={name!r}: no model folder here (config.json missing)",
+            fix=parser_fix(name),
+        )
     try:
         model = AutoModelForSemanticSegmentation.from_pretrained(name)
         processor = AutoImageProcessor.from_pretrained(name)
     except (OSError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise TbprError(f"data.parser={name!r}: could not load a segmentation model ({first})",
-                        fix=parser_fix(name)) from None
+        raise TbprError(
+            f"data.parser={name!r}: could not load a segmentation model ({first})",
+            fix=parser_fix(name),
+        ) from None
     return model.eval().to(device), processor, parser_labels(model.config)
+
 
 def parser_digest(model, labels: list) -> str:
     """One sha256 of the parser's weights (in key order) and label names: maps of another parser are
@@ -72,28 +88,58 @@ def parser_digest(model, labels: list) -> str:
     return h.hexdigest()
 
 # %% ../nbs/02c_parsing.ipynb #ps08c08
-ATR_LABELS = ["Background", "Hat", "Hair", "Sunglasses", "Upper-clothes", "Skirt", "Pants",
-              "Dress", "Belt", "Left-shoe", "Right-shoe", "Face", "Left-leg", "Right-leg",
-              "Left-arm", "Right-arm", "Bag", "Scarf"]
+ATR_LABELS = [
+    "Background",
+    "Hat",
+    "Hair",
+    "Sunglasses",
+    "Upper-clothes",
+    "Skirt",
+    "Pants",
+    "Dress",
+    "Belt",
+    "Left-shoe",
+    "Right-shoe",
+    "Face",
+    "Left-leg",
+    "Right-leg",
+    "Left-arm",
+    "Right-arm",
+    "Bag",
+    "Scarf",
+]
+
 
 def segformer_config(labels=ATR_LABELS, size: str = "tiny"):
     """A SegFormer config with `labels`: `tiny` (two small stages, for tests) or `b2`, the
     architecture of the default parser (MiT-b2, 27M parameters), for measuring its speed without its
     weights."""
     from transformers import SegformerConfig
+
     names = {"id2label": dict(enumerate(labels)), "label2id": {l: i for i, l in enumerate(labels)}}
     if size == "b2":
-        return SegformerConfig(depths=[3, 4, 6, 3], hidden_sizes=[64, 128, 320, 512],
-                               decoder_hidden_size=768, **names)
-    return SegformerConfig(num_encoder_blocks=2, depths=[1, 1], sr_ratios=[2, 1],
-                           hidden_sizes=[8, 16], num_attention_heads=[1, 2], decoder_hidden_size=16,
-                           patch_sizes=[7, 3],
-                           strides=[4, 2], mlp_ratios=[2, 2], **names)
+        return SegformerConfig(
+            depths=[3, 4, 6, 3], hidden_sizes=[64, 128, 320, 512], decoder_hidden_size=768, **names
+        )
+    return SegformerConfig(
+        num_encoder_blocks=2,
+        depths=[1, 1],
+        sr_ratios=[2, 1],
+        hidden_sizes=[8, 16],
+        num_attention_heads=[1, 2],
+        decoder_hidden_size=16,
+        patch_sizes=[7, 3],
+        strides=[4, 2],
+        mlp_ratios=[2, 2],
+        **names,
+    )
+
 
 def write_tiny_parser(out_dir, labels=ATR_LABELS, size: tuple = (64, 64), seed: int = 0) -> Path:
     """A randomly initialised SegFormer and its image processor, saved with `save_pretrained` into
     `out_dir`: a stand-in for a real human parser, loaded through the same path (`load_parser`)."""
     from transformers import SegformerForSemanticSegmentation, SegformerImageProcessor
+
     torch.manual_seed(seed)
     SegformerForSemanticSegmentation(segformer_config(labels)).save_pretrained(out_dir)
     SegformerImageProcessor(size={"height": size[0], "width": size[1]}).save_pretrained(out_dir)
@@ -111,10 +157,12 @@ def parse_batch(model, processor, images: list, size=None) -> list:
         logits = model(pixel_values=x).logits
     maps = []
     for lg, im in zip(logits, images):
-        up = F.interpolate(lg[None].float(), size=(im.height, im.width), mode="bilinear",
-                           align_corners=False)
+        up = F.interpolate(
+            lg[None].float(), size=(im.height, im.width), mode="bilinear", align_corners=False
+        )
         maps.append(up[0].argmax(0).to(torch.uint8).cpu().numpy())
     return maps
+
 
 def write_map(path, labels: np.ndarray, source: str, parser: str) -> None:
     """One map as a PNG of class indices, written to a temporary and renamed; its text chunks record
@@ -128,6 +176,7 @@ def write_map(path, labels: np.ndarray, source: str, parser: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     Image.fromarray(labels, "L").save(tmp, format="PNG", pnginfo=info)
     os.replace(tmp, path)
+
 
 def map_is_current(path, source: str, parser: str) -> bool:
     """Whether the map at `path` was made from the image with sha256 `source` by the parser
@@ -156,6 +205,7 @@ def image_digests(images_root, paths: list) -> dict:
     hashing = tqdm(paths, desc="hashing images", mininterval=2)
     return {p: sha256_file(Path(images_root) / p) for p in hashing}
 
+
 def _prune(maps: Path, keep: set) -> int:
     """Remove maps of images the dataset no longer has, and temporaries of interrupted runs; how
     many went."""
@@ -167,8 +217,10 @@ def _prune(maps: Path, keep: set) -> int:
             gone += 1
     return gone
 
-def make_parsing_maps(ds, parser: str, out, batch_size: int = 16, device: str = "cpu",
-                      size=None) -> dict:
+
+def make_parsing_maps(
+    ds, parser: str, out, batch_size: int = 16, device: str = "cpu", size=None
+) -> dict:
     """Parse every image of dataset `ds` with `parser` into `out/maps/<image path>.png` (one class
     index per pixel, at the image's size) and write the label set to `out/parsing_labels.json`.
     Resumable: maps made from the same image bytes by the same parser are kept; those of changed
@@ -189,19 +241,30 @@ def make_parsing_maps(ds, parser: str, out, batch_size: int = 16, device: str = 
     write_json({"status": "in progress", **about}, record)
     write_json(labels, out / "parsing_labels.json")
     target = lambda p: maps / Path(p).with_suffix(".png")
-    todo = [p for p in tqdm(paths, desc="checking maps", mininterval=2)
-            if not map_is_current(target(p), sources[p], digest)]
-    print(f"parsing maps: {len(paths) - len(todo)} kept, {len(todo)} to make, {gone} removed; "
-          f"{parser} on {device}")
+    todo = [
+        p
+        for p in tqdm(paths, desc="checking maps", mininterval=2)
+        if not map_is_current(target(p), sources[p], digest)
+    ]
+    print(
+        f"parsing maps: {len(paths) - len(todo)} kept, {len(todo)} to make, {gone} removed; "
+        f"{parser} on {device}"
+    )
     start = time.perf_counter()
     for i in tqdm(range(0, len(todo), batch_size), desc="parsing", unit="batch", mininterval=2):
-        batch = todo[i:i + batch_size]
+        batch = todo[i : i + batch_size]
         images = [Image.fromarray(load_image(root / p)) for p in batch]
         for p, lab in zip(batch, parse_batch(model, processor, images, size)):
             write_map(target(p), lab, sources[p], digest)
     secs = time.perf_counter() - start
     speed = round(len(todo) / secs, 2) if todo else None
-    info = {"status": "made", **about, "maps": len(paths), "made_now": len(todo),
-            "images_per_s": speed, "device": device}
+    info = {
+        "status": "made",
+        **about,
+        "maps": len(paths),
+        "made_now": len(todo),
+        "images_per_s": speed,
+        "device": device,
+    }
     write_json(info, record)
     return info

@@ -24,43 +24,74 @@ __all__ = ['ART', 'PATHS', 'CHECKED', 'METRIC_KEYS', 'RUN_RECORD_KEYS', 'ABLATIO
 
 # %% ../nbs/08_pipeline.ipynb #7d9a2d72
 ART = Path("artifacts")
-PATHS = {"dataset": ART / "dataset", "cache": ART / "cache", "model": ART / "model", "checkpoints": ART / "checkpoints",
-         "live": ART / "train_live", "eval": ART / "eval", "report": ART / "report", "seeds": ART / "seeds",
-         "runs": ART / "runs", "checked": ART / "checked.txt", "parsing": ART / "parsing"}
+PATHS = {
+    "dataset": ART / "dataset",
+    "cache": ART / "cache",
+    "model": ART / "model",
+    "checkpoints": ART / "checkpoints",
+    "live": ART / "train_live",
+    "eval": ART / "eval",
+    "report": ART / "report",
+    "seeds": ART / "seeds",
+    "runs": ART / "runs",
+    "checked": ART / "checked.txt",
+    "parsing": ART / "parsing",
+}
 
 # %% ../nbs/08_pipeline.ipynb #b7157e9a
-CHECKED = ("Every parameter passed `tbpr check` (type, range, choices, the method). The stages depend on this\n"
-           "file so that `dvc repro` checks the parameters before any stage removes its outputs.\n")
+CHECKED = (
+    "Every parameter passed `tbpr check` (type, range, choices, the method). The stages depend on this\n"
+    "file so that `dvc repro` checks the parameters before any stage removes its outputs.\n"
+)
+
 
 def stage_check(params: dict, out=PATHS["checked"]) -> Path:
-    """Refuse an unknown method (the parameters' types and ranges were checked by `resolve_params`); write the
-    constant note `out` the other stages depend on."""
+    """Refuse an unknown method (the parameters' types and ranges were checked by `resolve_params`);
+    write the constant note `out` the other stages depend on."""
     from tbpr.objectives import available_methods
+
     check_choice(params["train"]["method"], available_methods(), "train.method")
     with atomic_path(out) as tmp:
         tmp.write_text(CHECKED, encoding="utf-8")
     print("parameters checked")
     return Path(out)
 
+
 def stage_download(params: dict, out=PATHS["dataset"]) -> Path:
-    "Materialise the benchmark named by `data.name` in `out`: generated (`synthetic`) or found, verified and extracted (real)."
+    """Materialise the benchmark named by `data.name` in `out`: generated (`synthetic`) or found,
+    verified and extracted (real)."""
     name = params["data"]["name"]
     if name != "synthetic":
         from tbpr.sources import materialize
+
         materialize(params, out)
         return Path(out)
     from tbpr.synthetic import generate_synthetic
+
     s = params["synthetic"]
-    generate_synthetic(out, seed=params["seed"], size=s["size"], difficulty=s["difficulty"],
-                       images_per_id=tuple(s["images_per_id"]), height=s["height"], width=s["width"])
+    generate_synthetic(
+        out,
+        seed=params["seed"],
+        size=s["size"],
+        difficulty=s["difficulty"],
+        images_per_id=tuple(s["images_per_id"]),
+        height=s["height"],
+        width=s["width"],
+    )
     ds = load_dataset(out, "synthetic")
     print(ds.summary())
     return Path(out)
 
+
 def needs_parsing(params: dict) -> bool:
     "Whether the run trains on parsing maps: BiLMa's semantic MIM with a non-zero weight."
     t = params["train"]
-    return t["method"] == "bilma" and t["mim_target"] == "semantic" and t["loss_weights"].get("mim", 1.0) != 0
+    return (
+        t["method"] == "bilma"
+        and t["mim_target"] == "semantic"
+        and t["loss_weights"].get("mim", 1.0) != 0
+    )
+
 
 def parse_skip_reason(params: dict, root: Path) -> str | None:
     "Why the parse stage makes no maps for this run (None: it parses)."
@@ -73,16 +104,23 @@ def parse_skip_reason(params: dict, root: Path) -> str | None:
         return "data.parse is never"
     if data["parse"] == "auto" and not needs_parsing(params):
         t = params["train"]
-        return (f"train.method={t['method']} (mim_target {t['mim_target']}) trains on no parsing maps "
-                "(data.parse: always makes them anyway)")
+        return (
+            f"train.method={t['method']} (mim_target {t['mim_target']}) trains on no parsing maps "
+            "(data.parse: always makes them anyway)"
+        )
     return None
+
 
 def parse_device(train: dict) -> str:
     "Where the parser runs: the GPU when there is one, unless `train.device` says cpu."
     import torch
+
     if train["device"] == "cuda" and not torch.cuda.is_available():
-        raise TbprError("train.device=cuda but no CUDA device is visible", fix="use train.device: auto or cpu")
+        raise TbprError(
+            "train.device=cuda but no CUDA device is visible", fix="use train.device: auto or cpu"
+        )
     return "cuda" if train["device"] != "cpu" and torch.cuda.is_available() else "cpu"
+
 
 def stage_parse(params: dict, dataset=PATHS["dataset"], out=PATHS["parsing"]) -> Path:
     """Make the human-parsing maps of a dataset that has none, when the run needs them (`data.parse`), with the
@@ -90,6 +128,7 @@ def stage_parse(params: dict, dataset=PATHS["dataset"], out=PATHS["parsing"]) ->
     in `parsing.json` and keeps any maps there for later."""
     from tbpr.sources import dataset_root
     from tbpr.parsing import make_parsing_maps
+
     root, out = dataset_root(dataset), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     skip = parse_skip_reason(params, root)
@@ -101,83 +140,135 @@ def stage_parse(params: dict, dataset=PATHS["dataset"], out=PATHS["parsing"]) ->
         return out
     data = params["data"]
     ds = load_dataset(root, data["name"])
-    info = make_parsing_maps(ds, data["parser"], out, data["parse_batch_size"], parse_device(params["train"]),
-                             data["parser_size"] or None)
-    print(f"parse: {info['maps']} maps in {out / 'maps'} ({info['made_now']} made now"
-          + (f", {info['images_per_s']} images/s)" if info["images_per_s"] else ")"))
+    info = make_parsing_maps(
+        ds,
+        data["parser"],
+        out,
+        data["parse_batch_size"],
+        parse_device(params["train"]),
+        data["parser_size"] or None,
+    )
+    print(
+        f"parse: {info['maps']} maps in {out / 'maps'} ({info['made_now']} made now"
+        + (f", {info['images_per_s']} images/s)" if info["images_per_s"] else ")")
+    )
     return out
 
-def stage_preprocess(params: dict, dataset=PATHS["dataset"], out=PATHS["cache"], parsed=PATHS["parsing"]) -> Path:
+
+def stage_preprocess(
+    params: dict, dataset=PATHS["dataset"], out=PATHS["cache"], parsed=PATHS["parsing"]
+) -> Path:
     "Validate the dataset and cache its images (and parsing maps, if any) at the model's input size."
     from tbpr.sources import dataset_root
+
     root = dataset_root(dataset)
     ds = load_dataset(root, params["data"]["name"])
     print(ds.summary())
-    return build_cache(ds, out, tuple(params["model"]["image_size"]),
-                       parsing_root=parsing_folder(params, root, parsed), resize=params["data"]["resize"])
+    return build_cache(
+        ds,
+        out,
+        tuple(params["model"]["image_size"]),
+        parsing_root=parsing_folder(params, root, parsed),
+        resize=params["data"]["resize"],
+    )
+
 
 def parsing_folder(params: dict, root: Path, parsed=PATHS["parsing"]) -> Path | None:
-    """The human-parsing maps to cache: `data.parsing_dir` if set (it must exist), else `<dataset>/parsing` if
-    present, else the maps the parse stage made (`parsed/maps`, when its record says every map was made)."""
+    """The human-parsing maps to cache: `data.parsing_dir` if set (it must exist), else
+    `<dataset>/parsing` if present, else the maps the parse stage made (`parsed/maps`, when its
+    record says every map was made)."""
     given = params["data"]["parsing_dir"]
     if given:
         if not Path(given).is_dir():
-            raise TbprError(f"data.parsing_dir={given!r}: folder not found",
-                            fix="point it at parsing maps mirroring the image tree, or set it to \"\"")
+            raise TbprError(
+                f"data.parsing_dir={given!r}: folder not found",
+                fix="point it at parsing maps mirroring the image tree, or set it to \"\"",
+            )
         return Path(given)
     if (root / "parsing").is_dir():
         return root / "parsing"
     record = Path(parsed) / "parsing.json"
     status = read_json(record, "parsing record").get("status") if record.is_file() else None
     if needs_parsing(params) and status == "in progress":
-        raise TbprError(f"{record}: the parse stage has not finished every map",
-                        fix="run `dvc repro` again: it goes on where it stopped")
+        raise TbprError(
+            f"{record}: the parse stage has not finished every map",
+            fix="run `dvc repro` again: it goes on where it stopped",
+        )
     return Path(parsed) / "maps" if status == "made" else None
 
+
 def run_seeds(params: dict) -> list:
-    "The seeds of a run: `seed`, `seed + 1`, ... (`train.seeds` of them); the first is the shipped model."
+    """The seeds of a run: `seed`, `seed + 1`, ... (`train.seeds` of them); the first is the shipped
+    model."""
     n = params["train"]["seeds"]
-    if not isinstance(n, int) or n < 1: raise TbprError(f"train.seeds={n!r} must be a positive integer", fix="e.g. 1, or 3 for mean and std")
+    if not isinstance(n, int) or n < 1:
+        raise TbprError(
+            f"train.seeds={n!r} must be a positive integer", fix="e.g. 1, or 3 for mean and std"
+        )
     return [params["seed"] + i for i in range(n)]
 
+
 def seed_paths(seed: int, first: bool) -> dict:
-    "Model, checkpoint and dvclive folders of one seed: the usual ones for the first, `artifacts/seeds/seed<k>/` for the others."
-    if first: return {k: PATHS[k] for k in ("model", "checkpoints", "live")}
+    """Model, checkpoint and dvclive folders of one seed: the usual ones for the first,
+    `artifacts/seeds/seed<k>/` for the others."""
+    if first:
+        return {k: PATHS[k] for k in ("model", "checkpoints", "live")}
     root = PATHS["seeds"] / f"seed{seed}"
-    return {"model": root / "model", "checkpoints": root / "checkpoints", "live": root / "train_live"}
+    return {
+        "model": root / "model",
+        "checkpoints": root / "checkpoints",
+        "live": root / "train_live",
+    }
+
 
 def stage_train(params: dict) -> dict:
-    """Train `train.method` on the cache, once per seed of `run_seeds`; the first seed's selected encoder goes to
-    artifacts/model, the others' to artifacts/seeds/ (each resumable on its own)."""
+    """Train `train.method` on the cache, once per seed of `run_seeds`; the first seed's selected
+    encoder goes to artifacts/model, the others' to artifacts/seeds/ (each resumable on its own)."""
     from tbpr.train import fit_method
     from tbpr.objectives import available_methods
+
     check_choice(params["train"]["method"], available_methods(), "train.method")
-    seeds = run_seeds(params); PATHS["seeds"].mkdir(parents=True, exist_ok=True)
+    seeds = run_seeds(params)
+    PATHS["seeds"].mkdir(parents=True, exist_ok=True)
     keep = {f"seed{s}" for s in seeds[1:]}
-    if int(os.environ.get("RANK", "0")) == 0:                  # under `accelerate launch`, the main process tidies up
-        for old in PATHS["seeds"].iterdir():                   # seeds of an earlier, larger train.seeds
-            if old.is_dir() and old.name not in keep: shutil.rmtree(old, ignore_errors=True)
-        (PATHS["seeds"] / "README.md").write_text("Models of the extra seeds (train.seeds > 1); the first seed is artifacts/model.\n")
+    if (
+        int(os.environ.get("RANK", "0")) == 0
+    ):  # under `accelerate launch`, the main process tidies up
+        for old in PATHS["seeds"].iterdir():  # seeds of an earlier, larger train.seeds
+            if old.is_dir() and old.name not in keep:
+                shutil.rmtree(old, ignore_errors=True)
+        (PATHS["seeds"] / "README.md").write_text(
+            "Models of the extra seeds (train.seeds > 1); the first seed is artifacts/model.\n"
+        )
     summaries = []
     for i, s in enumerate(seeds):
-        if len(seeds) > 1: print(f"--- seed {s} ({i + 1} of {len(seeds)})")
+        if len(seeds) > 1:
+            print(f"--- seed {s} ({i + 1} of {len(seeds)})")
         d = seed_paths(s, i == 0)
-        summaries.append(fit_method({**params, "seed": s}, PATHS["cache"], d["model"], d["checkpoints"], d["live"]))
+        summaries.append(
+            fit_method(
+                {**params, "seed": s}, PATHS["cache"], d["model"], d["checkpoints"], d["live"]
+            )
+        )
     return summaries[0]
 
 # %% ../nbs/08_pipeline.ipynb #7383136e
 def chance_levels(split) -> dict:
     "Expected R1, in percent, of a random ranking of `split`'s gallery."
     from collections import Counter
+
     per_pid, n = Counter(split.image_pids), len(split.image_pids)
     r1 = sum(per_pid[p] / n for p in split.caption_pids) / len(split.caption_pids)
     return {"chance_R1": 100 * r1}
 
+
 METRIC_KEYS = ("R1", "R5", "R10", "mAP", "mINP")
+
 
 def seed_statistics(per_seed: dict) -> dict:
     "Mean and (sample) standard deviation of each metric over seeds; std is 0 for a single seed."
     import statistics
+
     out = {"n_seeds": len(per_seed)}
     for k in METRIC_KEYS:
         vals = [m[k] for m in per_seed.values()]
@@ -185,10 +276,12 @@ def seed_statistics(per_seed: dict) -> dict:
         out[f"{k}_std"] = round(statistics.stdev(vals), 4) if len(vals) > 1 else 0.0
     return out
 
+
 def mean_std(stats: dict, key: str) -> str:
     "`stats` (of `seed_statistics`) of metric `key` as text: `12.34 ± 0.56`, or `12.34` for one seed."
     m = f"{stats[key + '_mean']:.2f}"
     return m if stats["n_seeds"] < 2 else f"{m} ± {stats[key + '_std']:.2f}"
+
 
 def evaluate_model_dir(model_dir, split, store, ev: dict, top_k: int = 0) -> tuple:
     """(metrics, features, config) of the model saved in `model_dir` on `split`, with the `eval`
@@ -196,14 +289,26 @@ def evaluate_model_dir(model_dir, split, store, ev: dict, top_k: int = 0) -> tup
     `model_dir` may also name a pretrained CLIP, evaluated as it is (the zero-shot baseline)."""
     from tbpr.pretrained import load_retrieval_model
     from tbpr.evaluate import evaluate_split
+
     device = "cuda" if torch.cuda.is_available() else "cpu"
     encoder, tok, meta = load_retrieval_model(model_dir, device, image_size=tuple(store.size))
-    found = evaluate_split(encoder, split, store, tok, encoder.cfg.max_length, ev["batch_size"],
-                           ev["chunk_size"], ev["max_rank"], top_k)
+    found = evaluate_split(
+        encoder,
+        split,
+        store,
+        tok,
+        encoder.cfg.max_length,
+        ev["batch_size"],
+        ev["chunk_size"],
+        ev["max_rank"],
+        top_k,
+    )
     return (*found, meta)
 
+
 def grid_queries(split, seed: int, count: int) -> list:
-    "The test captions the retrieval grids show: `count` of them, drawn with `seed`, the same for every method."
+    """The test captions the retrieval grids show: `count` of them, drawn with `seed`, the same for
+    every method."""
     g = torch.Generator().manual_seed(seed)
     return torch.randperm(len(split.captions), generator=g)[:count].tolist()
 
@@ -211,34 +316,53 @@ def grid_queries(split, seed: int, count: int) -> list:
 def dataset_id(cache=PATHS["cache"]) -> str:
     "A short hash of the preprocessed dataset (its splits and image list): runs with the same one are comparable."
     import hashlib
+
     return hashlib.sha256((Path(cache) / "dataset.json").read_bytes()).hexdigest()[:12]
+
 
 def _run_params(params: dict) -> dict:
     "What identifies a run: the parameters that shape training (as for resuming its checkpoints) and the preset."
     from tbpr.train import training_params
+
     return {**training_params(params), "preset": params["preset"]}
+
 
 def run_id(params: dict, cache=PATHS["cache"]) -> str:
     "`<method>-<hash>` of the model-shaping parameters and the dataset."
     import hashlib
-    h = hashlib.sha256(json.dumps([_run_params(params), dataset_id(cache)], sort_keys=True).encode()).hexdigest()[:10]
+
+    h = hashlib.sha256(
+        json.dumps([_run_params(params), dataset_id(cache)], sort_keys=True).encode()
+    ).hexdigest()[:10]
     return f"{params['train']['method']}-{h}"
+
 
 def run_changes(params: dict) -> list:
     "The model-shaping parameters that differ from the defaults of the run's preset, as `key=value` strings."
     from tbpr.core import DEFAULTS, _flatten, apply_preset
-    base = _flatten(_run_params(apply_preset(json.loads(json.dumps(DEFAULTS)), params["preset"])[0]))
-    return [f"{k}={v}" for k, v in _flatten(_run_params(params)).items() if k != "train.method" and base.get(k) != v]
+
+    base = _flatten(
+        _run_params(apply_preset(json.loads(json.dumps(DEFAULTS)), params["preset"])[0])
+    )
+    return [
+        f"{k}={v}"
+        for k, v in _flatten(_run_params(params)).items()
+        if k != "train.method" and base.get(k) != v
+    ]
+
 
 def run_label(params: dict, max_changes: int = 4) -> str:
-    """The method and what it changed, e.g. `bilma (train.mim_target=pixel)`. IVT without its own vision-language
-    pre-trained checkpoint (`model.init_ivt`) says so: the published IVT always starts from it."""
+    """The method and what it changed, e.g. `bilma (train.mim_target=pixel)`. IVT without its own
+    vision-language pre-trained checkpoint (`model.init_ivt`) says so: the published IVT always
+    starts from it."""
     changed = run_changes(params)
-    if len(changed) > max_changes: changed = changed[:max_changes] + [f"+{len(changed) - max_changes} more"]
+    if len(changed) > max_changes:
+        changed = changed[:max_changes] + [f"+{len(changed) - max_changes} more"]
     name = params["train"]["method"]
     if name == "ivt" and not params["model"]["init_ivt"]:
         name = "ivt without its pre-training"
     return name + (f" ({', '.join(changed)})" if changed else "")
+
 
 def live_curves(live_dirs: dict) -> list:
     "The dvclive curves of each seed (`{seed: live dir}`) as rows of seed, group (train/val), metric, epoch, value."
@@ -247,92 +371,153 @@ def live_curves(live_dirs: dict) -> list:
         for f in sorted((Path(live) / "plots" / "metrics").rglob("*.tsv")):
             with open(f, newline="") as fh:
                 for r in csv.DictReader(fh, delimiter="\t"):
-                    rows.append({"seed": seed, "group": f.parent.name, "metric": f.stem, "epoch": int(r["step"]) + 1,
-                                 "value": float(r[f.stem])})
+                    rows.append(
+                        {
+                            "seed": seed,
+                            "group": f.parent.name,
+                            "metric": f.stem,
+                            "epoch": int(r["step"]) + 1,
+                            "value": float(r[f.stem]),
+                        }
+                    )
     return rows
 
-def record_run(params: dict, metrics: dict, cmcs: list, meta: dict, topk, live_dirs: dict, cache=PATHS["cache"],
-               runs=PATHS["runs"]) -> Path:
-    """Record an evaluated run in `runs/<run_id>/`, atomically: `metrics` of `stage_evaluate` (its `per_seed` and
-    `seeds` statistics), the CMC curve of each seed, the shipped model's top 10 per query, the seeds' dvclive folders."""
+
+def record_run(
+    params: dict,
+    metrics: dict,
+    cmcs: list,
+    meta: dict,
+    topk,
+    live_dirs: dict,
+    cache=PATHS["cache"],
+    runs=PATHS["runs"],
+) -> Path:
+    """Record an evaluated run in `runs/<run_id>/`, atomically: `metrics` of `stage_evaluate` (its
+    `per_seed` and `seeds` statistics), the CMC curve of each seed, the shipped model's top 10 per
+    query, the seeds' dvclive folders."""
     import numpy as np, datetime
+
     if meta.get("method", params["train"]["method"]) != params["train"]["method"]:
-        raise TbprError(f"the model was trained as {meta['method']!r} but train.method is {params['train']['method']!r}",
-                        fix="retrain (`dvc repro`, or `tbpr train`) before evaluating")
-    record = {"id": run_id(params, cache), "method": params["train"]["method"],
-              "dataset": dataset_id(cache), "data": params["data"]["name"], "seeds": [int(s) for s in metrics["per_seed"]],
-              "stats": metrics["seeds"], "per_seed": metrics["per_seed"],
-              "cmc_mean": [round(float(c), 4) for c in np.mean(cmcs, axis=0)],
-              "epochs": params["train"]["epochs"], "selected_epoch": meta.get("selected_epoch"),
-              "select": meta.get("select"), "params": _run_params(params),
-              "recorded": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+        raise TbprError(
+            f"the model was trained as {meta['method']!r} but train.method is {params['train']['method']!r}",
+            fix="retrain (`dvc repro`, or `tbpr train`) before evaluating",
+        )
+    record = {
+        "id": run_id(params, cache),
+        "method": params["train"]["method"],
+        "dataset": dataset_id(cache),
+        "data": params["data"]["name"],
+        "seeds": [int(s) for s in metrics["per_seed"]],
+        "stats": metrics["seeds"],
+        "per_seed": metrics["per_seed"],
+        "cmc_mean": [round(float(c), 4) for c in np.mean(cmcs, axis=0)],
+        "epochs": params["train"]["epochs"],
+        "selected_epoch": meta.get("selected_epoch"),
+        "select": meta.get("select"),
+        "params": _run_params(params),
+        "recorded": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
     out = Path(runs) / record["id"]
     with atomic_path(out, is_dir=True) as tmp:
         write_json(record, tmp / "run.json")
         np.save(tmp / "topk.npy", np.asarray(topk, dtype=np.int32))
         with open(tmp / "curves.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, ["seed", "group", "metric", "epoch", "value"]); w.writeheader()
+            w = csv.DictWriter(f, ["seed", "group", "metric", "epoch", "value"])
+            w.writeheader()
             w.writerows(live_curves(live_dirs))
     return out
 
+
 RUN_RECORD_KEYS = ("method", "dataset", "data", "stats", "per_seed", "cmc_mean", "epochs", "params")
 
+
 def load_runs(runs=PATHS["runs"], dataset: str | None = None) -> list:
-    """The recorded runs (their `run.json` plus `dir`, `label`, `changes` and `name`), those on `dataset` only when
-    given, by method then label. `changes` are worked out now, against today's defaults. `name` is short, for figures:
-    the method, with a letter when a method has several runs (`bilma a`). A record that cannot be read is skipped, and
-    said so."""
+    """The recorded runs (their `run.json` plus `dir`, `label`, `changes` and `name`), those on
+    `dataset` only when given, by method then label. `changes` are worked out now, against today's
+    defaults. `name` is short, for figures: the method, with a letter when a method has several runs
+    (`bilma a`). A record that cannot be read is skipped, and said so."""
     from tbpr.objectives import available_methods
+
     order = {m: i for i, m in enumerate(["irra", *sorted(set(available_methods()) - {"irra"})])}
     found = []
     for f in sorted(Path(runs).glob("*/run.json")):
         try:
             r = read_json(f, "run record")
             missing = [k for k in RUN_RECORD_KEYS if k not in r]
-            if missing: raise TbprError(f"{f}: not a run record (no {', '.join(missing)})")
+            if missing:
+                raise TbprError(f"{f}: not a run record (no {', '.join(missing)})")
             r.update(changes=run_changes(r["params"]), label=run_label(r["params"]), dir=f.parent)
         except (TbprError, KeyError, TypeError) as err:
-            print(f"skipping {f.parent}: {err} (evaluate that run again, or delete the folder)"); continue
-        if dataset is None or r["dataset"] == dataset: found.append(r)
+            print(f"skipping {f.parent}: {err} (evaluate that run again, or delete the folder)")
+            continue
+        if dataset is None or r["dataset"] == dataset:
+            found.append(r)
     found.sort(key=lambda r: (order.get(r["method"], 99), r["label"]))
     for method in {r["method"] for r in found}:
         same = [r for r in found if r["method"] == method]
-        for i, r in enumerate(same): r["name"] = method if len(same) == 1 else f"{method} {chr(97 + i % 26)}{i // 26 or ''}"
+        for i, r in enumerate(same):
+            r["name"] = method if len(same) == 1 else f"{method} {chr(97 + i % 26)}{i // 26 or ''}"
     return found
 
 # %% ../nbs/08_pipeline.ipynb #b2d9f09b
-def stage_evaluate(params: dict, model_dir=PATHS["model"], cache=PATHS["cache"], out=PATHS["eval"]) -> dict:
+def stage_evaluate(
+    params: dict, model_dir=PATHS["model"], cache=PATHS["cache"], out=PATHS["eval"]
+) -> dict:
     """IRRA's text-to-image protocol on the test split for the shipped model (and every extra seed's, for mean and std);
     metrics, CMC and a retrieval grid into `out`; the run recorded in `artifacts/runs/` for the comparison."""
     from tbpr.evaluate import plot_cmc, plot_retrieval_grid
+
     ev = params["eval"]
     ds, store = load_cached_dataset(cache)
     evaluate = lambda d: evaluate_model_dir(d, ds.test, store, ev)
     seeds = run_seeds(params)
     m, _, meta = evaluate_model_dir(model_dir, ds.test, store, ev, top_k=10)  # the shipped one
-    ranked = (m.pop("topk_scores"), m.pop("topk_indices"))     # from the metrics' own ranking
+    ranked = (m.pop("topk_scores"), m.pop("topk_indices"))  # from the metrics' own ranking
     results = {seeds[0]: m, **{s: evaluate(seed_paths(s, False)["model"])[0] for s in seeds[1:]}}
     per_seed = {s: {k: round(r[k], 4) for k in METRIC_KEYS} for s, r in results.items()}
     metrics = dict(per_seed[seeds[0]])
     metrics.update({k: round(v, 4) for k, v in chance_levels(ds.test).items()})
-    metrics.update({"num_queries": m["num_queries"], "num_gallery": m["num_gallery"], "method": meta.get("method"),
-                    "selected_epoch": meta.get("selected_epoch"), "select": meta.get("select"), "seed": seeds[0],
-                    "seeds": seed_statistics(per_seed), "per_seed": {str(s): v for s, v in per_seed.items()}})
+    metrics.update(
+        {
+            "num_queries": m["num_queries"],
+            "num_gallery": m["num_gallery"],
+            "method": meta.get("method"),
+            "selected_epoch": meta.get("selected_epoch"),
+            "select": meta.get("select"),
+            "seed": seeds[0],
+            "seeds": seed_statistics(per_seed),
+            "per_seed": {str(s): v for s, v in per_seed.items()},
+        }
+    )
     if ev["zero_shot"]:
         metrics["zero_shot"] = zero_shot_metrics(ev, ds.test, store)
     with atomic_path(out, is_dir=True) as tmp:
         write_json(metrics, tmp / "metrics.json")
         with open(tmp / "cmc.csv", "w", newline="") as f:
-            w = csv.writer(f); w.writerow(["rank", "cmc"]); w.writerows((i + 1, round(c, 4)) for i, c in enumerate(m["cmc"]))
+            w = csv.writer(f)
+            w.writerow(["rank", "cmc"])
+            w.writerows((i + 1, round(c, 4)) for i, c in enumerate(m["cmc"]))
         plot_cmc({meta.get("method", "model"): m["cmc"]}, tmp / "cmc.png")
         queries = grid_queries(ds.test, params["seed"], ev["grid_queries"])
         plot_retrieval_grid(ds.test, store, ranked, queries, tmp / "retrieval_grid.png")
-    record_run(params, metrics, [r["cmc"] for r in results.values()], meta, ranked[1],
-               {s: seed_paths(s, i == 0)["live"] for i, s in enumerate(seeds)}, cache)
-    if len(seeds) > 1: print("over seeds " + ", ".join(f"{k} {mean_std(metrics['seeds'], k)}" for k in METRIC_KEYS))
+    record_run(
+        params,
+        metrics,
+        [r["cmc"] for r in results.values()],
+        meta,
+        ranked[1],
+        {s: seed_paths(s, i == 0)["live"] for i, s in enumerate(seeds)},
+        cache,
+    )
+    if len(seeds) > 1:
+        print(
+            "over seeds " + ", ".join(f"{k} {mean_std(metrics['seeds'], k)}" for k in METRIC_KEYS)
+        )
     print({k: metrics[k] for k in ("R1", "R5", "R10", "mAP", "mINP", "chance_R1")})
     print(compare_recorded_runs(PATHS["runs"], dataset_id(cache)))
     return metrics
+
 
 def zero_shot_metrics(ev: dict, split, store) -> dict:
     "The test metrics of the pretrained CLIP `eval.zero_shot`, as it is (the report's zero-shot row)."
@@ -340,23 +525,41 @@ def zero_shot_metrics(ev: dict, split, store) -> dict:
     print(f"zero-shot {meta['init']}: " + ", ".join(f"{k} {found[k]:.2f}" for k in METRIC_KEYS))
     return {"init": meta["init"], **{k: round(found[k], 4) for k in METRIC_KEYS}}
 
+
 def compare_recorded_runs(runs_dir, dataset: str) -> str:
     "Every run recorded on this test split (e.g. the IRRA baseline beside the method just evaluated), as a text table."
     runs = load_runs(runs_dir, dataset)
-    if not runs: return "no run recorded on this test split yet"
+    if not runs:
+        return "no run recorded on this test split yet"
     label = lambda r: r["label"] + (" (selected on test)" if r.get("select") == "test" else "")
-    rows = [(label(r), str(r["stats"]["n_seeds"]), *(mean_std(r["stats"], k) for k in ("R1", "R5", "R10", "mAP", "mINP"))) for r in runs]
+    rows = [
+        (
+            label(r),
+            str(r["stats"]["n_seeds"]),
+            *(mean_std(r["stats"], k) for k in ("R1", "R5", "R10", "mAP", "mINP")),
+        )
+        for r in runs
+    ]
     head = ("run", "seeds", "R1", "R5", "R10", "mAP", "mINP")
     width = [max(len(x) for x in col) for col in zip(head, *rows)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, width))
-    return "\n".join([f"runs recorded on this test split ({len(runs)}; the report compares them):", line(head), *map(line, rows)])
+    return "\n".join(
+        [
+            f"runs recorded on this test split ({len(runs)}; the report compares them):",
+            line(head),
+            *map(line, rows),
+        ]
+    )
+
 
 def notebook_html(nb_path) -> Path:
     """The executed notebook `nb_path` as HTML beside it, without its code: formulas as MathML, no
-    stderr (warnings, progress bars) and no script fetched from the web, so that it reads offline."""
+    stderr (warnings, progress bars) and no script fetched from the web, so that it reads offline.
+    """
     import nbformat
     from nbconvert import HTMLExporter
     from tbpr.docs import offline_html, tex_to_mathml
+
     nb_path = Path(nb_path)
     nb = nbformat.read(str(nb_path), as_version=4)
     for cell in nb.cells:
@@ -369,35 +572,74 @@ def notebook_html(nb_path) -> Path:
     out.write_text(offline_html(html), encoding="utf-8")
     return out
 
+
 def run_notebook(notebook, out, parameters: dict) -> Path:
     """Execute a parameterised notebook with papermill into `out/<name>.ipynb` and render
     `out/<name>.html` (`notebook_html`), atomically."""
     import papermill as pm
+
     out, name = Path(out), Path(notebook).stem
-    no_bars = patch.dict(os.environ, {"TQDM_DISABLE": "1"})      # no progress bars in reports
+    no_bars = patch.dict(os.environ, {"TQDM_DISABLE": "1"})  # no progress bars in reports
     with atomic_path(out, is_dir=True) as tmp, no_bars:
-        pm.execute_notebook(str(notebook), str(tmp / f"{name}.ipynb"), kernel_name="python3",
-                            language="python", cwd=".", progress_bar=False, parameters=parameters)
+        pm.execute_notebook(
+            str(notebook),
+            str(tmp / f"{name}.ipynb"),
+            kernel_name="python3",
+            language="python",
+            cwd=".",
+            progress_bar=False,
+            parameters=parameters,
+        )
         notebook_html(tmp / f"{name}.ipynb")
     return out
 
-def stage_report(params: dict, notebook="nbs/experiments/report.ipynb", out=PATHS["report"]) -> Path:
+
+def stage_report(
+    params: dict, notebook="nbs/experiments/report.ipynb", out=PATHS["report"]
+) -> Path:
     "Run the parameterised report notebook with papermill, and render it to HTML."
     for need in (PATHS["eval"] / "metrics.json", PATHS["model"] / "config.json"):
-        if not need.exists(): raise TbprError(f"{need}: not found, so there is nothing to report yet",
-                                              fix="run the stages before it: `dvc repro` (or `tbpr train` then `tbpr evaluate`)")
-    run_notebook(notebook, out, {"eval_dir": str(PATHS["eval"]), "live_dir": str(PATHS["live"]), "model_dir": str(PATHS["model"]),
-                                 "runs_dir": str(PATHS["runs"]), "cache_dir": str(PATHS["cache"]), "seed": params["seed"],
-                                 "grid_queries": params["eval"]["grid_queries"]})
+        if not need.exists():
+            raise TbprError(
+                f"{need}: not found, so there is nothing to report yet",
+                fix="run the stages before it: `dvc repro` (or `tbpr train` then `tbpr evaluate`)",
+            )
+    run_notebook(
+        notebook,
+        out,
+        {
+            "eval_dir": str(PATHS["eval"]),
+            "live_dir": str(PATHS["live"]),
+            "model_dir": str(PATHS["model"]),
+            "runs_dir": str(PATHS["runs"]),
+            "cache_dir": str(PATHS["cache"]),
+            "seed": params["seed"],
+            "grid_queries": params["eval"]["grid_queries"],
+        },
+    )
     print(f"report: {Path(out) / 'report.html'}")
     return Path(out)
 
-ABLATIONS = {"bilma": "nbs/experiments/bilma_ablation.ipynb",
-             "bilma-sensitivity": "nbs/experiments/bilma_sensitivity.ipynb",
-             "ivt": "nbs/experiments/ivt_ablation.ipynb", "lcr2s": "nbs/experiments/lcr2s_ablation.ipynb",
-             "recipes": "nbs/experiments/recipes.ipynb"}
 
-def train_variant(base: dict, overrides: dict, run_dir, cache_dir, seed: int, epochs: int, name: str = "", teacher_dir=None) -> dict:
+ABLATIONS = {
+    "bilma": "nbs/experiments/bilma_ablation.ipynb",
+    "bilma-sensitivity": "nbs/experiments/bilma_sensitivity.ipynb",
+    "ivt": "nbs/experiments/ivt_ablation.ipynb",
+    "lcr2s": "nbs/experiments/lcr2s_ablation.ipynb",
+    "recipes": "nbs/experiments/recipes.ipynb",
+}
+
+
+def train_variant(
+    base: dict,
+    overrides: dict,
+    run_dir,
+    cache_dir,
+    seed: int,
+    epochs: int,
+    name: str = "",
+    teacher_dir=None,
+) -> dict:
     """Train one ablation run: `base` params with `overrides` of `train` (and of `model`, under the key "model"),
     at `seed` for `epochs`; selected on val (the
     last epoch without one; never on test, whatever `params.yaml` says), evaluated on test. Its test metrics. A finished
@@ -407,60 +649,112 @@ def train_variant(base: dict, overrides: dict, run_dir, cache_dir, seed: int, ep
     import json
     from tbpr.model import WEIGHTS
     from tbpr.train import fit_method, run_fingerprint
-    run_dir = Path(run_dir); done = run_dir / "test.json"
+
+    run_dir = Path(run_dir)
+    done = run_dir / "test.json"
     p = json.loads(json.dumps(base))
     p["seed"] = seed
     overrides = dict(overrides)
     p["model"].update(overrides.pop("model", {}))
     p["train"].update(epochs=epochs, select="val", **overrides)
     teacher = Path(teacher_dir) / "model" / WEIGHTS if teacher_dir else None
-    fingerprint = lambda: run_fingerprint(p, cache_dir, [teacher] if teacher and teacher.exists() else [])
+    fingerprint = lambda: run_fingerprint(
+        p, cache_dir, [teacher] if teacher and teacher.exists() else []
+    )
     if done.exists():
         res = read_json(done)
-        if res.pop("fingerprint", None) == fingerprint(): return res
-        print(f"{run_dir}: trained with other parameters, data or teacher; training it again"); done.unlink()
-    summary = fit_method(p, cache_dir, run_dir / "model", run_dir / "checkpoints", run_dir / "live", teacher_dir)
+        if res.pop("fingerprint", None) == fingerprint():
+            return res
+        print(f"{run_dir}: trained with other parameters, data or teacher; training it again")
+        done.unlink()
+    summary = fit_method(
+        p, cache_dir, run_dir / "model", run_dir / "checkpoints", run_dir / "live", teacher_dir
+    )
     ds, store = load_cached_dataset(cache_dir)
     m = evaluate_model_dir(run_dir / "model", ds.test, store, p["eval"])[0]
-    res = {"variant": name, "seed": seed, "epochs": epochs, "selected_epoch": summary["selected_epoch"], **{k: m[k] for k in METRIC_KEYS}}
-    write_json({**res, "fingerprint": fingerprint()}, done)      # after training: a teacher trained on the way counts
+    res = {
+        "variant": name,
+        "seed": seed,
+        "epochs": epochs,
+        "selected_epoch": summary["selected_epoch"],
+        **{k: m[k] for k in METRIC_KEYS},
+    }
+    write_json(
+        {**res, "fingerprint": fingerprint()}, done
+    )  # after training: a teacher trained on the way counts
     return res
 
+
 def summarise_ablation(rows, out, title: str) -> tuple:
-    """Mean and std over seeds per variant of the runs DataFrame `rows`; writes `runs.csv`, `summary.json` and the bar
-    chart `ablation.png` into `out`. Returns (aggregate, a display table of 'mean ± std')."""
+    """Mean and std over seeds per variant of the runs DataFrame `rows`; writes `runs.csv`,
+    `summary.json` and the bar chart `ablation.png` into `out`. Returns (aggregate, a display table
+    of 'mean ± std')."""
     import pandas as pd, matplotlib.pyplot as plt, seaborn as sns
-    out = Path(out); rows.to_csv(out / "runs.csv", index=False)
+
+    out = Path(out)
+    rows.to_csv(out / "runs.csv", index=False)
     agg = rows.groupby("variant", sort=False)[list(METRIC_KEYS)].agg(["mean", "std"]).fillna(0.0)
-    table = pd.DataFrame({k: agg[k]["mean"].map("{:.2f}".format) + " ± " + agg[k]["std"].map("{:.2f}".format) for k in METRIC_KEYS})
-    write_json({v: {k: {"mean": round(float(agg.loc[v, (k, "mean")]), 3), "std": round(float(agg.loc[v, (k, "std")]), 3)}
-                    for k in ("R1", "mAP")} for v in agg.index}, out / "summary.json")
+    table = pd.DataFrame(
+        {
+            k: agg[k]["mean"].map("{:.2f}".format) + " ± " + agg[k]["std"].map("{:.2f}".format)
+            for k in METRIC_KEYS
+        }
+    )
+    write_json(
+        {
+            v: {
+                k: {
+                    "mean": round(float(agg.loc[v, (k, "mean")]), 3),
+                    "std": round(float(agg.loc[v, (k, "std")]), 3),
+                }
+                for k in ("R1", "mAP")
+            }
+            for v in agg.index
+        },
+        out / "summary.json",
+    )
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(agg) + 1.4))
     sns.barplot(rows, x="R1", y="variant", errorbar="sd", ax=ax, color="steelblue")
     sns.stripplot(rows, x="R1", y="variant", ax=ax, color="black", size=4)
     ax.set(title=title, xlabel="R1 (%)", ylabel="")
-    fig.tight_layout(); fig.savefig(out / "ablation.png", dpi=120); plt.show()
+    fig.tight_layout()
+    fig.savefig(out / "ablation.png", dpi=120)
+    plt.show()
     return agg, table
 
+
 def mim_curves(runs: dict) -> "pd.DataFrame":
-    """Per variant (`{variant: [run folders]}`), each run's held-out MIM accuracy and its majority baseline by epoch,
-    from the run's dvclive curves (`live_curves` of `<run>/live`), one row per run and epoch."""
+    """Per variant (`{variant: [run folders]}`), each run's held-out MIM accuracy and its majority
+    baseline by epoch, from the run's dvclive curves (`live_curves` of `<run>/live`), one row per
+    run and epoch."""
     import pandas as pd
-    rows = [{**r, "variant": variant} for variant, dirs in runs.items()
-            for r in live_curves({Path(d).name: Path(d) / "live" for d in dirs})
-            if r["group"] == "val" and r["metric"] in ("mim_acc", "mim_majority")]
+
+    rows = [
+        {**r, "variant": variant}
+        for variant, dirs in runs.items()
+        for r in live_curves({Path(d).name: Path(d) / "live" for d in dirs})
+        if r["group"] == "val" and r["metric"] in ("mim_acc", "mim_majority")
+    ]
     if not rows:
         return pd.DataFrame()
-    wide = pd.DataFrame(rows).pivot_table(index=["variant", "seed", "epoch"], columns="metric", values="value")
-    wide = wide.reset_index().rename(columns={"seed": "run", "mim_acc": "MIM accuracy",
-                                              "mim_majority": "majority label"})
+    wide = pd.DataFrame(rows).pivot_table(
+        index=["variant", "seed", "epoch"], columns="metric", values="value"
+    )
+    wide = wide.reset_index().rename(
+        columns={"seed": "run", "mim_acc": "MIM accuracy", "mim_majority": "majority label"}
+    )
     return wide[["variant", "run", "epoch", "MIM accuracy", "majority label"]]
 
+
 def plot_mim_curves(curves, path, title: str) -> Path:
-    "Held-out MIM accuracy by epoch per variant (mean and spread over runs), the majority baseline dashed."
+    """Held-out MIM accuracy by epoch per variant (mean and spread over runs), the majority baseline
+    dashed."""
     import matplotlib.pyplot as plt, seaborn as sns
+
     fig, ax = plt.subplots(figsize=(7, 3.6))
-    sns.lineplot(curves, x="epoch", y="MIM accuracy", hue="variant", marker="o", errorbar="sd", ax=ax)
+    sns.lineplot(
+        curves, x="epoch", y="MIM accuracy", hue="variant", marker="o", errorbar="sd", ax=ax
+    )
     base = curves.groupby("epoch")["majority label"].mean()
     ax.plot(base.index, base.values, "k--", label="majority label (baseline)")
     ax.set(title=title, ylabel="accuracy on masked val patches (%)")
@@ -470,90 +764,156 @@ def plot_mim_curves(curves, path, title: str) -> Path:
     plt.show()
     return Path(path)
 
+
 def results_table(runs) -> tuple:
-    """The committed runs of an ablation (its `runs.csv` as a DataFrame) per variant: (aggregate of test R1 and
-    mAP, mean and std over seeds; a display table of 'mean ± std' with the seeds and epochs of each variant)."""
+    """The committed runs of an ablation (its `runs.csv` as a DataFrame) per variant: (aggregate of
+    test R1 and mAP, mean and std over seeds; a display table of 'mean ± std' with the seeds and
+    epochs of each variant)."""
     import pandas as pd
+
     by = runs.groupby("variant", sort=False)
     agg = by[["R1", "mAP"]].agg(["mean", "std"])
-    table = pd.DataFrame({k: agg[k]["mean"].map("{:.2f}".format) + " ± " + agg[k]["std"].map("{:.2f}".format)
-                          for k in ("R1", "mAP")})
+    table = pd.DataFrame(
+        {
+            k: agg[k]["mean"].map("{:.2f}".format) + " ± " + agg[k]["std"].map("{:.2f}".format)
+            for k in ("R1", "mAP")
+        }
+    )
     table["seeds"], table["epochs"] = by.size(), by["epochs"].max()
     return agg, table
+
 
 def sampling_error(r1: float, queries: int) -> float:
     "The standard error, in points, of an R1 of `r1` percent measured on `queries` test captions."
     p = r1 / 100
     return 100 * (p * (1 - p) / queries) ** 0.5
 
+
 def compare_variants(agg, a: str, b: str) -> str:
-    """Variant `a` against `b` on mean test R1: a difference counts only beyond the seed spread (the sum of the two
-    standard deviations), a rough, honest bar with few seeds."""
-    if a not in agg.index or b not in agg.index: return ""
+    """Variant `a` against `b` on mean test R1: a difference counts only beyond the seed spread (the
+    sum of the two standard deviations), a rough, honest bar with few seeds."""
+    if a not in agg.index or b not in agg.index:
+        return ""
     d = agg.loc[a, ("R1", "mean")] - agg.loc[b, ("R1", "mean")]
     noise = agg.loc[a, ("R1", "std")] + agg.loc[b, ("R1", "std")]
-    word = "helps" if d > noise else "hurts" if d < -noise else "makes no difference beyond seed noise"
+    word = (
+        "helps" if d > noise else "hurts" if d < -noise else "makes no difference beyond seed noise"
+    )
     return f"* **{a}** vs **{b}**: R1 {d:+.2f} points (seed spread {noise:.2f}): {word}."
 
-def run_ablation(name: str, params_file="params.yaml", epochs: int | None = None, seeds: list | None = None,
-                 variants: list | None = None, notebook=None, **extra) -> Path:
-    """Run the ablation notebook `name` on the pipeline's preprocess cache: runs in artifacts/ablations/<name>/, the
-    notebook in its report/. `extra`: more notebook parameters (e.g. the sensitivity study's `ratios`)."""
+
+def run_ablation(
+    name: str,
+    params_file="params.yaml",
+    epochs: int | None = None,
+    seeds: list | None = None,
+    variants: list | None = None,
+    notebook=None,
+    **extra,
+) -> Path:
+    """Run the ablation notebook `name` on the pipeline's preprocess cache: runs in
+    artifacts/ablations/<name>/, the notebook in its report/. `extra`: more notebook parameters
+    (e.g. the sensitivity study's `ratios`)."""
     check_choice(name, list(ABLATIONS), "ablation")
     if not (PATHS["cache"] / "dataset.json").exists():
-        raise TbprError(f"{PATHS['cache']}: no preprocess cache", fix="run `dvc repro preprocess` first")
+        raise TbprError(
+            f"{PATHS['cache']}: no preprocess cache", fix="run `dvc repro preprocess` first"
+        )
     out = ART / "ablations" / name
-    parameters = {"params_file": str(params_file), "cache_dir": str(PATHS["cache"]), "out_dir": str(out)}
-    if epochs: parameters["epochs"] = epochs
-    if seeds: parameters["seeds"] = list(seeds)
-    if variants: parameters["variants"] = list(variants)
+    parameters = {
+        "params_file": str(params_file),
+        "cache_dir": str(PATHS["cache"]),
+        "out_dir": str(out),
+    }
+    if epochs:
+        parameters["epochs"] = epochs
+    if seeds:
+        parameters["seeds"] = list(seeds)
+    if variants:
+        parameters["variants"] = list(variants)
     parameters.update(extra)
     run_notebook(notebook or ABLATIONS[name], out / "report", parameters)
     print(f"ablation: {out / 'report' / (Path(ABLATIONS[name]).stem + '.html')}")
     return out
 
 # %% ../nbs/08_pipeline.ipynb #c186d8a3
-STAGES = {"check": stage_check, "download": stage_download, "parse": stage_parse,
-          "preprocess": stage_preprocess, "train": stage_train, "evaluate": stage_evaluate,
-          "report": stage_report}
+STAGES = {
+    "check": stage_check,
+    "download": stage_download,
+    "parse": stage_parse,
+    "preprocess": stage_preprocess,
+    "train": stage_train,
+    "evaluate": stage_evaluate,
+    "report": stage_report,
+}
 
-STAGE_HELP = {"check": "check params.yaml (every stage depends on it)",
-              "download": "make the synthetic benchmark, or check and unpack a real dataset",
-              "parse": "human-parsing maps for BiLMa's semantic MIM, when it needs them",
-              "preprocess": "resize the images into the uint8 cache; caption phrases for IVT",
-              "train": "train the method of params.yaml (GPU when present)",
-              "evaluate": "test metrics, the CMC curve and a retrieval grid",
-              "report": "the HTML report of the run"}
+STAGE_HELP = {
+    "check": "check params.yaml (every stage depends on it)",
+    "download": "make the synthetic benchmark, or check and unpack a real dataset",
+    "parse": "human-parsing maps for BiLMa's semantic MIM, when it needs them",
+    "preprocess": "resize the images into the uint8 cache; caption phrases for IVT",
+    "train": "train the method of params.yaml (GPU when present)",
+    "evaluate": "test metrics, the CMC curve and a retrieval grid",
+    "report": "the HTML report of the run",
+}
+
 
 def _add_params_option(parser):
-    parser.add_argument("--params", default="params.yaml", metavar="FILE",
-                        help="parameter file (default: params.yaml)")
+    parser.add_argument(
+        "--params",
+        default="params.yaml",
+        metavar="FILE",
+        help="parameter file (default: params.yaml)",
+    )
+
 
 def _add_search_command(commands):
-    sp = commands.add_parser("search", help="rank a folder of crops for a description",
-                             description="Rank a folder of person crops for a free-text "
-                                         "description with a trained model.")
-    sp.add_argument("--images", required=True, metavar="FOLDER",
-                    help="the crops to rank (sub-folders included)")
+    sp = commands.add_parser(
+        "search",
+        help="rank a folder of crops for a description",
+        description="Rank a folder of person crops for a free-text "
+        "description with a trained model.",
+    )
+    sp.add_argument(
+        "--images", required=True, metavar="FOLDER", help="the crops to rank (sub-folders included)"
+    )
     sp.add_argument("--query", default="", help="the description of the person")
-    sp.add_argument("--model", default=str(PATHS["model"]), metavar="FOLDER",
-                    help="a trained model folder (default: artifacts/model)")
+    sp.add_argument(
+        "--model",
+        default=str(PATHS["model"]),
+        metavar="FOLDER",
+        help="a trained model folder (default: artifacts/model)",
+    )
     sp.add_argument("--k", type=int, default=10, help="how many crops to show (default: 10)")
-    sp.add_argument("--out", default="artifacts/search/result.png", metavar="PNG",
-                    help="the image grid to write (default: artifacts/search/result.png)")
-    sp.add_argument("--cache", default="artifacts/search_cache", metavar="FOLDER",
-                    help="where gallery embeddings are cached (default: artifacts/search_cache)")
+    sp.add_argument(
+        "--out",
+        default="artifacts/search/result.png",
+        metavar="PNG",
+        help="the image grid to write (default: artifacts/search/result.png)",
+    )
+    sp.add_argument(
+        "--cache",
+        default="artifacts/search_cache",
+        metavar="FOLDER",
+        help="where gallery embeddings are cached (default: artifacts/search_cache)",
+    )
+
 
 def cli_parser() -> argparse.ArgumentParser:
     "The `tbpr` command: one sub-command per stage and tool, each with its own options."
     from tbpr import __version__
-    ap = argparse.ArgumentParser(prog="tbpr", description="Text-based person retrieval: the "
-                                 "pipeline's stages (see dvc.yaml) and its tools.")
+
+    ap = argparse.ArgumentParser(
+        prog="tbpr",
+        description="Text-based person retrieval: the "
+        "pipeline's stages (see dvc.yaml) and its tools.",
+    )
     ap.add_argument("--version", action="version", version=f"tbpr {__version__}")
     commands = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, text in STAGE_HELP.items():
-        _add_params_option(commands.add_parser(name, help=text, description=text[0].upper() +
-                                               text[1:] + "."))
+        _add_params_option(
+            commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        )
     _add_params_option(commands.add_parser("params", help="print the resolved parameters"))
     ab = commands.add_parser("ablation", help="run an ablation notebook (papermill)")
     ab.add_argument("name", choices=list(ABLATIONS), help="the ablation to run")
@@ -562,20 +922,27 @@ def cli_parser() -> argparse.ArgumentParser:
     ab.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the notebook's)")
     _add_search_command(commands)
     docs = commands.add_parser("docs", help="build the documentation site")
-    docs.add_argument("--out", default="_site", metavar="FOLDER",
-                      help="the site folder (default: _site)")
-    docs.add_argument("--no-execute", action="store_true",
-                      help="do not run the notebooks first (quicker, no outputs)")
+    docs.add_argument(
+        "--out", default="_site", metavar="FOLDER", help="the site folder (default: _site)"
+    )
+    docs.add_argument(
+        "--no-execute",
+        action="store_true",
+        help="do not run the notebooks first (quicker, no outputs)",
+    )
     return ap
+
 
 def run_command(args) -> None:
     "Run the sub-command `args` were parsed for."
-    if args.command == "search":          # needs no params.yaml: it runs on any model and folder
+    if args.command == "search":  # needs no params.yaml: it runs on any model and folder
         from tbpr.search import search
+
         search(args.model, args.images, args.query, args.k, args.out, args.cache)
         return
     if args.command == "docs":
         from tbpr.docs import build_docs
+
         build_docs(args.out, execute=not args.no_execute)
         return
     params = resolve_params(args.params, verbose=True)
@@ -585,6 +952,7 @@ def run_command(args) -> None:
         run_ablation(args.name, args.params, args.epochs, args.seeds)
     else:
         STAGES[args.command](params)
+
 
 def main(argv=None) -> int:
     "Entry point of the `tbpr` command."
@@ -600,18 +968,20 @@ def main(argv=None) -> int:
         raise
     return 0
 
+
 def restore_hint(stage: str) -> str:
-    "Under `dvc repro`, how to get back the outputs DVC removed before the failed `stage` ran ('' elsewhere)."
+    """Under `dvc repro`, how to get back the outputs DVC removed before the failed `stage` ran (''
+    elsewhere)."""
     if not os.environ.get("DVC_STAGE") or stage not in STAGES:
         return ""
     if stage == "check":
         return "No stage's outputs were removed: correct the value and run `dvc repro` again.\n"
-    return (f"DVC removed the previous outputs of the {stage} stage before running it. To get them back: "
-            "`git checkout params.yaml && dvc checkout` (checkpoints and run records are kept as they were).\n")
+    return (
+        f"DVC removed the previous outputs of the {stage} stage before running it. To get them back: "
+        "`git checkout params.yaml && dvc checkout` (checkpoints and run records are kept as they were).\n"
+    )
 
 # %% ../nbs/08_pipeline.ipynb #4e9a7911
 #| eval: false
-if __name__ == "__main__": sys.exit(main())      # `python -m tbpr.pipeline train`, e.g. under `accelerate launch`
-
-
-
+if __name__ == "__main__":
+    sys.exit(main())  # `python -m tbpr.pipeline train`, e.g. under `accelerate launch`

@@ -21,15 +21,21 @@ __all__ = ['OPENAI_SHA256', 'CLIP_TOP', 'CLIP_NORMS', 'CLIP_TOWERS', 'CLIP_BLOCK
            'model_fingerprint']
 
 # %% ../nbs/03a_pretrained.ipynb #63ac6ab2
-OPENAI_SHA256 = {   # the sha256 in the clip package's download URLs
+OPENAI_SHA256 = {  # the sha256 in the clip package's download URLs
     "ViT-B-16.pt": "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f",
 }
 
+
 @dataclass
 class Pretrained:
-    """A CLIP checkpoint in transformers naming: its state dict, its sizes, where it came from, and where its tokenizer is
-    (its folder or hub id, OpenAI's BPE file beside a `.pt`, or None when there is none)."""
-    state: dict; dims: dict; source: str; tokenizer_dir: str | None = None
+    """A CLIP checkpoint in transformers naming: its state dict, its sizes, where it came from, and
+    where its tokenizer is (its folder or hub id, OpenAI's BPE file beside a `.pt`, or None when
+    there is none)."""
+
+    state: dict
+    dims: dict
+    source: str
+    tokenizer_dir: str | None = None
 
 # %% ../nbs/03a_pretrained.ipynb #4229ad12
 def openai_dims(sd: dict) -> dict:
@@ -37,26 +43,55 @@ def openai_dims(sd: dict) -> dict:
     vw, patch = sd["visual.conv1.weight"].shape[0], sd["visual.conv1.weight"].shape[-1]
     grid = round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5)
     tw = sd["ln_final.weight"].shape[0]
-    count = lambda prefix: len({k.split(".")[len(prefix.split(".")) - 1] for k in sd if k.startswith(prefix)})
-    return {"vision_width": vw, "vision_layers": count("visual.transformer.resblocks."), "vision_heads": vw // 64,
-            "patch_size": patch, "source_grid": [grid, grid], "text_width": tw, "text_layers": count("transformer.resblocks."),
-            "text_heads": tw // 64, "embed_dim": sd["text_projection"].shape[1], "vocab_size": sd["token_embedding.weight"].shape[0],
-            "context_length": sd["positional_embedding"].shape[0]}
+    count = lambda prefix: len(
+        {k.split(".")[len(prefix.split(".")) - 1] for k in sd if k.startswith(prefix)}
+    )
+    return {
+        "vision_width": vw,
+        "vision_layers": count("visual.transformer.resblocks."),
+        "vision_heads": vw // 64,
+        "patch_size": patch,
+        "source_grid": [grid, grid],
+        "text_width": tw,
+        "text_layers": count("transformer.resblocks."),
+        "text_heads": tw // 64,
+        "embed_dim": sd["text_projection"].shape[1],
+        "vocab_size": sd["token_embedding.weight"].shape[0],
+        "context_length": sd["positional_embedding"].shape[0],
+    }
 
-# One table of names, read both ways: (OpenAI name, transformers name, transposed?) for the tensors outside the blocks,
-# LayerNorm prefixes, and the per-block names (OpenAI's fused attention input `in_proj` is split into q, k and v).
-CLIP_TOP = (("visual.class_embedding", "vision_model.embeddings.class_embedding", False),
-            ("visual.conv1.weight", "vision_model.embeddings.patch_embedding.weight", False),
-            ("visual.positional_embedding", "vision_model.embeddings.position_embedding.weight", False),
-            ("visual.proj", "visual_projection.weight", True),
-            ("token_embedding.weight", "text_model.embeddings.token_embedding.weight", False),
-            ("positional_embedding", "text_model.embeddings.position_embedding.weight", False),
-            ("text_projection", "text_projection.weight", True), ("logit_scale", "logit_scale", False))
-CLIP_NORMS = (("visual.ln_pre", "vision_model.pre_layrnorm"), ("visual.ln_post", "vision_model.post_layernorm"),
-              ("ln_final", "text_model.final_layer_norm"))
-CLIP_TOWERS = (("visual.transformer.resblocks", "vision_model.encoder.layers"), ("transformer.resblocks", "text_model.encoder.layers"))
-CLIP_BLOCK = (("attn.out_proj", "self_attn.out_proj"), ("ln_1", "layer_norm1"), ("ln_2", "layer_norm2"),
-              ("mlp.c_fc", "mlp.fc1"), ("mlp.c_proj", "mlp.fc2"))
+
+# One table of names, read both ways: (OpenAI name, transformers name, transposed?) for the tensors
+# outside the blocks,
+# LayerNorm prefixes, and the per-block names (OpenAI's fused attention input `in_proj` is split
+# into q, k and v).
+CLIP_TOP = (
+    ("visual.class_embedding", "vision_model.embeddings.class_embedding", False),
+    ("visual.conv1.weight", "vision_model.embeddings.patch_embedding.weight", False),
+    ("visual.positional_embedding", "vision_model.embeddings.position_embedding.weight", False),
+    ("visual.proj", "visual_projection.weight", True),
+    ("token_embedding.weight", "text_model.embeddings.token_embedding.weight", False),
+    ("positional_embedding", "text_model.embeddings.position_embedding.weight", False),
+    ("text_projection", "text_projection.weight", True),
+    ("logit_scale", "logit_scale", False),
+)
+CLIP_NORMS = (
+    ("visual.ln_pre", "vision_model.pre_layrnorm"),
+    ("visual.ln_post", "vision_model.post_layernorm"),
+    ("ln_final", "text_model.final_layer_norm"),
+)
+CLIP_TOWERS = (
+    ("visual.transformer.resblocks", "vision_model.encoder.layers"),
+    ("transformer.resblocks", "text_model.encoder.layers"),
+)
+CLIP_BLOCK = (
+    ("attn.out_proj", "self_attn.out_proj"),
+    ("ln_1", "layer_norm1"),
+    ("ln_2", "layer_norm2"),
+    ("mlp.c_fc", "mlp.fc1"),
+    ("mlp.c_proj", "mlp.fc2"),
+)
+
 
 def _rename(sd: dict, to_hf: bool) -> dict:
     "`sd` renamed from OpenAI's naming to transformers' (`to_hf`) or back; the blocks of each tower by their index."
@@ -66,20 +101,31 @@ def _rename(sd: dict, to_hf: bool) -> dict:
         out.update({f"{pair[b]}.{kind}": sd[f"{pair[a]}.{kind}"] for kind in ("weight", "bias")})
     for tower in CLIP_TOWERS:
         src, dst = tower[a], tower[b]
-        for i in sorted({int(k[len(src) + 1:].split(".")[0]) for k in sd if k.startswith(src + ".")}):
+        for i in sorted(
+            {int(k[len(src) + 1 :].split(".")[0]) for k in sd if k.startswith(src + ".")}
+        ):
             s, d = f"{src}.{i}", f"{dst}.{i}"
             for kind in ("weight", "bias"):
-                out.update({f"{d}.{pair[b]}.{kind}": sd[f"{s}.{pair[a]}.{kind}"] for pair in CLIP_BLOCK})
+                out.update(
+                    {f"{d}.{pair[b]}.{kind}": sd[f"{s}.{pair[a]}.{kind}"] for pair in CLIP_BLOCK}
+                )
                 if to_hf:
                     q, k, v = sd[f"{s}.attn.in_proj_{kind}"].chunk(3)
-                    out.update({f"{d}.self_attn.{x}_proj.{kind}": t for x, t in zip("qkv", (q, k, v))})
-                else: out[f"{d}.attn.in_proj_{kind}"] = torch.cat([sd[f"{s}.self_attn.{x}_proj.{kind}"] for x in "qkv"])
+                    out.update(
+                        {f"{d}.self_attn.{x}_proj.{kind}": t for x, t in zip("qkv", (q, k, v))}
+                    )
+                else:
+                    out[f"{d}.attn.in_proj_{kind}"] = torch.cat(
+                        [sd[f"{s}.self_attn.{x}_proj.{kind}"] for x in "qkv"]
+                    )
     return out
+
 
 def openai_to_hf(sd: dict) -> tuple:
     "An OpenAI CLIP ViT state dict in `transformers`' `CLIPModel` naming, and its sizes."
     dims = openai_dims(sd)
     return _rename({k: v.float() for k, v in sd.items()}, to_hf=True), dims
+
 
 def hf_to_openai(sd: dict) -> dict:
     "A `CLIPModel` state dict (transformers naming) in OpenAI's naming, the layout of `ViT-B-16.pt`: the inverse of `openai_to_hf`."
@@ -90,120 +136,219 @@ def _load_openai(path: Path, sha256: str) -> Pretrained:
     want = sha256 or OPENAI_SHA256.get(path.name, "")
     got = sha256_file(path)
     if want and got != want:
-        raise TbprError(f"{path}: sha256 {got} is not the expected {want}",
-                        fix="the file is corrupt or not the official one: download it again (or set model.init_sha256 for your own file)")
-    if not want: print(f"{path}: sha256 {got} (not pinned; set model.init_sha256 to check it)")
-    try: sd = torch.jit.load(str(path), map_location="cpu").state_dict()        # OpenAI ships TorchScript archives
+        raise TbprError(
+            f"{path}: sha256 {got} is not the expected {want}",
+            fix="the file is corrupt or not the official one: download it again (or set model.init_sha256 for your own file)",
+        )
+    if not want:
+        print(f"{path}: sha256 {got} (not pinned; set model.init_sha256 to check it)")
+    try:
+        sd = torch.jit.load(
+            str(path), map_location="cpu"
+        ).state_dict()  # OpenAI ships TorchScript archives
     except RuntimeError:
-        try: sd = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err: raise TbprError(f"{path}: neither a TorchScript archive nor a state dict ({err})".splitlines()[0]) from None
+        try:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:
+            raise TbprError(
+                f"{path}: neither a TorchScript archive nor a state dict ({err})".splitlines()[0]
+            ) from None
     sd = {k.removeprefix("module."): v for k, v in dict(sd).items()}
     if "visual.conv1.weight" not in sd:
-        raise TbprError(f"{path}: not an OpenAI CLIP ViT checkpoint (no visual.conv1.weight)", fix="give ViT-B-16.pt from the clip package")
+        raise TbprError(
+            f"{path}: not an OpenAI CLIP ViT checkpoint (no visual.conv1.weight)",
+            fix="give ViT-B-16.pt from the clip package",
+        )
     state, dims = openai_to_hf(sd)
-    bpe = path.parent / OPENAI_BPE                  # a .pt carries no tokenizer: OpenAI's BPE file beside it, if any
+    bpe = (
+        path.parent / OPENAI_BPE
+    )  # a .pt carries no tokenizer: OpenAI's BPE file beside it, if any
     return Pretrained(state, dims, str(path), str(bpe) if bpe.is_file() else None)
+
 
 def _load_hf(name: str) -> Pretrained:
     from transformers import CLIPModel
-    try: model = CLIPModel.from_pretrained(name)
+
+    try:
+        model = CLIPModel.from_pretrained(name)
     except (OSError, ValueError) as err:
-        raise TbprError(f"model.init={name!r}: could not load a CLIP model ({str(err).splitlines()[0]})",
-                        fix="without internet, put the weights on disk: a Hugging Face CLIPModel folder (save_pretrained or a hub "
-                            "snapshot) or OpenAI's ViT-B-16.pt, e.g. under data/weights/ (then `dvc add data`), and set model.init "
-                            "to that path") from None
+        raise TbprError(
+            f"model.init={name!r}: could not load a CLIP model ({str(err).splitlines()[0]})",
+            fix="without internet, put the weights on disk: a Hugging Face CLIPModel folder (save_pretrained or a hub "
+            "snapshot) or OpenAI's ViT-B-16.pt, e.g. under data/weights/ (then `dvc add data`), and set model.init "
+            "to that path",
+        ) from None
     vc, tc = model.config.vision_config, model.config.text_config
     if vc.intermediate_size != 4 * vc.hidden_size or tc.intermediate_size != 4 * tc.hidden_size:
-        raise TbprError(f"model.init={name!r}: MLP width is not 4x the hidden size, unlike CLIP", fix="give a CLIP ViT checkpoint")
+        raise TbprError(
+            f"model.init={name!r}: MLP width is not 4x the hidden size, unlike CLIP",
+            fix="give a CLIP ViT checkpoint",
+        )
     g = vc.image_size // vc.patch_size
-    dims = {"vision_width": vc.hidden_size, "vision_layers": vc.num_hidden_layers, "vision_heads": vc.num_attention_heads,
-            "patch_size": vc.patch_size, "source_grid": [g, g], "text_width": tc.hidden_size, "text_layers": tc.num_hidden_layers,
-            "text_heads": tc.num_attention_heads, "embed_dim": model.config.projection_dim, "vocab_size": tc.vocab_size,
-            "context_length": tc.max_position_embeddings}
-    tok = name if is_clip_tokenizer(name) or not Path(name).exists() else None      # its own folder, or the same hub id
+    dims = {
+        "vision_width": vc.hidden_size,
+        "vision_layers": vc.num_hidden_layers,
+        "vision_heads": vc.num_attention_heads,
+        "patch_size": vc.patch_size,
+        "source_grid": [g, g],
+        "text_width": tc.hidden_size,
+        "text_layers": tc.num_hidden_layers,
+        "text_heads": tc.num_attention_heads,
+        "embed_dim": model.config.projection_dim,
+        "vocab_size": tc.vocab_size,
+        "context_length": tc.max_position_embeddings,
+    }
+    tok = (
+        name if is_clip_tokenizer(name) or not Path(name).exists() else None
+    )  # its own folder, or the same hub id
     return Pretrained(model.state_dict(), dims, name, tok)
+
 
 def load_pretrained(init: str, sha256: str = "") -> Pretrained:
     "Read a CLIP checkpoint named by `model.init`: an OpenAI `.pt` file, a Hugging Face folder, or a hub id."
     p = Path(init)
     if init.endswith(".pt"):
         if not p.is_file():
-            raise TbprError(f"model.init={init!r}: file not found",
-                            fix="download ViT-B-16.pt (the clip package's URL) and put it at that path, e.g. data/weights/ViT-B-16.pt")
+            raise TbprError(
+                f"model.init={init!r}: file not found",
+                fix="download ViT-B-16.pt (the clip package's URL) and put it at that path, e.g. data/weights/ViT-B-16.pt",
+            )
         return _load_openai(p, sha256)
     if p.is_absolute() or init.startswith((".", "data/")) or p.exists():
         if not (p / "config.json").is_file():
-            raise TbprError(f"model.init={init!r}: no Hugging Face model folder here (config.json missing)",
-                            fix="give a folder written by CLIPModel.save_pretrained, a hub snapshot, or an OpenAI .pt file")
+            raise TbprError(
+                f"model.init={init!r}: no Hugging Face model folder here (config.json missing)",
+                fix="give a folder written by CLIPModel.save_pretrained, a hub snapshot, or an OpenAI .pt file",
+            )
     return _load_hf(init)
 
 # %% ../nbs/03a_pretrained.ipynb #300830e7
-ARCH_KEYS = ("vision_width", "vision_layers", "vision_heads", "patch_size", "text_width", "text_layers", "text_heads", "embed_dim")
+ARCH_KEYS = (
+    "vision_width",
+    "vision_layers",
+    "vision_heads",
+    "patch_size",
+    "text_width",
+    "text_layers",
+    "text_heads",
+    "embed_dim",
+)
+
 
 def encoder_dims(model_params: dict, pre: Pretrained) -> dict:
     "`model_params` with the architecture taken from the checkpoint `pre`."
     out = dict(model_params)
-    changed = [f"{k} {model_params[k]} -> {pre.dims[k]}" for k in ARCH_KEYS if model_params.get(k) != pre.dims[k]]
-    if changed: print(f"model.init {pre.source}: architecture from the checkpoint ({', '.join(changed)})")
+    changed = [
+        f"{k} {model_params[k]} -> {pre.dims[k]}"
+        for k in ARCH_KEYS
+        if model_params.get(k) != pre.dims[k]
+    ]
+    if changed:
+        print(f"model.init {pre.source}: architecture from the checkpoint ({', '.join(changed)})")
     out.update({k: pre.dims[k] for k in ARCH_KEYS})
     if model_params["max_length"] > pre.dims["context_length"]:
-        raise TbprError(f"model.max_length={model_params['max_length']} exceeds the checkpoint's {pre.dims['context_length']} text positions",
-                        fix=f"set model.max_length <= {pre.dims['context_length']}")
+        raise TbprError(
+            f"model.max_length={model_params['max_length']} exceeds the checkpoint's {pre.dims['context_length']} text positions",
+            fix=f"set model.max_length <= {pre.dims['context_length']}",
+        )
     return out
+
 
 def init_encoder(encoder: DualEncoder, pre: Pretrained) -> DualEncoder:
     "Copy the checkpoint `pre` into `encoder` (strictly: every weight must be found)."
     cfg, state = encoder.cfg, dict(pre.state)
     pos = "vision_model.embeddings.position_embedding.weight"
     if tuple(pre.dims["source_grid"]) != cfg.grid:
-        state[pos] = interpolate_position_table(state[pos], tuple(pre.dims["source_grid"]), cfg.grid)
-    tpos = "text_model.embeddings.position_embedding.weight"; state[tpos] = state[tpos][:cfg.max_length]
-    tok = "text_model.embeddings.token_embedding.weight"; emb = state[tok]
+        state[pos] = interpolate_position_table(
+            state[pos], tuple(pre.dims["source_grid"]), cfg.grid
+        )
+    tpos = "text_model.embeddings.position_embedding.weight"
+    state[tpos] = state[tpos][: cfg.max_length]
+    tok = "text_model.embeddings.token_embedding.weight"
+    emb = state[tok]
     if cfg.vocab_size > emb.shape[0]:
-        state[tok] = torch.cat([emb, emb.mean(0, keepdim=True).expand(cfg.vocab_size - emb.shape[0], -1)])
+        state[tok] = torch.cat(
+            [emb, emb.mean(0, keepdim=True).expand(cfg.vocab_size - emb.shape[0], -1)]
+        )
     elif cfg.vocab_size < emb.shape[0]:
-        raise TbprError(f"the tokenizer has {cfg.vocab_size} tokens, fewer than the checkpoint's {emb.shape[0]}",
-                        fix="use the checkpoint's own tokenizer (model.tokenizer: clip)")
-    state.pop("vision_model.embeddings.position_ids", None); state.pop("text_model.embeddings.position_ids", None)
+        raise TbprError(
+            f"the tokenizer has {cfg.vocab_size} tokens, fewer than the checkpoint's {emb.shape[0]}",
+            fix="use the checkpoint's own tokenizer (model.tokenizer: clip)",
+        )
+    state.pop("vision_model.embeddings.position_ids", None)
+    state.pop("text_model.embeddings.position_ids", None)
     missing, unexpected = encoder.clip.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
-        raise TbprError(f"{pre.source}: weights do not fit the encoder (missing {missing[:4]}, unexpected {unexpected[:4]})")
+        raise TbprError(
+            f"{pre.source}: weights do not fit the encoder (missing {missing[:4]}, unexpected {unexpected[:4]})"
+        )
     return encoder
 
 # %% ../nbs/03a_pretrained.ipynb #eb4b84ca
-def write_tiny_clip(out_dir, width: int = 64, layers: int = 1, heads: int = 2, embed_dim: int = 32, words=None) -> Path:
-    "A tiny random CLIP ViT (224x224, patch 16) with a tiny tokenizer, written with `save_pretrained`: the shape of a hub snapshot."
+def write_tiny_clip(
+    out_dir, width: int = 64, layers: int = 1, heads: int = 2, embed_dim: int = 32, words=None
+) -> Path:
+    """A tiny random CLIP ViT (224x224, patch 16) with a tiny tokenizer, written with
+    `save_pretrained`: the shape of a hub snapshot."""
     from transformers import CLIPConfig, CLIPModel
+
     d = write_tiny_clip_tokenizer(out_dir, **({"words": words} if words else {}))
     vocab = len(json.loads((d / "vocab.json").read_text()))
-    block = dict(hidden_size=width, intermediate_size=4 * width, num_hidden_layers=layers, num_attention_heads=heads)
-    CLIPModel(CLIPConfig(text_config=dict(vocab_size=vocab, max_position_embeddings=77, bos_token_id=vocab - 2, eos_token_id=vocab - 1,
-                                           pad_token_id=vocab - 1, **block),
-                         vision_config=dict(image_size=224, patch_size=16, **block), projection_dim=embed_dim)).save_pretrained(d)
+    block = dict(
+        hidden_size=width,
+        intermediate_size=4 * width,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+    )
+    CLIPModel(
+        CLIPConfig(
+            text_config=dict(
+                vocab_size=vocab,
+                max_position_embeddings=77,
+                bos_token_id=vocab - 2,
+                eos_token_id=vocab - 1,
+                pad_token_id=vocab - 1,
+                **block,
+            ),
+            vision_config=dict(image_size=224, patch_size=16, **block),
+            projection_dim=embed_dim,
+        )
+    ).save_pretrained(d)
     return d
 
 # %% ../nbs/03a_pretrained.ipynb #zs0cd001
-ZERO_SHOT = "zero-shot CLIP"        # the method name in a zero-shot encoder's config
-ZERO_SHOT_SIZE = (384, 128)         # its input size where no preprocess cache sets one: IRRA's
+ZERO_SHOT = "zero-shot CLIP"  # the method name in a zero-shot encoder's config
+ZERO_SHOT_SIZE = (384, 128)  # its input size where no preprocess cache sets one: IRRA's
 
-def zero_shot_encoder(init: str, image_size=ZERO_SHOT_SIZE, max_length: int = CLIP_CONTEXT,
-                      sha256: str = "") -> tuple:
+
+def zero_shot_encoder(
+    init: str, image_size=ZERO_SHOT_SIZE, max_length: int = CLIP_CONTEXT, sha256: str = ""
+) -> tuple:
     """A pretrained CLIP as it is, untrained on person crops: (encoder in eval mode, tokenizer,
     config dict). The position table is interpolated to `image_size`'s grid, as IRRA does."""
     pre = load_pretrained(init, sha256)
     if pre.tokenizer_dir is None:
-        raise TbprError(f"{init!r}: no CLIP tokenizer comes with this checkpoint",
-                        fix=f"put OpenAI's {OPENAI_BPE} beside the .pt file, or give a Hugging "
-                            "Face CLIP folder (it holds its tokenizer)")
+        raise TbprError(
+            f"{init!r}: no CLIP tokenizer comes with this checkpoint",
+            fix=f"put OpenAI's {OPENAI_BPE} beside the .pt file, or give a Hugging "
+            "Face CLIP folder (it holds its tokenizer)",
+        )
     tok = load_clip_tokenizer(pre.tokenizer_dir)
     sizes = {k: pre.dims[k] for k in ARCH_KEYS}
     length = min(max_length, pre.dims["context_length"])
-    cfg = EncoderConfig(image_size=tuple(image_size), max_length=length, vocab_size=len(tok),
-                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                        pad_token_id=tok.pad_token_id, **sizes)
+    cfg = EncoderConfig(
+        image_size=tuple(image_size),
+        max_length=length,
+        vocab_size=len(tok),
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        **sizes,
+    )
     encoder = init_encoder(DualEncoder(cfg), pre).eval()
     return encoder, tok, {"method": ZERO_SHOT, "init": pre.source, "encoder": asdict(cfg)}
+
 
 def is_model_folder(where) -> bool:
     "Whether `where` is a folder `save_encoder` wrote (its config.json holds an encoder config)."
@@ -213,16 +358,18 @@ def is_model_folder(where) -> bool:
     meta = read_json(config, "model config")
     return isinstance(meta, dict) and isinstance(meta.get("encoder"), dict)
 
+
 def load_retrieval_model(where, device="cpu", image_size=ZERO_SHOT_SIZE) -> tuple:
     """(encoder, tokenizer, config dict) to rank with: a trained model folder, else a pretrained
     CLIP (hub id, Hugging Face folder or OpenAI's `.pt`) as the zero-shot baseline at
     `image_size`. A folder that is neither is refused with what it lacks."""
     where = str(where)
     if is_model_folder(where) or (Path(where).is_dir() and not Path(where, "config.json").exists()):
-        encoder, meta = load_encoder(where, device)       # says which file is missing
+        encoder, meta = load_encoder(where, device)  # says which file is missing
         return encoder, load_encoder_tokenizer(where, meta), meta
     encoder, tok, meta = zero_shot_encoder(where, image_size)
     return encoder.to(device), tok, meta
+
 
 def model_fingerprint(where) -> str:
     "What identifies a model's weights, for caches: the sha256 of its weights file, else its hub id."
@@ -231,4 +378,3 @@ def model_fingerprint(where) -> str:
         if f.is_file():
             return sha256_file(f)
     return str(where)
-

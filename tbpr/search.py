@@ -21,64 +21,107 @@ __all__ = ['IMAGE_SUFFIXES', 'LOW_SCORE', 'LOW_MARGIN', 'list_gallery', 'exact_t
 # %% ../nbs/12_search.ipynb #d056be69
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
+
 def list_gallery(images_dir) -> list:
     "Every image under `images_dir` as (relative path, size, mtime_ns), sorted by path."
     root = Path(images_dir)
-    if not root.is_dir(): raise TbprError(f"{root}: gallery folder not found", fix="pass the folder holding your crops (--images)")
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and ".tbpr-cache" not in p.parts)
+    if not root.is_dir():
+        raise TbprError(
+            f"{root}: gallery folder not found", fix="pass the folder holding your crops (--images)"
+        )
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and ".tbpr-cache" not in p.parts
+    )
     if not files:
-        raise TbprError(f"{root}: no images found (looked for {', '.join(IMAGE_SUFFIXES)} in it and its sub-folders)",
-                        fix="point --images at a folder of pedestrian crops")
-    return [(p.relative_to(root).as_posix(), *(lambda s: (s.st_size, s.st_mtime_ns))(p.stat())) for p in files]
+        raise TbprError(
+            f"{root}: no images found (looked for {', '.join(IMAGE_SUFFIXES)} in it and its sub-folders)",
+            fix="point --images at a folder of pedestrian crops",
+        )
+    return [
+        (p.relative_to(root).as_posix(), *(lambda s: (s.st_size, s.st_mtime_ns))(p.stat()))
+        for p in files
+    ]
+
 
 def _encode_files(encoder, root: Path, rels: list, batch_size: int) -> np.ndarray:
-    "L2-normalised float16 embeddings of the images `rels` under `root`; unreadable files are collected and refused together."
+    """L2-normalised float16 embeddings of the images `rels` under `root`; unreadable files are
+    collected and refused together."""
     size, device = encoder.cfg.image_size, next(encoder.parameters()).device
     out, bad = [], []
-    for i in tqdm(range(0, len(rels), batch_size), desc="gallery", mininterval=2, disable=len(rels) <= batch_size):
+    for i in tqdm(
+        range(0, len(rels), batch_size),
+        desc="gallery",
+        mininterval=2,
+        disable=len(rels) <= batch_size,
+    ):
         arrays = []
-        for r in rels[i:i + batch_size]:
-            try: arrays.append(load_image(root / r, size))
-            except TbprError as err: bad.append(str(err).splitlines()[0])
+        for r in rels[i : i + batch_size]:
+            try:
+                arrays.append(load_image(root / r, size))
+            except TbprError as err:
+                bad.append(str(err).splitlines()[0])
         if arrays and not bad:
             with torch.inference_mode():
                 pixels = to_tensor(np.stack(arrays), *pixel_norm(encoder)).to(device)
-                out.append(F.normalize(encoder.encode_image(pixels)[0].float(), dim=-1).cpu().numpy())
+                out.append(
+                    F.normalize(encoder.encode_image(pixels)[0].float(), dim=-1).cpu().numpy()
+                )
     if bad:
-        raise TbprError(f"{len(bad)} unreadable image(s) in {root}:\n  " + "\n  ".join(bad[:10]),
-                        fix="remove or re-save these files; the cache was not changed")
-    return np.concatenate(out).astype(np.float16) if out else np.zeros((0, encoder.cfg.embed_dim), np.float16)
+        raise TbprError(
+            f"{len(bad)} unreadable image(s) in {root}:\n  " + "\n  ".join(bad[:10]),
+            fix="remove or re-save these files; the cache was not changed",
+        )
+    return (
+        np.concatenate(out).astype(np.float16)
+        if out
+        else np.zeros((0, encoder.cfg.embed_dim), np.float16)
+    )
 
 # %% ../nbs/12_search.ipynb #c519fae6
 def exact_topk(emb: np.ndarray, q: np.ndarray, k: int, chunk: int = 65536) -> tuple:
     "Top-`k` (scores, rows) of `emb @ q`, reading `emb` in chunks."
     best_s, best_i = np.empty(0, np.float32), np.empty(0, np.int64)
     for s in range(0, len(emb), chunk):
-        sc = np.asarray(emb[s:s + chunk], np.float32) @ q
+        sc = np.asarray(emb[s : s + chunk], np.float32) @ q
         top = np.argpartition(-sc, min(k, len(sc)) - 1)[:k]
         best_s, best_i = np.concatenate([best_s, sc[top]]), np.concatenate([best_i, top + s])
-        keep = np.argsort(-best_s, kind="stable")[:k]; best_s, best_i = best_s[keep], best_i[keep]
+        keep = np.argsort(-best_s, kind="stable")[:k]
+        best_s, best_i = best_s[keep], best_i[keep]
     return best_s, best_i
+
 
 def index_spec(n: int, d: int) -> str:
     "The faiss factory string for `n` embeddings of dimension `d`."
     nlist = max(1, min(int(4 * math.sqrt(n)), n // 39))
     return f"IVF{nlist},Flat" if n < 10_000 or d % 8 else f"IVF{nlist},PQ{d // 8}"
 
+
 def build_index(emb: np.ndarray, seed: int = 0, chunk: int = 100_000):
     "A trained faiss inner-product index holding every row of `emb` (added in chunks)."
     import faiss
+
     n, d = emb.shape
     index = faiss.index_factory(d, index_spec(n, d), faiss.METRIC_INNER_PRODUCT)
     rng = np.random.default_rng(seed)
-    sample = np.sort(rng.choice(n, size=min(n, 256 * faiss.extract_index_ivf(index).nlist, 200_000), replace=False))
+    sample = np.sort(
+        rng.choice(
+            n, size=min(n, 256 * faiss.extract_index_ivf(index).nlist, 200_000), replace=False
+        )
+    )
     index.train(np.asarray(emb[sample], np.float32))
-    for s in range(0, n, chunk): index.add(np.asarray(emb[s:s + chunk], np.float32))
+    for s in range(0, n, chunk):
+        index.add(np.asarray(emb[s : s + chunk], np.float32))
     return index
 
-def index_topk(index, emb: np.ndarray, q: np.ndarray, k: int, nprobe: int = 512, rerank: int = 4000) -> tuple:
+
+def index_topk(
+    index, emb: np.ndarray, q: np.ndarray, k: int, nprobe: int = 512, rerank: int = 4000
+) -> tuple:
     "Top-`k` via the faiss `index` (`rerank` candidates from `nprobe` cells), re-scored exactly from `emb`."
     import faiss
+
     faiss.extract_index_ivf(index).nprobe = nprobe
     _, cand = index.search(q[None].astype(np.float32), max(k, rerank))
     cand = np.unique(cand[0][cand[0] >= 0])
@@ -90,22 +133,36 @@ def index_topk(index, emb: np.ndarray, q: np.ndarray, k: int, nprobe: int = 512,
 def check_query(query) -> str:
     "The stripped query, or an error when there is none (checked before any image is encoded)."
     if not isinstance(query, str) or not query.strip():
-        raise TbprError("the query is empty",
-                        fix='describe the person, e.g. --query "a woman in a red coat with a black backpack"')
+        raise TbprError(
+            "the query is empty",
+            fix='describe the person, e.g. --query "a woman in a red coat with a black backpack"',
+        )
     return query.strip()
 
+
 def _embedding_rows(new: np.ndarray, prev, reuse: list):
-    "The gallery's rows in order: the next newly encoded one (`new`) where `reuse` is None, else `prev[reuse[i]]`."
+    """The gallery's rows in order: the next newly encoded one (`new`) where `reuse` is None, else
+    `prev[reuse[i]]`."""
     fresh = iter(new)
     for r in reuse:
         yield next(fresh) if r is None else prev[r]
 
+
 class GalleryIndex:
     "A model's cached, incrementally updated embeddings of a folder of crops, searchable by text."
-    def __init__(self, model_dir, images_dir, cache_dir=None, batch_size: int = 128, exact_limit: int = 200_000, device=None):
+
+    def __init__(
+        self,
+        model_dir,
+        images_dir,
+        cache_dir=None,
+        batch_size: int = 128,
+        exact_limit: int = 200_000,
+        device=None,
+    ):
         self.model_dir, self.root = Path(model_dir), Path(images_dir)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.encoder, self.tok, _ = load_retrieval_model(model_dir, device)   # or a CLIP, zero-shot
+        self.encoder, self.tok, _ = load_retrieval_model(model_dir, device)  # or a CLIP, zero-shot
         self.model_sha = model_fingerprint(model_dir)
         key = hashlib.sha256(f"{self.root.resolve()}|{self.model_sha}".encode()).hexdigest()[:16]
         self.cache = Path(cache_dir or "artifacts/search_cache") / key
@@ -118,10 +175,16 @@ class GalleryIndex:
         old = {}
         if (self.cache / "manifest.json").exists():
             m = read_json(self.cache / "manifest.json", "gallery manifest")
-            if m.get("model_sha256") == self.model_sha: old = {tuple(e[:3]): e[3] for e in m["entries"]}
+            if m.get("model_sha256") == self.model_sha:
+                old = {tuple(e[:3]): e[3] for e in m["entries"]}
         reuse = [old.get(tuple(e)) for e in now]
         todo = [e[0] for e, r in zip(now, reuse) if r is None]
-        counts = {"images": len(now), "encoded": len(todo), "reused": len(now) - len(todo), "removed": len(old) - (len(now) - len(todo))}
+        counts = {
+            "images": len(now),
+            "encoded": len(todo),
+            "reused": len(now) - len(todo),
+            "removed": len(old) - (len(now) - len(todo)),
+        }
         needs_index = len(now) > self.exact_limit and not (self.cache / "index.faiss").exists()
         if todo or counts["removed"] or needs_index or not (self.cache / "embeddings.npy").exists():
             new = _encode_files(self.encoder, self.root, todo, self.batch_size)
@@ -132,30 +195,49 @@ class GalleryIndex:
                 write_npy(tmp / "embeddings.npy", shape, np.float16, rows, "the gallery embeddings")
                 if len(now) > self.exact_limit:
                     import faiss
-                    faiss.write_index(build_index(np.load(tmp / "embeddings.npy", mmap_mode="r")), str(tmp / "index.faiss"))
-                write_json({"model_sha256": self.model_sha, "images": str(self.root.resolve()),
-                            "entries": [[*e, row] for row, e in enumerate(now)]}, tmp / "manifest.json")
+
+                    faiss.write_index(
+                        build_index(np.load(tmp / "embeddings.npy", mmap_mode="r")),
+                        str(tmp / "index.faiss"),
+                    )
+                write_json(
+                    {
+                        "model_sha256": self.model_sha,
+                        "images": str(self.root.resolve()),
+                        "entries": [[*e, row] for row, e in enumerate(now)],
+                    },
+                    tmp / "manifest.json",
+                )
         self.entries = [e[0] for e in now]
         self.emb = np.load(self.cache / "embeddings.npy", mmap_mode="r")
         self.index = None
         if len(now) > self.exact_limit:
             import faiss
+
             self.index = faiss.read_index(str(self.cache / "index.faiss"))
-        print(f"gallery {self.root}: {counts['images']} images, {counts['encoded']} encoded, {counts['reused']} from the cache"
-              + (f", {counts['removed']} removed" if counts["removed"] > 0 else "") + (" (faiss index)" if self.index is not None else ""))
+        print(
+            f"gallery {self.root}: {counts['images']} images, {counts['encoded']} encoded, {counts['reused']} from the cache"
+            + (f", {counts['removed']} removed" if counts["removed"] > 0 else "")
+            + (" (faiss index)" if self.index is not None else "")
+        )
         return counts
 
     def query_features(self, query: str) -> np.ndarray:
         "The L2-normalised text feature of `query`."
         query = check_query(query)
-        ids = tokenize(self.tok, [query], self.encoder.cfg.max_length).to(next(self.encoder.parameters()).device)
-        with torch.inference_mode(): return F.normalize(self.encoder.encode_text(ids)[0].float(), dim=-1)[0].cpu().numpy()
+        ids = tokenize(self.tok, [query], self.encoder.cfg.max_length).to(
+            next(self.encoder.parameters()).device
+        )
+        with torch.inference_mode():
+            return F.normalize(self.encoder.encode_text(ids)[0].float(), dim=-1)[0].cpu().numpy()
 
     def median_score(self, q: np.ndarray, sample: int = 10_000) -> float:
         "The median cosine of the query feature `q` over the gallery (over `sample` crops of a larger one)."
         if self.emb is None:
             self.update()
-        rows = np.random.default_rng(0).choice(len(self.emb), min(sample, len(self.emb)), replace=False)
+        rows = np.random.default_rng(0).choice(
+            len(self.emb), min(sample, len(self.emb)), replace=False
+        )
         return float(np.median(np.asarray(self.emb[np.sort(rows)], np.float32) @ q))
 
     def rank(self, q: np.ndarray, k: int = 10) -> list:
@@ -174,6 +256,7 @@ class GalleryIndex:
         "The `k` best crops for `query` as (relative path, cosine score), best first."
         return self.rank(self.query_features(query), k)
 
+
 def short_name(name: str, width: int = 14) -> str:
     """A file name on at most two lines of `width` characters for a grid label: whole if it fits, else its start and
     its end around an ellipsis (`0001_c1s1_001051_00.jpg` keeps its camera and frame)."""
@@ -181,39 +264,68 @@ def short_name(name: str, width: int = 14) -> str:
         return name
     if len(name) <= 2 * width:
         return name[:width] + "\n" + name[width:]
-    return name[:width] + "\n\u2026" + name[-(width - 1):]
+    return name[:width] + "\n\u2026" + name[-(width - 1) :]
 
-LOW_SCORE, LOW_MARGIN = 0.1, 0.05   # the best cosine, and how far it stands above the gallery's median
+
+LOW_SCORE, LOW_MARGIN = (
+    0.1,
+    0.05,
+)  # the best cosine, and how far it stands above the gallery's median
+
 
 def low_score_warning(results: list, median: float, model_dir) -> str:
-    """A warning when the best crop scores near 0, or barely above the gallery's median score (`median`): an untrained
-    or barely trained model, whose features hardly depend on the input (a random one scores every crop alike)."""
+    """A warning when the best crop scores near 0, or barely above the gallery's median score
+    (`median`): an untrained or barely trained model, whose features hardly depend on the input (a
+    random one scores every crop alike)."""
     if not results:
         return ""
     best = results[0][1]
     if best >= LOW_SCORE and best - median >= LOW_MARGIN:
         return ""
-    return (f"warning: the best match scores {best:.3f} (cosine), {best - median:.3f} above the gallery's median: "
-            f"the model in {model_dir} seems barely trained, and this ranking is close to random. Train longer "
-            "(train.epochs) or use another model")
+    return (
+        f"warning: the best match scores {best:.3f} (cosine), {best - median:.3f} above the gallery's median: "
+        f"the model in {model_dir} seems barely trained, and this ranking is close to random. Train longer "
+        "(train.epochs) or use another model"
+    )
+
 
 def plot_ranked(query: str, results: list, images_dir, path, cols: int = 10) -> Path:
-    "An image grid of ranked crops `results` ((path, score) pairs) under the query, written to `path`."
+    """An image grid of ranked crops `results` ((path, score) pairs) under the query, written to
+    `path`."""
     from matplotlib.figure import Figure
+
     rows = math.ceil(len(results) / cols)
-    fig = Figure(figsize=(1.3 * cols, 2.9 * rows + 0.6)); axes = fig.subplots(rows, cols, squeeze=False)
-    for ax in axes.flat: ax.axis("off")
+    fig = Figure(figsize=(1.3 * cols, 2.9 * rows + 0.6))
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
     for n, (rel, score) in enumerate(results):
-        ax = axes.flat[n]; ax.imshow(load_image(Path(images_dir) / rel)); ax.axis("on"); ax.set_xticks([]); ax.set_yticks([])
+        ax = axes.flat[n]
+        ax.imshow(load_image(Path(images_dir) / rel))
+        ax.axis("on")
+        ax.set_xticks([])
+        ax.set_yticks([])
         ax.set_title(f"{n + 1}: {score:.3f}\n{short_name(Path(rel).name)}", fontsize=6)
     fig.suptitle(textwrap.fill(query, 100), fontsize=8)
-    fig.tight_layout(); Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp: fig.savefig(tmp, dpi=120, format="png")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
     return Path(path)
 
-def search(model_dir, images_dir, query: str, k: int = 10, out="artifacts/search/result.png", cache_dir=None, **kw) -> list:
-    "Rank the crops in `images_dir` for `query` with the model in `model_dir`; print the top `k`, write the grid to `out`."
-    query = check_query(query)                      # before the gallery is encoded
+
+def search(
+    model_dir,
+    images_dir,
+    query: str,
+    k: int = 10,
+    out="artifacts/search/result.png",
+    cache_dir=None,
+    **kw,
+) -> list:
+    """Rank the crops in `images_dir` for `query` with the model in `model_dir`; print the top `k`,
+    write the grid to `out`."""
+    query = check_query(query)  # before the gallery is encoded
     if k < 1:
         raise TbprError(f"k={k} must be at least 1", fix="e.g. --k 10")
     gallery = GalleryIndex(model_dir, images_dir, cache_dir, **kw)

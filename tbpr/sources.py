@@ -16,21 +16,46 @@ __all__ = ['OFFICIAL', 'ARCHIVES', 'TAR_FILTER', 'archive_kind', 'is_archive', '
            'safe_extract', 'find_dataset_root', 'dataset_root', 'write_image_digests', 'materialize']
 
 # %% ../nbs/02a_sources.ipynb #d06a9458
-OFFICIAL = {   # folder name and (ids, images, captions) per split, from the papers' and loaders' docstrings
-    "cuhkpedes": {"folder": "CUHK-PEDES", "train": (11003, 34054, 68126), "val": (1000, 3078, 6158), "test": (1000, 3074, 6156)},
-    "icfgpedes": {"folder": "ICFG-PEDES", "train": (3102, 34674, 34674), "test": (1000, 19848, 19848)},
-    "rstpreid":  {"folder": "RSTPReid",   "train": (3701, 18505, 37010), "val": (200, 1000, 2000), "test": (200, 1000, 2000)},
+# folder name and (ids, images, captions) per split, from the papers' and loaders' docstrings
+OFFICIAL = {
+    "cuhkpedes": {
+        "folder": "CUHK-PEDES",
+        "train": (11003, 34054, 68126),
+        "val": (1000, 3078, 6158),
+        "test": (1000, 3074, 6156),
+    },
+    "icfgpedes": {
+        "folder": "ICFG-PEDES",
+        "train": (3102, 34674, 34674),
+        "test": (1000, 19848, 19848),
+    },
+    "rstpreid": {
+        "folder": "RSTPReid",
+        "train": (3701, 18505, 37010),
+        "val": (200, 1000, 2000),
+        "test": (200, 1000, 2000),
+    },
 }
-ARCHIVES = (".zip", ".tar", ".tar.gz", ".tgz")   # the names `find_source` looks for; the type comes from the content
+ARCHIVES = (
+    ".zip",
+    ".tar",
+    ".tar.gz",
+    ".tgz",
+)  # the names `find_source` looks for; the type comes from the content
+
 
 def archive_kind(path) -> str | None:
     "'zip' or 'tar' (plain, gzip, bzip2 or xz) read from the file's content, whatever its name; None if it is neither."
     path = Path(path)
-    if not path.is_file(): return None
+    if not path.is_file():
+        return None
     try:
-        if zipfile.is_zipfile(path): return "zip"
+        if zipfile.is_zipfile(path):
+            return "zip"
         return "tar" if tarfile.is_tarfile(path) else None
-    except (OSError, EOFError, tarfile.TarError, zlib.error, lzma.LZMAError): return None
+    except (OSError, EOFError, tarfile.TarError, zlib.error, lzma.LZMAError):
+        return None
+
 
 def is_archive(path) -> bool:
     "Whether `path` is an archive tbpr can unpack (zip, or tar plain or compressed), by its content."
@@ -40,59 +65,86 @@ def is_archive(path) -> bool:
 def candidate_sources(raw_dir, name: str, source: str = "") -> list:
     "The paths `find_source` tries for dataset `name` under `raw_dir`."
     raw_dir, folder = Path(raw_dir), OFFICIAL[name]["folder"]
-    if source: return [raw_dir / source]
+    if source:
+        return [raw_dir / source]
     return [raw_dir / folder] + [raw_dir / f"{folder}{ext}" for ext in ARCHIVES]
+
 
 def find_source(raw_dir, name: str, source: str = "") -> Path | None:
     "The first existing candidate for dataset `name` (a folder or an archive), or None."
     for p in candidate_sources(raw_dir, name, source):
-        if p.is_dir() or is_archive(p): return p
-        if p.exists(): raise TbprError(f"{p}: neither a folder nor a readable zip or tar archive (corrupt or truncated "
-                                       "archive, or another format)",
-                                       fix="give the dataset folder or its archive (zip, tar, tar.gz) in data.source; fetch a damaged archive again")
+        if p.is_dir() or is_archive(p):
+            return p
+        if p.exists():
+            raise TbprError(
+                f"{p}: neither a folder nor a readable zip or tar archive (corrupt or truncated "
+                "archive, or another format)",
+                fix="give the dataset folder or its archive (zip, tar, tar.gz) in data.source; fetch a damaged archive again",
+            )
     return None
 
 # %% ../nbs/02a_sources.ipynb #7f61bea0
 def download_name(url: str) -> str:
-    "The local file name of `url`'s download: a short hash of the whole URL, then its last path segment."
+    """The local file name of `url`'s download: a short hash of the whole URL, then its last path
+    segment."""
     base = Path(urllib.parse.unquote(urllib.parse.urlparse(url).path)).name
     base = re.sub(r"[^A-Za-z0-9._+-]", "_", base)[-80:].lstrip(".") or "download"
     return f"{hashlib.sha256(url.encode()).hexdigest()[:12]}-{base}"
 
+
 def unpinned_warning(url: str, digest: str, name: str = "") -> str:
     "What to say when a download's sha256 is not pinned."
     key = name or "<dataset>"
-    return (f"warning: {url} is not pinned: whatever it serves is used. Its sha256 is {digest}; pin it in params.yaml\n"
-            f"  data:\n    sha256:\n      {key}: \"{digest}\"\n"
-            f"so that a changed or damaged download stops the stage instead of training on it")
+    return (
+        f"warning: {url} is not pinned: whatever it serves is used. Its sha256 is {digest}; pin it in params.yaml\n"
+        f"  data:\n    sha256:\n      {key}: \"{digest}\"\n"
+        f"so that a changed or damaged download stops the stage instead of training on it"
+    )
+
 
 def download(url: str, dest_dir, sha256: str = "", name: str = "") -> tuple:
-    """Fetch `url` into `dest_dir` as `download_name(url)`, atomically, checking the pinned `sha256` (if any) before the
-    file is moved into place. A copy already there is reused if it matches the pin (or there is none), else fetched
-    again. Returns (path, sha256)."""
+    """Fetch `url` into `dest_dir` as `download_name(url)`, atomically, checking the pinned `sha256`
+    (if any) before the file is moved into place. A copy already there is reused if it matches the
+    pin (or there is none), else fetched again. Returns (path, sha256)."""
     dest, want = Path(dest_dir) / download_name(url), sha256.strip().lower()
     pin = f"data.sha256.{name}" if name else "the pinned sha256"
     if dest.is_file():
         got = sha256_file(dest)
         if not want or got == want:
             print(f"using the earlier download {dest} of {url}")
-            if not want: print(unpinned_warning(url, got, name))
+            if not want:
+                print(unpinned_warning(url, got, name))
             return dest, got
-        print(f"{dest}: sha256 {got} does not match {pin} {want}: deleting it and downloading again")
+        print(
+            f"{dest}: sha256 {got} does not match {pin} {want}: deleting it and downloading again"
+        )
         dest.unlink()
     print(f"downloading {url} to {dest}")
     h = hashlib.sha256()
     try:
-        with atomic_path(dest) as tmp, urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
-            while block := r.read(1 << 20): h.update(block); f.write(block)
+        with (
+            atomic_path(dest) as tmp,
+            urllib.request.urlopen(url, timeout=60) as r,
+            open(tmp, "wb") as f,
+        ):
+            while block := r.read(1 << 20):
+                h.update(block)
+                f.write(block)
             got = h.hexdigest()
-            if want and got != want:       # raised inside atomic_path: the temporary is deleted, nothing is kept
-                raise TbprError(f"{url}: the download's sha256 {got} does not match {pin} {want}; it was deleted",
-                                fix=f"check data.urls.{name or '<name>'} (a changed or truncated file?), or update {pin} in params.yaml if you trust the new file")
+            if (
+                want and got != want
+            ):  # raised inside atomic_path: the temporary is deleted, nothing is kept
+                raise TbprError(
+                    f"{url}: the download's sha256 {got} does not match {pin} {want}; it was deleted",
+                    fix=f"check data.urls.{name or '<name>'} (a changed or truncated file?), or update {pin} in params.yaml if you trust the new file",
+                )
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
-        raise TbprError(f"{url}: download failed ({err})",
-                        fix=f"download it by hand and put it in the raw-input folder (e.g. data/{dest.name.split('-', 1)[1]}), then `dvc add data`") from None
-    if not want: print(unpinned_warning(url, got, name))
+        raise TbprError(
+            f"{url}: download failed ({err})",
+            fix=f"download it by hand and put it in the raw-input folder (e.g. data/{dest.name.split('-', 1)[1]}), then `dvc add data`",
+        ) from None
+    if not want:
+        print(unpinned_warning(url, got, name))
     return dest, got
 
 # %% ../nbs/02a_sources.ipynb #09d6a63a
@@ -100,154 +152,262 @@ def check_sha256(path, expected: str, what: str) -> str:
     "Hash `path`; raise if `expected` is set and differs. Returns the hash."
     got = sha256_file(path)
     if expected and got.lower() != expected.lower():
-        raise TbprError(f"{path}: sha256 {got} does not match the pinned {expected}",
-                        fix=f"this is not the {what} you pinned: re-download it, or update data.sha256 in params.yaml if you trust it")
-    if not expected: print(f"{path}: sha256 {got} (not pinned: set it in params.yaml data.sha256 to detect changes)")
+        raise TbprError(
+            f"{path}: sha256 {got} does not match the pinned {expected}",
+            fix=f"this is not the {what} you pinned: re-download it, or update data.sha256 in params.yaml if you trust it",
+        )
+    if not expected:
+        print(
+            f"{path}: sha256 {got} (not pinned: set it in params.yaml data.sha256 to detect changes)"
+        )
     return got
+
 
 def count_splits(ds: PersonDataset) -> dict:
     "(ids, images, captions) per split of a loaded dataset."
     out = {"train": (ds.train.num_ids, len(set(ds.train.img_paths)), len(ds.train))}
     for n in ("val", "test"):
         s = getattr(ds, n)
-        if s: out[n] = (len(set(s.image_pids)), len(s.img_paths), len(s))
+        if s:
+            out[n] = (len(set(s.image_pids)), len(s.img_paths), len(s))
     return out
+
 
 def compare_with_official(counts: dict, name: str) -> list:
     "One line per split: the counts found, and how they differ from the published ones."
     lines = []
     for split in ("train", "val", "test"):
         got, want = counts.get(split), OFFICIAL[name].get(split)
-        if got is None and want is None: continue
-        fmt = lambda c: "none" if c is None else f"{c[0]:,} ids / {c[1]:,} images / {c[2]:,} captions"
+        if got is None and want is None:
+            continue
+        fmt = lambda c: (
+            "none" if c is None else f"{c[0]:,} ids / {c[1]:,} images / {c[2]:,} captions"
+        )
         note = "as published" if got == want else f"published: {fmt(want)}"
         lines.append(f"  {split:5s} {fmt(got)}  ({note})")
-    if name == "icfgpedes": lines.append("  ICFG-PEDES has no val split: training ships the last epoch and never selects on test")
+    if name == "icfgpedes":
+        lines.append(
+            "  ICFG-PEDES has no val split: training ships the last epoch and never selects on test"
+        )
     return lines
 
 # %% ../nbs/02a_sources.ipynb #9b3f1526
-TAR_FILTER = hasattr(tarfile, "data_filter")     # tarfile's extraction filters: Python 3.10.12+, 3.11.4+, 3.12+
+TAR_FILTER = hasattr(
+    tarfile, "data_filter"
+)  # tarfile's extraction filters: Python 3.10.12+, 3.11.4+, 3.12+
+
 
 def _inside(root: Path, member: str) -> bool:
-    return _safe_image_path(root, member) is not None        # the loader's rule for image paths
+    return _safe_image_path(root, member) is not None  # the loader's rule for image paths
 
-def _refuse(archive, bad: list, why: str, fix: str = "refusing this archive; nothing was extracted"):
-    if bad: raise TbprError(f"{archive}: {len(bad)} member(s) {why}, e.g. {bad[:3]}", fix=fix)
+
+def _refuse(
+    archive, bad: list, why: str, fix: str = "refusing this archive; nothing was extracted"
+):
+    if bad:
+        raise TbprError(f"{archive}: {len(bad)} member(s) {why}, e.g. {bad[:3]}", fix=fix)
+
 
 def _tar_members(t: tarfile.TarFile, archive, out_dir: Path, allow_links: bool) -> list:
-    "The members of `t`, checked: paths and link targets inside `out_dir`; links only if `allow_links`; no devices."
+    """The members of `t`, checked: paths and link targets inside `out_dir`; links only if
+    `allow_links`; no devices."""
     outside, links, special = [], [], []
     for m in t.getmembers():
-        if not _inside(out_dir, m.name): outside.append(m.name); continue
-        if m.issym() or m.islnk():      # a symlink's target is relative to its folder, a hard link's to the archive root
-            if not _inside(out_dir, m.linkname if m.islnk() else str(Path(m.name).parent / m.linkname)): outside.append(f"{m.name} -> {m.linkname}")
-            elif not allow_links: links.append(f"{m.name} -> {m.linkname}")
-        elif not (m.isfile() or m.isdir()): special.append(m.name)
+        if not _inside(out_dir, m.name):
+            outside.append(m.name)
+            continue
+        if (
+            m.issym() or m.islnk()
+        ):  # a symlink's target is relative to its folder, a hard link's to the archive root
+            if not _inside(
+                out_dir, m.linkname if m.islnk() else str(Path(m.name).parent / m.linkname)
+            ):
+                outside.append(f"{m.name} -> {m.linkname}")
+            elif not allow_links:
+                links.append(f"{m.name} -> {m.linkname}")
+        elif not (m.isfile() or m.isdir()):
+            special.append(m.name)
     _refuse(archive, outside, "would be written outside the target")
     _refuse(archive, special, "are devices or pipes, not files")
-    _refuse(archive, links, f"are links, which this Python ({'.'.join(map(str, sys.version_info[:3]))}) cannot extract safely: "
-            "its tarfile has no extraction filter", fix="use Python 3.10.12+ or 3.11.4+, or extract the archive yourself into the raw-input folder")
+    _refuse(
+        archive,
+        links,
+        f"are links, which this Python ({'.'.join(map(str, sys.version_info[:3]))}) cannot extract safely: "
+        "its tarfile has no extraction filter",
+        fix="use Python 3.10.12+ or 3.11.4+, or extract the archive yourself into the raw-input folder",
+    )
     return t.getmembers()
+
 
 def _extract_tar(t: tarfile.TarFile, archive, out_dir: Path, use_filter: bool = TAR_FILTER):
     "Extract the checked members of `t` into `out_dir`: with the `data` filter if this Python has it, else the fallback."
     members = _tar_members(t, archive, out_dir, allow_links=use_filter)
-    if use_filter: t.extractall(out_dir, members=members, filter="data"); return
-    for m in members:                   # what the data filter does to files and folders: no special bits, no foreign owner
+    if use_filter:
+        t.extractall(out_dir, members=members, filter="data")
+        return
+    for m in (
+        members
+    ):  # what the data filter does to files and folders: no special bits, no foreign owner
         m.mode = (m.mode & 0o755) | (0o600 if m.isfile() else 0o700)
         m.uid, m.gid, m.uname, m.gname = os.getuid(), os.getgid(), "", ""
-    t.extractall(out_dir, members=members, **({"filter": "fully_trusted"} if TAR_FILTER else {}))   # checked above
+    t.extractall(
+        out_dir, members=members, **({"filter": "fully_trusted"} if TAR_FILTER else {})
+    )  # checked above
+
 
 def safe_extract(archive, out_dir) -> Path:
     "Extract a zip or tar archive (type read from its content) into `out_dir`, refusing members that would leave it."
     archive, out_dir = Path(archive), Path(out_dir)
     kind = archive_kind(archive)
     if kind is None:
-        raise TbprError(f"{archive}: not a zip or tar archive (read by its content: corrupt or truncated archive, or another format)",
-                        fix="download it again, or give the dataset folder")
+        raise TbprError(
+            f"{archive}: not a zip or tar archive (read by its content: corrupt or truncated archive, or another format)",
+            fix="download it again, or give the dataset folder",
+        )
     try:
         if kind == "zip":
             with zipfile.ZipFile(archive) as z:
-                _refuse(archive, [n for n in z.namelist() if not _inside(out_dir, n)], "would be written outside the target")
+                _refuse(
+                    archive,
+                    [n for n in z.namelist() if not _inside(out_dir, n)],
+                    "would be written outside the target",
+                )
                 z.extractall(out_dir)
         else:
-            with tarfile.open(archive) as t: _extract_tar(t, archive, out_dir)
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, gzip.BadGzipFile) as err:
-        raise TbprError(f"{archive}: corrupt or truncated archive ({err})", fix="download it again") from None
+            with tarfile.open(archive) as t:
+                _extract_tar(t, archive, out_dir)
+    except (
+        zipfile.BadZipFile,
+        tarfile.TarError,
+        EOFError,
+        zlib.error,
+        lzma.LZMAError,
+        gzip.BadGzipFile,
+    ) as err:
+        raise TbprError(
+            f"{archive}: corrupt or truncated archive ({err})", fix="download it again"
+        ) from None
     except OSError as err:
-        if err.errno is not None: raise                      # a real I/O error (disk full...), not a damaged archive
-        raise TbprError(f"{archive}: corrupt or truncated archive ({err})", fix="download it again") from None
+        if err.errno is not None:
+            raise  # a real I/O error (disk full...), not a damaged archive
+        raise TbprError(
+            f"{archive}: corrupt or truncated archive ({err})", fix="download it again"
+        ) from None
     return out_dir
+
 
 def find_dataset_root(tree, name: str, max_depth: int = 3) -> Path:
     "The folder under `tree` that holds dataset `name`'s annotation file (the archive's top folder, usually)."
-    schema = SCHEMAS[name]; files = (schema.ann_file, *schema.alt_ann_files)
+    schema = SCHEMAS[name]
+    files = (schema.ann_file, *schema.alt_ann_files)
     level = [Path(tree)]
     for _ in range(max_depth + 1):
         for d in level:
-            if any((d / f).is_file() for f in files): return d
-        level = sorted(c for d in level for c in d.iterdir() if c.is_dir() and not c.name.startswith((".", "__MACOSX")))
-    raise TbprError(f"{tree}: no {' or '.join(files)} found in the extracted archive",
-                    fix=f"the archive should hold the {OFFICIAL[name]['folder']} folder as distributed")
+            if any((d / f).is_file() for f in files):
+                return d
+        level = sorted(
+            c
+            for d in level
+            for c in d.iterdir()
+            if c.is_dir() and not c.name.startswith((".", "__MACOSX"))
+        )
+    raise TbprError(
+        f"{tree}: no {' or '.join(files)} found in the extracted archive",
+        fix=f"the archive should hold the {OFFICIAL[name]['folder']} folder as distributed",
+    )
 
 # %% ../nbs/02a_sources.ipynb #270b164d
 def dataset_root(dataset_dir) -> Path:
     "The dataset folder the download stage materialised in `dataset_dir` (following `manifest.json` if there is one)."
-    dataset_dir = Path(dataset_dir); m = dataset_dir / "manifest.json"
-    if not m.exists(): return dataset_dir
+    dataset_dir = Path(dataset_dir)
+    m = dataset_dir / "manifest.json"
+    if not m.exists():
+        return dataset_dir
     root = (dataset_dir / read_json(m, "download manifest")["root"]).resolve()
     if not root.is_dir():
-        raise TbprError(f"{m}: points at {root}, which is gone", fix="put the dataset back, or re-run the download stage")
+        raise TbprError(
+            f"{m}: points at {root}, which is gone",
+            fix="put the dataset back, or re-run the download stage",
+        )
     return root
+
 
 def write_image_digests(ds: PersonDataset, path: Path, previous: Path | None = None) -> str:
     """Hash every image of `ds` (the bytes of each file) into `path`, one `sha256  relative path` line each, and
     return one digest of them all: a changed image changes the manifest, so the stages after download run again.
     With the `previous` list, say how many images changed, came or went."""
     root = Path(ds.images_root)
-    lines = [f"{sha256_file(root / p)}  {p}" for p in tqdm(sorted(ds.all_image_paths()), desc="hashing images",
-                                                          mininterval=2)]
+    lines = [
+        f"{sha256_file(root / p)}  {p}"
+        for p in tqdm(sorted(ds.all_image_paths()), desc="hashing images", mininterval=2)
+    ]
     text = "\n".join(lines) + "\n"
     path.write_text(text, encoding="utf-8")
     if previous is not None and previous.is_file():
         old = set(previous.read_text(encoding="utf-8").splitlines())
         new = set(lines)
         if old != new:
-            changed = len({l.split("  ", 1)[1] for l in new - old} & {l.split("  ", 1)[1] for l in old - new})
-            print(f"since the last download: {changed} image(s) changed, {len(new - old) - changed} new, "
-                  f"{len(old - new) - changed} gone")
+            changed = len(
+                {l.split("  ", 1)[1] for l in new - old} & {l.split("  ", 1)[1] for l in old - new}
+            )
+            print(
+                f"since the last download: {changed} image(s) changed, {len(new - old) - changed} new, "
+                f"{len(old - new) - changed} gone"
+            )
     return hashlib.sha256(text.encode()).hexdigest()
 
+
 def materialize(params: dict, out) -> dict:
-    "Find, verify and materialise the real dataset named by `data.name` into `out`; returns the manifest."
-    data = params["data"]; name = check_choice(data["name"], list(OFFICIAL), "data.name (real benchmarks)")
+    """Find, verify and materialise the real dataset named by `data.name` into `out`; returns the
+    manifest."""
+    data = params["data"]
+    name = check_choice(data["name"], list(OFFICIAL), "data.name (real benchmarks)")
     src, url = find_source(data["raw_dir"], name, data["source"]), data["urls"].get(name, "")
     downloaded = src is None and bool(url)
-    if downloaded: src, digest = download(url, Path(out).parent / "downloads", data["sha256"].get(name, ""), name)
+    if downloaded:
+        src, digest = download(
+            url, Path(out).parent / "downloads", data["sha256"].get(name, ""), name
+        )
     if src is None:
         looked = "\n  ".join(map(str, candidate_sources(data["raw_dir"], name, data["source"])))
-        raise TbprError(f"{name}: no dataset found; looked at\n  {looked}",
-                        fix=f"request {OFFICIAL[name]['folder']} from its authors and put it (folder or archive) in "
-                            f"{data['raw_dir']}/, then `dvc add {data['raw_dir']}`; or set data.urls.{name} in params.yaml")
+        raise TbprError(
+            f"{name}: no dataset found; looked at\n  {looked}",
+            fix=f"request {OFFICIAL[name]['folder']} from its authors and put it (folder or archive) in "
+            f"{data['raw_dir']}/, then `dvc add {data['raw_dir']}`; or set data.urls.{name} in params.yaml",
+        )
     out = Path(out)
     with atomic_path(out, is_dir=True) as tmp:
         if src.is_dir():
-            digest = check_sha256(annotation_file(src, name), data["sha256"].get(name, ""), f"{name} annotation file")
+            digest = check_sha256(
+                annotation_file(src, name), data["sha256"].get(name, ""), f"{name} annotation file"
+            )
             root, rel = src, os.path.relpath(src.resolve(), out.resolve())
         else:
-            if not downloaded: digest = check_sha256(src, data["sha256"].get(name, ""), f"{name} archive")
-            try: root = find_dataset_root(safe_extract(src, tmp), name); rel = str(root.relative_to(tmp))
+            if not downloaded:
+                digest = check_sha256(src, data["sha256"].get(name, ""), f"{name} archive")
+            try:
+                root = find_dataset_root(safe_extract(src, tmp), name)
+                rel = str(root.relative_to(tmp))
             except TbprError as err:
-                if not downloaded: raise
-                src.unlink(missing_ok=True)                 # not what we wanted: the next run fetches it again
-                raise TbprError(f"{err.message}\n  (downloaded from {url}; the download was deleted)",
-                                fix=f"check data.urls.{name}: it must serve the {OFFICIAL[name]['folder']} folder as a zip or tar archive") from None
-        ds = load_dataset(root, name)                       # validates schema, paths and image files
+                if not downloaded:
+                    raise
+                src.unlink(missing_ok=True)  # not what we wanted: the next run fetches it again
+                raise TbprError(
+                    f"{err.message}\n  (downloaded from {url}; the download was deleted)",
+                    fix=f"check data.urls.{name}: it must serve the {OFFICIAL[name]['folder']} folder as a zip or tar archive",
+                ) from None
+        ds = load_dataset(root, name)  # validates schema, paths and image files
         counts = count_splits(ds)
         print(f"{name} from {src}:")
         print("\n".join(compare_with_official(counts, name)))
         images = write_image_digests(ds, tmp / "images.sha256", out / "images.sha256")
-        manifest = {"name": name, "source": str(src), "sha256": digest, "root": rel, "images_sha256": images,
-                    "counts": {k: list(v) for k, v in counts.items()}}
+        manifest = {
+            "name": name,
+            "source": str(src),
+            "sha256": digest,
+            "root": rel,
+            "images_sha256": images,
+            "counts": {k: list(v) for k, v in counts.items()},
+        }
         write_json(manifest, tmp / "manifest.json")
     return manifest

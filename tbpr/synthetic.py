@@ -35,62 +35,108 @@ __all__ = ['SIZES', 'SPLITS', 'VIEWS', 'PARSING_LABELS', 'LABEL', 'Colour', 'COL
 
 # %% ../nbs/01_synthetic.ipynb #f48c6a7f
 SIZES = {
-    'tiny':   {'train': 12,    'val': 4,    'test': 6},
-    'small':  {'train': 500,   'val': 60,   'test': 100},
-    'medium': {'train': 2000,  'val': 200,  'test': 400},
-    'cuhk':   {'train': 11003, 'val': 1000, 'test': 1000},
+    'tiny': {'train': 12, 'val': 4, 'test': 6},
+    'small': {'train': 500, 'val': 60, 'test': 100},
+    'medium': {'train': 2000, 'val': 200, 'test': 400},
+    'cuhk': {'train': 11003, 'val': 1000, 'test': 1000},
 }
 SPLITS = ('train', 'val', 'test')
 VIEWS = ('front', 'back', 'left', 'right')
-PARSING_LABELS = ['Background', 'Hat', 'Hair', 'Glove', 'Sunglasses', 'Upper-clothes', 'Dress', 'Coat', 'Socks',
-                  'Pants', 'Jumpsuits', 'Scarf', 'Skirt', 'Face', 'Left-arm', 'Right-arm', 'Left-leg', 'Right-leg',
-                  'Left-shoe', 'Right-shoe', 'Bag']
+PARSING_LABELS = [
+    'Background',
+    'Hat',
+    'Hair',
+    'Glove',
+    'Sunglasses',
+    'Upper-clothes',
+    'Dress',
+    'Coat',
+    'Socks',
+    'Pants',
+    'Jumpsuits',
+    'Scarf',
+    'Skirt',
+    'Face',
+    'Left-arm',
+    'Right-arm',
+    'Left-leg',
+    'Right-leg',
+    'Left-shoe',
+    'Right-shoe',
+    'Bag',
+]
 LABEL = {name: i for i, name in enumerate(PARSING_LABELS)}
 
 # %% ../nbs/01_synthetic.ipynb #c1c6aad9
 def difficulty_profile(difficulty: float) -> dict:
     "All the numbers the difficulty knob controls (see the table above)."
     d = float(difficulty)
-    return dict(sibling_share=0.6 * d, one_change=0.3 + 0.5 * d,
-                dark_boost=2.5 * d, sharpen=1 + 0.8 * d,
-                mention_min=int(math.floor(4 - 2 * d + 0.5)), mention_max=int(math.floor(7 - 3 * d + 0.5)),
-                blur_max=0.3 + 1.0 * d, occlusion_p=0.05 + 0.3 * d, light=0.1 + 0.3 * d, cast=0.03 + 0.1 * d,
-                noise_max=2 + 5 * d, lowres_p=0.1 + 0.4 * d, jitter=0.04 + 0.05 * d)
+    return dict(
+        sibling_share=0.6 * d,
+        one_change=0.3 + 0.5 * d,
+        dark_boost=2.5 * d,
+        sharpen=1 + 0.8 * d,
+        mention_min=int(math.floor(4 - 2 * d + 0.5)),
+        mention_max=int(math.floor(7 - 3 * d + 0.5)),
+        blur_max=0.3 + 1.0 * d,
+        occlusion_p=0.05 + 0.3 * d,
+        light=0.1 + 0.3 * d,
+        cast=0.03 + 0.1 * d,
+        noise_max=2 + 5 * d,
+        lowres_p=0.1 + 0.4 * d,
+        jitter=0.04 + 0.05 * d,
+    )
 
 # %% ../nbs/01_synthetic.ipynb #3df1ed2c
 Colour = namedtuple('Colour', 'rgb words prior dark')
 
 COLOURS = {
-    'black':      Colour((24, 24, 26),    ('black',),                           0.20, True),
-    'white':      Colour((232, 232, 226), ('white',),                           0.11, False),
-    'grey':       Colour((128, 128, 130), ('grey', 'gray'),                     0.09, False),
-    'dark grey':  Colour((64, 64, 68),    ('dark grey', 'dark gray', 'charcoal'), 0.06, True),
-    'navy':       Colour((30, 38, 82),    ('navy', 'dark blue', 'navy blue'),   0.07, True),
-    'blue':       Colour((42, 90, 182),   ('blue',),                            0.07, False),
+    'black': Colour((24, 24, 26), ('black',), 0.20, True),
+    'white': Colour((232, 232, 226), ('white',), 0.11, False),
+    'grey': Colour((128, 128, 130), ('grey', 'gray'), 0.09, False),
+    'dark grey': Colour((64, 64, 68), ('dark grey', 'dark gray', 'charcoal'), 0.06, True),
+    'navy': Colour((30, 38, 82), ('navy', 'dark blue', 'navy blue'), 0.07, True),
+    'blue': Colour((42, 90, 182), ('blue',), 0.07, False),
     'light blue': Colour((142, 180, 222), ('light blue', 'sky blue', 'pale blue'), 0.04, False),
-    'red':        Colour((186, 34, 40),   ('red',),                             0.05, False),
-    'maroon':     Colour((108, 30, 40),   ('maroon', 'dark red', 'burgundy'),   0.03, True),
-    'pink':       Colour((232, 150, 172), ('pink',),                            0.04, False),
-    'purple':     Colour((108, 54, 138),  ('purple', 'violet'),                 0.02, False),
-    'green':      Colour((46, 128, 64),   ('green',),                           0.03, False),
-    'olive':      Colour((94, 98, 50),    ('olive', 'olive green', 'army green'), 0.03, True),
-    'yellow':     Colour((228, 198, 50),  ('yellow',),                          0.03, False),
-    'orange':     Colour((232, 120, 38),  ('orange',),                          0.02, False),
-    'brown':      Colour((106, 70, 42),   ('brown',),                           0.05, True),
-    'beige':      Colour((208, 188, 150), ('beige', 'khaki', 'tan'),            0.05, False),
+    'red': Colour((186, 34, 40), ('red',), 0.05, False),
+    'maroon': Colour((108, 30, 40), ('maroon', 'dark red', 'burgundy'), 0.03, True),
+    'pink': Colour((232, 150, 172), ('pink',), 0.04, False),
+    'purple': Colour((108, 54, 138), ('purple', 'violet'), 0.02, False),
+    'green': Colour((46, 128, 64), ('green',), 0.03, False),
+    'olive': Colour((94, 98, 50), ('olive', 'olive green', 'army green'), 0.03, True),
+    'yellow': Colour((228, 198, 50), ('yellow',), 0.03, False),
+    'orange': Colour((232, 120, 38), ('orange',), 0.02, False),
+    'brown': Colour((106, 70, 42), ('brown',), 0.05, True),
+    'beige': Colour((208, 188, 150), ('beige', 'khaki', 'tan'), 0.05, False),
 }
 HAIR_COLOURS = {
-    'black':      Colour((26, 22, 20),    ('black', 'dark'),                    0.55, True),
-    'dark brown': Colour((58, 38, 24),    ('dark brown', 'brown'),              0.20, True),
-    'brown':      Colour((112, 74, 42),   ('brown', 'light brown'),             0.12, False),
-    'blonde':     Colour((206, 172, 104), ('blonde', 'blond', 'fair'),          0.07, False),
-    'grey':       Colour((168, 168, 166), ('grey', 'gray', 'silver'),           0.04, False),
-    'red':        Colour((150, 64, 34),   ('red', 'ginger', 'auburn'),          0.02, False),
+    'black': Colour((26, 22, 20), ('black', 'dark'), 0.55, True),
+    'dark brown': Colour((58, 38, 24), ('dark brown', 'brown'), 0.20, True),
+    'brown': Colour((112, 74, 42), ('brown', 'light brown'), 0.12, False),
+    'blonde': Colour((206, 172, 104), ('blonde', 'blond', 'fair'), 0.07, False),
+    'grey': Colour((168, 168, 166), ('grey', 'gray', 'silver'), 0.04, False),
+    'red': Colour((150, 64, 34), ('red', 'ginger', 'auburn'), 0.02, False),
 }
-SKIN_TONES = {'very light': ((242, 210, 186), 0.25), 'light': ((226, 184, 150), 0.30), 'medium': ((200, 148, 108), 0.22),
-              'tan': ((162, 112, 78), 0.14), 'dark': ((108, 74, 52), 0.09)}
+SKIN_TONES = {
+    'very light': ((242, 210, 186), 0.25),
+    'light': ((226, 184, 150), 0.30),
+    'medium': ((200, 148, 108), 0.22),
+    'tan': ((162, 112, 78), 0.14),
+    'dark': ((108, 74, 52), 0.09),
+}
 JEANS_COLOURS = ('blue', 'light blue', 'navy', 'black', 'grey')
-SHOE_COLOURS = ('black', 'white', 'brown', 'grey', 'dark grey', 'beige', 'navy', 'red', 'blue', 'pink')
+SHOE_COLOURS = (
+    'black',
+    'white',
+    'brown',
+    'grey',
+    'dark grey',
+    'beige',
+    'navy',
+    'red',
+    'blue',
+    'pink',
+)
 BASIC_COLOURS = ('white', 'black', 'grey', 'light blue', 'beige', 'navy', 'red')
 
 # %% ../nbs/01_synthetic.ipynb #786a4983
@@ -98,16 +144,19 @@ def pick(rng, seq):
     "One element of `seq`, uniformly."
     return seq[int(rng.integers(len(seq)))]
 
+
 def pick_weighted(rng, weights: dict, sharpen: float = 1.0):
     "A key of `weights`, with probability proportional to weight**sharpen."
     keys = list(weights)
     p = np.array([weights[k] for k in keys], float) ** sharpen
     return keys[int(rng.choice(len(keys), p=p / p.sum()))]
 
+
 def chance(rng, p: float, sharpen: float = 1.0) -> bool:
     "True with probability `p`, pushed towards the more common outcome when `sharpen` > 1."
-    a, b = p ** sharpen, (1 - p) ** sharpen
+    a, b = p**sharpen, (1 - p) ** sharpen
     return bool(rng.random() < a / (a + b))
+
 
 def sample_colour(rng, difficulty, palette=COLOURS, allowed=None, exclude=()) -> str:
     "A colour name from `palette`; difficulty boosts dark colours and concentrates the distribution."
@@ -117,29 +166,62 @@ def sample_colour(rng, difficulty, palette=COLOURS, allowed=None, exclude=()) ->
     return pick_weighted(rng, weights, prof['sharpen'])
 
 # %% ../nbs/01_synthetic.ipynb #d2a55bc8
-HAIR_STYLES = {'male': {'short': 0.78, 'bald': 0.05, 'long': 0.07, 'ponytail': 0.05, 'bun': 0.05},
-               'female': {'long': 0.48, 'ponytail': 0.22, 'bun': 0.12, 'short': 0.18}}
-UPPER_TYPES = {'male': {'t-shirt': 0.28, 'shirt': 0.18, 'jacket': 0.24, 'coat': 0.10, 'sweater': 0.10, 'hoodie': 0.10},
-               'female': {'t-shirt': 0.22, 'shirt': 0.14, 'jacket': 0.16, 'coat': 0.10, 'sweater': 0.10, 'hoodie': 0.06,
-                          'dress': 0.22}}
-PATTERNS = {'t-shirt': {'plain': 0.62, 'striped': 0.14, 'logo': 0.20, 'checked': 0.04},
-            'shirt':   {'plain': 0.60, 'striped': 0.15, 'checked': 0.25},
-            'jacket':  {'plain': 0.90, 'striped': 0.05, 'checked': 0.05},
-            'coat':    {'plain': 0.92, 'checked': 0.08},
-            'sweater': {'plain': 0.70, 'striped': 0.20, 'logo': 0.10},
-            'hoodie':  {'plain': 0.70, 'logo': 0.30},
-            'dress':   {'plain': 0.70, 'striped': 0.15, 'checked': 0.15}}
-SLEEVES = {'t-shirt': {'short': 1.0}, 'shirt': {'short': 0.45, 'long': 0.55}, 'dress': {'sleeveless': 0.4, 'short': 0.4, 'long': 0.2}}
-LOWER_TYPES = {'male': {'trousers': 0.45, 'jeans': 0.40, 'shorts': 0.15},
-               'female': {'trousers': 0.30, 'jeans': 0.32, 'shorts': 0.12, 'skirt': 0.26}}
-SHOE_TYPES = {'male': {'sneakers': 0.55, 'shoes': 0.35, 'boots': 0.10}, 'female': {'sneakers': 0.45, 'shoes': 0.30, 'boots': 0.25}}
+HAIR_STYLES = {
+    'male': {'short': 0.78, 'bald': 0.05, 'long': 0.07, 'ponytail': 0.05, 'bun': 0.05},
+    'female': {'long': 0.48, 'ponytail': 0.22, 'bun': 0.12, 'short': 0.18},
+}
+UPPER_TYPES = {
+    'male': {
+        't-shirt': 0.28,
+        'shirt': 0.18,
+        'jacket': 0.24,
+        'coat': 0.10,
+        'sweater': 0.10,
+        'hoodie': 0.10,
+    },
+    'female': {
+        't-shirt': 0.22,
+        'shirt': 0.14,
+        'jacket': 0.16,
+        'coat': 0.10,
+        'sweater': 0.10,
+        'hoodie': 0.06,
+        'dress': 0.22,
+    },
+}
+PATTERNS = {
+    't-shirt': {'plain': 0.62, 'striped': 0.14, 'logo': 0.20, 'checked': 0.04},
+    'shirt': {'plain': 0.60, 'striped': 0.15, 'checked': 0.25},
+    'jacket': {'plain': 0.90, 'striped': 0.05, 'checked': 0.05},
+    'coat': {'plain': 0.92, 'checked': 0.08},
+    'sweater': {'plain': 0.70, 'striped': 0.20, 'logo': 0.10},
+    'hoodie': {'plain': 0.70, 'logo': 0.30},
+    'dress': {'plain': 0.70, 'striped': 0.15, 'checked': 0.15},
+}
+SLEEVES = {
+    't-shirt': {'short': 1.0},
+    'shirt': {'short': 0.45, 'long': 0.55},
+    'dress': {'sleeveless': 0.4, 'short': 0.4, 'long': 0.2},
+}
+LOWER_TYPES = {
+    'male': {'trousers': 0.45, 'jeans': 0.40, 'shorts': 0.15},
+    'female': {'trousers': 0.30, 'jeans': 0.32, 'shorts': 0.12, 'skirt': 0.26},
+}
+SHOE_TYPES = {
+    'male': {'sneakers': 0.55, 'shoes': 0.35, 'boots': 0.10},
+    'female': {'sneakers': 0.45, 'shoes': 0.30, 'boots': 0.25},
+}
 HAT_TYPES = {'cap': 0.5, 'beanie': 0.3, 'hat': 0.2}
 
 # %% ../nbs/01_synthetic.ipynb #cca1dce3
 def sample_hair(rng, gender, difficulty) -> dict:
     "Hair style and colour (bald people have no hair colour)."
     style = pick_weighted(rng, HAIR_STYLES[gender], difficulty_profile(difficulty)['sharpen'])
-    return {'hair_style': style, 'hair_colour': None if style == 'bald' else sample_colour(rng, difficulty, HAIR_COLOURS)}
+    return {
+        'hair_style': style,
+        'hair_colour': None if style == 'bald' else sample_colour(rng, difficulty, HAIR_COLOURS),
+    }
+
 
 def sample_upper(rng, gender, difficulty) -> dict:
     "Upper garment: type, sleeves, colour, pattern (with its second colour) and an optional inner top for jackets/coats."
@@ -148,45 +230,84 @@ def sample_upper(rng, gender, difficulty) -> dict:
     colour = sample_colour(rng, difficulty)
     pattern = pick_weighted(rng, PATTERNS[kind], sh)
     open_front = kind in ('jacket', 'coat') and chance(rng, 0.55, sh)
-    return {'upper_type': kind, 'sleeves': pick_weighted(rng, SLEEVES.get(kind, {'long': 1.0}), sh),
-            'upper_colour': colour, 'pattern': pattern,
-            'pattern_colour': None if pattern == 'plain' else sample_colour(rng, difficulty, exclude=(colour,)),
-            'inner_colour': sample_colour(rng, difficulty, allowed=BASIC_COLOURS, exclude=(colour,)) if open_front else None}
+    return {
+        'upper_type': kind,
+        'sleeves': pick_weighted(rng, SLEEVES.get(kind, {'long': 1.0}), sh),
+        'upper_colour': colour,
+        'pattern': pattern,
+        'pattern_colour': None
+        if pattern == 'plain'
+        else sample_colour(rng, difficulty, exclude=(colour,)),
+        'inner_colour': sample_colour(rng, difficulty, allowed=BASIC_COLOURS, exclude=(colour,))
+        if open_front
+        else None,
+    }
+
 
 def sample_lower(rng, gender, upper_type, difficulty) -> dict:
     "Lower garment (none under a dress); `lower_length` is the hem of a skirt or dress."
     sh = difficulty_profile(difficulty)['sharpen']
     if upper_type == 'dress':
-        return {'lower_type': None, 'lower_colour': None, 'lower_length': pick(rng, ('short', 'long'))}
+        return {
+            'lower_type': None,
+            'lower_colour': None,
+            'lower_length': pick(rng, ('short', 'long')),
+        }
     kind = pick_weighted(rng, LOWER_TYPES[gender], sh)
     colour = sample_colour(rng, difficulty, allowed=JEANS_COLOURS if kind == 'jeans' else None)
-    return {'lower_type': kind, 'lower_colour': colour, 'lower_length': pick(rng, ('short', 'long')) if kind == 'skirt' else None}
+    return {
+        'lower_type': kind,
+        'lower_colour': colour,
+        'lower_length': pick(rng, ('short', 'long')) if kind == 'skirt' else None,
+    }
+
 
 def bare_legs(a) -> bool:
     "Whether skin shows between the lower garment and the shoes."
     return a['lower_type'] in ('shorts', 'skirt') or a['upper_type'] == 'dress'
+
 
 def sample_shoes(rng, a, difficulty) -> dict:
     "Shoe type and colour, and socks when the legs are bare."
     sh = difficulty_profile(difficulty)['sharpen']
     kind = pick_weighted(rng, SHOE_TYPES[a['gender']], sh)
     socks = bare_legs(a) and kind != 'boots' and chance(rng, 0.35, sh)
-    return {'shoes_type': kind, 'shoes_colour': sample_colour(rng, difficulty, allowed=SHOE_COLOURS),
-            'socks': sample_colour(rng, difficulty, allowed=('white', 'black', 'grey')) if socks else None}
+    return {
+        'shoes_type': kind,
+        'shoes_colour': sample_colour(rng, difficulty, allowed=SHOE_COLOURS),
+        'socks': sample_colour(rng, difficulty, allowed=('white', 'black', 'grey'))
+        if socks
+        else None,
+    }
+
 
 def sample_accessories(rng, a, difficulty) -> dict:
-    "Backpack, handbag (and the shoulder it hangs from), hat, glasses, scarf and gloves, each with its own probability."
-    sh, female, coat = difficulty_profile(difficulty)['sharpen'], a['gender'] == 'female', a['upper_type'] in ('coat', 'jacket')
+    """Backpack, handbag (and the shoulder it hangs from), hat, glasses, scarf and gloves, each with
+    its own probability."""
+    sh, female, coat = (
+        difficulty_profile(difficulty)['sharpen'],
+        a['gender'] == 'female',
+        a['upper_type'] in ('coat', 'jacket'),
+    )
     colour = lambda: sample_colour(rng, difficulty)
-    out = {'backpack': colour() if chance(rng, 0.28, sh) else None,
-           'handbag': colour() if chance(rng, 0.38 if female else 0.08, sh) else None,
-           'handbag_side': pick(rng, ('left', 'right')),
-           'hat': colour() if chance(rng, 0.14, sh) else None, 'hat_type': pick_weighted(rng, HAT_TYPES, sh),
-           'glasses': pick_weighted(rng, {'glasses': 0.7, 'sunglasses': 0.3}, sh) if chance(rng, 0.16, sh) else None,
-           'scarf': colour() if chance(rng, 0.25 if coat else 0.04, sh) else None,
-           'gloves': sample_colour(rng, difficulty, allowed=('black', 'dark grey', 'brown', 'grey')) if a['upper_type'] == 'coat' and chance(rng, 0.15, sh) else None}
-    if not out['handbag']: out['handbag_side'] = None
-    if not out['hat']: out['hat_type'] = None
+    out = {
+        'backpack': colour() if chance(rng, 0.28, sh) else None,
+        'handbag': colour() if chance(rng, 0.38 if female else 0.08, sh) else None,
+        'handbag_side': pick(rng, ('left', 'right')),
+        'hat': colour() if chance(rng, 0.14, sh) else None,
+        'hat_type': pick_weighted(rng, HAT_TYPES, sh),
+        'glasses': pick_weighted(rng, {'glasses': 0.7, 'sunglasses': 0.3}, sh)
+        if chance(rng, 0.16, sh)
+        else None,
+        'scarf': colour() if chance(rng, 0.25 if coat else 0.04, sh) else None,
+        'gloves': sample_colour(rng, difficulty, allowed=('black', 'dark grey', 'brown', 'grey'))
+        if a['upper_type'] == 'coat' and chance(rng, 0.15, sh)
+        else None,
+    }
+    if not out['handbag']:
+        out['handbag_side'] = None
+    if not out['hat']:
+        out['hat_type'] = None
     return out
 
 # %% ../nbs/01_synthetic.ipynb #5e95b810
@@ -194,9 +315,16 @@ def sample_identity(rng, difficulty: float = 0.5, gender: str | None = None) -> 
     "A random identity: a flat, JSON-ready dict of attributes."
     sh = difficulty_profile(difficulty)['sharpen']
     g = gender or pick(rng, ('male', 'female'))
-    a = {'gender': g, 'skin': pick_weighted(rng, {k: v[1] for k, v in SKIN_TONES.items()}, sh),
-         'height': round(float(rng.uniform(0.95, 1.03) if g == 'male' else rng.uniform(0.93, 1.01)), 3),
-         'build': round(float(rng.uniform(0.95, 1.12) if g == 'male' else rng.uniform(0.86, 1.0)), 3)}
+    a = {
+        'gender': g,
+        'skin': pick_weighted(rng, {k: v[1] for k, v in SKIN_TONES.items()}, sh),
+        'height': round(
+            float(rng.uniform(0.95, 1.03) if g == 'male' else rng.uniform(0.93, 1.01)), 3
+        ),
+        'build': round(
+            float(rng.uniform(0.95, 1.12) if g == 'male' else rng.uniform(0.86, 1.0)), 3
+        ),
+    }
     a.update(sample_hair(rng, g, difficulty))
     a.update(sample_upper(rng, g, difficulty))
     a.update(sample_lower(rng, g, a['upper_type'], difficulty))
@@ -207,55 +335,85 @@ def sample_identity(rng, difficulty: float = 0.5, gender: str | None = None) -> 
 # %% ../nbs/01_synthetic.ipynb #31b3b417
 SIBLING_GROUPS = {
     'upper_colour': ('upper_colour',),
-    'upper_type':   ('upper_type', 'sleeves', 'pattern', 'pattern_colour', 'inner_colour'),
-    'pattern':      ('pattern', 'pattern_colour'),
+    'upper_type': ('upper_type', 'sleeves', 'pattern', 'pattern_colour', 'inner_colour'),
+    'pattern': ('pattern', 'pattern_colour'),
     'lower_colour': ('lower_colour',),
-    'lower_type':   ('lower_type', 'lower_colour', 'lower_length', 'socks'),
-    'shoes':        ('shoes_type', 'shoes_colour'),
-    'hair':         ('hair_style', 'hair_colour'),
-    'backpack':     ('backpack',),
-    'handbag':      ('handbag', 'handbag_side'),
-    'hat':          ('hat', 'hat_type'),
-    'glasses':      ('glasses',),
+    'lower_type': ('lower_type', 'lower_colour', 'lower_length', 'socks'),
+    'shoes': ('shoes_type', 'shoes_colour'),
+    'hair': ('hair_style', 'hair_colour'),
+    'backpack': ('backpack',),
+    'handbag': ('handbag', 'handbag_side'),
+    'hat': ('hat', 'hat_type'),
+    'glasses': ('glasses',),
 }
 LOWER_KEYS = ('lower_type', 'lower_colour', 'lower_length', 'socks')
 
+
 def sibling_groups_for(a) -> list:
     "The attribute groups a sibling of `a` may change (lower-garment groups need a lower garment)."
-    return [g for g in SIBLING_GROUPS if a['lower_type'] is not None or g not in ('lower_colour', 'lower_type')]
+    return [
+        g
+        for g in SIBLING_GROUPS
+        if a['lower_type'] is not None or g not in ('lower_colour', 'lower_type')
+    ]
+
 
 def change_group(a, group, rng, difficulty, tries=50) -> bool:
-    "Replace one attribute group of `a` (in place) by values from a fresh identity; False if none differed."
+    """Replace one attribute group of `a` (in place) by values from a fresh identity; False if none
+    differed."""
     for _ in range(tries):
         fresh = sample_identity(rng, difficulty, gender=a['gender'])
-        if group in ('lower_colour', 'lower_type') and fresh['lower_type'] is None: continue
-        if all(a[k] == fresh[k] for k in SIBLING_GROUPS[group][:1]): continue
+        if group in ('lower_colour', 'lower_type') and fresh['lower_type'] is None:
+            continue
+        if all(a[k] == fresh[k] for k in SIBLING_GROUPS[group][:1]):
+            continue
         keys = SIBLING_GROUPS[group]
-        if group == 'upper_type' and (a['upper_type'] == 'dress') != (fresh['upper_type'] == 'dress'): keys += LOWER_KEYS
-        if group == 'pattern':                                      # a pattern this garment can have
+        if group == 'upper_type' and (a['upper_type'] == 'dress') != (
+            fresh['upper_type'] == 'dress'
+        ):
+            keys += LOWER_KEYS
+        if group == 'pattern':  # a pattern this garment can have
             others = {p: w for p, w in PATTERNS[a['upper_type']].items() if p != a['pattern']}
             fresh['pattern'] = pick_weighted(rng, others)
-            fresh['pattern_colour'] = None if fresh['pattern'] == 'plain' else sample_colour(rng, difficulty, exclude=(a['upper_colour'],))
-        if group == 'lower_colour' and a['lower_type'] == 'jeans' and fresh['lower_colour'] not in JEANS_COLOURS: continue
-        for k in keys: a[k] = fresh[k]
+            fresh['pattern_colour'] = (
+                None
+                if fresh['pattern'] == 'plain'
+                else sample_colour(rng, difficulty, exclude=(a['upper_colour'],))
+            )
+        if (
+            group == 'lower_colour'
+            and a['lower_type'] == 'jeans'
+            and fresh['lower_colour'] not in JEANS_COLOURS
+        ):
+            continue
+        for k in keys:
+            a[k] = fresh[k]
         return True
     return False
+
 
 def repair(a) -> dict:
     "Restore the constraints a change may break: distinct pattern/inner colours, socks only on bare legs, gloves only with a coat."
     for k in ('pattern_colour', 'inner_colour'):
-        if a[k] is not None and a[k] == a['upper_colour']: a[k] = 'white' if a['upper_colour'] != 'white' else 'black'
-    if not bare_legs(a) or a['shoes_type'] == 'boots': a['socks'] = None
-    if a['upper_type'] != 'coat': a['gloves'] = None
+        if a[k] is not None and a[k] == a['upper_colour']:
+            a[k] = 'white' if a['upper_colour'] != 'white' else 'black'
+    if not bare_legs(a) or a['shoes_type'] == 'boots':
+        a['socks'] = None
+    if a['upper_type'] != 'coat':
+        a['gloves'] = None
     return a
 
+
 def derive_sibling(base: dict, rng, difficulty: float):
-    "A look-alike of `base` that differs in 1-2 attribute groups; returns (attributes, changed groups)."
+    """A look-alike of `base` that differs in 1-2 attribute groups; returns (attributes, changed
+    groups)."""
     a, n = dict(base), 1 if rng.random() < difficulty_profile(difficulty)['one_change'] else 2
     groups, changed = sibling_groups_for(a), []
     for i in rng.permutation(len(groups)):
-        if len(changed) == n: break
-        if change_group(a, groups[i], rng, difficulty): changed.append(groups[i])
+        if len(changed) == n:
+            break
+        if change_group(a, groups[i], rng, difficulty):
+            changed.append(groups[i])
     return repair(a), changed
 
 # %% ../nbs/01_synthetic.ipynb #8dcc8fa4
@@ -263,19 +421,24 @@ def rng_for(seed: int, split: str, pid: int, purpose: int) -> np.random.Generato
     "An independent generator for one (seed, split, identity, purpose)."
     return np.random.default_rng([int(seed), SPLITS.index(split), int(pid), int(purpose)])
 
+
 def first_pid(split: str, counts: dict) -> int:
     "The 1-based id of the first identity of `split`."
-    return 1 + sum(counts[s] for s in SPLITS[:SPLITS.index(split)])
+    return 1 + sum(counts[s] for s in SPLITS[: SPLITS.index(split)])
+
 
 def iter_pids(counts: dict):
     "(split, pid) for every identity, train first, ids contiguous from 1."
     for split in SPLITS:
         start = first_pid(split, counts)
-        for pid in range(start, start + counts[split]): yield split, pid
+        for pid in range(start, start + counts[split]):
+            yield split, pid
+
 
 def root_identity(seed, split, pid, difficulty) -> dict:
     "The identity's own attribute sample, before any sibling derivation."
     return sample_identity(rng_for(seed, split, pid, 0), difficulty)
+
 
 def identity_for(seed, split, pid, counts, difficulty):
     "(attributes, sibling_of or None, changed groups) for one identity."
@@ -284,7 +447,9 @@ def identity_for(seed, split, pid, counts, difficulty):
         start = first_pid(split, counts)
         other = start + int(r.integers(n - 1))
         other += other >= pid
-        attrs, changed = derive_sibling(root_identity(seed, split, other, difficulty), r, difficulty)
+        attrs, changed = derive_sibling(
+            root_identity(seed, split, other, difficulty), r, difficulty
+        )
         return attrs, other, changed
     return root_identity(seed, split, pid, difficulty), None, []
 
@@ -292,11 +457,14 @@ def identity_for(seed, split, pid, counts, difficulty):
 def _rgb(c) -> tuple:
     return tuple(int(v) for v in np.clip(np.round(c), 0, 255))
 
+
 def _box(x0, y0, x1, y1) -> tuple:
     return (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
 
+
 class Canvas:
     "An RGB image and its parsing map, drawn together so every shape covers the same pixels in both."
+
     def __init__(self, height: int, width: int, background=(128, 128, 128)):
         self.height, self.width = height, width
         self.set_image(Image.new('RGB', (width, height), _rgb(background)))
@@ -309,70 +477,122 @@ class Canvas:
 
     def _both(self, method, xy, rgb, label, *args, **kw):
         getattr(self._di, method)(xy, *args, fill=_rgb(rgb), **kw)
-        if label is not None: getattr(self._dl, method)(xy, *args, fill=int(label), **kw)
+        if label is not None:
+            getattr(self._dl, method)(xy, *args, fill=int(label), **kw)
 
-    def polygon(self, pts, rgb, label=None): self._both('polygon', [tuple(map(float, p)) for p in pts], rgb, label)
-    def ellipse(self, box, rgb, label=None): self._both('ellipse', _box(*box), rgb, label)
-    def rect(self, box, rgb, label=None): self._both('rectangle', _box(*box), rgb, label)
-    def chord(self, box, start, end, rgb, label=None): self._both('chord', _box(*box), rgb, label, start, end)
-    def line(self, pts, rgb, label=None, width=1): self._both('line', [tuple(map(float, p)) for p in pts], rgb, label, width=max(1, int(round(width))))
-    def circle(self, centre, r, rgb, label=None): self.ellipse((centre[0] - r, centre[1] - r, centre[0] + r, centre[1] + r), rgb, label)
+    def polygon(self, pts, rgb, label=None):
+        self._both('polygon', [tuple(map(float, p)) for p in pts], rgb, label)
+
+    def ellipse(self, box, rgb, label=None):
+        self._both('ellipse', _box(*box), rgb, label)
+
+    def rect(self, box, rgb, label=None):
+        self._both('rectangle', _box(*box), rgb, label)
+
+    def chord(self, box, start, end, rgb, label=None):
+        self._both('chord', _box(*box), rgb, label, start, end)
+
+    def line(self, pts, rgb, label=None, width=1):
+        self._both(
+            'line', [tuple(map(float, p)) for p in pts], rgb, label, width=max(1, int(round(width)))
+        )
+
+    def circle(self, centre, r, rgb, label=None):
+        self.ellipse((centre[0] - r, centre[1] - r, centre[0] + r, centre[1] + r), rgb, label)
 
     def limb(self, p0, p1, w0, w1, rgb, label=None, caps=(True, True)):
         "A tapered segment from p0 (width w0) to p1 (width w1) with optional round ends."
         (x0, y0), (x1, y1) = p0, p1
         n = math.hypot(x1 - x0, y1 - y0) or 1.0
         nx, ny = -(y1 - y0) / n, (x1 - x0) / n
-        self.polygon([(x0 + nx * w0 / 2, y0 + ny * w0 / 2), (x1 + nx * w1 / 2, y1 + ny * w1 / 2),
-                      (x1 - nx * w1 / 2, y1 - ny * w1 / 2), (x0 - nx * w0 / 2, y0 - ny * w0 / 2)], rgb, label)
-        if caps[0]: self.circle(p0, w0 / 2, rgb, label)
-        if caps[1]: self.circle(p1, w1 / 2, rgb, label)
+        self.polygon(
+            [
+                (x0 + nx * w0 / 2, y0 + ny * w0 / 2),
+                (x1 + nx * w1 / 2, y1 + ny * w1 / 2),
+                (x1 - nx * w1 / 2, y1 - ny * w1 / 2),
+                (x0 - nx * w0 / 2, y0 - ny * w0 / 2),
+            ],
+            rgb,
+            label,
+        )
+        if caps[0]:
+            self.circle(p0, w0 / 2, rgb, label)
+        if caps[1]:
+            self.circle(p1, w1 / 2, rgb, label)
 
 # %% ../nbs/01_synthetic.ipynb #0b5d7edd
 class Body:
     "Where and how a person stands in the crop; lengths in head units `hu` (pixels)."
+
     def __init__(self, view, hu, cx, top, build, stride, spread, female):
         self.view, self.hu, self.cx, self.top, self.bw = view, hu, cx, top, build
         self.stride, self.spread, self.female = stride, spread, female
         self.f = {'front': 0, 'back': 0, 'left': -1, 'right': 1}[view]
         self.near = {'left': 'L', 'right': 'R'}.get(view)
-        self.sw = 0.74 if female else 0.84                # half shoulder width
-        self.ww = 0.50 if female else 0.60                # half waist width
+        self.sw = 0.74 if female else 0.84  # half shoulder width
+        self.ww = 0.50 if female else 0.60  # half waist width
 
-    def y(self, v): return self.top + v * self.hu
-    def x(self, u): return self.cx + u * self.hu * self.bw
-    def fx(self, u): return self.cx + self.f * u * self.hu * self.bw
-    def s(self, u): return u * self.hu
-    def w(self, u): return u * self.hu * self.bw
-    def P(self, u, v): return (self.x(u) if self.f == 0 else self.fx(u), self.y(v))
-    def pts(self, uvs): return [self.P(u, v) for u, v in uvs]
+    def y(self, v):
+        return self.top + v * self.hu
+
+    def x(self, u):
+        return self.cx + u * self.hu * self.bw
+
+    def fx(self, u):
+        return self.cx + self.f * u * self.hu * self.bw
+
+    def s(self, u):
+        return u * self.hu
+
+    def w(self, u):
+        return u * self.hu * self.bw
+
+    def P(self, u, v):
+        return (self.x(u) if self.f == 0 else self.fx(u), self.y(v))
+
+    def pts(self, uvs):
+        return [self.P(u, v) for u, v in uvs]
 
     def sign(self, side):
-        "Image x direction (-1 left, +1 right) of the person's `side` ('L'/'R') in front and back views."
+        """Image x direction (-1 left, +1 right) of the person's `side` ('L'/'R') in front and back
+        views."""
         return (1 if side == 'L' else -1) * (1 if self.view == 'front' else -1)
 
     def draw_order(self):
         "The person's sides, far one first."
-        if self.f == 0: return ['R', 'L']
+        if self.f == 0:
+            return ['R', 'L']
         return ['R', 'L'] if self.near == 'L' else ['L', 'R']
 
-    def is_far(self, side): return self.f != 0 and side != self.near
+    def is_far(self, side):
+        return self.f != 0 and side != self.near
+
 
 def mirror(half):
     "A symmetric polygon (front/back views) from its right half, listed top to bottom."
     return list(half) + [(-u, v) for u, v in reversed(half)]
+
 
 def body_frame(a, view, rng, height, width, difficulty) -> Body:
     "Sample the person's placement and pose in one image."
     jitter = difficulty_profile(difficulty)['jitter']
     fig_h = height * min(0.97, rng.uniform(0.84 - 0.04 * difficulty, 0.95) * a['height'])
     hu = fig_h / 7.4
-    return Body(view, hu, width / 2 + rng.uniform(-jitter, jitter) * width, (height - fig_h) * rng.uniform(0.25, 0.75),
-                a['build'], float(rng.uniform(-1, 1)), float(rng.uniform(0, 0.15)), a['gender'] == 'female')
+    return Body(
+        view,
+        hu,
+        width / 2 + rng.uniform(-jitter, jitter) * width,
+        (height - fig_h) * rng.uniform(0.25, 0.75),
+        a['build'],
+        float(rng.uniform(-1, 1)),
+        float(rng.uniform(0, 0.15)),
+        a['gender'] == 'female',
+    )
 
 # %% ../nbs/01_synthetic.ipynb #8d6e0320
 def _along(p, angle, length, f):
     return (p[0] + f * length * math.sin(angle), p[1] + length * math.cos(angle))
+
 
 def leg_points(b: Body, side: str):
     "Hip, knee and ankle of one leg, in pixels."
@@ -386,11 +606,16 @@ def leg_points(b: Body, side: str):
     knee = _along(hip, th, b.s(1.7), b.f)
     return hip, knee, _along(knee, shin, b.s(1.72), b.f)
 
+
 def arm_points(b: Body, side: str):
     "Shoulder, elbow, wrist and hand centre of one arm, in pixels."
     if b.f == 0:
         sg, k = b.sign(side), 1 - 0.12 * abs(b.stride)
-        sh, el, wr = (b.x(sg * (b.sw - 0.12)), b.y(1.45)), (b.x(sg * (b.sw + 0.03)), b.y(1.45 + 1.3 * k)), (b.x(sg * (b.sw + 0.01)), b.y(1.45 + 2.45 * k))
+        sh, el, wr = (
+            (b.x(sg * (b.sw - 0.12)), b.y(1.45)),
+            (b.x(sg * (b.sw + 0.03)), b.y(1.45 + 1.3 * k)),
+            (b.x(sg * (b.sw + 0.01)), b.y(1.45 + 2.45 * k)),
+        )
         return sh, el, wr, (wr[0], wr[1] + b.s(0.15))
     al = math.radians(22) * (-b.stride if side == b.near else b.stride)
     sh = (b.fx(-0.04), b.y(1.45))
@@ -398,23 +623,47 @@ def arm_points(b: Body, side: str):
     wr = _along(el, al + math.radians(15), b.s(1.15), b.f)
     return sh, el, wr, _along(wr, al + math.radians(15), b.s(0.15), b.f)
 
-def _lerp(p, q, t): return (p[0] + (q[0] - p[0]) * t, p[1] + (q[1] - p[1]) * t)
 
-def _shade(rgb, k): return tuple(c * k for c in rgb)
+def _lerp(p, q, t):
+    return (p[0] + (q[0] - p[0]) * t, p[1] + (q[1] - p[1]) * t)
 
-def _mix(rgb, other, t): return tuple(c * (1 - t) + o * t for c, o in zip(rgb, other))
+
+def _shade(rgb, k):
+    return tuple(c * k for c in rgb)
+
+
+def _mix(rgb, other, t):
+    return tuple(c * (1 - t) + o * t for c, o in zip(rgb, other))
 
 # %% ../nbs/01_synthetic.ipynb #42e766eb
-PAINT_KEYS = {'upper': 'upper_colour', 'pattern': 'pattern_colour', 'inner': 'inner_colour', 'lower': 'lower_colour',
-              'shoes': 'shoes_colour', 'socks': 'socks', 'backpack': 'backpack', 'handbag': 'handbag', 'hat': 'hat',
-              'scarf': 'scarf', 'gloves': 'gloves'}
+PAINT_KEYS = {
+    'upper': 'upper_colour',
+    'pattern': 'pattern_colour',
+    'inner': 'inner_colour',
+    'lower': 'lower_colour',
+    'shoes': 'shoes_colour',
+    'socks': 'socks',
+    'backpack': 'backpack',
+    'handbag': 'handbag',
+    'hat': 'hat',
+    'scarf': 'scarf',
+    'gloves': 'gloves',
+}
+
 
 def paint(a, rng, sigma=7.0) -> dict:
     "RGB colours for one image: base colours plus per-image jitter."
-    out = {'skin': np.array(SKIN_TONES[a['skin']][0], float) + rng.normal(0, sigma / 2, 3),
-           'hair': np.array(HAIR_COLOURS[a['hair_colour']].rgb if a['hair_colour'] else (0, 0, 0), float) + rng.normal(0, sigma / 2, 3)}
+    out = {
+        'skin': np.array(SKIN_TONES[a['skin']][0], float) + rng.normal(0, sigma / 2, 3),
+        'hair': np.array(
+            HAIR_COLOURS[a['hair_colour']].rgb if a['hair_colour'] else (0, 0, 0), float
+        )
+        + rng.normal(0, sigma / 2, 3),
+    }
     for key, attr in PAINT_KEYS.items():
-        out[key] = np.array(COLOURS[a[attr]].rgb, float) + rng.normal(0, sigma, 3) if a[attr] else None
+        out[key] = (
+            np.array(COLOURS[a[attr]].rgb, float) + rng.normal(0, sigma, 3) if a[attr] else None
+        )
     return {k: None if v is None else tuple(np.clip(v, 0, 255)) for k, v in out.items()}
 
 # %% ../nbs/01_synthetic.ipynb #1dd4e62e
@@ -423,62 +672,99 @@ def muted(rng, lo=70, hi=200):
     c = rng.uniform(lo, hi, 3)
     return c * 0.45 + c.mean() * 0.55
 
+
 def _gradient(h, w, top, bottom):
     t = np.linspace(0, 1, h)[:, None, None]
     return np.broadcast_to(np.asarray(top) * (1 - t) + np.asarray(bottom) * t, (h, w, 3))
 
+
 def _texture(rng, h, w, base):
     blobs = rng.normal(0, 28, (int(rng.integers(4, 9)), int(rng.integers(2, 5)), 3))
-    up = np.asarray(Image.fromarray(np.clip(blobs + 128, 0, 255).astype(np.uint8)).resize((w, h), Image.BICUBIC), float)
+    up = np.asarray(
+        Image.fromarray(np.clip(blobs + 128, 0, 255).astype(np.uint8)).resize(
+            (w, h), Image.BICUBIC
+        ),
+        float,
+    )
     return np.asarray(base) + up - 128
+
 
 def draw_background(cv: Canvas, rng, b: Body) -> str:
     "Paint a random scene behind the person (image only); returns its kind."
     h, w = cv.height, cv.width
     kind = pick(rng, ('street', 'street', 'wall', 'gradient', 'texture'))
     horizon = int(rng.uniform(0.35, 0.8) * h)
-    if kind == 'gradient': arr = _gradient(h, w, muted(rng), muted(rng))
-    elif kind == 'texture': arr = _texture(rng, h, w, muted(rng, 60, 170))
+    if kind == 'gradient':
+        arr = _gradient(h, w, muted(rng), muted(rng))
+    elif kind == 'texture':
+        arr = _texture(rng, h, w, muted(rng, 60, 170))
     else:
-        arr = np.empty((h, w, 3)); arr[:horizon] = muted(rng); arr[horizon:] = _gradient(h - horizon, w, muted(rng, 90, 190), muted(rng, 70, 170))
-    cv.set_image(Image.fromarray(np.clip(arr + rng.normal(0, 3, arr.shape), 0, 255).astype(np.uint8)))
-    if kind == 'street': _street_clutter(cv, rng, horizon)
-    elif kind == 'wall': cv.rect((0, horizon, w, horizon + max(1, h // 60)), muted(rng, 40, 120))
-    for _ in range(int(rng.integers(0, 4))):                       # random clutter: signs, cars, bins, other objects
+        arr = np.empty((h, w, 3))
+        arr[:horizon] = muted(rng)
+        arr[horizon:] = _gradient(h - horizon, w, muted(rng, 90, 190), muted(rng, 70, 170))
+    cv.set_image(
+        Image.fromarray(np.clip(arr + rng.normal(0, 3, arr.shape), 0, 255).astype(np.uint8))
+    )
+    if kind == 'street':
+        _street_clutter(cv, rng, horizon)
+    elif kind == 'wall':
+        cv.rect((0, horizon, w, horizon + max(1, h // 60)), muted(rng, 40, 120))
+    for _ in range(int(rng.integers(0, 4))):  # random clutter: signs, cars, bins, other objects
         x0, y0 = rng.uniform(-0.2, 1.0) * w, rng.uniform(0.0, 0.9) * h
-        cv.rect((x0, y0, x0 + rng.uniform(0.1, 0.5) * w, y0 + rng.uniform(0.03, 0.2) * h), muted(rng, 30, 230))
+        cv.rect(
+            (x0, y0, x0 + rng.uniform(0.1, 0.5) * w, y0 + rng.uniform(0.03, 0.2) * h),
+            muted(rng, 30, 230),
+        )
     return kind
+
 
 def _street_clutter(cv, rng, horizon):
     h, w = cv.height, cv.width
-    if rng.random() < 0.6:                                         # windows
+    if rng.random() < 0.6:  # windows
         win, gap = muted(rng, 30, 110), rng.uniform(0.18, 0.35) * w
         for y in np.arange(rng.uniform(0, gap), horizon - gap / 2, gap * 1.3):
-            for x in np.arange(rng.uniform(-gap, 0), w, gap * 1.4): cv.rect((x, y, x + gap * 0.7, y + gap * 0.8), win)
+            for x in np.arange(rng.uniform(-gap, 0), w, gap * 1.4):
+                cv.rect((x, y, x + gap * 0.7, y + gap * 0.8), win)
     tile = muted(rng, 60, 150)
-    for y in np.arange(horizon, h, rng.uniform(0.05, 0.1) * h): cv.line([(0, y), (w, y + rng.uniform(-2, 2))], tile)
-    for _ in range(int(rng.integers(0, 3))):                       # poles in the distance
-        x = rng.uniform(0, w); cv.rect((x, rng.uniform(0, 0.3) * h, x + rng.uniform(1, 3), horizon + 2), muted(rng, 20, 120))
+    for y in np.arange(horizon, h, rng.uniform(0.05, 0.1) * h):
+        cv.line([(0, y), (w, y + rng.uniform(-2, 2))], tile)
+    for _ in range(int(rng.integers(0, 3))):  # poles in the distance
+        x = rng.uniform(0, w)
+        cv.rect(
+            (x, rng.uniform(0, 0.3) * h, x + rng.uniform(1, 3), horizon + 2), muted(rng, 20, 120)
+        )
+
 
 def draw_shadow(cv: Canvas, b: Body):
     "A soft ground shadow under the feet (image only)."
-    ImageDraw.Draw(cv.img, 'RGBA').ellipse(_box(b.cx - b.s(1.0), b.y(7.18), b.cx + b.s(1.0), b.y(7.5)), fill=(0, 0, 0, 70))
+    ImageDraw.Draw(cv.img, 'RGBA').ellipse(
+        _box(b.cx - b.s(1.0), b.y(7.18), b.cx + b.s(1.0), b.y(7.5)), fill=(0, 0, 0, 70)
+    )
+
 
 def draw_occluder(cv: Canvas, rng, b: Body) -> str:
-    "Cover part of the person with a pole, a box from the bottom or a passer-by (label 0); returns its kind."
+    """Cover part of the person with a pole, a box from the bottom or a passer-by (label 0); returns
+    its kind."""
     h, w = cv.height, cv.width
     kind, colour = pick(rng, ('pole', 'box', 'passer-by')), muted(rng, 20, 230)
     if kind == 'pole':
         x = b.cx + rng.uniform(-0.6, 0.6) * b.s(1.5)
         cv.rect((x, 0, x + rng.uniform(0.06, 0.16) * w, h), colour, 0)
     elif kind == 'box':
-        y0 = b.y(rng.uniform(4.5, 6.5)); x0 = rng.uniform(-0.5, 0.3) * w
+        y0 = b.y(rng.uniform(4.5, 6.5))
+        x0 = rng.uniform(-0.5, 0.3) * w
         cv.rect((x0, y0, x0 + rng.uniform(0.7, 1.4) * w, h), colour, 0)
         cv.rect((x0, y0, x0 + w * 1.4, y0 + max(1, b.s(0.12))), _shade(colour, 0.7), 0)
     else:
-        side = pick(rng, (-1, 1)); edge = 0 if side < 0 else w; width = rng.uniform(0.2, 0.4) * w
+        side = pick(rng, (-1, 1))
+        edge = 0 if side < 0 else w
+        width = rng.uniform(0.2, 0.4) * w
         top = b.y(rng.uniform(0.5, 2.5))
-        cv.ellipse((edge - side * width, top, edge + side * width, top + b.s(1.2)), SKIN_TONES[pick(rng, list(SKIN_TONES))][0], 0)
+        cv.ellipse(
+            (edge - side * width, top, edge + side * width, top + b.s(1.2)),
+            SKIN_TONES[pick(rng, list(SKIN_TONES))][0],
+            0,
+        )
         cv.rect((edge - side * width * 1.2, top + b.s(1.0), edge + side * width, h), colour, 0)
     return kind
 
@@ -487,112 +773,194 @@ def side_label(part, side):
     "The parsing label of the left (`side` 'L') or right `part`."
     return LABEL[f"{'Left' if side == 'L' else 'Right'}-{part}"]
 
+
 def draw_shoe(cv, a, b, ankle, side, colour):
     "One shoe at `ankle` (boots reach up the shin); sneakers get a light sole."
     lbl, (ax, ay) = side_label('shoe', side), ankle
-    if a['shoes_type'] == 'boots': cv.limb((ax, ay - b.s(0.6)), (ax, ay), b.w(0.42), b.w(0.42), colour, lbl, caps=(False, False))
-    if b.f == 0: cv.ellipse((ax - b.s(0.25), ay - b.s(0.06), ax + b.s(0.25), ay + b.s(0.33)), colour, lbl)
+    if a['shoes_type'] == 'boots':
+        cv.limb(
+            (ax, ay - b.s(0.6)), (ax, ay), b.w(0.42), b.w(0.42), colour, lbl, caps=(False, False)
+        )
+    if b.f == 0:
+        cv.ellipse((ax - b.s(0.25), ay - b.s(0.06), ax + b.s(0.25), ay + b.s(0.33)), colour, lbl)
     else:
         f, s = b.f, b.s
-        cv.polygon([(ax - f * s(0.22), ay - s(0.04)), (ax + f * s(0.2), ay - s(0.04)), (ax + f * s(0.62), ay + s(0.2)),
-                    (ax + f * s(0.6), ay + s(0.33)), (ax - f * s(0.24), ay + s(0.33))], colour, lbl)
+        cv.polygon(
+            [
+                (ax - f * s(0.22), ay - s(0.04)),
+                (ax + f * s(0.2), ay - s(0.04)),
+                (ax + f * s(0.62), ay + s(0.2)),
+                (ax + f * s(0.6), ay + s(0.33)),
+                (ax - f * s(0.24), ay + s(0.33)),
+            ],
+            colour,
+            lbl,
+        )
     if a['shoes_type'] == 'sneakers':
         half = b.s(0.24) if b.f == 0 else b.s(0.5)
         off = 0 if b.f == 0 else b.f * b.s(0.18)
-        cv.line([(ax + off - half, ay + b.s(0.28)), (ax + off + half, ay + b.s(0.28))], (222, 222, 215), None, b.s(0.07))
+        cv.line(
+            [(ax + off - half, ay + b.s(0.28)), (ax + off + half, ay + b.s(0.28))],
+            (222, 222, 215),
+            None,
+            b.s(0.07),
+        )
+
 
 def draw_leg(cv, a, b, pal, side):
     "Skin, sock, shoe and trouser leg of one leg."
     hip, knee, ankle = leg_points(b, side)
     k = 0.82 if b.is_far(side) else 1.0
     skin, lbl = _shade(pal['skin'], k), side_label('leg', side)
-    cv.limb(hip, knee, b.w(0.6), b.w(0.42), skin, lbl); cv.limb(knee, ankle, b.w(0.42), b.w(0.28), skin, lbl)
-    if pal['socks']: cv.limb(_lerp(knee, ankle, 0.85), ankle, b.w(0.32), b.w(0.3), _shade(pal['socks'], k), LABEL['Socks'])
-    if a['shoes_type'] != 'boots': draw_shoe(cv, a, b, ankle, side, _shade(pal['shoes'], k))
+    cv.limb(hip, knee, b.w(0.6), b.w(0.42), skin, lbl)
+    cv.limb(knee, ankle, b.w(0.42), b.w(0.28), skin, lbl)
+    if pal['socks']:
+        cv.limb(
+            _lerp(knee, ankle, 0.85),
+            ankle,
+            b.w(0.32),
+            b.w(0.3),
+            _shade(pal['socks'], k),
+            LABEL['Socks'],
+        )
+    if a['shoes_type'] != 'boots':
+        draw_shoe(cv, a, b, ankle, side, _shade(pal['shoes'], k))
     t = a['lower_type']
     if t in ('trousers', 'jeans'):
         slim = 0.92 if t == 'jeans' else 1.0
         col, hem = _shade(pal['lower'], k), (ankle[0], ankle[1] + b.s(0.06))
         cv.limb(hip, knee, b.w(0.74 * slim), b.w(0.54 * slim), col, LABEL['Pants'])
-        cv.limb(knee, hem, b.w(0.54 * slim), b.w(0.48 * slim), col, LABEL['Pants'], caps=(True, False))
+        cv.limb(
+            knee, hem, b.w(0.54 * slim), b.w(0.48 * slim), col, LABEL['Pants'], caps=(True, False)
+        )
     elif t == 'shorts':
-        cv.limb(hip, _lerp(hip, knee, 0.8), b.w(0.76), b.w(0.66), _shade(pal['lower'], k), LABEL['Pants'], caps=(True, False))
-    if a['shoes_type'] == 'boots': draw_shoe(cv, a, b, ankle, side, _shade(pal['shoes'], k))
+        cv.limb(
+            hip,
+            _lerp(hip, knee, 0.8),
+            b.w(0.76),
+            b.w(0.66),
+            _shade(pal['lower'], k),
+            LABEL['Pants'],
+            caps=(True, False),
+        )
+    if a['shoes_type'] == 'boots':
+        draw_shoe(cv, a, b, ankle, side, _shade(pal['shoes'], k))
+
 
 def skirt_polygon(b, length, top=2.9):
     "A flared skirt (or the skirt of a dress) from the waist to a short or long hem."
     hem = 4.6 if length == 'short' else 5.8
-    if b.f == 0: return b.pts(mirror([(b.ww, top), (0.88 if length == 'short' else 0.95, hem)]))
+    if b.f == 0:
+        return b.pts(mirror([(b.ww, top), (0.88 if length == 'short' else 0.95, hem)]))
     return b.pts([(0.42, top), (0.6, hem), (-0.66, hem), (-0.44, top)])
+
 
 def draw_lower_body(cv, a, b, pal):
     "The pelvis of trousers and shorts, or a skirt, over both legs."
     t = a['lower_type']
     if t in ('trousers', 'jeans', 'shorts'):
-        uv = mirror([(b.ww + 0.02, 2.9), (0.74, 3.7)]) if b.f == 0 else [(0.42, 2.9), (0.46, 3.7), (-0.52, 3.7), (-0.44, 2.9)]
+        uv = (
+            mirror([(b.ww + 0.02, 2.9), (0.74, 3.7)])
+            if b.f == 0
+            else [(0.42, 2.9), (0.46, 3.7), (-0.52, 3.7), (-0.44, 2.9)]
+        )
         cv.polygon(b.pts(uv), pal['lower'], LABEL['Pants'])
-        if b.f == 0 and t != 'shorts':                             # a crease line between the legs (image only)
+        if b.f == 0 and t != 'shorts':  # a crease line between the legs (image only)
             cv.line([b.P(0, 3.55), b.P(0, 3.85)], _shade(pal['lower'], 0.7), None, b.s(0.05))
-    elif t == 'skirt': cv.polygon(skirt_polygon(b, a['lower_length']), pal['lower'], LABEL['Skirt'])
+    elif t == 'skirt':
+        cv.polygon(skirt_polygon(b, a['lower_length']), pal['lower'], LABEL['Skirt'])
 
 # %% ../nbs/01_synthetic.ipynb #48beb898
 UPPER_LABEL = {'dress': LABEL['Dress'], 'jacket': LABEL['Coat'], 'coat': LABEL['Coat']}
 HEMS = {'jacket': 3.7, 'coat': 5.0, 'dress': 2.95}
 
+
 def upper_label(a) -> int:
     "The parsing label of `a`'s upper garment: Dress or Coat where it is one, else Upper-clothes."
     return UPPER_LABEL.get(a['upper_type'], LABEL['Upper-clothes'])
+
 
 def torso_polygon(b, hem, flare=0.0):
     "The torso from the neckline to `hem` (head units), widening by `flare` below the waist."
     if b.f == 0:
         half = [(0.24, 1.12), (b.sw, 1.35), (b.sw - 0.06, 2.0), (b.ww, 2.95)]
-        if hem > 2.95: half.append((0.68 + flare, hem))
+        if hem > 2.95:
+            half.append((0.68 + flare, hem))
         return b.pts(mirror(half))
     front, back = 0.55 if b.female else 0.5, -0.46
-    uv = [(0.22, 1.1), (front, 1.8), (0.42, 2.95), (0.44 + flare, max(hem, 2.95)), (back - flare, max(hem, 2.95)),
-          (-0.42, 2.95), (back, 1.8), (-0.3, 1.3), (-0.12, 1.08)]
+    uv = [
+        (0.22, 1.1),
+        (front, 1.8),
+        (0.42, 2.95),
+        (0.44 + flare, max(hem, 2.95)),
+        (back - flare, max(hem, 2.95)),
+        (-0.42, 2.95),
+        (back, 1.8),
+        (-0.3, 1.3),
+        (-0.12, 1.08),
+    ]
     return b.pts(uv)
+
 
 def draw_upper(cv, a, b, pal):
     "The upper garment's body (sleeves are drawn with the arms)."
     t, lbl, col = a['upper_type'], upper_label(a), pal['upper']
     hem = HEMS.get(t, 3.55)
-    if t == 'hoodie' and b.view != 'front':                          # the hood lies behind the neck
+    if t == 'hoodie' and b.view != 'front':  # the hood lies behind the neck
         cx = b.cx - b.f * b.s(0.25)
         cv.ellipse((cx - b.s(0.42), b.y(0.95), cx + b.s(0.42), b.y(1.75)), _shade(col, 0.88), lbl)
     cv.polygon(torso_polygon(b, hem, 0.15 if t == 'coat' else 0.0), col, lbl)
-    if t == 'dress': cv.polygon(skirt_polygon(b, a['lower_length'], top=2.85), col, lbl)
-    if b.view == 'front': draw_upper_front_details(cv, a, b, pal, hem)
+    if t == 'dress':
+        cv.polygon(skirt_polygon(b, a['lower_length'], top=2.85), col, lbl)
+    if b.view == 'front':
+        draw_upper_front_details(cv, a, b, pal, hem)
+
 
 def draw_upper_front_details(cv, a, b, pal, hem):
     "Inner top, collar, buttons, zip, hood, drawstrings and logo: what only the front shows."
     t, col, dark = a['upper_type'], pal['upper'], _shade(pal['upper'], 0.65)
     if pal['inner']:
-        cv.polygon(b.pts([(-0.14, 1.14), (0.14, 1.14), (0.16, min(hem, 3.5)), (-0.16, min(hem, 3.5))]), pal['inner'], LABEL['Upper-clothes'])
-    elif t in ('jacket', 'coat'): cv.line([b.P(0, 1.2), b.P(0, hem)], dark, None, b.s(0.05))
+        cv.polygon(
+            b.pts([(-0.14, 1.14), (0.14, 1.14), (0.16, min(hem, 3.5)), (-0.16, min(hem, 3.5))]),
+            pal['inner'],
+            LABEL['Upper-clothes'],
+        )
+    elif t in ('jacket', 'coat'):
+        cv.line([b.P(0, 1.2), b.P(0, hem)], dark, None, b.s(0.05))
     if t == 'shirt':
-        for s in (-1, 1): cv.polygon(b.pts([(s * 0.24, 1.1), (s * 0.02, 1.3), (s * 0.05, 1.1)]), _shade(col, 1.15), None)
+        for s in (-1, 1):
+            cv.polygon(
+                b.pts([(s * 0.24, 1.1), (s * 0.02, 1.3), (s * 0.05, 1.1)]), _shade(col, 1.15), None
+            )
         cv.line([b.P(0, 1.3), b.P(0, hem)], dark, None, 1)
     if t == 'hoodie':
-        cv.chord((b.x(-0.42), b.y(0.9), b.x(0.42), b.y(1.5)), 0, 180, _shade(col, 0.85), upper_label(a))
-        for s in (-1, 1): cv.line([b.P(s * 0.1, 1.35), b.P(s * 0.11, 2.05)], (230, 230, 230), None, 1)
-    if t == 'sweater': cv.line([b.P(-0.66, hem - 0.08), b.P(0.66, hem - 0.08)], dark, None, b.s(0.1))
+        cv.chord(
+            (b.x(-0.42), b.y(0.9), b.x(0.42), b.y(1.5)), 0, 180, _shade(col, 0.85), upper_label(a)
+        )
+        for s in (-1, 1):
+            cv.line([b.P(s * 0.1, 1.35), b.P(s * 0.11, 2.05)], (230, 230, 230), None, 1)
+    if t == 'sweater':
+        cv.line([b.P(-0.66, hem - 0.08), b.P(0.66, hem - 0.08)], dark, None, b.s(0.1))
     if a['pattern'] == 'logo' and pal['pattern']:
         box = (b.x(-0.2), b.y(1.7), b.x(0.2), b.y(2.15))
         (cv.ellipse if a['upper_type'] == 'hoodie' else cv.rect)(box, pal['pattern'], None)
 
+
 def apply_pattern(arr, lbl, a, b, pal):
     "Stripes or checks on every visible pixel of the upper garment (sleeves included), in place."
-    if a['pattern'] not in ('striped', 'checked') or not pal['pattern']: return arr
+    if a['pattern'] not in ('striped', 'checked') or not pal['pattern']:
+        return arr
     h, w = lbl.shape
     mask, period = lbl == upper_label(a), max(2, int(round(b.s(0.2))))
     rows = ((np.arange(h)[:, None] - int(b.top)) // period) % 2 == 1
-    if a['pattern'] == 'striped': sel, alpha = mask & rows, 1.0
+    if a['pattern'] == 'striped':
+        sel, alpha = mask & rows, 1.0
     else:
         cols = ((np.arange(w)[None, :] - int(b.cx)) // period) % 2 == 1
         alpha = (0.5 * rows + 0.5 * cols)[..., None]
-        arr[:] = np.where(mask[..., None], arr * (1 - alpha) + np.asarray(pal['pattern']) * alpha, arr)
+        arr[:] = np.where(
+            mask[..., None], arr * (1 - alpha) + np.asarray(pal['pattern']) * alpha, arr
+        )
         return arr
     arr[sel] = np.asarray(pal['pattern']) * alpha + arr[sel] * (1 - alpha)
     return arr
@@ -603,60 +971,140 @@ def draw_arm(cv, a, b, pal, side):
     sh, el, wr, hand = arm_points(b, side)
     k = 0.82 if b.is_far(side) else 1.0
     skin, lbl = _shade(pal['skin'], k), side_label('arm', side)
-    cv.limb(sh, el, b.w(0.34), b.w(0.3), skin, lbl); cv.limb(el, wr, b.w(0.3), b.w(0.25), skin, lbl)
-    if pal['gloves']: cv.circle(hand, b.s(0.15), _shade(pal['gloves'], k), LABEL['Glove'])
-    else: cv.circle(hand, b.s(0.14), skin, lbl)
+    cv.limb(sh, el, b.w(0.34), b.w(0.3), skin, lbl)
+    cv.limb(el, wr, b.w(0.3), b.w(0.25), skin, lbl)
+    if pal['gloves']:
+        cv.circle(hand, b.s(0.15), _shade(pal['gloves'], k), LABEL['Glove'])
+    else:
+        cv.circle(hand, b.s(0.14), skin, lbl)
     col, ulbl = _shade(pal['upper'], k * 0.94), upper_label(a)
     if a['sleeves'] == 'long':
-        cv.limb(sh, el, b.w(0.44), b.w(0.37), col, ulbl); cv.limb(el, wr, b.w(0.37), b.w(0.33), col, ulbl, caps=(True, False))
-    elif a['sleeves'] == 'short': cv.limb(sh, _lerp(sh, el, 0.5), b.w(0.46), b.w(0.42), col, ulbl, caps=(True, False))
+        cv.limb(sh, el, b.w(0.44), b.w(0.37), col, ulbl)
+        cv.limb(el, wr, b.w(0.37), b.w(0.33), col, ulbl, caps=(True, False))
+    elif a['sleeves'] == 'short':
+        cv.limb(sh, _lerp(sh, el, 0.5), b.w(0.46), b.w(0.42), col, ulbl, caps=(True, False))
+
 
 def head_centre(b):
     "The x of the head's centre in body `b`, turned a little with its facing `b.f`."
     return b.cx + b.f * b.s(0.04)
 
+
 def draw_head(cv, a, b, pal):
     "Neck, head, face details, hair, hat and glasses."
     hx, s, F, skin = head_centre(b), b.s, LABEL['Face'], pal['skin']
-    cv.rect((hx - s(0.16) - b.f * s(0.05), b.y(0.8), hx + s(0.16) - b.f * s(0.05), b.y(1.32)), _shade(skin, 0.9), F)
+    cv.rect(
+        (hx - s(0.16) - b.f * s(0.05), b.y(0.8), hx + s(0.16) - b.f * s(0.05), b.y(1.32)),
+        _shade(skin, 0.9),
+        F,
+    )
     cv.ellipse((hx - s(0.37), b.y(0.0), hx + s(0.37), b.y(1.0)), skin, F)
     if b.view == 'front':
-        for e in (-1, 1): cv.circle((hx + e * s(0.14), b.y(0.47)), max(0.5, s(0.045)), (40, 30, 30), None)
+        for e in (-1, 1):
+            cv.circle((hx + e * s(0.14), b.y(0.47)), max(0.5, s(0.045)), (40, 30, 30), None)
         cv.line([(hx - s(0.09), b.y(0.78)), (hx + s(0.09), b.y(0.78))], _shade(skin, 0.7), None, 1)
     elif b.f:
-        cv.polygon([(hx + b.f * s(0.34), b.y(0.46)), (hx + b.f * s(0.45), b.y(0.62)), (hx + b.f * s(0.34), b.y(0.66))], skin, F)
+        cv.polygon(
+            [
+                (hx + b.f * s(0.34), b.y(0.46)),
+                (hx + b.f * s(0.45), b.y(0.62)),
+                (hx + b.f * s(0.34), b.y(0.66)),
+            ],
+            skin,
+            F,
+        )
         cv.circle((hx + b.f * s(0.22), b.y(0.47)), max(0.5, s(0.045)), (40, 30, 30), None)
     draw_hair(cv, a, b, pal)
-    if pal['hat']: draw_hat(cv, a, b, pal)
-    if a['glasses'] and b.view != 'back': draw_glasses(cv, a, b, pal)
+    if pal['hat']:
+        draw_hat(cv, a, b, pal)
+    if a['glasses'] and b.view != 'back':
+        draw_glasses(cv, a, b, pal)
+
 
 def draw_hair(cv, a, b, pal):
     "The hair style as seen from this view."
     style, hx, s, H, col = a['hair_style'], head_centre(b), b.s, LABEL['Hair'], pal['hair']
-    if style == 'bald': return
+    if style == 'bald':
+        return
     if b.view == 'front':
         cv.chord((hx - s(0.41), b.y(-0.07), hx + s(0.41), b.y(0.78)), 180, 360, col, H)
         long_sides = style == 'long' or (b.female and style != 'long')
         for e in (-1, 1):
-            if style == 'long': cv.polygon([(hx + e * s(0.26), b.y(0.2)), (hx + e * s(0.42), b.y(0.25)), (hx + e * s(0.52), b.y(1.95)), (hx + e * s(0.33), b.y(2.05)), (hx + e * s(0.34), b.y(0.9))], col, H)
-            elif long_sides: cv.limb((hx + e * s(0.34), b.y(0.3)), (hx + e * s(0.37), b.y(0.82)), s(0.14), s(0.12), col, H)
-            else: cv.limb((hx + e * s(0.35), b.y(0.3)), (hx + e * s(0.36), b.y(0.5)), s(0.09), s(0.08), col, H)
-        if style == 'bun': cv.circle((hx, b.y(-0.08)), s(0.2), col, H)
+            if style == 'long':
+                cv.polygon(
+                    [
+                        (hx + e * s(0.26), b.y(0.2)),
+                        (hx + e * s(0.42), b.y(0.25)),
+                        (hx + e * s(0.52), b.y(1.95)),
+                        (hx + e * s(0.33), b.y(2.05)),
+                        (hx + e * s(0.34), b.y(0.9)),
+                    ],
+                    col,
+                    H,
+                )
+            elif long_sides:
+                cv.limb(
+                    (hx + e * s(0.34), b.y(0.3)),
+                    (hx + e * s(0.37), b.y(0.82)),
+                    s(0.14),
+                    s(0.12),
+                    col,
+                    H,
+                )
+            else:
+                cv.limb(
+                    (hx + e * s(0.35), b.y(0.3)),
+                    (hx + e * s(0.36), b.y(0.5)),
+                    s(0.09),
+                    s(0.08),
+                    col,
+                    H,
+                )
+        if style == 'bun':
+            cv.circle((hx, b.y(-0.08)), s(0.2), col, H)
         return
     if b.view == 'back':
         cv.ellipse((hx - s(0.39), b.y(-0.04), hx + s(0.39), b.y(0.95)), col, H)
-        if style == 'long': cv.polygon([(hx - s(0.38), b.y(0.5)), (hx + s(0.38), b.y(0.5)), (hx + s(0.48), b.y(2.3)), (hx - s(0.48), b.y(2.3))], col, H)
-        elif style == 'ponytail': cv.limb((hx, b.y(0.55)), (hx, b.y(1.85)), s(0.26), s(0.14), col, H)
-        elif style == 'bun': cv.circle((hx, b.y(0.12)), s(0.22), col, H)
+        if style == 'long':
+            cv.polygon(
+                [
+                    (hx - s(0.38), b.y(0.5)),
+                    (hx + s(0.38), b.y(0.5)),
+                    (hx + s(0.48), b.y(2.3)),
+                    (hx - s(0.48), b.y(2.3)),
+                ],
+                col,
+                H,
+            )
+        elif style == 'ponytail':
+            cv.limb((hx, b.y(0.55)), (hx, b.y(1.85)), s(0.26), s(0.14), col, H)
+        elif style == 'bun':
+            cv.circle((hx, b.y(0.12)), s(0.22), col, H)
         return
-    f = b.f                                                           # side views
+    f = b.f  # side views
     cv.ellipse((hx - f * s(0.44), b.y(-0.06), hx + f * s(0.3), b.y(0.82)), col, H)
     cv.ellipse((hx - f * s(0.05), b.y(0.3), hx + f * s(0.38), b.y(1.0)), pal['skin'], LABEL['Face'])
     cv.circle((hx + f * s(0.22), b.y(0.47)), max(0.5, s(0.045)), (40, 30, 30), None)
-    if style == 'long': cv.polygon([(hx - f * s(0.1), b.y(0.4)), (hx - f * s(0.42), b.y(0.35)), (hx - f * s(0.55), b.y(2.1)), (hx - f * s(0.22), b.y(2.0))], col, H)
-    elif style == 'ponytail': cv.limb((hx - f * s(0.36), b.y(0.35)), (hx - f * s(0.55), b.y(1.4)), s(0.24), s(0.12), col, H)
-    elif style == 'bun': cv.circle((hx - f * s(0.36), b.y(0.1)), s(0.2), col, H)
-    elif b.female: cv.limb((hx - f * s(0.25), b.y(0.4)), (hx - f * s(0.3), b.y(1.0)), s(0.3), s(0.26), col, H)
+    if style == 'long':
+        cv.polygon(
+            [
+                (hx - f * s(0.1), b.y(0.4)),
+                (hx - f * s(0.42), b.y(0.35)),
+                (hx - f * s(0.55), b.y(2.1)),
+                (hx - f * s(0.22), b.y(2.0)),
+            ],
+            col,
+            H,
+        )
+    elif style == 'ponytail':
+        cv.limb(
+            (hx - f * s(0.36), b.y(0.35)), (hx - f * s(0.55), b.y(1.4)), s(0.24), s(0.12), col, H
+        )
+    elif style == 'bun':
+        cv.circle((hx - f * s(0.36), b.y(0.1)), s(0.2), col, H)
+    elif b.female:
+        cv.limb((hx - f * s(0.25), b.y(0.4)), (hx - f * s(0.3), b.y(1.0)), s(0.3), s(0.26), col, H)
+
 
 def draw_hat(cv, a, b, pal):
     "Cap (with a brim towards the face), beanie or wide-brimmed hat."
@@ -664,10 +1112,26 @@ def draw_hat(cv, a, b, pal):
     kind = a['hat_type']
     bottom = 0.72 if kind == 'beanie' else 0.62
     cv.chord((hx - s(0.43), b.y(-0.16), hx + s(0.43), b.y(bottom)), 180, 360, col, lbl)
-    if kind == 'beanie': cv.line([(hx - s(0.42), b.y(0.22)), (hx + s(0.42), b.y(0.22))], _shade(col, 0.8), None, s(0.08))
-    elif kind == 'hat': cv.ellipse((hx - s(0.7), b.y(0.13), hx + s(0.7), b.y(0.3)), _shade(col, 0.92), lbl)
-    elif b.view == 'front': cv.ellipse((hx - s(0.43), b.y(0.17), hx + s(0.43), b.y(0.3)), _shade(col, 0.85), lbl)
-    elif f: cv.polygon([(hx + f * s(0.25), b.y(0.17)), (hx + f * s(0.72), b.y(0.23)), (hx + f * s(0.7), b.y(0.3)), (hx + f * s(0.25), b.y(0.3))], _shade(col, 0.85), lbl)
+    if kind == 'beanie':
+        cv.line(
+            [(hx - s(0.42), b.y(0.22)), (hx + s(0.42), b.y(0.22))], _shade(col, 0.8), None, s(0.08)
+        )
+    elif kind == 'hat':
+        cv.ellipse((hx - s(0.7), b.y(0.13), hx + s(0.7), b.y(0.3)), _shade(col, 0.92), lbl)
+    elif b.view == 'front':
+        cv.ellipse((hx - s(0.43), b.y(0.17), hx + s(0.43), b.y(0.3)), _shade(col, 0.85), lbl)
+    elif f:
+        cv.polygon(
+            [
+                (hx + f * s(0.25), b.y(0.17)),
+                (hx + f * s(0.72), b.y(0.23)),
+                (hx + f * s(0.7), b.y(0.3)),
+                (hx + f * s(0.25), b.y(0.3)),
+            ],
+            _shade(col, 0.85),
+            lbl,
+        )
+
 
 def draw_glasses(cv, a, b, pal):
     "Glasses or sunglasses, from the front or side."
@@ -684,40 +1148,79 @@ def draw_glasses(cv, a, b, pal):
         cv.rect((hx + f * s(0.2), b.y(0.41), hx + f * s(0.4), b.y(0.53)), frame, lbl)
         cv.line([(hx + f * s(0.2), b.y(0.44)), (hx - f * s(0.1), b.y(0.45))], frame, lbl, 1)
 
+
 def draw_long_hair_behind(cv, a, b, pal):
-    "Long hair falling behind the shoulders, seen beside the neck from the front (drawn before the torso)."
+    """Long hair falling behind the shoulders, seen beside the neck from the front (drawn before the
+    torso)."""
     if b.view == 'front' and a['hair_style'] == 'long':
         hx, s = head_centre(b), b.s
-        cv.rect((hx - s(0.46), b.y(0.4), hx + s(0.46), b.y(1.7)), _shade(pal['hair'], 0.8), LABEL['Hair'])
+        cv.rect(
+            (hx - s(0.46), b.y(0.4), hx + s(0.46), b.y(1.7)),
+            _shade(pal['hair'], 0.8),
+            LABEL['Hair'],
+        )
+
 
 def draw_scarf(cv, a, b, pal):
     "A scarf round the neck; from the front one end hangs down the chest."
-    if not pal['scarf']: return
+    if not pal['scarf']:
+        return
     hx, s, lbl = head_centre(b), b.s, LABEL['Scarf']
     half = 0.26 if b.f else 0.34
     cv.rect((hx - s(half), b.y(1.0), hx + s(half), b.y(1.42)), pal['scarf'], lbl)
-    if b.view == 'front': cv.limb((hx + s(0.14), b.y(1.35)), (hx + s(0.17), b.y(2.5)), s(0.22), s(0.2), _shade(pal['scarf'], 0.9), lbl, caps=(False, False))
+    if b.view == 'front':
+        cv.limb(
+            (hx + s(0.14), b.y(1.35)),
+            (hx + s(0.17), b.y(2.5)),
+            s(0.22),
+            s(0.2),
+            _shade(pal['scarf'], 0.9),
+            lbl,
+            caps=(False, False),
+        )
+
 
 def draw_backpack(cv, a, b, pal):
     "A backpack as seen from this view: block (back), straps (front) or bump and strap (side)."
-    if not pal['backpack']: return
+    if not pal['backpack']:
+        return
     col, lbl, s = pal['backpack'], LABEL['Bag'], b.s
     if b.view == 'back':
         cv.polygon(b.pts(mirror([(0.5, 1.5), (0.62, 1.75), (0.62, 3.3), (0.55, 3.4)])), col, lbl)
         cv.rect((b.x(-0.42), b.y(2.55), b.x(0.42), b.y(3.2)), _shade(col, 0.8), None)
     elif b.view == 'front':
-        for e in (-1, 1): cv.limb(b.P(e * 0.5, 1.3), b.P(e * 0.44, 2.6), b.w(0.13), b.w(0.12), col, lbl, caps=(False, False))
+        for e in (-1, 1):
+            cv.limb(
+                b.P(e * 0.5, 1.3),
+                b.P(e * 0.44, 2.6),
+                b.w(0.13),
+                b.w(0.12),
+                col,
+                lbl,
+                caps=(False, False),
+            )
     else:
         cv.polygon(b.pts([(-0.4, 1.5), (-1.0, 1.65), (-1.08, 3.25), (-0.42, 3.35)]), col, lbl)
-        cv.limb(b.P(0.05, 1.32), b.P(0.3, 2.6), b.w(0.13), b.w(0.12), _shade(col, 0.85), lbl, caps=(False, False))
+        cv.limb(
+            b.P(0.05, 1.32),
+            b.P(0.3, 2.6),
+            b.w(0.13),
+            b.w(0.12),
+            _shade(col, 0.85),
+            lbl,
+            caps=(False, False),
+        )
+
 
 def handbag_far(a, b) -> bool:
     "Whether the handbag hangs on the side turned away from the camera (side views only)."
     return b.f != 0 and a['handbag_side'][0].upper() != b.near
 
+
 def draw_handbag(cv, a, b, pal):
     "A shoulder bag at hip height on the person's left or right side, with its strap."
-    if not pal['handbag']: return
+    if not pal['handbag']:
+        return
     col, lbl, side = pal['handbag'], LABEL['Bag'], a['handbag_side'][0].upper()
     if b.f == 0:
         sg = b.sign(side)
@@ -735,44 +1238,70 @@ def draw_person(cv: Canvas, a: dict, b: Body, pal: dict):
     far, near = b.draw_order()
     if b.f == 0:
         draw_long_hair_behind(cv, a, b, pal)
-        for side in (far, near): draw_leg(cv, a, b, pal, side)
-        draw_lower_body(cv, a, b, pal); draw_upper(cv, a, b, pal); draw_backpack(cv, a, b, pal); draw_handbag(cv, a, b, pal)
-        for side in (far, near): draw_arm(cv, a, b, pal, side)
+        for side in (far, near):
+            draw_leg(cv, a, b, pal, side)
+        draw_lower_body(cv, a, b, pal)
+        draw_upper(cv, a, b, pal)
+        draw_backpack(cv, a, b, pal)
+        draw_handbag(cv, a, b, pal)
+        for side in (far, near):
+            draw_arm(cv, a, b, pal, side)
     else:
-        if pal['handbag'] and handbag_far(a, b): draw_handbag(cv, a, b, pal)
+        if pal['handbag'] and handbag_far(a, b):
+            draw_handbag(cv, a, b, pal)
         draw_arm(cv, a, b, pal, far)
-        for side in (far, near): draw_leg(cv, a, b, pal, side)
-        draw_lower_body(cv, a, b, pal); draw_upper(cv, a, b, pal); draw_backpack(cv, a, b, pal)
-        if pal['handbag'] and not handbag_far(a, b): draw_handbag(cv, a, b, pal)
+        for side in (far, near):
+            draw_leg(cv, a, b, pal, side)
+        draw_lower_body(cv, a, b, pal)
+        draw_upper(cv, a, b, pal)
+        draw_backpack(cv, a, b, pal)
+        if pal['handbag'] and not handbag_far(a, b):
+            draw_handbag(cv, a, b, pal)
         draw_arm(cv, a, b, pal, near)
-    draw_head(cv, a, b, pal); draw_scarf(cv, a, b, pal)
+    draw_head(cv, a, b, pal)
+    draw_scarf(cv, a, b, pal)
 
 # %% ../nbs/01_synthetic.ipynb #88c77f10
 def shade_volume(arr, lbl_img, b):
     "Darken the person towards the silhouette's edges, for a rounded look (in place)."
     mask = lbl_img.point(lambda v: 255 if v else 0)
-    soft = np.asarray(mask.filter(ImageFilter.GaussianBlur(max(1.0, b.s(0.2)))), np.float32)[..., None] / 255
+    soft = (
+        np.asarray(mask.filter(ImageFilter.GaussianBlur(max(1.0, b.s(0.2)))), np.float32)[..., None]
+        / 255
+    )
     person = np.asarray(mask)[..., None] > 0
     arr[:] = np.where(person, arr * (0.72 + 0.28 * soft), arr)
     return arr
 
+
 def camera(arr, rng, prof) -> tuple[Image.Image, dict]:
-    "Lighting, colour cast, noise, blur and resolution loss; returns the final image and what was applied."
+    """Lighting, colour cast, noise, blur and resolution loss; returns the final image and what was
+    applied."""
     h = arr.shape[0]
-    gain, cast = rng.uniform(1 - prof['light'], 1 + prof['light']), rng.uniform(-prof['cast'], prof['cast'], 3)
+    gain, cast = (
+        rng.uniform(1 - prof['light'], 1 + prof['light']),
+        rng.uniform(-prof['cast'], prof['cast'], 3),
+    )
     ramp = 1 + rng.uniform(-0.12, 0.12) * np.linspace(-1, 1, h)[:, None, None]
-    arr = arr * gain * (1 + cast) * ramp + rng.normal(0, rng.uniform(1, prof['noise_max']), arr.shape)
+    arr = arr * gain * (1 + cast) * ramp + rng.normal(
+        0, rng.uniform(1, prof['noise_max']), arr.shape
+    )
     img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
     blur = float(rng.uniform(0, prof['blur_max']))
-    if blur > 0.25: img = img.filter(ImageFilter.GaussianBlur(blur))
+    if blur > 0.25:
+        img = img.filter(ImageFilter.GaussianBlur(blur))
     lowres = bool(rng.random() < prof['lowres_p'])
     if lowres:
         f, size = rng.uniform(0.45, 0.8), img.size
-        img = img.resize((max(8, int(size[0] * f)), max(8, int(size[1] * f))), Image.BILINEAR).resize(size, Image.BILINEAR)
+        img = img.resize(
+            (max(8, int(size[0] * f)), max(8, int(size[1] * f))), Image.BILINEAR
+        ).resize(size, Image.BILINEAR)
     return img, {'gain': round(float(gain), 3), 'blur': round(blur, 3), 'lowres': lowres}
 
 # %% ../nbs/01_synthetic.ipynb #0b5e2926
-def render_view(a: dict, view: str, rng, height: int = 192, width: int = 64, difficulty: float = 0.5):
+def render_view(
+    a: dict, view: str, rng, height: int = 192, width: int = 64, difficulty: float = 0.5
+):
     "Render one image of identity `a` from `view`: (RGB image, parsing map, info dict)."
     prof = difficulty_profile(difficulty)
     b = body_frame(a, view, rng, height, width, difficulty)
@@ -789,10 +1318,33 @@ def render_view(a: dict, view: str, rng, height: int = 192, width: int = 64, dif
     return img, cv.lbl, {'view': view, 'scene': scene, 'occluder': occluder, **info}
 
 # %% ../nbs/01_synthetic.ipynb #b3b475f6
-LABEL_COLOURS = np.array([(0, 0, 0), (128, 0, 0), (255, 0, 0), (0, 85, 0), (170, 0, 51), (255, 85, 0), (0, 0, 85),
-                          (0, 119, 221), (85, 85, 0), (0, 85, 85), (85, 51, 0), (52, 86, 128), (0, 128, 0), (0, 0, 255),
-                          (51, 170, 221), (0, 255, 255), (85, 255, 170), (170, 255, 85), (255, 255, 0), (255, 170, 0),
-                          (255, 0, 255)], np.uint8)
+LABEL_COLOURS = np.array(
+    [
+        (0, 0, 0),
+        (128, 0, 0),
+        (255, 0, 0),
+        (0, 85, 0),
+        (170, 0, 51),
+        (255, 85, 0),
+        (0, 0, 85),
+        (0, 119, 221),
+        (85, 85, 0),
+        (0, 85, 85),
+        (85, 51, 0),
+        (52, 86, 128),
+        (0, 128, 0),
+        (0, 0, 255),
+        (51, 170, 221),
+        (0, 255, 255),
+        (85, 255, 170),
+        (170, 255, 85),
+        (255, 255, 0),
+        (255, 170, 0),
+        (255, 0, 255),
+    ],
+    np.uint8,
+)
+
 
 def colourise(parsing) -> np.ndarray:
     "An RGB picture of a parsing map (LIP's usual colours, magenta for `Bag`)."
@@ -800,48 +1352,98 @@ def colourise(parsing) -> np.ndarray:
 
 # %% ../nbs/01_synthetic.ipynb #e538e76b
 WORDS = {
-    't-shirt': ('t-shirt', 't-shirt', 'tee', 'tee shirt', 't shirt'), 'shirt': ('shirt', 'shirt', 'button-up shirt', 'collared shirt'),
-    'jacket': ('jacket', 'jacket', 'zip-up jacket', 'coat'), 'coat': ('coat', 'coat', 'long coat', 'overcoat', 'trench coat'),
-    'sweater': ('sweater', 'jumper', 'pullover', 'sweatshirt'), 'hoodie': ('hoodie', 'hoodie', 'hooded sweatshirt', 'hooded top'),
-    'dress': ('dress',), 'trousers': ('trousers', 'pants', 'pants', 'slacks'), 'jeans': ('jeans', 'jeans', 'denim jeans', 'jean pants'),
-    'shorts': ('shorts',), 'skirt': ('skirt',),
-    'sneakers': ('sneakers', 'trainers', 'running shoes', 'shoes', 'sports shoes'), 'shoes': ('shoes', 'shoes', 'leather shoes'),
+    't-shirt': ('t-shirt', 't-shirt', 'tee', 'tee shirt', 't shirt'),
+    'shirt': ('shirt', 'shirt', 'button-up shirt', 'collared shirt'),
+    'jacket': ('jacket', 'jacket', 'zip-up jacket', 'coat'),
+    'coat': ('coat', 'coat', 'long coat', 'overcoat', 'trench coat'),
+    'sweater': ('sweater', 'jumper', 'pullover', 'sweatshirt'),
+    'hoodie': ('hoodie', 'hoodie', 'hooded sweatshirt', 'hooded top'),
+    'dress': ('dress',),
+    'trousers': ('trousers', 'pants', 'pants', 'slacks'),
+    'jeans': ('jeans', 'jeans', 'denim jeans', 'jean pants'),
+    'shorts': ('shorts',),
+    'skirt': ('skirt',),
+    'sneakers': ('sneakers', 'trainers', 'running shoes', 'shoes', 'sports shoes'),
+    'shoes': ('shoes', 'shoes', 'leather shoes'),
     'boots': ('boots', 'boots', 'ankle boots'),
-    'backpack': ('backpack', 'backpack', 'rucksack', 'bag', 'school bag'), 'handbag': ('handbag', 'purse', 'shoulder bag', 'bag'),
-    'cap': ('cap', 'baseball cap', 'hat'), 'beanie': ('beanie', 'knit hat', 'woolly hat'), 'hat': ('hat', 'sun hat'),
-    'glasses': ('glasses', 'glasses', 'eyeglasses', 'spectacles'), 'sunglasses': ('sunglasses', 'dark glasses', 'shades'),
-    'scarf': ('scarf',), 'gloves': ('gloves',), 'socks': ('socks',),
+    'backpack': ('backpack', 'backpack', 'rucksack', 'bag', 'school bag'),
+    'handbag': ('handbag', 'purse', 'shoulder bag', 'bag'),
+    'cap': ('cap', 'baseball cap', 'hat'),
+    'beanie': ('beanie', 'knit hat', 'woolly hat'),
+    'hat': ('hat', 'sun hat'),
+    'glasses': ('glasses', 'glasses', 'eyeglasses', 'spectacles'),
+    'sunglasses': ('sunglasses', 'dark glasses', 'shades'),
+    'scarf': ('scarf',),
+    'gloves': ('gloves',),
+    'socks': ('socks',),
     'inner': ('shirt', 'top', 't-shirt', 'sweater'),
 }
-NOUNS = {'male': ('man', 'man', 'man', 'guy', 'young man', 'male', 'gentleman'),
-         'female': ('woman', 'woman', 'woman', 'lady', 'young woman', 'girl', 'female'),
-         'neutral': ('person', 'pedestrian')}
-KIND = {'upper': 'wear', 'lower': 'wear', 'shoes': 'wear', 'hat': 'wear', 'glasses': 'wear', 'scarf': 'wear', 'gloves': 'wear',
-        'socks': 'wear', 'hair': 'has', 'backpack': 'carry', 'handbag': 'carry'}
-TOP_DOWN = ('hair', 'hat', 'glasses', 'scarf', 'upper', 'gloves', 'lower', 'socks', 'shoes', 'backpack', 'handbag')
+NOUNS = {
+    'male': ('man', 'man', 'man', 'guy', 'young man', 'male', 'gentleman'),
+    'female': ('woman', 'woman', 'woman', 'lady', 'young woman', 'girl', 'female'),
+    'neutral': ('person', 'pedestrian'),
+}
+KIND = {
+    'upper': 'wear',
+    'lower': 'wear',
+    'shoes': 'wear',
+    'hat': 'wear',
+    'glasses': 'wear',
+    'scarf': 'wear',
+    'gloves': 'wear',
+    'socks': 'wear',
+    'hair': 'has',
+    'backpack': 'carry',
+    'handbag': 'carry',
+}
+TOP_DOWN = (
+    'hair',
+    'hat',
+    'glasses',
+    'scarf',
+    'upper',
+    'gloves',
+    'lower',
+    'socks',
+    'shoes',
+    'backpack',
+    'handbag',
+)
 GARMENTS = {'upper', 'lower', 'shoes'}
 
 # %% ../nbs/01_synthetic.ipynb #ad449016
 def visible_attributes(a: dict, view: str) -> dict:
     "Attributes visible from `view`, with how likely an annotator is to mention each (salience)."
     vis = {'upper': 3.0, 'shoes': 1.0}
-    if not (a['hair_style'] == 'bald' and a['hat']): vis['hair'] = 1.6
-    if a['lower_type']: vis['lower'] = 2.2
-    if a['hat']: vis['hat'] = 1.5
-    if a['glasses'] and view != 'back': vis['glasses'] = 1.2 if view == 'front' else 0.7
-    if a['scarf']: vis['scarf'] = 1.0
-    if a['backpack']: vis['backpack'] = 0.8 if view == 'front' else 2.0
-    if a['handbag']: vis['handbag'] = 0.5 if view in ('left', 'right') and a['handbag_side'] != view else 1.5
-    if a['gloves']: vis['gloves'] = 0.6
-    if a['socks']: vis['socks'] = 0.3
+    if not (a['hair_style'] == 'bald' and a['hat']):
+        vis['hair'] = 1.6
+    if a['lower_type']:
+        vis['lower'] = 2.2
+    if a['hat']:
+        vis['hat'] = 1.5
+    if a['glasses'] and view != 'back':
+        vis['glasses'] = 1.2 if view == 'front' else 0.7
+    if a['scarf']:
+        vis['scarf'] = 1.0
+    if a['backpack']:
+        vis['backpack'] = 0.8 if view == 'front' else 2.0
+    if a['handbag']:
+        vis['handbag'] = 0.5 if view in ('left', 'right') and a['handbag_side'] != view else 1.5
+    if a['gloves']:
+        vis['gloves'] = 0.6
+    if a['socks']:
+        vis['socks'] = 0.3
     return vis
+
 
 def choose_mentions(a, view, rng, difficulty) -> list:
     "The attributes one caption mentions, in the order it mentions them."
     vis, prof = visible_attributes(a, view), difficulty_profile(difficulty)
     k = min(len(vis), int(rng.integers(prof['mention_min'], prof['mention_max'] + 1)))
     keys = list(vis)
-    score = np.log([vis[x] for x in keys]) + rng.gumbel(size=len(keys))       # weighted sampling without replacement
+    score = np.log([vis[x] for x in keys]) + rng.gumbel(
+        size=len(keys)
+    )  # weighted sampling without replacement
     chosen = [keys[i] for i in np.argsort(-score)[:k]]
     return sorted(chosen, key=TOP_DOWN.index) if rng.random() < 0.6 else chosen
 
@@ -850,128 +1452,240 @@ def article(phrase: str) -> str:
     "`phrase` after its indefinite article ('an' before a, e, i and o)."
     return ('an ' if phrase[0] in 'aeio' else 'a ') + phrase
 
+
 def cw(rng, name, palette=COLOURS) -> str:
     "A word for colour `name`, drawn from its synonyms in `palette`."
     return pick(rng, palette[name].words)
 
+
 def join_list(items, rng) -> str:
     "'a', 'a and b', 'a, b and c' (sometimes with an Oxford comma)."
-    if len(items) <= 2: return ' and '.join(items)
+    if len(items) <= 2:
+        return ' and '.join(items)
     return ', '.join(items[:-1]) + (', and ' if rng.random() < 0.3 else ' and ') + items[-1]
+
 
 def pattern_words(a, view, rng, colour) -> tuple:
     "(words before the noun, words after it) describing colour and pattern."
     pattern = 'plain' if a['pattern'] == 'logo' and view != 'front' else a['pattern']
     c2 = cw(rng, a['pattern_colour']) if a['pattern_colour'] else None
     if pattern == 'striped':
-        return pick(rng, (([f'{colour} and {c2} striped'], []), ([f'{colour} striped'], []), ([f'striped {colour}'], []),
-                          ([colour], [f'with {c2} stripes']), ([colour], [f'with {c2} horizontal stripes'])))
+        return pick(
+            rng,
+            (
+                ([f'{colour} and {c2} striped'], []),
+                ([f'{colour} striped'], []),
+                ([f'striped {colour}'], []),
+                ([colour], [f'with {c2} stripes']),
+                ([colour], [f'with {c2} horizontal stripes']),
+            ),
+        )
     if pattern == 'checked':
         word = pick(rng, ('checked', 'plaid', 'checkered'))
         return pick(rng, ([f'{colour} and {c2} {word}'], [f'{colour} {word}'])), []
     if pattern == 'logo':
-        return [colour], [pick(rng, ('with a logo on the front', f'with {article(c2)} logo', 'with a print on the front', f'with {article(c2)} graphic on the chest'))]
+        return [colour], [
+            pick(
+                rng,
+                (
+                    'with a logo on the front',
+                    f'with {article(c2)} logo',
+                    'with a print on the front',
+                    f'with {article(c2)} graphic on the chest',
+                ),
+            )
+        ]
     return ([f'plain {colour}'] if rng.random() < 0.08 else [colour]), []
+
 
 def upper_phrase(a, view, rng, poss) -> str:
     "How a caption names `a`'s upper garment seen from `view` (`poss`: his, her or their)."
     t = a['upper_type']
     pre, post = pattern_words(a, view, rng, cw(rng, a['upper_colour']))
-    if t in ('coat', 'dress') and rng.random() < 0.35: pre = ['long' if t == 'coat' else a['lower_length']] + pre
+    if t in ('coat', 'dress') and rng.random() < 0.35:
+        pre = ['long' if t == 'coat' else a['lower_length']] + pre
     if t in ('shirt', 'dress') and rng.random() < 0.5:
         sl = a['sleeves']
-        if rng.random() < 0.5: pre = [{'short': 'short-sleeved', 'long': 'long-sleeved', 'sleeveless': 'sleeveless'}[sl]] + pre
-        else: post = post + [{'short': 'with short sleeves', 'long': 'with long sleeves', 'sleeveless': 'without sleeves'}[sl]]
+        if rng.random() < 0.5:
+            pre = [
+                {'short': 'short-sleeved', 'long': 'long-sleeved', 'sleeveless': 'sleeveless'}[sl]
+            ] + pre
+        else:
+            post = post + [
+                {
+                    'short': 'with short sleeves',
+                    'long': 'with long sleeves',
+                    'sleeveless': 'without sleeves',
+                }[sl]
+            ]
     noun = pick(rng, WORDS[t])
-    if noun.startswith('long ') and pre and pre[0] == 'long': pre = pre[1:]
+    if noun.startswith('long ') and pre and pre[0] == 'long':
+        pre = pre[1:]
     np_ = article(' '.join(pre + [noun])) + ''.join(' ' + p for p in post)
     if a['inner_colour'] and view == 'front' and rng.random() < 0.6:
         inner = article(f"{cw(rng, a['inner_colour'])} {pick(rng, WORDS['inner'])}")
-        np_ = pick(rng, (f'{np_} over {inner}', f'{np_} with {inner} underneath', f'{inner} under {np_}'))
+        np_ = pick(
+            rng, (f'{np_} over {inner}', f'{np_} with {inner} underneath', f'{inner} under {np_}')
+        )
     return np_
+
 
 def lower_phrase(a, view, rng, poss) -> str:
     "How a caption names `a`'s trousers, shorts or skirt."
     t, col = a['lower_type'], cw(rng, a['lower_colour'])
-    if t == 'skirt': return article(f"{a['lower_length'] + ' ' if rng.random() < 0.5 else ''}{col} {pick(rng, WORDS[t])}")
+    if t == 'skirt':
+        return article(
+            f"{a['lower_length'] + ' ' if rng.random() < 0.5 else ''}{col} {pick(rng, WORDS[t])}"
+        )
     return ('a pair of ' if rng.random() < 0.2 else '') + f'{col} {pick(rng, WORDS[t])}'
+
 
 def shoes_phrase(a, view, rng, poss) -> str:
     "How a caption names `a`'s shoes."
-    return ('a pair of ' if rng.random() < 0.2 else '') + f"{cw(rng, a['shoes_colour'])} {pick(rng, WORDS[a['shoes_type']])}"
+    return (
+        'a pair of ' if rng.random() < 0.2 else ''
+    ) + f"{cw(rng, a['shoes_colour'])} {pick(rng, WORDS[a['shoes_type']])}"
+
 
 def hair_phrase(a, view, rng, poss) -> str:
     "How a caption names `a`'s hair (style and colour, or a bald head)."
     style = a['hair_style']
-    if style == 'bald': return pick(rng, ('a shaved head', 'a bald head'))
+    if style == 'bald':
+        return pick(rng, ('a shaved head', 'a bald head'))
     col = cw(rng, a['hair_colour'], HAIR_COLOURS)
-    if style in ('short', 'long'): return pick(rng, (f'{style} {col} hair', f'{style} {col} hair', f'{style} hair'))
-    if style == 'ponytail': return pick(rng, (f'{col} hair in a ponytail', article(f'{col} ponytail'), f'{poss} hair in a ponytail'))
+    if style in ('short', 'long'):
+        return pick(rng, (f'{style} {col} hair', f'{style} {col} hair', f'{style} hair'))
+    if style == 'ponytail':
+        return pick(
+            rng,
+            (f'{col} hair in a ponytail', article(f'{col} ponytail'), f'{poss} hair in a ponytail'),
+        )
     return pick(rng, (f'{col} hair tied in a bun', f'{poss} {col} hair in a bun', 'a bun'))
+
 
 def backpack_phrase(a, view, rng, poss) -> str:
     "How a caption names `a`'s backpack (its colour is hidden from the front at times)."
     noun = pick(rng, WORDS['backpack'])
-    np_ = article(noun) if view == 'front' and rng.random() < 0.5 else article(f"{cw(rng, a['backpack'])} {noun}")
+    np_ = (
+        article(noun)
+        if view == 'front' and rng.random() < 0.5
+        else article(f"{cw(rng, a['backpack'])} {noun}")
+    )
     return np_ + (f' on {poss} back' if rng.random() < 0.25 else '')
+
 
 def handbag_phrase(a, view, rng, poss) -> str:
     "How a caption names `a`'s handbag, sometimes with the shoulder it hangs from."
     np_ = article(f"{cw(rng, a['handbag'])} {pick(rng, WORDS['handbag'])}")
-    return np_ + pick(rng, ('', '', f' over {poss} shoulder', f" on {poss} {a['handbag_side']} shoulder"))
+    return np_ + pick(
+        rng, ('', '', f' over {poss} shoulder', f" on {poss} {a['handbag_side']} shoulder")
+    )
+
 
 def hat_phrase(a, view, rng, poss) -> str:
     "How a caption names `a`'s hat or cap."
     return article(f"{cw(rng, a['hat'])} {pick(rng, WORDS[a['hat_type']])}")
+
+
 def glasses_phrase(a, view, rng, poss) -> str:
     "How a caption names `a`'s glasses or sunglasses."
     noun = pick(rng, WORDS[a['glasses']])
-    return pick(rng, (noun, noun, f'a pair of {noun}', f'black-framed {noun}' if a['glasses'] == 'glasses' else f'dark {noun}'))
+    return pick(
+        rng,
+        (
+            noun,
+            noun,
+            f'a pair of {noun}',
+            f'black-framed {noun}' if a['glasses'] == 'glasses' else f'dark {noun}',
+        ),
+    )
+
+
 def scarf_phrase(a, view, rng, poss) -> str:
     "How a caption names `a`'s scarf."
-    return article(f"{cw(rng, a['scarf'])} scarf") + (f' around {poss} neck' if rng.random() < 0.3 else '')
+    return article(f"{cw(rng, a['scarf'])} scarf") + (
+        f' around {poss} neck' if rng.random() < 0.3 else ''
+    )
+
+
 def gloves_phrase(a, view, rng, poss) -> str:
     "How a caption names `a`'s gloves."
     return f"{cw(rng, a['gloves'])} gloves"
+
+
 def socks_phrase(a, view, rng, poss) -> str:
     "How a caption names `a`'s socks."
     return f"{cw(rng, a['socks'])} socks"
 
-PHRASES = {'upper': upper_phrase, 'lower': lower_phrase, 'shoes': shoes_phrase, 'hair': hair_phrase, 'backpack': backpack_phrase,
-           'handbag': handbag_phrase, 'hat': hat_phrase, 'glasses': glasses_phrase, 'scarf': scarf_phrase,
-           'gloves': gloves_phrase, 'socks': socks_phrase}
+
+PHRASES = {
+    'upper': upper_phrase,
+    'lower': lower_phrase,
+    'shoes': shoes_phrase,
+    'hair': hair_phrase,
+    'backpack': backpack_phrase,
+    'handbag': handbag_phrase,
+    'hat': hat_phrase,
+    'glasses': glasses_phrase,
+    'scarf': scarf_phrase,
+    'gloves': gloves_phrase,
+    'socks': socks_phrase,
+}
 
 # %% ../nbs/01_synthetic.ipynb #368fb76f
-VERBS = {'wear': (('is', 'wearing'), ('is', 'wearing'), ('', 'wears')), 'has': (('', 'has'),),
-         'carry': (('is', 'carrying'), ('', 'carries'), ('', 'has'))}
-DIRECTION = {'front': 'walking towards the camera', 'back': 'walking away from the camera', 'left': 'walking to the left', 'right': 'walking to the right'}
+VERBS = {
+    'wear': (('is', 'wearing'), ('is', 'wearing'), ('', 'wears')),
+    'has': (('', 'has'),),
+    'carry': (('is', 'carrying'), ('', 'carries'), ('', 'has')),
+}
+DIRECTION = {
+    'front': 'walking towards the camera',
+    'back': 'walking away from the camera',
+    'left': 'walking to the left',
+    'right': 'walking to the right',
+}
+
 
 def group_by_kind(items) -> dict:
     "{kind: [phrases]} in order of first appearance."
     groups = {}
-    for kind, text in items: groups.setdefault(kind, []).append(text)
+    for kind, text in items:
+        groups.setdefault(kind, []).append(text)
     return groups
 
+
 def finite_vp(kind, phrases, rng, also=False) -> str:
-    "A verb phrase for `phrases` of `kind` ('is wearing a red coat and jeans'), with 'also' when `also`."
+    """A verb phrase for `phrases` of `kind` ('is wearing a red coat and jeans'), with 'also' when
+    `also`."""
     aux, verb = pick(rng, VERBS[kind])
     words = [aux, 'also', verb] if aux and also else (['also', verb] if also else [aux, verb])
     return ' '.join(w for w in words if w) + ' ' + join_list(phrases, rng)
 
+
 def fragment_vp(kind, phrases, rng, only_garments=False, has_with=False) -> str:
-    "A phrase without a finite verb for `phrases` of `kind` ('wearing ...', 'with ...', 'carrying ...')."
-    if kind == 'wear': lead = pick(rng, ('wearing', 'wearing', 'in') + (('dressed in',) if only_garments else ()))
-    elif kind == 'has': lead = 'with'
-    else: lead = 'carrying' if has_with else pick(rng, ('carrying', 'carrying', 'with'))
+    """A phrase without a finite verb for `phrases` of `kind` ('wearing ...', 'with ...', 'carrying
+    ...')."""
+    if kind == 'wear':
+        lead = pick(rng, ('wearing', 'wearing', 'in') + (('dressed in',) if only_garments else ()))
+    elif kind == 'has':
+        lead = 'with'
+    else:
+        lead = 'carrying' if has_with else pick(rng, ('carrying', 'carrying', 'with'))
     return f'{lead} {join_list(phrases, rng)}'
+
 
 def join_fragments(frags) -> str:
     "Join participle/preposition fragments: 'and' before the last one, a comma around 'with ...'."
     out = frags[0]
     for i, frag in enumerate(frags[1:], 1):
-        plain = i == len(frags) - 1 and not frag.startswith('with') and not frags[i - 1].startswith('with')
+        plain = (
+            i == len(frags) - 1
+            and not frag.startswith('with')
+            and not frags[i - 1].startswith('with')
+        )
         out += (' and ' if plain else ', ') + frag
     return out
+
 
 def subject(a, view, rng, first: bool) -> str:
     "The sentence subject: a noun phrase for the first sentence, then mostly a pronoun."
@@ -981,28 +1695,41 @@ def subject(a, view, rng, first: bool) -> str:
         det = pick_weighted(rng, {'a': 0.55, 'the': 0.3, 'this': 0.15})
         return f'{det} {noun}'
     r = rng.random()
-    if r < 0.7: return 'he' if g == 'male' else 'she'
+    if r < 0.7:
+        return 'he' if g == 'male' else 'she'
     return f"the {pick(rng, NOUNS[g])}" if r < 0.85 else 'this person'
+
 
 def first_sentence(a, view, items, rng, keys) -> str:
     "A caption's first sentence: its subject and the first of `items`, in one of several forms."
     groups, subj = group_by_kind(items), subject(a, view, rng, True)
-    forms = ['finite', 'fragment', 'fragment'] + (['with'] if 'has' in groups and len(groups) > 1 else [])
+    forms = ['finite', 'fragment', 'fragment'] + (
+        ['with'] if 'has' in groups and len(groups) > 1 else []
+    )
     form = pick(rng, forms)
     if form == 'fragment':
         only_garments = set(keys) <= GARMENTS
-        frag = join_fragments([fragment_vp(k, v, rng, only_garments, 'has' in groups) for k, v in groups.items()])
-        if rng.random() < 0.15: return f"{pick(rng, ('there is', 'this is', 'the image shows'))} {article(subj.split(' ', 1)[1])} {frag}"
+        frag = join_fragments(
+            [fragment_vp(k, v, rng, only_garments, 'has' in groups) for k, v in groups.items()]
+        )
+        if rng.random() < 0.15:
+            return f"{pick(rng, ('there is', 'this is', 'the image shows'))} {article(subj.split(' ', 1)[1])} {frag}"
         return f'{subj} {frag}'
     if form == 'with':
         subj += f" with {join_list(groups.pop('has'), rng)}"
-    elif rng.random() < 0.1: subj += ' ' + DIRECTION[view]
+    elif rng.random() < 0.1:
+        subj += ' ' + DIRECTION[view]
     return f"{subj} {join_list([finite_vp(k, v, rng) for k, v in groups.items()], rng)}"
+
 
 def later_sentence(a, view, items, rng, also=False) -> str:
     "A follow-up sentence; `also` goes on its first verb only."
-    vps = [finite_vp(k, v, rng, also and i == 0) for i, (k, v) in enumerate(group_by_kind(items).items())]
+    vps = [
+        finite_vp(k, v, rng, also and i == 0)
+        for i, (k, v) in enumerate(group_by_kind(items).items())
+    ]
     return f"{subject(a, view, rng, False)} {join_list(vps, rng)}"
+
 
 def split_into_sentences(items, rng) -> list:
     "Cut the ordered phrases into 1-3 contiguous chunks."
@@ -1011,6 +1738,7 @@ def split_into_sentences(items, rng) -> list:
     k = min(n, 1 + int(rng.choice(3, p=p)))
     cuts = sorted(rng.choice(np.arange(1, n), size=k - 1, replace=False)) if k > 1 else []
     return [items[i:j] for i, j in zip([0, *cuts], [*cuts, n])]
+
 
 def sentence_case(s: str) -> str:
     "`s` with a capital first letter and a full stop."
@@ -1023,62 +1751,112 @@ def caption_for(a: dict, view: str, rng, difficulty: float = 0.5) -> str:
     poss = 'his' if a['gender'] == 'male' else 'her'
     items = [(KIND[k], PHRASES[k](a, view, rng, poss)) for k in keys]
     chunks = split_into_sentences(items, rng)
-    first_keys = keys[:len(chunks[0])]
+    first_keys = keys[: len(chunks[0])]
     sents, also = [first_sentence(a, view, chunks[0], rng, first_keys)], False
     for chunk in chunks[1:]:
-        also = not also and rng.random() < 0.3                 # never 'also' in two sentences in a row
+        also = not also and rng.random() < 0.3  # never 'also' in two sentences in a row
         sents.append(later_sentence(a, view, chunk, rng, also))
     return ' '.join(sentence_case(s) for s in sents)
 
-def captions_for(a: dict, view: str, rng, difficulty: float = 0.5, n: int = 2, tries: int = 20) -> list:
+
+def captions_for(
+    a: dict, view: str, rng, difficulty: float = 0.5, n: int = 2, tries: int = 20
+) -> list:
     "`n` different captions of one image (different if at all possible)."
     out = []
     for _ in range(n):
         for _ in range(tries):
             c = caption_for(a, view, rng, difficulty)
-            if c not in out: break
+            if c not in out:
+                break
         out.append(c)
     return out
 
+
 TOKEN_RE = re.compile(r"[a-z0-9]+(?:['-][a-z0-9]+)*")
+
+
 def tokenize(caption: str) -> list:
     "The lower-cased word tokens of `caption` (`TOKEN_RE`)."
     return TOKEN_RE.findall(caption.lower())
 
 # %% ../nbs/01_synthetic.ipynb #d6bcca00
 class SyntheticArgumentError(TbprError, ValueError):
-    "A bad argument to `generate_synthetic`: a `ValueError` the command line prints like any `TbprError`."
+    """A bad argument to `generate_synthetic`: a `ValueError` the command line prints like any
+    `TbprError`."""
+
 
 def _bad(name, value, valid):
-    raise SyntheticArgumentError(f"generate_synthetic: {name}={value!r} is invalid", fix=f"use {valid}")
+    raise SyntheticArgumentError(
+        f"generate_synthetic: {name}={value!r} is invalid", fix=f"use {valid}"
+    )
 
-def _is_int(v) -> bool: return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
 
 def resolve_counts(size, num_ids=None) -> dict:
     "Identities per split from a size preset, or from an explicit `num_ids` dict."
-    if size not in SIZES: _bad('size', size, f"one of {', '.join(map(repr, SIZES))}, or pass num_ids={{'train': n, 'val': n, 'test': n}}")
-    if num_ids is None: return dict(SIZES[size])
-    ok = isinstance(num_ids, dict) and set(num_ids) == set(SPLITS) and all(_is_int(v) and v >= 0 for v in num_ids.values())
+    if size not in SIZES:
+        _bad(
+            'size',
+            size,
+            f"one of {', '.join(map(repr, SIZES))}, or pass num_ids={{'train': n, 'val': n, 'test': n}}",
+        )
+    if num_ids is None:
+        return dict(SIZES[size])
+    ok = (
+        isinstance(num_ids, dict)
+        and set(num_ids) == set(SPLITS)
+        and all(_is_int(v) and v >= 0 for v in num_ids.values())
+    )
     if not ok or sum(num_ids.values()) == 0:
-        _bad('num_ids', num_ids, "a dict {'train': n, 'val': n, 'test': n} of non-negative ints, not all zero")
+        _bad(
+            'num_ids',
+            num_ids,
+            "a dict {'train': n, 'val': n, 'test': n} of non-negative ints, not all zero",
+        )
     return {s: int(num_ids[s]) for s in SPLITS}
+
 
 def images_range(images_per_id) -> tuple:
     "(lo, hi) images per identity from an int or a pair."
     valid = "an int n (1 <= n <= 12) or a pair (lo, hi) with 1 <= lo <= hi <= 12"
     pair = (images_per_id, images_per_id) if _is_int(images_per_id) else images_per_id
-    if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and all(_is_int(v) for v in pair) and 1 <= pair[0] <= pair[1] <= 12):
+    if not (
+        isinstance(pair, (tuple, list))
+        and len(pair) == 2
+        and all(_is_int(v) for v in pair)
+        and 1 <= pair[0] <= pair[1] <= 12
+    ):
         _bad('images_per_id', images_per_id, valid)
     return int(pair[0]), int(pair[1])
 
+
 def check_arguments(seed, difficulty, height, width, captions_per_image):
     "Validate the scalar arguments of `generate_synthetic`."
-    if not _is_int(seed) or seed < 0: _bad('seed', seed, 'a non-negative int')
-    if isinstance(difficulty, bool) or not isinstance(difficulty, (int, float, np.floating, np.integer)) or not 0 <= difficulty <= 1:
+    if not _is_int(seed) or seed < 0:
+        _bad('seed', seed, 'a non-negative int')
+    if (
+        isinstance(difficulty, bool)
+        or not isinstance(difficulty, (int, float, np.floating, np.integer))
+        or not 0 <= difficulty <= 1
+    ):
         _bad('difficulty', difficulty, 'a number in [0, 1] (0 easy, 0.5 default, 1 hardest)')
-    if not (_is_int(height) and _is_int(width)) or height < 48 or width < 16 or not 2.5 <= height / width <= 3.5:
-        _bad('height/width', (height, width), 'ints with height >= 48, width >= 16 and height/width between 2.5 and 3.5 (3:1 crops, e.g. 192x64 or 384x128)')
-    if not _is_int(captions_per_image) or not 1 <= captions_per_image <= 10: _bad('captions_per_image', captions_per_image, 'an int from 1 to 10')
+    if (
+        not (_is_int(height) and _is_int(width))
+        or height < 48
+        or width < 16
+        or not 2.5 <= height / width <= 3.5
+    ):
+        _bad(
+            'height/width',
+            (height, width),
+            'ints with height >= 48, width >= 16 and height/width between 2.5 and 3.5 (3:1 crops, e.g. 192x64 or 384x128)',
+        )
+    if not _is_int(captions_per_image) or not 1 <= captions_per_image <= 10:
+        _bad('captions_per_image', captions_per_image, 'an int from 1 to 10')
 
 # %% ../nbs/01_synthetic.ipynb #1e2f97da
 def views_for(rng, lo, hi) -> list:
@@ -1087,44 +1865,97 @@ def views_for(rng, lo, hi) -> list:
     order = [VIEWS[i] for i in rng.permutation(len(VIEWS))]
     return [order[k % len(VIEWS)] for k in range(n)]
 
+
 def write_identity(root, seed, split, pid, counts, difficulty, lo, hi, height, width, n_captions):
     "Render, caption and save all images of one identity; returns (records, meta entry)."
     attrs, sibling_of, changed = identity_for(seed, split, pid, counts, difficulty)
     folder = f'{split}/{pid:05d}'
-    (root / 'imgs' / folder).mkdir(parents=True); (root / 'parsing' / folder).mkdir(parents=True)
+    (root / 'imgs' / folder).mkdir(parents=True)
+    (root / 'parsing' / folder).mkdir(parents=True)
     records, images = [], []
     for k, view in enumerate(views_for(rng_for(seed, split, pid, 2), lo, hi)):
-        img, lbl, info = render_view(attrs, view, rng_for(seed, split, pid, 3 + k), height, width, difficulty)
+        img, lbl, info = render_view(
+            attrs, view, rng_for(seed, split, pid, 3 + k), height, width, difficulty
+        )
         name = f'{pid:05d}_{view}_{k}'
         img.save(root / 'imgs' / folder / f'{name}.jpg', 'JPEG', quality=92)
         lbl.save(root / 'parsing' / folder / f'{name}.png', 'PNG')
         caps = captions_for(attrs, view, rng_for(seed, split, pid, 100 + k), difficulty, n_captions)
-        records.append({'split': split, 'captions': caps, 'file_path': f'{folder}/{name}.jpg',
-                        'processed_tokens': [tokenize(c) for c in caps], 'id': pid})
+        records.append(
+            {
+                'split': split,
+                'captions': caps,
+                'file_path': f'{folder}/{name}.jpg',
+                'processed_tokens': [tokenize(c) for c in caps],
+                'id': pid,
+            }
+        )
         images.append({'file_path': f'{folder}/{name}.jpg', **info})
-    return records, {'split': split, 'sibling_of': sibling_of, 'changed': changed, 'attributes': attrs, 'images': images}
+    return records, {
+        'split': split,
+        'sibling_of': sibling_of,
+        'changed': changed,
+        'attributes': attrs,
+        'images': images,
+    }
 
-def _dump(obj, path, **kw): Path(path).write_text(json.dumps(obj, **kw), encoding='utf-8')
+
+def _dump(obj, path, **kw):
+    Path(path).write_text(json.dumps(obj, **kw), encoding='utf-8')
 
 # %% ../nbs/01_synthetic.ipynb #dfa8bbc2
-def generate_synthetic(out_dir, seed=0, size='small', difficulty=0.5, images_per_id=(2, 4), height=192, width=64,
-                       captions_per_image=2, num_ids=None) -> Path:
-    "Generate a CUHK-PEDES-style synthetic dataset in `out_dir` (replaced atomically); returns `out_dir`."
+def generate_synthetic(
+    out_dir,
+    seed=0,
+    size='small',
+    difficulty=0.5,
+    images_per_id=(2, 4),
+    height=192,
+    width=64,
+    captions_per_image=2,
+    num_ids=None,
+) -> Path:
+    """Generate a CUHK-PEDES-style synthetic dataset in `out_dir` (replaced atomically); returns
+    `out_dir`."""
     counts = resolve_counts(size, num_ids)
     lo, hi = images_range(images_per_id)
     check_arguments(seed, difficulty, height, width, captions_per_image)
     out_dir, total = Path(out_dir), sum(counts.values())
     with atomic_path(out_dir, is_dir=True) as root:
         records, identities = [], {}
-        for split, pid in tqdm(iter_pids(counts), total=total, desc='synthetic ids', disable=total < 200, mininterval=2):
-            recs, identities[str(pid)] = write_identity(root, seed, split, pid, counts, difficulty, lo, hi, height, width, captions_per_image)
+        for split, pid in tqdm(
+            iter_pids(counts), total=total, desc='synthetic ids', disable=total < 200, mininterval=2
+        ):
+            recs, identities[str(pid)] = write_identity(
+                root,
+                seed,
+                split,
+                pid,
+                counts,
+                difficulty,
+                lo,
+                hi,
+                height,
+                width,
+                captions_per_image,
+            )
             records.extend(recs)
         _dump(records, root / 'reid_raw.json')
         _dump(PARSING_LABELS, root / 'parsing_labels.json', indent=1)
-        meta = {'generator': 'tbpr.synthetic', 'seed': int(seed), 'size': size if num_ids is None else 'custom',
-                'num_ids': counts, 'num_images': len(records), 'difficulty': float(difficulty),
-                'difficulty_profile': difficulty_profile(difficulty), 'images_per_id': [lo, hi],
-                'height': int(height), 'width': int(width), 'captions_per_image': int(captions_per_image),
-                'parsing_labels': PARSING_LABELS, 'identities': identities}
+        meta = {
+            'generator': 'tbpr.synthetic',
+            'seed': int(seed),
+            'size': size if num_ids is None else 'custom',
+            'num_ids': counts,
+            'num_images': len(records),
+            'difficulty': float(difficulty),
+            'difficulty_profile': difficulty_profile(difficulty),
+            'images_per_id': [lo, hi],
+            'height': int(height),
+            'width': int(width),
+            'captions_per_image': int(captions_per_image),
+            'parsing_labels': PARSING_LABELS,
+            'identities': identities,
+        }
         _dump(meta, root / 'synthetic_meta.json', indent=1)
     return out_dir

