@@ -481,7 +481,10 @@ def committed_results(results: Path, pages: Path, name: str) -> str:
         for f in sorted(runs.parent.glob("*.png")) + sorted(runs.parent.glob("*.html")):
             dest = pages / files / group / f.name
             dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(f, dest)
+            if f.suffix == ".html":         # an executed notebook: without its scripts from the web
+                dest.write_text(offline_html(f.read_text(encoding="utf-8")), encoding="utf-8")
+            else:
+                shutil.copy(f, dest)
             link = (files / group / f.name).as_posix()
             shown = (
                 f"![{f.stem}]({link})" if f.suffix == ".png" else f"[The executed notebook]({link})"

@@ -330,13 +330,18 @@ def save_encoder(
     plus `extra`), `model.safetensors` (the encoder's weights, or a copy of `weights_from`, an
     earlier folder's), the preprocessing (`preprocessor_config.json`) and, if given, the tokenizer
     `tok` beside them, so that `AutoTokenizer` finds it there too."""
+    from safetensors.torch import save_model
     out_dir = Path(out_dir)
-    model = TbprModel(TbprConfig(encoder=asdict(encoder.cfg), **extra), encoder=encoder)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = TbprConfig(encoder=asdict(encoder.cfg), architectures=["TbprModel"], **extra)
+    config.save_pretrained(str(out_dir))
     if weights_from is None:
-        model.save_pretrained(str(out_dir))
+        # not through TbprModel: building a PreTrainedModel around a live encoder (mid-training)
+        # would run transformers' weight initialisation over it
+        holder = nn.Module()
+        holder.encoder = encoder
+        save_model(holder, str(out_dir / WEIGHTS), metadata={"format": "pt"})
     else:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        model.config.save_pretrained(str(out_dir))
         shutil.copy(Path(weights_from) / WEIGHTS, out_dir / WEIGHTS)
     image_processor(encoder.cfg, resize).save_pretrained(str(out_dir))
     if tok is not None:
