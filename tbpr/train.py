@@ -5,7 +5,7 @@
 # %% ../nbs/07_train.ipynb #cd80f628
 from __future__ import annotations
 import contextlib, copy, hashlib, json, math, shutil, time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 import torch
 from torch import nn
@@ -34,7 +34,8 @@ __all__ = ['CROSS_IO_NORMS', 'TRAINING_CODE', 'CHECKPOINTS', 'HALF_PARAMETERS', 
            'fingerprint_of', 'run_fingerprint', 'fingerprint_changes', 'file_problem', 'checkpoint_problem',
            'find_resume_checkpoint', 'load_resume_state', 'save_checkpoint', 'trim_live_curves', 'convert_weights',
            'half_weight_share', 'fp16_weights', 'fp16_compute', 'precision', 'upcast_call', 'training_losses',
-           'evaluation_copy', 'moved_share', 'fit', 'selection_score', 'teacher_params', 'fit_method']
+           'evaluation_copy', 'moved_share', 'TrainingRun', 'build_run', 'fit', 'selection_score', 'teacher_params',
+           'fit_method']
 
 # %% ../nbs/07_train.ipynb #3a32c1f0
 def encoder_config(model_params: dict, tokenizer, pre=None) -> EncoderConfig:
@@ -572,33 +573,49 @@ def _epoch(model, loader, opt, accelerator, epoch: int, train: dict) -> dict:
     return {**means, "images_per_s": images / secs, "epoch_secs": secs}
 
 
-def fit(params: dict, cache_dir, model_dir, ckpt_dir, live_dir, **context) -> dict:
-    """Train `params.train.method` on the preprocess cache; write the selected encoder to `model_dir`. `context` goes to
-    the method's builder (e.g. `teacher_dir`)."""
-    from accelerate import Accelerator
-    from dvclive import Live
+@dataclass
+class TrainingRun:
+    """What one training run is made of (`build_run`): the cached splits and images, the tokenizer
+    and encoder config, the method's model, its data and loader, the optimiser, each parameter
+    group's rate before the schedule scales it, and the batch sampler (on several processes
+    accelerate wraps it in a shard that hides its `set_epoch`)."""
 
-    train, seed = params["train"], params["seed"]
-    seed_everything(seed)
-    ds, store = load_cached_dataset(cache_dir)
-    check_init_keys(train["method"], params["model"])  # before any weights are fetched
-    pre = None
-    if params["model"]["init"]:
-        from tbpr.pretrained import load_pretrained, init_encoder
+    ds: object
+    store: object
+    tok: object
+    cfg: EncoderConfig
+    parsing: tuple | None
+    model: nn.Module
+    augment: Augment
+    data: TrainData
+    loader: DataLoader
+    opt: torch.optim.Optimizer
+    base_lrs: list
+    batches: object
 
-        pre = load_pretrained(params["model"]["init"], params["model"]["init_sha256"])
-    tok = load_tokenizer(
-        params["model"]["tokenizer"],
-        clip_dir=pre.tokenizer_dir if pre else None,
-        mask_token=params["model"]["mask_token"],
-    )
-    cfg = encoder_config(params["model"], tok, pre)
+
+def _initial_weights(params: dict):
+    "The pretrained weights `model.init` names (None without): fetched and checked only once."
+    check_init_keys(params["train"]["method"], params["model"])  # before any weights are fetched
+    if not params["model"]["init"]:
+        return None
+    from tbpr.pretrained import load_pretrained
+
+    return load_pretrained(params["model"]["init"], params["model"]["init_sha256"])
+
+
+def _check_cached_size(store, cfg: EncoderConfig, cache_dir) -> None:
     if tuple(store.size) != cfg.image_size:
         raise TbprError(
-            f"{cache_dir}: cached images are {store.size}, model.image_size is {list(cfg.image_size)}",
+            f"{cache_dir}: cached images are {store.size}, model.image_size is "
+            f"{list(cfg.image_size)}",
             fix="re-run the preprocess stage (dvc repro does it)",
         )
-    parsing = load_parsing(cache_dir)
+
+
+def _method_model(params: dict, cfg: EncoderConfig, ds, parsing, pre, cache_dir, **context):
+    "The method's model from the registry, initialised from `pre` and in fp16 when asked."
+    train = params["train"]
     model = build_model(
         train["method"],
         cfg,
@@ -611,13 +628,35 @@ def fit(params: dict, cache_dir, model_dir, ckpt_dir, live_dir, **context) -> di
         **context,
     )
     if pre is not None:
+        from tbpr.pretrained import init_encoder
+
         init_encoder(model.encoder, pre)
         print(f"encoder initialised from {pre.source}")
     if fp16_weights(train):
         convert_weights(model)
-        print(f"fp16 weights (IRRA's numerics): {half_weight_share(model):.1%} of the parameters")
+        share = half_weight_share(model)
+        print(f"fp16 weights (IRRA's numerics): {share:.1%} of the parameters")
+    return model
+
+
+def build_run(params: dict, cache_dir, **context) -> TrainingRun:
+    """Everything a run trains with, built in a fixed order (the random draws of a seed depend on
+    it): data cache, weights, tokenizer, model, augmentation, loader and optimiser."""
+    train, seed = params["train"], params["seed"]
+    ds, store = load_cached_dataset(cache_dir)
+    pre = _initial_weights(params)
+    tok = load_tokenizer(
+        params["model"]["tokenizer"],
+        clip_dir=pre.tokenizer_dir if pre else None,
+        mask_token=params["model"]["mask_token"],
+    )
+    cfg = encoder_config(params["model"], tok, pre)
+    _check_cached_size(store, cfg, cache_dir)
+    parsing = load_parsing(cache_dir)
+    model = _method_model(params, cfg, ds, parsing, pre, cache_dir, **context)
     flips = flip_permutation(parsing[1]) if parsing else None
-    augment = Augment(**train["augment"], label_flip=flips, mean=cfg.pixel_mean, std=cfg.pixel_std)
+    mean, std = cfg.pixel_mean, cfg.pixel_std
+    augment = Augment(**train["augment"], label_flip=flips, mean=mean, std=std)
     data = TrainData(
         ds.train,
         store,
@@ -627,134 +666,184 @@ def fit(params: dict, cache_dir, model_dir, ckpt_dir, live_dir, **context) -> di
         augment_on=train["augment_on"],
         **model.data_options,
     )
-    mlm_prob = (
-        train["mlm_prob"] if model.weights.get("mlm", 0) else 0.0
-    )  # only IRR reads masked captions
+    # only IRR reads masked captions
+    mlm_prob = train["mlm_prob"] if model.weights.get("mlm", 0) else 0.0
     loader = make_loader(data, Collate(tok, cfg.max_length, mlm_prob, seed), train, seed)
-    batches = (
-        loader.batch_sampler
-    )  # ours: on several processes accelerate wraps it in a shard that hides set_epoch
     opt = make_optimizer(model, train)
     base_lrs = [g["lr"] for g in opt.param_groups]
+    parts = (ds, store, tok, cfg, parsing, model, augment, data, loader, opt, base_lrs)
+    return TrainingRun(*parts, batches=loader.batch_sampler)
+
+
+def _accelerate(run: TrainingRun, train: dict):
+    """An accelerator for this run, with the model, optimiser and loader prepared for it (replaced
+    in `run`)."""
+    from accelerate import Accelerator
     from accelerate.state import AcceleratorState
+    from accelerate.utils import DistributedDataParallelKwargs
 
     # one process may train several configurations (notebooks, tests, ablations)
     AcceleratorState._reset_state()
-    from accelerate.utils import DistributedDataParallelKwargs
-
     # an objective switched off by a zero weight (an ablation) leaves parameters without gradients:
     # DDP must allow it
-    unused = any(w == 0 for w in model.weights.values())
+    unused = any(w == 0 for w in run.model.weights.values())
     accelerator = Accelerator(
         **_device_args(train),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=unused)],
     )
-    model, opt, loader = accelerator.prepare(model, opt, loader)
+    run.model, run.opt, run.loader = accelerator.prepare(run.model, run.opt, run.loader)
+    return accelerator
+
+
+def _selection(train: dict, ds) -> tuple:
+    """How the shipped epoch is chosen (`train.select`, `last` without a validation split) and the
+    split watched every `eval_every` epochs: `(select, split, split_name)`."""
     select = "last" if train["select"] == "val" and ds.val is None else train["select"]
     if select != train["select"]:
         print(
-            "no validation split: shipping the last epoch (train.select=last); the test split is never used for selection"
+            "no validation split: shipping the last epoch (train.select=last); the test split is "
+            "never used for selection"
         )
     if select == "test":
         print(
-            f"train.select=test: the epoch with the best TEST {train['select_metric']} is shipped (the protocol "
-            "behind IRRA's and IVT's reported numbers: both evaluate on test every epoch and keep the best); its "
-            "test metrics are optimistic and recorded as selected on test"
+            f"train.select=test: the epoch with the best TEST {train['select_metric']} is shipped "
+            "(the protocol behind IRRA's and IVT's reported numbers: both evaluate on test every "
+            "epoch and keep the best); its test metrics are optimistic and recorded as selected on "
+            "test"
         )
-    watch, watch_name = (
-        (ds.test, "test") if select == "test" else (ds.val, "val")
-    )  # evaluated every eval_every epochs
+    return (select, ds.test, "test") if select == "test" else (select, ds.val, "val")
 
+
+def _resume_state(accelerator, params: dict, cache_dir, ckpt_dir: Path, context: dict) -> dict:
+    """The state of the last checkpoint made by this very run (same fingerprint: parameters, data,
+    code, teacher), loaded into the accelerator; a fresh state when there is none."""
     teacher = [Path(context["teacher_dir"]) / WEIGHTS] if context.get("teacher_dir") else []
-    ckpt_dir, live_dir = Path(ckpt_dir), Path(live_dir)
     parts = fingerprint_parts(params, cache_dir, teacher)
     fp = fingerprint_of(parts)
     found = find_resume_checkpoint(ckpt_dir, fp, parts)
-    if found:
-        accelerator.load_state(str(found[0]))
-        state = found[1]
-        _check_best(ckpt_dir, state)
-        print(f"resuming after epoch {state['epoch'] + 1}")
-    else:
-        state = {"fingerprint": fp, "parts": parts, "epoch": -1, "best": None, "history": []}
-    # every process has read the resume state before the main one clears it
-    accelerator.wait_for_everyone()
-    # the main process alone validates, logs and checkpoints; the others only train their share of
-    # each batch
-    main = accelerator.is_main_process
-    live = None  # opened after the first epoch: a run that fails first keeps the old curves
-    core = accelerator.unwrap_model(model)
+    if not found:
+        return {"fingerprint": fp, "parts": parts, "epoch": -1, "best": None, "history": []}
+    accelerator.load_state(str(found[0]))
+    state = found[1]
+    _check_best(ckpt_dir, state)
+    print(f"resuming after epoch {state['epoch'] + 1}")
+    return state
+
+
+def _say_sizes(run: TrainingRun, core, method: str) -> None:
+    encoder = sum(p.numel() for p in core.encoder.parameters()) / 1e6
+    total = sum(p.numel() for p in core.parameters()) / 1e6
     print(
-        f"{train['method']}: {sum(p.numel() for p in core.encoder.parameters()) / 1e6:.2f}M encoder "
-        f"parameters, {sum(p.numel() for p in core.parameters()) / 1e6:.2f}M in training; "
-        f"{len(ds.train)} captions, {ds.train.num_ids} ids"
+        f"{method}: {encoder:.2f}M encoder parameters, {total:.2f}M in training; "
+        f"{len(run.ds.train)} captions, {run.ds.train.num_ids} ids"
     )
 
+
+def _train_epoch(run: TrainingRun, accelerator, epoch: int, train: dict) -> dict:
+    "Set the epoch's learning rates and draws, then train one pass over its batches."
+    scale = schedule_scale(epoch, train)
+    for g, lr in zip(run.opt.param_groups, run.base_lrs):
+        g["lr"] = lr * scale
+    run.loader.set_epoch(epoch)
+    # every process draws the same epoch's batches, each takes its share
+    run.batches.set_epoch(epoch)
+    run.data.set_epoch(epoch)
+    loader = AugmentedLoader(run.loader, run.augment) if run.data.deferred else run.loader
+    logs = _epoch(run.model, loader, run.opt, accelerator, epoch, train)
+    logs["lr"] = run.opt.param_groups[0]["lr"]
+    return logs
+
+
+def _is_eval_epoch(epoch: int, train: dict) -> bool:
+    return (epoch + 1) % train["eval_every"] == 0 or epoch + 1 == train["epochs"]
+
+
+def _validate(run: TrainingRun, core, split, name: str, params: dict, accelerator) -> tuple:
+    """Retrieval metrics and the method's diagnostics on the watched split, with a copy of the
+    model as it will be shipped: `(logs, selection score)`."""
+    train, ev = params["train"], params["eval"]
+    judged = evaluation_copy(core, train, accelerator.device)
+    tok, max_length = run.tok, run.cfg.max_length
+    with precision(train, accelerator):
+        m, _ = evaluate_split(
+            judged.encoder,
+            split,
+            run.store,
+            tok,
+            max_length,
+            ev["batch_size"],
+            ev["chunk_size"],
+            ev["max_rank"],
+        )
+        maps = run.parsing[0] if run.parsing else None
+        held = judged.diagnostics(split, run.store, tok, max_length, parsing=maps)
+    logs = {f"{name}_R1": m["R1"], f"{name}_mAP": m["mAP"]}
+    logs.update({f"{name}_{k}": v for k, v in held.items()})
+    return logs, selection_score(m, train["select_metric"])
+
+
+def _log_epoch(live, state: dict, epoch: int, logs: dict) -> None:
+    "The epoch's logs to dvclive (throughput stays out of the curves), the run record and stdout."
+    for k, v in logs.items():
+        if k not in ("epoch_secs", "images_per_s"):
+            live.log_metric(_live_name(k), v)
+    live.next_step()
+    state["history"].append({"epoch": epoch + 1, **{k: round(v, 5) for k, v in logs.items()}})
+    print(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4g}" for k, v in logs.items()))
+
+
+def _keep_if_best(state, select: str, score, logs: dict, epoch: int, ckpt_dir: Path, core, train):
+    "Save the encoder to `ckpt_dir/best` when this epoch's selection score beats the best so far."
+    best = state["best"]
+    if select not in ("val", "test") or score is None:
+        return
+    if best is not None and score <= best["score"]:
+        return
+    state["best"] = {
+        "epoch": epoch + 1,
+        f"{select}_R1": logs[f"{select}_R1"],
+        f"{select}_mAP": logs[f"{select}_mAP"],
+        "score": score,
+        "metric": train["select_metric"],
+    }
+    with atomic_path(ckpt_dir / "best", is_dir=True) as tmp:
+        save_encoder(core.encoder, tmp)
+
+
+def fit(params: dict, cache_dir, model_dir, ckpt_dir, live_dir, **context) -> dict:
+    """Train `params.train.method` on the preprocess cache; write the selected encoder to
+    `model_dir`. `context` goes to the method's builder (e.g. `teacher_dir`)."""
+    train, seed = params["train"], params["seed"]
+    ckpt_dir, live_dir = Path(ckpt_dir), Path(live_dir)
+    seed_everything(seed)
+    run = build_run(params, cache_dir, **context)
+    accelerator = _accelerate(run, train)
+    select, watch, watch_name = _selection(train, run.ds)
+    state = _resume_state(accelerator, params, cache_dir, ckpt_dir, context)
+    # every process has read the resume state before the main one clears it
+    accelerator.wait_for_everyone()
+    core = accelerator.unwrap_model(run.model)
+    _say_sizes(run, core, train["method"])
+    live = None  # opened after the first epoch: a run that fails first keeps the old curves
     for epoch in range(state["epoch"] + 1, train["epochs"]):
-        scale = schedule_scale(epoch, train)
-        for g, lr in zip(opt.param_groups, base_lrs):
-            g["lr"] = lr * scale
-        loader.set_epoch(epoch)
-        batches.set_epoch(
-            epoch
-        )  # every process draws the same epoch's batches, each takes its share
-        data.set_epoch(epoch)
-        on_device = AugmentedLoader(loader, augment) if data.deferred else loader
-        logs = _epoch(model, on_device, opt, accelerator, epoch, train)
-        logs["lr"] = opt.param_groups[0]["lr"]
-        if not main:
+        logs = _train_epoch(run, accelerator, epoch, train)
+        # the main process alone validates, logs and checkpoints; the others only train their
+        # share of each batch
+        if not accelerator.is_main_process:
             continue
         score = None
-        if watch is not None and (
-            (epoch + 1) % train["eval_every"] == 0 or epoch + 1 == train["epochs"]
-        ):
-            ev = params["eval"]
-            judged = evaluation_copy(core, train, accelerator.device)
-            with precision(train, accelerator):
-                m, _ = evaluate_split(
-                    judged.encoder,
-                    watch,
-                    store,
-                    tok,
-                    cfg.max_length,
-                    ev["batch_size"],
-                    ev["chunk_size"],
-                    ev["max_rank"],
-                )
-                maps = parsing[0] if parsing else None
-                held = judged.diagnostics(watch, store, tok, cfg.max_length, parsing=maps)
-            logs.update({f"{watch_name}_R1": m["R1"], f"{watch_name}_mAP": m["mAP"]})
-            logs.update({f"{watch_name}_{k}": v for k, v in held.items()})
-            score = selection_score(m, train["select_metric"])
-        if live is None:
-            live = _open_live(live_dir, ckpt_dir, state, train, seed)
-        for k, v in logs.items():
-            if k not in ("epoch_secs", "images_per_s"):
-                live.log_metric(_live_name(k), v)
-        live.next_step()
-        state["history"].append({"epoch": epoch + 1, **{k: round(v, 5) for k, v in logs.items()}})
-        print(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4g}" for k, v in logs.items()))
-        best = state["best"]
-        if (
-            select in ("val", "test")
-            and score is not None
-            and (best is None or score > best["score"])
-        ):
-            state["best"] = {
-                "epoch": epoch + 1,
-                f"{select}_R1": logs[f"{select}_R1"],
-                f"{select}_mAP": logs[f"{select}_mAP"],
-                "score": score,
-                "metric": train["select_metric"],
-            }
-            with atomic_path(ckpt_dir / "best", is_dir=True) as tmp:
-                save_encoder(core.encoder, tmp)
+        if watch is not None and _is_eval_epoch(epoch, train):
+            held, score = _validate(run, core, watch, watch_name, params, accelerator)
+            logs.update(held)
+        live = live or _open_live(live_dir, ckpt_dir, state, train, seed)
+        _log_epoch(live, state, epoch, logs)
+        _keep_if_best(state, select, score, logs, epoch, ckpt_dir, core, train)
         state["epoch"] = epoch
         save_checkpoint(ckpt_dir, accelerator, state)
     summary = {"method": train["method"], "rank": accelerator.process_index}
-    if main:
+    if accelerator.is_main_process:
         live = live or _open_live(live_dir, ckpt_dir, state, train, seed)
-        summary = _ship(state, select, params, ckpt_dir, model_dir, core.encoder, tok, live)
+        summary = _ship(state, select, params, ckpt_dir, model_dir, core.encoder, run.tok, live)
     # the shipped model exists before any process goes on (e.g. a student)
     accelerator.wait_for_everyone()
     return summary
