@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import NamedTuple
 import yaml
 from .core import TbprError, atomic_path
+from .metrics import per_variant
 
 # %% auto #0
 __all__ = ['DIRECTIVE', 'API_HEADING', 'ANCHOR', 'DATAFRAME_STYLE', 'CODE_SPANS', 'TEX', 'BACKTICKED', 'SCRIPTS_FROM_WEB',
-           'PARTS', 'EXPERIMENTS', 'SHIM', 'METRICS', 'cell_directives', 'notebook_summary', 'anchor_api_entries',
+           'PARTS', 'EXPERIMENTS', 'SHIM', 'cell_directives', 'notebook_summary', 'anchor_api_entries',
            'tidy_dataframe_html', 'tex_to_mathml', 'link_api_names', 'offline_html', 'notebook_markdown', 'api_entries',
            'part_of', 'entry_link', 'api_index', 'api_links', 'execute_notebook', 'Experiment', 'site_config',
            'library_pages', 'committed_results', 'experiment_pages', 'processed_notebooks', 'build_docs']
@@ -447,20 +448,13 @@ def _demoted(markdown: str) -> str:
     return re.sub(r"^(#{1,5}) ", r"#\1 ", markdown, flags=re.M)
 
 
-METRICS = ("R1", "R5", "R10", "mAP", "mINP")
-
-
 def _runs_table(runs_csv: Path) -> str:
     "Mean ± std over seeds of every metric, per variant, from an experiment's runs.csv, as HTML."
     import pandas as pd
 
-    runs = pd.read_csv(runs_csv)
-    stats = runs.groupby("variant", sort=False)[list(METRICS)].agg(["mean", "std"])
-    shown = pd.DataFrame(
-        {m: [f"{a:.2f} ± {b:.2f}" for a, b in stats[m].fillna(0).values] for m in METRICS},
-        index=stats.index,
-    )
-    shown.insert(0, "seeds", runs.groupby("variant", sort=False).size())
+    _, shown = per_variant(pd.read_csv(runs_csv))
+    seeds = shown.pop("seeds")
+    shown.insert(0, "seeds", seeds)
     return shown.to_html(border=0).replace(' class="dataframe"', "")
 
 
@@ -481,7 +475,7 @@ def committed_results(results: Path, pages: Path, name: str) -> str:
         for f in sorted(runs.parent.glob("*.png")) + sorted(runs.parent.glob("*.html")):
             dest = pages / files / group / f.name
             dest.parent.mkdir(parents=True, exist_ok=True)
-            if f.suffix == ".html":         # an executed notebook: without its scripts from the web
+            if f.suffix == ".html":  # an executed notebook: without its scripts from the web
                 dest.write_text(offline_html(f.read_text(encoding="utf-8")), encoding="utf-8")
             else:
                 shutil.copy(f, dest)

@@ -10,17 +10,17 @@ import yaml
 from pathlib import Path
 import torch
 from .core import TbprError, check_choice, resolve_params, write_json, read_json, atomic_path
+from .metrics import METRIC_KEYS, mean_std, per_variant, seed_statistics
 from .data import load_dataset, build_cache, load_cached_dataset
 
 # %% auto #0
-__all__ = ['ART', 'PATHS', 'CHECKED', 'METRIC_KEYS', 'RUN_RECORD_KEYS', 'ABLATIONS', 'STAGES', 'STAGE_HELP', 'stage_check',
-           'stage_download', 'needs_parsing', 'parse_skip_reason', 'parse_device', 'stage_parse', 'stage_preprocess',
-           'parsing_folder', 'run_seeds', 'seed_paths', 'stage_train', 'chance_levels', 'seed_statistics', 'mean_std',
-           'evaluate_model_dir', 'grid_queries', 'dataset_id', 'run_id', 'run_changes', 'run_label', 'live_curves',
-           'record_run', 'load_runs', 'stage_evaluate', 'zero_shot_metrics', 'compare_recorded_runs', 'notebook_html',
-           'run_notebook', 'stage_report', 'train_variant', 'summarise_ablation', 'mim_curves', 'plot_mim_curves',
-           'results_table', 'sampling_error', 'compare_variants', 'run_ablation', 'cli_parser', 'run_command', 'main',
-           'restore_hint']
+__all__ = ['ART', 'PATHS', 'CHECKED', 'RUN_RECORD_KEYS', 'ABLATIONS', 'STAGES', 'STAGE_HELP', 'stage_check', 'stage_download',
+           'needs_parsing', 'parse_skip_reason', 'parse_device', 'stage_parse', 'stage_preprocess', 'parsing_folder',
+           'run_seeds', 'seed_paths', 'stage_train', 'chance_levels', 'evaluate_model_dir', 'grid_queries',
+           'dataset_id', 'run_id', 'run_changes', 'run_label', 'live_curves', 'record_run', 'load_runs',
+           'stage_evaluate', 'zero_shot_metrics', 'compare_recorded_runs', 'notebook_html', 'run_notebook',
+           'stage_report', 'train_variant', 'summarise_ablation', 'mim_curves', 'plot_mim_curves', 'results_table',
+           'sampling_error', 'compare_variants', 'run_ablation', 'cli_parser', 'run_command', 'main', 'restore_hint']
 
 # %% ../nbs/08_pipeline.ipynb #7d9a2d72
 ART = Path("artifacts")
@@ -262,27 +262,6 @@ def chance_levels(split) -> dict:
     return {"chance_R1": 100 * r1}
 
 
-METRIC_KEYS = ("R1", "R5", "R10", "mAP", "mINP")
-
-
-def seed_statistics(per_seed: dict) -> dict:
-    "Mean and (sample) standard deviation of each metric over seeds; std is 0 for a single seed."
-    import statistics
-
-    out = {"n_seeds": len(per_seed)}
-    for k in METRIC_KEYS:
-        vals = [m[k] for m in per_seed.values()]
-        out[f"{k}_mean"] = round(statistics.fmean(vals), 4)
-        out[f"{k}_std"] = round(statistics.stdev(vals), 4) if len(vals) > 1 else 0.0
-    return out
-
-
-def mean_std(stats: dict, key: str) -> str:
-    "`stats` (of `seed_statistics`) of metric `key` as text: `12.34 ± 0.56`, or `12.34` for one seed."
-    m = f"{stats[key + '_mean']:.2f}"
-    return m if stats["n_seeds"] < 2 else f"{m} ± {stats[key + '_std']:.2f}"
-
-
 def evaluate_model_dir(model_dir, split, store, ev: dict, top_k: int = 0) -> tuple:
     """(metrics, features, config) of the model saved in `model_dir` on `split`, with the `eval`
     parameters `ev` (and each caption's `top_k` best images in the metrics, from the same ranking).
@@ -514,7 +493,7 @@ def stage_evaluate(
         print(
             "over seeds " + ", ".join(f"{k} {mean_std(metrics['seeds'], k)}" for k in METRIC_KEYS)
         )
-    print({k: metrics[k] for k in ("R1", "R5", "R10", "mAP", "mINP", "chance_R1")})
+    print({k: metrics[k] for k in (*METRIC_KEYS, "chance_R1")})
     print(compare_recorded_runs(PATHS["runs"], dataset_id(cache)))
     return metrics
 
@@ -536,7 +515,7 @@ def compare_recorded_runs(runs_dir, dataset: str) -> str:
         (
             label(r),
             str(r["stats"]["n_seeds"]),
-            *(mean_std(r["stats"], k) for k in ("R1", "R5", "R10", "mAP", "mINP")),
+            *(mean_std(r["stats"], k) for k in METRIC_KEYS),
         )
         for r in runs
     ]
@@ -688,18 +667,12 @@ def train_variant(
 def summarise_ablation(rows, out, title: str) -> tuple:
     """Mean and std over seeds per variant of the runs DataFrame `rows`; writes `runs.csv`,
     `summary.json` and the bar chart `ablation.png` into `out`. Returns (aggregate, a display table
-    of 'mean ± std')."""
-    import pandas as pd, matplotlib.pyplot as plt, seaborn as sns
+    of 'mean ± std' with the seeds of each variant)."""
+    import matplotlib.pyplot as plt, seaborn as sns
 
     out = Path(out)
     rows.to_csv(out / "runs.csv", index=False)
-    agg = rows.groupby("variant", sort=False)[list(METRIC_KEYS)].agg(["mean", "std"]).fillna(0.0)
-    table = pd.DataFrame(
-        {
-            k: agg[k]["mean"].map("{:.2f}".format) + " ± " + agg[k]["std"].map("{:.2f}".format)
-            for k in METRIC_KEYS
-        }
-    )
+    agg, table = per_variant(rows)
     write_json(
         {
             v: {
@@ -769,17 +742,8 @@ def results_table(runs) -> tuple:
     """The committed runs of an ablation (its `runs.csv` as a DataFrame) per variant: (aggregate of
     test R1 and mAP, mean and std over seeds; a display table of 'mean ± std' with the seeds and
     epochs of each variant)."""
-    import pandas as pd
-
-    by = runs.groupby("variant", sort=False)
-    agg = by[["R1", "mAP"]].agg(["mean", "std"])
-    table = pd.DataFrame(
-        {
-            k: agg[k]["mean"].map("{:.2f}".format) + " ± " + agg[k]["std"].map("{:.2f}".format)
-            for k in ("R1", "mAP")
-        }
-    )
-    table["seeds"], table["epochs"] = by.size(), by["epochs"].max()
+    agg, table = per_variant(runs, ("R1", "mAP"))
+    table["epochs"] = runs.groupby("variant", sort=False)["epochs"].max()
     return agg, table
 
 
@@ -795,6 +759,9 @@ def compare_variants(agg, a: str, b: str) -> str:
     if a not in agg.index or b not in agg.index:
         return ""
     d = agg.loc[a, ("R1", "mean")] - agg.loc[b, ("R1", "mean")]
+    if min(agg.loc[a, ("R1", "count")], agg.loc[b, ("R1", "count")]) < 2:
+        verdict = "one seed gives no spread to judge a difference by"
+        return f"* **{a}** vs **{b}**: R1 {d:+.2f} points; {verdict}."
     noise = agg.loc[a, ("R1", "std")] + agg.loc[b, ("R1", "std")]
     word = (
         "helps" if d > noise else "hurts" if d < -noise else "makes no difference beyond seed noise"
