@@ -14,11 +14,12 @@ from .core import TbprError, atomic_path
 from .metrics import per_variant
 
 # %% auto #0
-__all__ = ['DIRECTIVE', 'API_HEADING', 'ANCHOR', 'DATAFRAME_STYLE', 'CODE_SPANS', 'TEX', 'BACKTICKED', 'SCRIPTS_FROM_WEB',
-           'PARTS', 'EXPERIMENTS', 'SHIM', 'cell_directives', 'notebook_summary', 'anchor_api_entries',
-           'tidy_dataframe_html', 'tex_to_mathml', 'link_api_names', 'offline_html', 'notebook_markdown', 'api_entries',
-           'part_of', 'entry_link', 'api_index', 'api_links', 'execute_notebook', 'Experiment', 'site_config',
-           'library_pages', 'committed_results', 'experiment_pages', 'processed_notebooks', 'build_docs']
+__all__ = ['DIRECTIVE', 'API_HEADING', 'ANCHOR', 'DATAFRAME_STYLE', 'FENCED', 'CODE_SPANS', 'TEX', 'BACKTICKED',
+           'SCRIPTS_FROM_WEB', 'PARTS', 'EXPERIMENTS', 'SHIM', 'cell_directives', 'notebook_summary',
+           'anchor_api_entries', 'tidy_dataframe_html', 'outside_code', 'tex_to_mathml', 'link_api_names',
+           'offline_html', 'notebook_markdown', 'api_entries', 'part_of', 'entry_link', 'api_index', 'api_links',
+           'execute_notebook', 'Experiment', 'site_config', 'library_pages', 'committed_results', 'experiment_pages',
+           'processed_notebooks', 'build_docs']
 
 # %% ../nbs/13_docs.ipynb #cc7f0686
 DIRECTIVE = re.compile(r"^\s*#\|\s*([\w-]+)\s*:?\s*(.*?)\s*$")
@@ -80,12 +81,20 @@ def tidy_dataframe_html(output) -> None:
         )
 
 # %% ../nbs/13_docs.ipynb #mth0cd01
+FENCED = re.compile(r"(```.*?```)", re.S)
 CODE_SPANS = re.compile(r"(```.*?```|`[^`\n]+`)", re.S)
 TEX = re.compile(
     r"(?<![\\$])\$\$(.+?)\$\$"  # $$display$$
     r"|(?<![\\$\w])\$(?![\s$])([^$\n]+?)(?<![\s\\])\$(?![\w$])",
     re.S,
 )  # $inline$
+
+
+def outside_code(markdown: str, edit, spans: bool = True) -> str:
+    """`markdown` with `edit` (text to text) applied outside its fenced code blocks and, with
+    `spans`, outside its `code spans` too."""
+    parts = (CODE_SPANS if spans else FENCED).split(markdown)
+    return "".join(p if i % 2 else edit(p) for i, p in enumerate(parts))
 
 
 def _mathml(tex: str, display: bool) -> str:
@@ -106,8 +115,7 @@ def tex_to_mathml(markdown: str) -> str:
         except Exception:  # what latex2mathml cannot read stays TeX
             return m[0]
 
-    parts = CODE_SPANS.split(markdown)
-    return "".join(p if i % 2 else TEX.sub(one, p) for i, p in enumerate(parts))
+    return outside_code(markdown, lambda text: TEX.sub(one, text))
 
 
 BACKTICKED = re.compile(r"(?<![\[`])`([A-Za-z_][\w.]*)(\(\))?`(?![`\]])")
@@ -121,8 +129,7 @@ def link_api_names(markdown: str, links: dict) -> str:
         target = links.get(m[1])
         return f"[{m[0]}]({target})" if target else m[0]
 
-    parts = re.split(r"(```.*?```)", markdown, flags=re.S)
-    return "".join(p if i % 2 else BACKTICKED.sub(one, p) for i, p in enumerate(parts))
+    return outside_code(markdown, lambda text: BACKTICKED.sub(one, text), spans=False)
 
 # %% ../nbs/13_docs.ipynb #off0cd01
 SCRIPTS_FROM_WEB = (
