@@ -15,8 +15,9 @@ from .data import load_image, pixel_norm, to_tensor, tokenize
 from .pretrained import load_retrieval_model, model_fingerprint
 
 # %% auto #0
-__all__ = ['IMAGE_SUFFIXES', 'LOW_SCORE', 'LOW_MARGIN', 'list_gallery', 'exact_topk', 'index_spec', 'build_index', 'index_topk',
-           'check_query', 'GalleryIndex', 'short_name', 'low_score_warning', 'plot_ranked', 'search']
+__all__ = ['IMAGE_SUFFIXES', 'LOW_SCORE', 'LOW_MARGIN', 'RANKED_CROP_IN', 'list_gallery', 'exact_topk', 'index_spec',
+           'build_index', 'index_topk', 'check_query', 'GalleryIndex', 'short_name', 'low_score_warning', 'plot_ranked',
+           'search']
 
 # %% ../nbs/12_search.ipynb #d056be69
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -267,10 +268,8 @@ def short_name(name: str, width: int = 14) -> str:
     return name[:width] + "\n\u2026" + name[-(width - 1) :]
 
 
-LOW_SCORE, LOW_MARGIN = (
-    0.1,
-    0.05,
-)  # the best cosine, and how far it stands above the gallery's median
+# the best cosine, and how far it stands above the gallery's median
+LOW_SCORE, LOW_MARGIN = 0.1, 0.05
 
 
 def low_score_warning(results: list, median: float, model_dir) -> str:
@@ -289,13 +288,16 @@ def low_score_warning(results: list, median: float, model_dir) -> str:
     )
 
 
+RANKED_CROP_IN = 0.69  # inches per crop: ten are 690 pixels wide at 100 dpi
+
+
 def plot_ranked(query: str, results: list, images_dir, path, cols: int = 10) -> Path:
     """An image grid of ranked crops `results` ((path, score) pairs) under the query, written to
-    `path`."""
+    `path`. Ten crops make a page's width (690 pixels), so the labels stay readable at full size."""
     from matplotlib.figure import Figure
 
     rows = math.ceil(len(results) / cols)
-    fig = Figure(figsize=(1.3 * cols, 2.9 * rows + 0.6))
+    fig = Figure(figsize=(RANKED_CROP_IN * cols, 2.1 * rows + 0.45))
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
@@ -306,11 +308,11 @@ def plot_ranked(query: str, results: list, images_dir, path, cols: int = 10) -> 
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title(f"{n + 1}: {score:.3f}\n{short_name(Path(rel).name)}", fontsize=6)
-    fig.suptitle(textwrap.fill(query, 100), fontsize=8)
+    fig.suptitle(textwrap.fill(query, 110), fontsize=8)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
+        fig.savefig(tmp, dpi=100, format="png")
     return Path(path)
 
 
