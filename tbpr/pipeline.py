@@ -17,8 +17,8 @@ from .data import load_dataset, build_cache, load_cached_dataset
 __all__ = ['ART', 'PATHS', 'CHECKED', 'RUN_RECORD_KEYS', 'ABLATIONS', 'STAGES', 'STAGE_HELP', 'stage_check', 'stage_download',
            'needs_parsing', 'parse_skip_reason', 'parse_device', 'stage_parse', 'stage_preprocess', 'parsing_folder',
            'run_seeds', 'seed_paths', 'stage_train', 'chance_levels', 'evaluate_model_dir', 'grid_queries',
-           'dataset_id', 'run_id', 'run_changes', 'run_label', 'live_curves', 'record_run', 'load_runs',
-           'stage_evaluate', 'zero_shot_metrics', 'compare_recorded_runs', 'notebook_html', 'run_notebook',
+           'dataset_id', 'run_id', 'run_changes', 'run_label', 'live_curves', 'plot_training_curves', 'record_run',
+           'load_runs', 'stage_evaluate', 'zero_shot_metrics', 'compare_recorded_runs', 'notebook_html', 'run_notebook',
            'stage_report', 'train_variant', 'summarise_ablation', 'mim_curves', 'plot_mim_curves', 'results_table',
            'sampling_error', 'compare_variants', 'run_ablation', 'cli_parser', 'run_command', 'main', 'restore_hint']
 
@@ -360,6 +360,34 @@ def live_curves(live_dirs: dict) -> list:
                         }
                     )
     return rows
+
+
+def plot_training_curves(curves, path=None, selected_on_test: bool = False):
+    """The training losses (log scale) and the watched split's metrics by epoch, side by side at a
+    page's width, from `live_curves` rows (a DataFrame; several seeds give their mean and spread);
+    written to `path` when given. Returns the figure."""
+    import matplotlib.pyplot as plt, seaborn as sns
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(6.9, 2.8))
+    losses = curves[(curves.group == "train") & curves.metric.str.startswith("loss")]
+    sns.lineplot(losses, x="epoch", y="value", hue="metric", ax=left)
+    left.set(title="training losses", yscale="log", ylabel="")
+    watched = curves[curves.group.isin(["val", "test"])]
+    if len(watched):
+        label = watched.group + " " + watched.metric
+        sns.lineplot(watched, x="epoch", y="value", hue=label, ax=right, marker="o")
+        split = "selection split" if selected_on_test else "validation"
+        right.set(title=f"{split} (%)", ylabel="")
+    else:
+        right.axis("off")
+    for ax in fig.axes:
+        if ax.get_legend():
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    if path:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
+    return fig
 
 
 def record_run(
