@@ -32,8 +32,9 @@ __all__ = ['MIM_TARGETS', 'patch_labels', 'patch_pixels', 'patch_means', 'featur
 def patch_labels(
     parsing: torch.Tensor, patch: int, num_classes: int, ignore_labels=()
 ) -> torch.Tensor:
-    """Majority label of each patch of (B, H, W) label maps, as (B, N) in row-major patch order (ties: the lower
-    label); -100 where no pixel is labelled, or where the majority is one of `ignore_labels`."""
+    """Majority label of each patch of (B, H, W) label maps, as (B, N) in row-major patch order
+    (ties: the lower label); -100 where no pixel is labelled, or where the majority is one of
+    `ignore_labels`."""
     b, h, w = parsing.shape
     if h % patch or w % patch:
         raise TbprError(
@@ -101,9 +102,13 @@ MIM_TARGETS = {  # name: (what a masked patch predicts, its loss)
     "semantic": "its majority human-parsing label; cross-entropy (the paper's Semantic MIM)",
     "patch": "its mean RGB colour; mean squared error (the paper's patch-level target)",
     "pixel": "its raw pixels; mean squared error (the paper's pixel-level target)",
-    "feature": "the unmasked encoder's token for it, stop-gradient; KL between softmaxes (the paper's)",
+    "feature": (
+        "the unmasked encoder's token for it, stop-gradient; KL between softmaxes (the paper's)"
+    ),
     "pixel_norm": "its pixels normalised per patch (MAE's target); mean squared error",
-    "feature_cos": "the unmasked encoder's token for it; 2 - 2 cosine between L2-normalised vectors",
+    "feature_cos": (
+        "the unmasked encoder's token for it; 2 - 2 cosine between L2-normalised vectors"
+    ),
 }
 
 
@@ -209,10 +214,11 @@ class MIM(Objective):
         seed: int = 0,
         **_,
     ) -> dict:
-        """Semantic MIM accuracy on `split`'s images (each with the first caption of its person), over the masked
-        patches, beside the majority-label baseline: the share of those patches whose label is the most common one
-        among them (the best a constant guess can do). The masks come from `seed`, so every evaluation scores the
-        same patches. Other targets, or no `parsing` maps: nothing."""
+        """Semantic MIM accuracy on `split`'s images (each with the first caption of its person),
+        over the masked patches, beside the majority-label baseline: the share of those patches
+        whose label is the most common one among them (the best a constant guess can do). The
+        masks come from `seed`, so every evaluation scores the same patches. Other targets, or no
+        `parsing` maps: nothing."""
         if self.target != "semantic" or parsing is None or split is None:
             return {}
         caption = {}
@@ -255,13 +261,19 @@ def parsing_default_folder(cache_dir) -> str:
 def _no_maps_error(cache_dir) -> TbprError:
     folder = parsing_default_folder(cache_dir)
     return TbprError(
-        f"train.mim_target=semantic needs human-parsing maps, and {cache_dir} has none (parsing.npy): the dataset "
-        f"has no {folder}, data.parsing_dir is not set, and the parse stage made none (data.parse: never?)",
-        fix="let the pipeline make them: data.parse: auto (the default) runs the parser data.parser in "
+        f"train.mim_target=semantic needs human-parsing maps, and {cache_dir} has none "
+        "(parsing.npy): the dataset "
+        f"has no {folder}, data.parsing_dir is not set, and the parse stage made none "
+        "(data.parse: never?)",
+        fix="let the pipeline make them: data.parse: auto (the default) runs the parser "
+        "data.parser in "
         "`dvc repro` (without internet, put the parser's folder under data/parsers/ and name it in "
-        f"data.parser); or put one PNG of class indices per image in {folder}, mirroring the image tree "
-        "(label names in parsing_labels.json), or set data.parsing_dir to maps made elsewhere. Or train "
-        "without maps: -S train.mim_target=patch (or pixel, feature), -S train.loss_weights.mim=0 (MLM "
+        f"data.parser); or put one PNG of class indices per image in {folder}, mirroring "
+        "the image tree "
+        "(label names in parsing_labels.json), or set data.parsing_dir to maps made "
+        "elsewhere. Or train "
+        "without maps: -S train.mim_target=patch (or pixel, feature), -S "
+        "train.loss_weights.mim=0 (MLM "
         "only), or -S train.method=irra",
     )
 
@@ -291,8 +303,9 @@ def build_bilma(
     cache_dir: str = "the preprocess cache",
     **context,
 ) -> RetrievalModel:
-    """BiLMa: SDM + ID + IRR (masked words from the image) + MIM (masked patches from the caption), MIM decoded by
-    IRR's cross-modal module (`train.mim_cross: shared`) or by one of its own (`separate`)."""
+    """BiLMa: SDM + ID + IRR (masked words from the image) + MIM (masked patches from the caption),
+    MIM decoded by IRR's cross-modal module (`train.mim_cross: shared`) or by one of its own
+    (`separate`)."""
     target = check_choice(train["mim_target"], list(MIM_TARGETS), "train.mim_target")
     shared = check_choice(train["mim_cross"], ["shared", "separate"], "train.mim_cross") == "shared"
     if target == "semantic" and not parsing_labels and train["loss_weights"].get("mim", 1.0) != 0:

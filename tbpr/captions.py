@@ -14,7 +14,8 @@ __all__ = ['COLOURS', 'MODIFIERS', 'HEADS', 'HEAD_TABLE', 'LEVELS', 'phrase_cand
 
 # %% ../nbs/02b_captions.ipynb #5675394e
 def phrase_candidates(caption: str, min_chars: int = 6) -> list:
-    "IVT's phrase pieces of `caption`: per sentence, its longest comma chunk and the rest re-joined; pieces shorter than `min_chars` dropped."
+    """IVT's phrase pieces of `caption`: per sentence, its longest comma chunk and the rest
+    re-joined; pieces shorter than `min_chars` dropped."""
     out = []
     for sentence in caption.lower().split("."):
         chunks = [c.strip() for c in sentence.split(",") if c.strip()]
@@ -34,30 +35,44 @@ def phrase_level(caption: str, rng: random.Random) -> str:
 
 # %% ../nbs/02b_captions.ipynb #6251b22d
 COLOURS = (
-    "black white grey gray dark light navy blue red maroon pink purple violet green olive yellow orange brown beige "
-    "khaki tan cream silver gold golden burgundy blonde blond brunette auburn ginger teal turquoise cyan magenta "
-    "lavender crimson charcoal ivory denim-blue multicolored multicoloured colorful colourful pale bright deep"
+    "black white grey gray dark light navy blue red maroon pink purple violet green olive "
+    "yellow orange brown beige "
+    "khaki tan cream silver gold golden burgundy blonde blond brunette auburn ginger teal "
+    "turquoise cyan magenta "
+    "lavender crimson charcoal ivory denim-blue multicolored multicoloured colorful "
+    "colourful pale bright deep"
 ).split()
 MODIFIERS = frozenset(
     COLOURS
     + (
-        "striped stripe stripes checked checkered plaid floral flowered printed print logo plain patterned spotted dotted polka "
-        "long short sleeveless tight loose baggy skinny slim fitted wide knee-length ankle-length mid-length high low "
-        "leather denim jean cotton wool woolen woollen knit knitted canvas suede fur furry sports sport running athletic "
-        "casual formal zip-up zipped button-up button-down buttoned collared hooded v-neck round-neck crew-neck cropped "
-        "curly straight wavy bald shoulder-length messy ponytailed big small large little heavy thin thick "
-        "cargo capri mini midi maxi ankle flat peaked baseball sun rain winter summer puffer puffy padded rolled"
+        "striped stripe stripes checked checkered plaid floral flowered printed print logo "
+        "plain patterned spotted dotted polka "
+        "long short sleeveless tight loose baggy skinny slim fitted wide knee-length "
+        "ankle-length mid-length high low "
+        "leather denim jean cotton wool woolen woollen knit knitted canvas suede fur furry "
+        "sports sport running athletic "
+        "casual formal zip-up zipped button-up button-down buttoned collared hooded v-neck "
+        "round-neck crew-neck cropped "
+        "curly straight wavy bald shoulder-length messy ponytailed big small large little "
+        "heavy thin thick "
+        "cargo capri mini midi maxi ankle flat peaked baseball sun rain winter summer "
+        "puffer puffy padded rolled"
     ).split()
 )
 HEADS = {  # category: single-word head nouns
     "upper": (
-        "t-shirt tshirt tee shirt top blouse sweater jumper hoodie sweatshirt jacket coat overcoat raincoat vest "
-        "cardigan blazer suit dress uniform polo jersey parka windbreaker"
+        "t-shirt tshirt tee shirt top blouse sweater jumper hoodie sweatshirt jacket coat "
+        "overcoat raincoat vest cardigan blazer suit dress uniform polo jersey parka windbreaker"
     ).split(),
-    "lower": "pants trousers jeans shorts skirt leggings tights capris slacks sweatpants joggers".split(),
-    "feet": "shoes sneakers boots sandals heels slippers flats loafers socks stockings trainers".split(),
+    "lower": (
+        "pants trousers jeans shorts skirt leggings tights capris slacks sweatpants joggers"
+    ).split(),
+    "feet": (
+        "shoes sneakers boots sandals heels slippers flats loafers socks stockings trainers"
+    ).split(),
     "carried": (
-        "bag backpack rucksack handbag purse satchel suitcase luggage umbrella hat cap beanie helmet scarf glasses "
+        "bag backpack rucksack handbag purse satchel suitcase luggage umbrella hat cap "
+        "beanie helmet scarf glasses "
         "sunglasses belt watch gloves mask headphones phone bottle box"
     ).split(),
     "hair": "hair ponytail bun braid braids beard".split(),
@@ -98,7 +113,8 @@ def _match_head(words: list, i: int):
 
 
 def _modifiers_before(words: list, i: int) -> int:
-    "Start index of the run of modifiers ending just before `words[i]` ('black and white' counts as one run)."
+    """Start index of the run of modifiers ending just before `words[i]` ('black and white' counts
+    as one run)."""
     j = i
     while j > 0:
         if is_modifier(words[j - 1]):
@@ -117,7 +133,8 @@ def _modifiers_before(words: list, i: int) -> int:
 
 
 def extract_attributes(caption: str) -> list:
-    "Attribute phrases of `caption` in reading order, without repeats: a head noun with its modifiers ('black and white striped shirt')."
+    """Attribute phrases of `caption` in reading order, without repeats: a head noun with its
+    modifiers ('black and white striped shirt')."""
     words, out, i = _WORD.findall(caption.lower()), [], 0
     while i < len(words):
         head = _match_head(words, i)
@@ -135,7 +152,8 @@ def extract_attributes(caption: str) -> list:
 
 # %% ../nbs/02b_captions.ipynb #d4efe37d
 def word_level(attributes: list, caption: str, rng: random.Random) -> str:
-    "A random non-empty subset of `attributes`, joined with ', ' in their order; a random phrase of `caption` when there is none."
+    """A random non-empty subset of `attributes`, joined with ', ' in their order; a random phrase
+    of `caption` when there is none."""
     if not attributes:
         return phrase_level(caption, rng)
     k = rng.randint(1, len(attributes))
@@ -151,7 +169,8 @@ def write_attributes(captions: list, cache_dir) -> Path:
     attrs = [extract_attributes(c) for c in captions]
     found = sum(bool(a) for a in attrs)
     print(
-        f"attributes: {sum(map(len, attrs))} phrases, {found}/{len(captions)} captions with at least one"
+        f"attributes: {sum(map(len, attrs))} phrases, {found}/{len(captions)} captions "
+        "with at least one"
     )
     return write_json(
         {
@@ -165,12 +184,14 @@ def write_attributes(captions: list, cache_dir) -> Path:
 
 
 def load_attributes(cache_dir, n_captions: int | None = None) -> list:
-    "The cached attribute phrases, one list per training caption (checked against `n_captions` when given)."
+    """The cached attribute phrases, one list per training caption (checked against `n_captions`
+    when given)."""
     path = Path(cache_dir) / "attributes.json"
     if not path.exists():
         raise TbprError(
             f"{path}: no attribute phrases cached (IVT's word level needs them)",
-            fix="re-run the preprocess stage (`dvc repro preprocess` or `tbpr preprocess`), which writes them",
+            fix="re-run the preprocess stage (`dvc repro preprocess` or `tbpr preprocess`), "
+            "which writes them",
         )
     attrs = read_json(path, "attribute cache")["attributes"]
     if n_captions is not None and len(attrs) != n_captions:

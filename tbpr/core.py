@@ -131,8 +131,9 @@ def remove_stale_temporaries(target) -> list:
 
 @contextmanager
 def atomic_path(target, is_dir: bool = False):
-    """Yield a temporary sibling of `target`; on success move it over `target`, on failure remove it. Temporaries
-    are named after the process that writes them, so the next write removes those of a killed run."""
+    """Yield a temporary sibling of `target`; on success move it over `target`, on failure remove
+    it. Temporaries are named after the process that writes them, so the next write removes those
+    of a killed run."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(target)
@@ -187,7 +188,8 @@ def _gib(n: int) -> str:
 
 
 def check_free_space(folder, needed: int, what: str, margin: int = 64 * 2**20) -> None:
-    "Refuse to start writing `needed` bytes of `what` into `folder` when its disk has less free (plus `margin`)."
+    """Refuse to start writing `needed` bytes of `what` into `folder` when its disk has less free
+    (plus `margin`)."""
     folder = Path(folder)
     probe = next(p for p in (folder, *folder.parents) if p.exists())
     free = shutil.disk_usage(probe).free
@@ -202,14 +204,16 @@ def check_free_space(folder, needed: int, what: str, margin: int = 64 * 2**20) -
 
 @contextmanager
 def full_disk_as_error(folder, needed: int, what: str):
-    "Turn a write of `what` into `folder` that runs out of space (ENOSPC, EDQUOT) into a `TbprError` naming both."
+    """Turn a write of `what` into `folder` that runs out of space (ENOSPC, EDQUOT) into a
+    `TbprError` naming both."""
     try:
         yield
     except OSError as err:
         if err.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         raise TbprError(
-            f"{folder}: the disk filled up while writing {what} ({_gib(needed)} needed; {err.strerror})",
+            f"{folder}: the disk filled up while writing {what} ({_gib(needed)} needed; "
+            f"{err.strerror})",
             fix="free some space and run again; the partial files were removed",
         ) from None
 
@@ -527,7 +531,8 @@ def _set(d: dict, dotted: str, value):
 
 
 def apply_preset(params: dict, name: str) -> tuple:
-    "Lay preset `name` over `params` on the keys still at their defaults; returns (params, keys kept from the user)."
+    """Lay preset `name` over `params` on the keys still at their defaults; returns (params, keys
+    kept from the user)."""
     check_choice(name, list(PRESETS), "preset")
     defaults, mine, kept = _flatten(DEFAULTS), _flatten(params), []
     out = json.loads(json.dumps(params))
@@ -699,9 +704,10 @@ def _get(d: dict, dotted: str):
 
 
 def check_params(params: dict) -> dict:
-    """Refuse every value of the wrong type or out of range, before any stage does work: the type comes from the
-    default (`true` is no epoch count, `abc` no learning rate), ranges from `RANGES` and `POSITIVE`, choices from
-    `CHOICES`. Numbers written as text by YAML 1.1 (`1e-5`) become numbers. Returns `params`."""
+    """Refuse every value of the wrong type or out of range, before any stage does work: the type
+    comes from the default (`true` is no epoch count, `abc` no learning rate), ranges from
+    `RANGES` and `POSITIVE`, choices from `CHOICES`. Numbers written as text by YAML 1.1 (`1e-5`)
+    become numbers. Returns `params`."""
     for dotted in _mappings(DEFAULTS):
         if not isinstance(_get(params, dotted), dict):
             raise TbprError(

@@ -100,11 +100,13 @@ def annotation_file(root, name: str) -> Path:
 
 # %% ../nbs/02_data.ipynb #8112bf27
 def assign_splits(entries: list, split_ids: tuple, ann: Path) -> list:
-    "Give entries without a `split` one by identity order: the first `split_ids[0]` ids train, then val, then test."
+    """Give entries without a `split` one by identity order: the first `split_ids[0]` ids train,
+    then val, then test."""
     ids = sorted({e["id"] for e in entries if isinstance(e, dict) and isinstance(e.get("id"), int)})
     if len(ids) != sum(split_ids):
         raise TbprError(
-            f"{ann}: entries carry no 'split' and hold {len(ids)} identities, not the {sum(split_ids)} "
+            f"{ann}: entries carry no 'split' and hold {len(ids)} identities, not the "
+            f"{sum(split_ids)} "
             f"of the official split {list(split_ids)}",
             fix="use the reid_raw.json that ships the split field",
         )
@@ -114,7 +116,8 @@ def assign_splits(entries: list, split_ids: tuple, ann: Path) -> list:
         for k, pid in enumerate(ids)
     }
     print(
-        f"{ann.name}: no 'split' field; split by identity order {list(split_ids)} (train/val/test), as reid_raw.json does"
+        f"{ann.name}: no 'split' field; split by identity order {list(split_ids)} "
+        "(train/val/test), as reid_raw.json does"
     )
     return [
         {**e, "split": where[e["id"]]}
@@ -184,7 +187,8 @@ class PersonDataset:
 
     def summary(self) -> str:
         rows = [
-            f"{self.name}: train {self.train.num_ids} ids / {len(set(self.train.img_paths))} images / {len(self.train)} captions"
+            f"{self.name}: train {self.train.num_ids} ids / "
+            f"{len(set(self.train.img_paths))} images / {len(self.train)} captions"
         ]
         for n in ("val", "test"):
             s = getattr(self, n)
@@ -279,7 +283,8 @@ def _unknown_keys_warning(
     ) + (f", and {len(keys) - 5} more key(s)" if len(keys) > 5 else "")
     known = ", ".join(sorted((*SCHEMAS[name].required, *SCHEMAS[name].extra_keys)))
     return (
-        f"warning: {ann}: {n_entries} entr{'y carries' if n_entries == 1 else 'ies carry'} key(s) the {name} schema "
+        f"warning: {ann}: {n_entries} entr{'y carries' if n_entries == 1 else 'ies carry'} "
+        f"key(s) the {name} schema "
         f"does not read, ignored: {each}. Known keys: {known}"
     )
 
@@ -336,7 +341,8 @@ def read_annotations(root, name: str = "cuhkpedes", check_files: bool = True) ->
         n = sum(e["split"] == split for e in good)
         if n == 0 and split == "val" and split not in schema.optional_splits:
             problems[
-                f"split 'val' is empty, though {name} has one (training would quietly ship the last epoch); "
+                f"split 'val' is empty, though {name} has one (training would quietly ship "
+                "the last epoch); "
                 f"use the official annotation file, whose val entries have \"split\": \"val\""
             ].append(f"none of the {len(entries)} entries")
         elif n == 0 and split not in schema.optional_splits:
@@ -364,7 +370,8 @@ def _eval_split(entries, key) -> EvalSplit | None:
 
 
 def build_dataset(entries: list, root, name: str = "cuhkpedes") -> PersonDataset:
-    "IRRA's representation of validated `entries`: train tuples with contiguous pids, eval dicts for val/test."
+    """IRRA's representation of validated `entries`: train tuples with contiguous pids, eval dicts
+    for val/test."""
     schema = SCHEMAS[name]
     key = schema.image_key
     by_split = defaultdict(list)
@@ -397,8 +404,9 @@ def build_dataset(entries: list, root, name: str = "cuhkpedes") -> PersonDataset
 
 
 def check_protocol(ds: PersonDataset, ann, id_base: int) -> None:
-    """Refuse a val or test split with fewer than two identities (every ranking finds the one person: chance R1 is
-    100%); warn, with counts, when training identities come back in val or test (the protocol ranks unseen people)."""
+    """Refuse a val or test split with fewer than two identities (every ranking finds the one
+    person: chance R1 is 100%); warn, with counts, when training identities come back in val or
+    test (the protocol ranks unseen people)."""
     train_ids = {p + id_base for p in ds.train.pids}
     for name in ("val", "test"):
         split = getattr(ds, name)
@@ -407,16 +415,20 @@ def check_protocol(ds: PersonDataset, ann, id_base: int) -> None:
         ids = set(split.image_pids)
         if len(ids) < 2:
             raise TbprError(
-                f"{ann}: the {name} split holds {len(ids)} identity: every ranking finds that person "
+                f"{ann}: the {name} split holds {len(ids)} identity: every ranking finds "
+                "that person "
                 "first (chance R1 100%), so its metrics say nothing",
-                fix=f"give the {name} split at least two identities (the benchmarks have hundreds); "
+                fix=f"give the {name} split at least two identities (the benchmarks have "
+                "hundreds); "
                 "check the entries' split fields",
             )
         shared = sorted(ids & train_ids)
         if shared:
             print(
-                f"warning: {ann}: {len(shared)} of the {len(ids)} {name} identities also appear in the train "
-                f"split (e.g. ids {shared[:5]}): the protocol ranks people unseen in training, so these metrics "
+                f"warning: {ann}: {len(shared)} of the {len(ids)} {name} identities also "
+                "appear in the train "
+                f"split (e.g. ids {shared[:5]}): the protocol ranks people unseen in "
+                "training, so these metrics "
                 "flatter the model. Give those people new ids, or keep each person in one split"
             )
 
@@ -466,7 +478,10 @@ RESAMPLE = {
     "bilinear": Image.BILINEAR,
     "bicubic": Image.BICUBIC,
 }  # `data.resize`: IRRA's T.Resize, IVT's bicubic
-NOT_8BIT_FIX = "save it as an 8-bit image (RGB or greyscale PNG or JPEG), e.g. `convert in.tif -depth 8 out.png`"
+NOT_8BIT_FIX = (
+    "save it as an 8-bit image (RGB or greyscale PNG or JPEG), e.g. `convert in.tif -depth 8 "
+    "out.png`"
+)
 
 
 def _rgb8(im: Image.Image, path) -> Image.Image:
@@ -488,8 +503,9 @@ def _rgb8(im: Image.Image, path) -> Image.Image:
 
 
 def load_image(path, size: tuple | None = None, resize: str = "bilinear") -> np.ndarray:
-    """Read an image as an RGB uint8 array of shape (H, W, 3), resized (`resize`: bilinear or bicubic) to `size`=(H, W)
-    if given. 16-bit images are scaled to 8 bits; 32-bit and floating-point ones are refused (`_rgb8`)."""
+    """Read an image as an RGB uint8 array of shape (H, W, 3), resized (`resize`: bilinear or
+    bicubic) to `size`=(H, W) if given. 16-bit images are scaled to 8 bits; 32-bit and
+    floating-point ones are refused (`_rgb8`)."""
     try:
         with Image.open(path) as im:
             im.load()
@@ -517,7 +533,8 @@ def to_tensor(img: np.ndarray, mean=CLIP_MEAN, std=CLIP_STD) -> torch.Tensor:
 
 
 def pixel_norm(encoder) -> tuple:
-    "The (mean, std) an encoder's inputs are normalised with (its config's; CLIP's for models saved before there was a choice)."
+    """The (mean, std) an encoder's inputs are normalised with (its config's; CLIP's for models
+    saved before there was a choice)."""
     cfg = encoder.cfg
     return getattr(cfg, "pixel_mean", CLIP_MEAN), getattr(cfg, "pixel_std", CLIP_STD)
 
@@ -533,7 +550,8 @@ def random_flip(x, g: torch.Generator, p=0.5):
 
 
 def mirror_name(name: str) -> str:
-    "A label name with its first 'left' and 'right' swapped, in any case: `Left-arm` -> `Right-arm`, `r_shoe`'s stay."
+    """A label name with its first 'left' and 'right' swapped, in any case: `Left-arm` ->
+    `Right-arm`, `r_shoe`'s stay."""
 
     def swap(m):
         w = m.group(0)
@@ -544,15 +562,18 @@ def mirror_name(name: str) -> str:
 
 
 def flip_permutation(labels: list) -> list:
-    """The label each label becomes when the image is flipped: names with 'left' and 'right' (any case: LIP's `Left-arm`,
-    ATR's `left-leg`, `left_shoe`) swap with their mirror; the rest stay. A left or right label without its mirror is
-    reported: it cannot be flipped, so it would be wrong on flipped images."""
+    """The label each label becomes when the image is flipped: names with 'left' and 'right' (any
+    case: LIP's `Left-arm`, ATR's `left-leg`, `left_shoe`) swap with their mirror; the rest stay.
+    A left or right label without its mirror is reported: it cannot be flipped, so it would be
+    wrong on flipped images."""
     index = {name: i for i, name in enumerate(labels)}
     lonely = [n for n in labels if mirror_name(n) != n and mirror_name(n) not in index]
     if lonely:
         print(
-            f"warning: parsing labels {lonely} have no mirrored partner (e.g. {mirror_name(lonely[0])!r}); they keep "
-            "their label when an image is flipped. Name the pairs alike, or set train.augment.flip: 0"
+            f"warning: parsing labels {lonely} have no mirrored partner (e.g. "
+            f"{mirror_name(lonely[0])!r}); they keep "
+            "their label when an image is flipped. Name the pairs alike, or set "
+            "train.augment.flip: 0"
         )
     return [index.get(mirror_name(n), i) for i, n in enumerate(labels)]
 
@@ -619,8 +640,9 @@ def erase_draw(
 
 
 def random_erasing(x, g: torch.Generator, p=0.5, scale=(0.02, 0.4), ratio=(0.3, 3.3), value=0.0):
-    """Erase a random rectangle (area share in `scale`, aspect in `ratio`), with probability `p`, with `value`: a
-    number, or one per channel; a channel's None fills per-pixel N(0, 1) noise (timm's `mode='pixel'`, IVT's)."""
+    """Erase a random rectangle (area share in `scale`, aspect in `ratio`), with probability `p`,
+    with `value`: a number, or one per channel; a channel's None fills per-pixel N(0, 1) noise
+    (timm's `mode='pixel'`, IVT's)."""
     box = erase_draw(g, *x.shape[-2:], p, scale, ratio)
     if box is None:
         return x
@@ -632,11 +654,13 @@ def random_erasing(x, g: torch.Generator, p=0.5, scale=(0.02, 0.4), ratio=(0.3, 
 
 @dataclass
 class Augment:
-    """IRRA's training augmentation with its probabilities as parameters, normalising with `mean` and `std` (padding is
-    black in that normalisation). Erasing covers 2% to `erase_max` of the area and fills it with `erase_fill`: "mean"
-    (IRRA's: the mean values written into the normalised tensor) or "noise" (IVT's timm: per-pixel N(0, 1)). With a
-    `label` map (H, W) (human parsing), the same flip and crop move it with the image (padding is background, 0), a
-    flip swaps labels by `label_flip` (from `flip_permutation`), and erased pixels become `IGNORE`."""
+    """IRRA's training augmentation with its probabilities as parameters, normalising with `mean`
+    and `std` (padding is black in that normalisation). Erasing covers 2% to `erase_max` of the
+    area and fills it with `erase_fill`: "mean" (IRRA's: the mean values written into the
+    normalised tensor) or "noise" (IVT's timm: per-pixel N(0, 1)). With a `label` map (H, W)
+    (human parsing), the same flip and crop move it with the image (padding is background, 0), a
+    flip swaps labels by `label_flip` (from `flip_permutation`), and erased pixels become
+    `IGNORE`."""
 
     flip: float = 0.5
     pad: int = 10
@@ -682,10 +706,10 @@ class Augment:
         return lut.to(device)
 
     def draw(self, g: torch.Generator, size: tuple, with_label: bool = False) -> dict:
-        """The random choices `__call__` makes for an image of `size` (H, W), from the same generator
-        in the same order, without touching a pixel: what `augment_batch` applies to a batch. The
-        erased pixels' noise is drawn here too (as `__call__` draws it: for the label channel as
-        well when there is one), so both paths give the same values."""
+        """The random choices `__call__` makes for an image of `size` (H, W), from the same
+        generator in the same order, without touching a pixel: what `augment_batch` applies to a
+        batch. The erased pixels' noise is drawn here too (as `__call__` draws it: for the label
+        channel as well when there is one), so both paths give the same values."""
         flipped = flip_draw(g, self.flip)
         top, left = crop_draw(g, self.pad)
         box = erase_draw(g, *size, self.erase, scale=(0.02, self.erase_max))
@@ -736,15 +760,17 @@ def tokenize(tokenizer, captions: list, max_length: int) -> torch.Tensor:
 
 NO_MASK_FIX = (
     "give a tokenizer with a mask token: model.tokenizer clip, a CLIP tokenizer folder or OpenAI's "
-    "bpe_simple_vocab_16e6.txt.gz (these get <|mask|>), minilm, or a BERT tokenizer folder; or switch IRR off with "
+    "bpe_simple_vocab_16e6.txt.gz (these get <|mask|>), minilm, or a BERT tokenizer "
+    "folder; or switch IRR off with "
     "train.mlm_prob=0 and train.loss_weights.mlm=0"
 )
 
 
 def replacement_ids(tokenizer) -> torch.Tensor:
-    """The ids a selected token may be replaced with at random: every id of `tokenizer` but its special tokens (start,
-    end, padding, mask, unknown), id 0 and WordPiece's `[unusedN]` placeholders, which no caption contains. For
-    IRRA's CLIP vocabulary (`model.mask_token: irra`) these are exactly IRRA's 1..49404."""
+    """The ids a selected token may be replaced with at random: every id of `tokenizer` but its
+    special tokens (start, end, padding, mask, unknown), id 0 and WordPiece's `[unusedN]`
+    placeholders, which no caption contains. For IRRA's CLIP vocabulary (`model.mask_token:
+    irra`) these are exactly IRRA's 1..49404."""
     special = set(tokenizer.all_special_ids) | {
         i for i, t in tokenizer.added_tokens_decoder.items() if t.special
     }
@@ -799,12 +825,14 @@ def mask_tokens(
 
 # %% ../nbs/02_data.ipynb #e9acffc8
 class IdentitySampler:
-    "Batches of `batch_size // num_instance` identities with `num_instance` samples each; set_epoch reshuffles."
+    """Batches of `batch_size // num_instance` identities with `num_instance` samples each;
+    set_epoch reshuffles."""
 
     def __init__(self, pids, batch_size: int, num_instance: int = 4, seed: int = 0):
         if batch_size % num_instance or batch_size < 2 * num_instance:
             raise TbprError(
-                f"train.batch_size={batch_size} must be a multiple of train.num_instance={num_instance} "
+                f"train.batch_size={batch_size} must be a multiple of "
+                f"train.num_instance={num_instance} "
                 "holding at least two identities",
                 fix="e.g. batch_size 64 with num_instance 4",
             )
@@ -813,7 +841,8 @@ class IdentitySampler:
             self.by_pid[p].append(i)
         if len(self.by_pid) < batch_size // num_instance:
             raise TbprError(
-                f"only {len(self.by_pid)} identities, fewer than the {batch_size // num_instance} a batch needs",
+                f"only {len(self.by_pid)} identities, fewer than the "
+                f"{batch_size // num_instance} a batch needs",
                 fix="lower train.batch_size or use train.sampler: random",
             )
         self.bs, self.k, self.seed, self.epoch = batch_size, num_instance, seed, 0
@@ -833,7 +862,8 @@ class IdentitySampler:
         return out
 
     def __iter__(self):
-        "IRRA's RandomIdentitySampler: draw P distinct identities, take one group of each, until too few remain."
+        """IRRA's RandomIdentitySampler: draw P distinct identities, take one group of each, until
+        too few remain."""
         rng = random.Random(self.seed * 100003 + self.epoch)
         groups, p = self._groups(rng), self.bs // self.k
         available = sorted(groups)
@@ -848,7 +878,8 @@ class IdentitySampler:
 
 # %% ../nbs/02_data.ipynb #6e6cc401
 class ImageStore:
-    "Images by relative path, as uint8 (H, W, 3) arrays of one size: from a preprocess cache or from raw files."
+    """Images by relative path, as uint8 (H, W, 3) arrays of one size: from a preprocess cache or
+    from raw files."""
 
     def __init__(self, paths: list, size: tuple, array=None, root=None):
         self.index = {p: i for i, p in enumerate(paths)}
@@ -901,8 +932,9 @@ LIP_LABELS = [
 
 
 def load_parsing_map(path, size: tuple) -> np.ndarray:
-    """A human-parsing label map (PNG, one class index per pixel) as uint8 (H, W), resized with nearest neighbour to `size`.
-    255 is kept as `IGNORE` (LIP's 'unknown'); a 16-bit map must hold labels below 255."""
+    """A human-parsing label map (PNG, one class index per pixel) as uint8 (H, W), resized with
+    nearest neighbour to `size`. 255 is kept as `IGNORE` (LIP's 'unknown'); a 16-bit map must
+    hold labels below 255."""
     try:
         with Image.open(path) as im:
             im.load()
@@ -916,8 +948,10 @@ def load_parsing_map(path, size: tuple) -> np.ndarray:
             lab = np.asarray(im)
             if lab.size and int(lab.max()) > IGNORE:
                 raise TbprError(
-                    f"{path}: label {int(lab.max())} is not a class index (0-254, or 255 for unknown)",
-                    fix="save the parser's class indices (not colours or scaled values) as an 8-bit PNG",
+                    f"{path}: label {int(lab.max())} is not a class index (0-254, or 255 "
+                    "for unknown)",
+                    fix="save the parser's class indices (not colours or scaled values) as an "
+                    "8-bit PNG",
                 )
             return lab.astype(np.uint8)
     except FileNotFoundError:
@@ -951,15 +985,17 @@ def _cache_parsing(paths, parsing_root: Path, size, tmp: Path, labels: list) -> 
     )
     if bad:
         raise TbprError(
-            f"{len(bad)} of {len(paths)} parsing maps missing or unreadable under {parsing_root}:\n  "
-            + "\n  ".join(bad[:5]),
-            fix="the folder must mirror the image tree with one PNG per image (e.g. the output of a "
+            f"{len(bad)} of {len(paths)} parsing maps missing or unreadable under "
+            f"{parsing_root}:\n  " + "\n  ".join(bad[:5]),
+            fix="the folder must mirror the image tree with one PNG per image (e.g. the output "
+            "of a "
             "human parser); or set data.parsing_dir to the right folder; the cache was not written",
         )
     if top[0] >= len(labels):
         raise TbprError(
             f"{parsing_root}: label {top[0]} found, but the label set has {len(labels)} classes",
-            fix="put the label names in parsing_labels.json beside the maps (LIP's 20 are the default)",
+            fix="put the label names in parsing_labels.json beside the maps (LIP's 20 are the "
+            "default)",
         )
     write_json({"labels": labels, "root": str(parsing_root)}, tmp / "parsing.json")
     return digest
@@ -980,13 +1016,15 @@ def same_bytes_warning(dataset: PersonDataset, digests: dict) -> str:
         return ""
     crossing = [g for g in groups if len({split_of[p] for p in g}) > 1]
     text = (
-        f"warning: {sum(len(g) - 1 for g in groups)} image(s) repeat the bytes of another under a different "
+        f"warning: {sum(len(g) - 1 for g in groups)} image(s) repeat the bytes of another "
+        "under a different "
         f"name ({len(groups)} group(s), e.g. {' = '.join(groups[0][:3])})"
     )
     if crossing:
         where = " = ".join(f"{p} ({split_of[p]})" for p in crossing[0][:3])
         text += (
-            f"; {len(crossing)} group(s) span two splits (e.g. {where}): those test or val images were seen in "
+            f"; {len(crossing)} group(s) span two splits (e.g. {where}): those test or val "
+            "images were seen in "
             "training, so the metrics flatter the model"
         )
     return text + ". Remove the copies for a clean benchmark."
@@ -995,10 +1033,11 @@ def same_bytes_warning(dataset: PersonDataset, digests: dict) -> str:
 def build_cache(
     dataset: PersonDataset, out_dir, size: tuple, parsing_root=None, resize: str = "bilinear"
 ) -> Path:
-    """Write `images.npy` (all distinct images resized to `size` with `resize`), `cache.json` (with the digest of the
-    cached pixels) and `dataset.json` to `out_dir`, atomically; with `parsing_root`, also `parsing.npy` and
-    `parsing.json` (label names from `parsing_labels.json` there, else LIP's); and `attributes.json`, the attribute
-    phrases of every training caption. Images with the same bytes under two names are reported."""
+    """Write `images.npy` (all distinct images resized to `size` with `resize`), `cache.json` (with
+    the digest of the cached pixels) and `dataset.json` to `out_dir`, atomically; with
+    `parsing_root`, also `parsing.npy` and `parsing.json` (label names from `parsing_labels.json`
+    there, else LIP's); and `attributes.json`, the attribute phrases of every training caption.
+    Images with the same bytes under two names are reported."""
     paths, root, bad, digests = dataset.all_image_paths(), Path(dataset.images_root), [], {}
 
     def images():
@@ -1198,7 +1237,8 @@ class Collate:
     def __init__(self, tokenizer, max_length: int, mlm_prob: float = 0.0, seed: int = 0):
         if mlm_prob > 0 and tokenizer.mask_token_id is None:
             raise TbprError(
-                f"tokenizer {tokenizer.name_or_path!r} has no mask token, and train.mlm_prob={mlm_prob} masks "
+                f"tokenizer {tokenizer.name_or_path!r} has no mask token, and "
+                f"train.mlm_prob={mlm_prob} masks "
                 "captions for IRR (masked language modelling)",
                 fix=NO_MASK_FIX,
             )

@@ -60,7 +60,8 @@ ANCHOR = re.compile(r'\{ id="([^"]+)" \}')
 
 
 def anchor_api_entries(cell) -> None:
-    "Give the heading of each `show_doc` output in `cell` nbdev's anchor (the name, lower case), in place."
+    """Give the heading of each `show_doc` output in `cell` nbdev's anchor (the name, lower case),
+    in place."""
     for out in cell.get("outputs", []):
         md = out.get("data", {}).get("text/markdown")
         if md:
@@ -73,7 +74,8 @@ DATAFRAME_STYLE = re.compile(r"<style scoped>.*?</style>\s*", re.S)
 
 
 def tidy_dataframe_html(output) -> None:
-    "Strip pandas' inline style and border from a displayed DataFrame, in place, so the site's table style applies."
+    """Strip pandas' inline style and border from a displayed DataFrame, in place, so the site's
+    table style applies."""
     html = output.get("data", {}).get("text/html")
     if html and 'class="dataframe"' in html:
         output["data"]["text/html"] = DATAFRAME_STYLE.sub("", html).replace(
@@ -187,8 +189,8 @@ def notebook_markdown(
     preface: str = "",
     links: dict | None = None,
 ) -> str:
-    """Write `out_dir/<name>.md` (and its figures in `<name>_files/`) from the notebook at `nb_path`,
-    after a `note` and a `preface` (Markdown) when given; return its title."""
+    """Write `out_dir/<name>.md` (and its figures in `<name>_files/`) from the notebook at
+    `nb_path`, after a `note` and a `preface` (Markdown) when given; return its title."""
     import nbformat
     from nbconvert import MarkdownExporter
 
@@ -288,7 +290,8 @@ def api_index(entries: list, anchors: set) -> str:
         "# API index",
         "",
         "Every name the library exports, by part and module; each links to its entry "
-        "(signature, parameters, docstring) on the module's page, where its notebook shows it at work.",
+        "(signature, parameters, docstring) on the module's page, where its notebook shows "
+        "it at work.",
         "",
     ]
     modules = list(dict.fromkeys(e["module"] for e in entries))
@@ -339,7 +342,8 @@ def execute_notebook(src, dest, skip_flags=("notest", "slow"), timeout: int = 90
     except CellExecutionError as err:
         raise TbprError(
             f"{src} failed while running it for the documentation:\n{str(err)[-1500:]}",
-            fix=f"fix the notebook (`nbdev_test --path {src}`), or build without outputs: tbpr docs --no-execute",
+            fix=f"fix the notebook (`nbdev_test --path {src}`), or build without outputs: tbpr "
+            "docs --no-execute",
         )
     for cell in nb.cells:
         if "skip-execution" in cell.metadata.get("tags", []):
@@ -528,8 +532,9 @@ def experiment_pages(proc: Path, nbs: Path, pages: Path, root: Path) -> list:
 
 
 def processed_notebooks(cfg, work: Path, execute: bool = True, force: bool = False) -> Path:
-    """nbdev's processing of the notebooks: of the notebooks themselves (cached in `_proc/`), or with `execute` of
-    copies run first, in a scratch copy of the project under `work` (so `_proc/` keeps the plain pages)."""
+    """nbdev's processing of the notebooks: of the notebooks themselves (cached in `_proc/`), or
+    with `execute` of copies run first, in a scratch copy of the project under `work` (so
+    `_proc/` keeps the plain pages)."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
     import multiprocessing
     from tqdm.auto import tqdm
@@ -569,8 +574,8 @@ def processed_notebooks(cfg, work: Path, execute: bool = True, force: bool = Fal
 
 
 def build_docs(out="_site", force: bool = False, execute: bool = True) -> Path:
-    """Build the documentation site from the notebooks (run first, with `execute`) and the pipeline's latest reports
-    into `out`; run it in the repository."""
+    """Build the documentation site from the notebooks (run first, with `execute`) and the
+    pipeline's latest reports into `out`; run it in the repository."""
     try:
         from mkdocs.commands.build import build
         from mkdocs.config import load_config
@@ -584,7 +589,8 @@ def build_docs(out="_site", force: bool = False, execute: bool = True) -> Path:
     root = cfg.config_path  # (get_config caches by path)
     if not cfg.config_file.exists():
         raise TbprError(
-            f"no settings.ini in {Path.cwd()} or above: the site is built from a checkout of the repository",
+            f"no settings.ini in {Path.cwd()} or above: the site is built from a checkout "
+            "of the repository",
             fix="run `tbpr docs` in the repository (where settings.ini and nbs/ are)",
         )
     with (

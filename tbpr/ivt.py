@@ -89,7 +89,8 @@ def drop_path_rates(rate: float, depth: int) -> list:
 
 
 class SharedEncoder(nn.Module):
-    "IVT's shared transformer: `encode_image` and `encode_text` return (first-token features (B, D), all tokens (B, L, D))."
+    """IVT's shared transformer: `encode_image` and `encode_text` return (first-token features (B,
+    D), all tokens (B, L, D))."""
 
     def __init__(self, cfg: EncoderConfig):
         super().__init__()
@@ -134,11 +135,13 @@ class SharedEncoder(nn.Module):
         return self.norm(x)
 
     def encode_image(self, pixels: torch.Tensor, drop: float = 0.0) -> tuple:
-        "Image features; while training, `drop` > 0 drops up to that share of the patch tokens (BMM)."
+        """Image features; while training, `drop` > 0 drops up to that share of the patch tokens
+        (BMM)."""
         b, _, h, w = pixels.shape
         if (h, w) != self.cfg.image_size:
             raise TbprError(
-                f"input images are {h}x{w}, the model expects {self.cfg.image_size[0]}x{self.cfg.image_size[1]}",
+                f"input images are {h}x{w}, the model expects "
+                f"{self.cfg.image_size[0]}x{self.cfg.image_size[1]}",
                 fix="preprocess the images at the model's image_size",
             )
         patches = (
@@ -155,7 +158,8 @@ class SharedEncoder(nn.Module):
         return x[:, 0], x
 
     def encode_text(self, ids: torch.Tensor, drop: float = 0.0) -> tuple:
-        "Caption features at the first token; positions after the first end token are padding; `drop` as for images."
+        """Caption features at the first token; positions after the first end token are padding;
+        `drop` as for images."""
         x = self.text_embed(input_ids=ids)
         pad = text_padding(ids, self.cfg.eos_token_id)
         if drop and self.training and (keep := keep_tokens(x.shape[1], drop, x.device)) is not None:
@@ -181,7 +185,8 @@ def text_embed_config(cfg: EncoderConfig) -> BertConfig:
 
 
 def shared_config(cfg: EncoderConfig, **sizes) -> EncoderConfig:
-    "`cfg` as the shared architecture: `sizes` (e.g. from checkpoints) applied, the embedding as wide as the blocks."
+    """`cfg` as the shared architecture: `sizes` (e.g. from checkpoints) applied, the embedding as
+    wide as the blocks."""
     cfg = replace(cfg, arch="shared", **sizes)
     return replace(cfg, embed_dim=cfg.vision_width)
 
@@ -190,7 +195,8 @@ ENCODERS["shared"] = SharedEncoder
 
 # %% ../nbs/10_ivt.ipynb #04eaf9e0
 def _from_pretrained(cls, source: str, what: str, key: str):
-    "A `transformers` model from a folder or hub id, with an error naming the parameter and what to do."
+    """A `transformers` model from a folder or hub id, with an error naming the parameter and what
+    to do."""
     if source == "minilm":
         source = minilm_path()
     try:
@@ -198,7 +204,8 @@ def _from_pretrained(cls, source: str, what: str, key: str):
     except (OSError, ValueError) as err:
         raise TbprError(
             f"model.{key}={source!r}: cannot load a {what} checkpoint ({str(err).splitlines()[0]})",
-            fix="give a local folder written by save_pretrained (e.g. under data/weights/), or a hub id with the "
+            fix="give a local folder written by save_pretrained (e.g. under data/weights/), or "
+            "a hub id with the "
             "files in the Hugging Face cache (this machine may be offline)",
         ) from None
 
@@ -231,7 +238,8 @@ def checkpoint_sizes(vit=None, bert=None) -> dict:
     for c in cfgs:
         if c.intermediate_size != 4 * c.hidden_size:
             raise TbprError(
-                f"{c.name_or_path or c.model_type}: MLP width {c.intermediate_size} is not 4 x {c.hidden_size}",
+                f"{c.name_or_path or c.model_type}: MLP width {c.intermediate_size} is not "
+                f"4 x {c.hidden_size}",
                 fix="use a checkpoint with the standard 4x MLP",
             )
     if len(cfgs) == 2 and (cfgs[0].hidden_size, cfgs[0].num_hidden_layers) != (
@@ -239,9 +247,12 @@ def checkpoint_sizes(vit=None, bert=None) -> dict:
         cfgs[1].num_hidden_layers,
     ):
         raise TbprError(
-            f"model.init_vision is {cfgs[0].hidden_size} wide with {cfgs[0].num_hidden_layers} layers, model.init_text "
-            f"{cfgs[1].hidden_size} wide with {cfgs[1].num_hidden_layers}: one shared network needs both the same",
-            fix="pick a ViT and a BERT of the same size (ViT-B/16 with bert-base-uncased; a 384-wide 6-layer ViT with minilm)",
+            f"model.init_vision is {cfgs[0].hidden_size} wide with "
+            f"{cfgs[0].num_hidden_layers} layers, model.init_text "
+            f"{cfgs[1].hidden_size} wide with {cfgs[1].num_hidden_layers}: one shared "
+            "network needs both the same",
+            fix="pick a ViT and a BERT of the same size (ViT-B/16 with bert-base-uncased; a "
+            "384-wide 6-layer ViT with minilm)",
         )
     return {
         "vision_width": cfgs[0].hidden_size,
@@ -260,7 +271,8 @@ def init_shared_encoder(enc: SharedEncoder, vit=None, bert=None) -> SharedEncode
             k = e.patch_embeddings.projection.kernel_size
             if tuple(k) != (cfg.patch_size, cfg.patch_size):
                 raise TbprError(
-                    f"model.init_vision has {k[0]}x{k[1]} patches, model.patch_size is {cfg.patch_size}",
+                    f"model.init_vision has {k[0]}x{k[1]} patches, model.patch_size is "
+                    f"{cfg.patch_size}",
                     fix=f"set model.patch_size: {k[0]} (model.patch_stride may stay smaller)",
                 )
             enc.patch_embed.load_state_dict(e.patch_embeddings.projection.state_dict())
@@ -278,12 +290,15 @@ def init_shared_encoder(enc: SharedEncoder, vit=None, bert=None) -> SharedEncode
         if bert is not None:
             if bert.config.vocab_size != cfg.vocab_size:
                 raise TbprError(
-                    f"model.init_text has a {bert.config.vocab_size}-token vocabulary, the tokenizer {cfg.vocab_size}",
-                    fix="set model.tokenizer to the checkpoint's own tokenizer (its folder or hub id; minilm for minilm)",
+                    f"model.init_text has a {bert.config.vocab_size}-token vocabulary, the "
+                    f"tokenizer {cfg.vocab_size}",
+                    fix="set model.tokenizer to the checkpoint's own tokenizer (its folder or "
+                    "hub id; minilm for minilm)",
                 )
             if bert.config.max_position_embeddings < cfg.max_length:
                 raise TbprError(
-                    f"model.max_length={cfg.max_length} exceeds the {bert.config.max_position_embeddings} positions of model.init_text"
+                    f"model.max_length={cfg.max_length} exceeds the "
+                    f"{bert.config.max_position_embeddings} positions of model.init_text"
                 )
             state = bert.embeddings.state_dict()
             state["position_embeddings.weight"] = state["position_embeddings.weight"][
@@ -656,8 +671,9 @@ class MLA(Objective):
 
 
 def level_inputs(batch: dict) -> tuple:
-    """The images (levels x B, ...), captions (levels x B, L) and identities (levels x B) of a batch, level-major: row
-    `l * B + i` is item i's view l and its level-l caption (level 0: the sentence against the first view)."""
+    """The images (levels x B, ...), captions (levels x B, L) and identities (levels x B) of a
+    batch, level-major: row `l * B + i` is item i's view l and its level-l caption (level 0: the
+    sentence against the first view)."""
     images = batch["views"].transpose(0, 1).flatten(0, 1) if "views" in batch else batch["images"]
     ids = batch.get("level_ids", batch["input_ids"])
     if len(images) != len(ids):

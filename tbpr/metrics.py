@@ -64,7 +64,8 @@ def _check_relevant(q_pids: torch.Tensor, g_pids: torch.Tensor):
         missing = q_pids[~has].tolist()
         first = list(dict.fromkeys(missing))[:5]
         raise ValueError(
-            f"{len(missing)} of {len(q_pids)} queries have no relevant gallery image: their person ids "
+            f"{len(missing)} of {len(q_pids)} queries have no relevant gallery image: "
+            "their person ids "
             f"are not in the gallery (first: {first}); the protocol needs every query's person "
             "in the gallery"
         )

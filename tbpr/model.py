@@ -32,7 +32,8 @@ __all__ = ['ENCODERS', 'ENCODER_MODULES', 'WEIGHTS', 'EncoderConfig', 'RectVisio
 # %% ../nbs/03_model.ipynb #9a46d7c5
 @dataclass
 class EncoderConfig:
-    "Sizes of the encoder: CLIP's dual encoder (`arch='clip'`) or IVT's shared one (`arch='shared'`, nbs/10_ivt)."
+    """Sizes of the encoder: CLIP's dual encoder (`arch='clip'`) or IVT's shared one
+    (`arch='shared'`, nbs/10_ivt)."""
 
     image_size: tuple = (144, 48)  # (H, W) of the input crops
     patch_size: int = 12
@@ -77,11 +78,13 @@ class EncoderConfig:
         h, w = self.image_size
         if self.patch_stride < 0 or self.patch_stride > self.patch_size:
             raise TbprError(
-                f"model.patch_stride={self.patch_stride} must be between 1 and model.patch_size={self.patch_size} (0: equal)"
+                f"model.patch_stride={self.patch_stride} must be between 1 and "
+                f"model.patch_size={self.patch_size} (0: equal)"
             )
         if self.stride == self.patch_size and (h % self.patch_size or w % self.patch_size):
             raise TbprError(
-                f"model.image_size={list(self.image_size)} is not divisible by model.patch_size={self.patch_size}",
+                f"model.image_size={list(self.image_size)} is not divisible by "
+                f"model.patch_size={self.patch_size}",
                 fix="choose a size that is a multiple of the patch size, e.g. 384x128 with 16",
             )
         for side in ("vision", "text"):
@@ -144,11 +147,13 @@ class RectVisionEmbeddings(CLIPVisionEmbeddings):
         patch_mask=None,
         mask_token=None,
     ) -> torch.Tensor:
-        "Class token plus patch embeddings, plus positions; patches where `patch_mask` (B, N) is True become `mask_token`."
+        """Class token plus patch embeddings, plus positions; patches where `patch_mask` (B, N) is
+        True become `mask_token`."""
         b, _, h, w = pixel_values.shape
         if (h // self.patch_size, w // self.patch_size) != self.grid:
             raise TbprError(
-                f"input images are {h}x{w}, the model expects {self.grid[0] * self.patch_size}x{self.grid[1] * self.patch_size}",
+                f"input images are {h}x{w}, the model expects "
+                f"{self.grid[0] * self.patch_size}x{self.grid[1] * self.patch_size}",
                 fix="preprocess the images at the model's image_size",
             )
         patches = (
@@ -197,7 +202,8 @@ class DualEncoder(nn.Module):
         super().__init__()
         if cfg.stride != cfg.patch_size:
             raise TbprError(
-                f"model.patch_stride={cfg.patch_stride}: CLIP's dual encoder takes non-overlapping patches",
+                f"model.patch_stride={cfg.patch_stride}: CLIP's dual encoder takes "
+                "non-overlapping patches",
                 fix="set model.patch_stride: 0 (overlapping patches are for train.method: ivt)",
             )
         self.cfg = cfg
@@ -209,7 +215,8 @@ class DualEncoder(nn.Module):
         )  # unused: every method fixes its own temperature
 
     def encode_image(self, pixels: torch.Tensor, patch_mask=None, mask_token=None) -> tuple:
-        "Global (B, D) and token (B, 1+N, D) image features; patches where `patch_mask` is True are replaced by `mask_token` (MIM)."
+        """Global (B, D) and token (B, 1+N, D) image features; patches where `patch_mask` is True
+        are replaced by `mask_token` (MIM)."""
         vm = self.clip.vision_model
         x = vm.embeddings(pixels, patch_mask=patch_mask, mask_token=mask_token)
         x = vm.encoder(inputs_embeds=vm.pre_layrnorm(x)).last_hidden_state
@@ -270,9 +277,10 @@ class TbprConfig(PretrainedConfig):
 
 
 class TbprModel(PreTrainedModel):
-    """A tbpr encoder (any architecture) as a transformers model: `AutoModel.from_pretrained(folder)`
-    once `tbpr` is imported, `save_pretrained`, `push_to_hub`. Its weights are the encoder's, under
-    the prefix `encoder.`; `get_image_features` and `get_text_features` as `CLIPModel` has them."""
+    """A tbpr encoder (any architecture) as a transformers model:
+    `AutoModel.from_pretrained(folder)` once `tbpr` is imported, `save_pretrained`,
+    `push_to_hub`. Its weights are the encoder's, under the prefix `encoder.`;
+    `get_image_features` and `get_text_features` as `CLIPModel` has them."""
 
     config_class = TbprConfig
     main_input_name = "pixel_values"
@@ -331,6 +339,7 @@ def save_encoder(
     earlier folder's), the preprocessing (`preprocessor_config.json`) and, if given, the tokenizer
     `tok` beside them, so that `AutoTokenizer` finds it there too."""
     from safetensors.torch import save_model
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     config = TbprConfig(encoder=asdict(encoder.cfg), architectures=["TbprModel"], **extra)
@@ -366,13 +375,15 @@ def _load_weights(enc: nn.Module, weights: Path, device) -> None:
 
 
 def load_encoder(model_dir, device="cpu") -> tuple:
-    "Rebuild the encoder saved by `save_encoder` (any architecture); returns (encoder in eval mode, config dict)."
+    """Rebuild the encoder saved by `save_encoder` (any architecture); returns (encoder in eval
+    mode, config dict)."""
     model_dir = Path(model_dir)
     for f in ("config.json", WEIGHTS):
         if not (model_dir / f).exists():
             raise TbprError(
                 f"{model_dir / f}: not found",
-                fix="train a model first (`dvc repro train`) or point to a folder written by save_encoder",
+                fix="train a model first (`dvc repro train`) or point to a folder written by "
+                "save_encoder",
             )
     meta = read_json(model_dir / "config.json", "model config")
     if not isinstance(meta, dict) or not isinstance(meta.get("encoder"), dict):
@@ -386,7 +397,8 @@ def load_encoder(model_dir, device="cpu") -> tuple:
 
 
 def load_encoder_tokenizer(model_dir, meta: dict):
-    "The tokenizer saved beside an encoder (a self-contained model folder), else the one its config names."
+    """The tokenizer saved beside an encoder (a self-contained model folder), else the one its
+    config names."""
     saved = Path(model_dir)
     return load_tokenizer(
         str(saved)

@@ -19,7 +19,8 @@ __all__ = ['METHODS', 'METHOD_INIT', 'METHOD_OBJECTIVES', 'METHOD_TEACHER', 'INI
 
 # %% ../nbs/05_objectives.ipynb #221d45f0
 class Step:
-    "One training batch and the encoder; features are computed lazily and shared between objectives."
+    """One training batch and the encoder; features are computed lazily and shared between
+    objectives."""
 
     def __init__(self, encoder: DualEncoder, batch: dict):
         self.encoder, self.batch = encoder, batch
@@ -72,9 +73,10 @@ class RetrievalModel(nn.Module):
         )
 
     def diagnostics(self, split, store, tokenizer, max_length: int, **data) -> dict:
-        """Held-out figures the active objectives measure on an evaluation split, logged beside R1 each evaluation
-        (e.g. BiLMa's MIM accuracy against the majority label): the `held_out` of each objective that has one.
-        `data` carries what they may read (e.g. `parsing`, the cached label maps)."""
+        """Held-out figures the active objectives measure on an evaluation split, logged beside R1
+        each evaluation (e.g. BiLMa's MIM accuracy against the majority label): the `held_out` of
+        each objective that has one. `data` carries what they may read (e.g. `parsing`, the
+        cached label maps)."""
         out = {}
         for k, o in self.objectives.items():
             if self.weights[k] != 0 and hasattr(o, "held_out"):
@@ -108,7 +110,8 @@ def sdm_loss(
 
 
 def gather_features(*tensors) -> tuple:
-    "Every process's rows of each tensor (concatenated in rank order), gradients flowing back to each process's own rows."
+    """Every process's rows of each tensor (concatenated in rank order), gradients flowing back to
+    each process's own rows."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
@@ -169,7 +172,8 @@ def irra_stds(dim: int, depth: int) -> dict:
 
 
 class CrossModal(nn.Module):
-    "Queries from one modality attend to another's tokens, then a small pre-norm transformer refines them."
+    """Queries from one modality attend to another's tokens, then a small pre-norm transformer
+    refines them."""
 
     def __init__(self, dim: int, heads: int = 8, depth: int = 4, style: str = "torch"):
         super().__init__()
@@ -218,7 +222,8 @@ class CrossModal(nn.Module):
 
 
 class MLMHead(nn.Sequential):
-    "IRRA's prediction head (dense, QuickGELU, LayerNorm, fc); with `stds` (from `irra_stds`), IRRA's initialisation."
+    """IRRA's prediction head (dense, QuickGELU, LayerNorm, fc); with `stds` (from `irra_stds`),
+    IRRA's initialisation."""
 
     def __init__(self, dim: int, vocab_size: int, stds: dict | None = None):
         super().__init__(
@@ -230,17 +235,19 @@ class MLMHead(nn.Sequential):
 
 
 def irra_padded(ids: torch.Tensor, labels: torch.Tensor, eos_token_id: int, length: int) -> tuple:
-    "`ids` and `labels` as IRRA's: every position after the end token id 0, and both padded with 0 to `length`."
+    """`ids` and `labels` as IRRA's: every position after the end token id 0, and both padded with 0
+    to `length`."""
     ids = ids.masked_fill(text_padding(ids, eos_token_id), 0)
     extra = length - ids.shape[1]
     return F.pad(ids, (0, extra), value=0), F.pad(labels, (0, extra), value=0)
 
 
 class IRR(Objective):
-    """Implicit relation reasoning: predict masked caption tokens from the masked caption attending to the image.
-    `padding` decides what the cross-modal transformer sees after each caption's end token: `mask` leaves it out
-    (a caption's loss does not depend on the rest of its batch), `irra` pads every caption to the text length with
-    id 0 and attends to all of it, as IRRA does."""
+    """Implicit relation reasoning: predict masked caption tokens from the masked caption attending
+    to the image. `padding` decides what the cross-modal transformer sees after each caption's
+    end token: `mask` leaves it out (a caption's loss does not depend on the rest of its batch),
+    `irra` pads every caption to the text length with id 0 and attends to all of it, as IRRA
+    does."""
 
     def __init__(
         self,
@@ -328,8 +335,11 @@ def check_init_keys(method: str, model_params: dict) -> None:
     for key in INIT_KEYS:
         if model_params.get(key) and key not in METHOD_INIT[method]:
             raise TbprError(
-                f"model.{key}={model_params[key]!r} is set, but train.method={method} does not read it",
-                fix=f"{method} initialises from {', '.join('model.' + k for k in METHOD_INIT[method])}; set model.{key}: \"\"",
+                f"model.{key}={model_params[key]!r} is set, but train.method={method} does "
+                "not read it",
+                fix=f"{method} initialises from "
+                f"{', '.join('model.' + k for k in METHOD_INIT[method])}; set model.{key}: "
+                "\"\"",
             )
 
 

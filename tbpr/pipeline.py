@@ -40,7 +40,8 @@ PATHS = {
 
 # %% ../nbs/08_pipeline.ipynb #b7157e9a
 CHECKED = (
-    "Every parameter passed `tbpr check` (type, range, choices, the method). The stages depend on this\n"
+    "Every parameter passed `tbpr check` (type, range, choices, the method). The stages "
+    "depend on this\n"
     "file so that `dvc repro` checks the parameters before any stage removes its outputs.\n"
 )
 
@@ -123,9 +124,10 @@ def parse_device(train: dict) -> str:
 
 
 def stage_parse(params: dict, dataset=PATHS["dataset"], out=PATHS["parsing"]) -> Path:
-    """Make the human-parsing maps of a dataset that has none, when the run needs them (`data.parse`), with the
-    parser `data.parser` (`tbpr.parsing`). Maps already made are kept (resumable); a run that needs none records why
-    in `parsing.json` and keeps any maps there for later."""
+    """Make the human-parsing maps of a dataset that has none, when the run needs them
+    (`data.parse`), with the parser `data.parser` (`tbpr.parsing`). Maps already made are kept
+    (resumable); a run that needs none records why in `parsing.json` and keeps any maps there for
+    later."""
     from tbpr.sources import dataset_root
     from tbpr.parsing import make_parsing_maps
 
@@ -158,7 +160,8 @@ def stage_parse(params: dict, dataset=PATHS["dataset"], out=PATHS["parsing"]) ->
 def stage_preprocess(
     params: dict, dataset=PATHS["dataset"], out=PATHS["cache"], parsed=PATHS["parsing"]
 ) -> Path:
-    "Validate the dataset and cache its images (and parsing maps, if any) at the model's input size."
+    """Validate the dataset and cache its images (and parsing maps, if any) at the model's input
+    size."""
     from tbpr.sources import dataset_root
 
     root = dataset_root(dataset)
@@ -293,14 +296,16 @@ def grid_queries(split, seed: int, count: int) -> list:
 
 # %% ../nbs/08_pipeline.ipynb #2977266d
 def dataset_id(cache=PATHS["cache"]) -> str:
-    "A short hash of the preprocessed dataset (its splits and image list): runs with the same one are comparable."
+    """A short hash of the preprocessed dataset (its splits and image list): runs with the same one
+    are comparable."""
     import hashlib
 
     return hashlib.sha256((Path(cache) / "dataset.json").read_bytes()).hexdigest()[:12]
 
 
 def _run_params(params: dict) -> dict:
-    "What identifies a run: the parameters that shape training (as for resuming its checkpoints) and the preset."
+    """What identifies a run: the parameters that shape training (as for resuming its checkpoints)
+    and the preset."""
     from tbpr.train import training_params
 
     return {**training_params(params), "preset": params["preset"]}
@@ -317,7 +322,8 @@ def run_id(params: dict, cache=PATHS["cache"]) -> str:
 
 
 def run_changes(params: dict) -> list:
-    "The model-shaping parameters that differ from the defaults of the run's preset, as `key=value` strings."
+    """The model-shaping parameters that differ from the defaults of the run's preset, as
+    `key=value` strings."""
     from tbpr.core import DEFAULTS, _flatten, apply_preset
 
     base = _flatten(
@@ -344,7 +350,8 @@ def run_label(params: dict, max_changes: int = 4) -> str:
 
 
 def live_curves(live_dirs: dict) -> list:
-    "The dvclive curves of each seed (`{seed: live dir}`) as rows of seed, group (train/val), metric, epoch, value."
+    """The dvclive curves of each seed (`{seed: live dir}`) as rows of seed, group (train/val),
+    metric, epoch, value."""
     rows = []
     for seed, live in live_dirs.items():
         for f in sorted((Path(live) / "plots" / "metrics").rglob("*.tsv")):
@@ -407,7 +414,8 @@ def record_run(
 
     if meta.get("method", params["train"]["method"]) != params["train"]["method"]:
         raise TbprError(
-            f"the model was trained as {meta['method']!r} but train.method is {params['train']['method']!r}",
+            f"the model was trained as {meta['method']!r} but train.method is "
+            f"{params['train']['method']!r}",
             fix="retrain (`dvc repro`, or `tbpr train`) before evaluating",
         )
     record = {
@@ -471,8 +479,9 @@ def load_runs(runs=PATHS["runs"], dataset: str | None = None) -> list:
 def stage_evaluate(
     params: dict, model_dir=PATHS["model"], cache=PATHS["cache"], out=PATHS["eval"]
 ) -> dict:
-    """IRRA's text-to-image protocol on the test split for the shipped model (and every extra seed's, for mean and std);
-    metrics, CMC and a retrieval grid into `out`; the run recorded in `artifacts/runs/` for the comparison."""
+    """IRRA's text-to-image protocol on the test split for the shipped model (and every extra
+    seed's, for mean and std); metrics, CMC and a retrieval grid into `out`; the run recorded in
+    `artifacts/runs/` for the comparison."""
     from tbpr.evaluate import plot_cmc, plot_retrieval_grid
 
     ev = params["eval"]
@@ -527,14 +536,16 @@ def stage_evaluate(
 
 
 def zero_shot_metrics(ev: dict, split, store) -> dict:
-    "The test metrics of the pretrained CLIP `eval.zero_shot`, as it is (the report's zero-shot row)."
+    """The test metrics of the pretrained CLIP `eval.zero_shot`, as it is (the report's zero-shot
+    row)."""
     found, _, meta = evaluate_model_dir(ev["zero_shot"], split, store, ev)
     print(f"zero-shot {meta['init']}: " + ", ".join(f"{k} {found[k]:.2f}" for k in METRIC_KEYS))
     return {"init": meta["init"], **{k: round(found[k], 4) for k in METRIC_KEYS}}
 
 
 def compare_recorded_runs(runs_dir, dataset: str) -> str:
-    "Every run recorded on this test split (e.g. the IRRA baseline beside the method just evaluated), as a text table."
+    """Every run recorded on this test split (e.g. the IRRA baseline beside the method just
+    evaluated), as a text table."""
     runs = load_runs(runs_dir, dataset)
     if not runs:
         return "no run recorded on this test split yet"
@@ -647,12 +658,12 @@ def train_variant(
     name: str = "",
     teacher_dir=None,
 ) -> dict:
-    """Train one ablation run: `base` params with `overrides` of `train` (and of `model`, under the key "model"),
-    at `seed` for `epochs`; selected on val (the
-    last epoch without one; never on test, whatever `params.yaml` says), evaluated on test. Its test metrics. A finished
-    run (`run_dir/test.json`) is reused only when it was trained with the same parameters, data and teacher model
-    (`run_fingerprint`); otherwise it is trained again. Variants of a method with a teacher may share one teacher
-    (`teacher_dir`, whose `model/` the student learns from)."""
+    """Train one ablation run: `base` params with `overrides` of `train` (and of `model`, under the
+    key "model"), at `seed` for `epochs`; selected on val (the last epoch without one; never on
+    test, whatever `params.yaml` says), evaluated on test. Its test metrics. A finished run
+    (`run_dir/test.json`) is reused only when it was trained with the same parameters, data and
+    teacher model (`run_fingerprint`); otherwise it is trained again. Variants of a method with a
+    teacher may share one teacher (`teacher_dir`, whose `model/` the student learns from)."""
     import json
     from tbpr.model import WEIGHTS
     from tbpr.train import fit_method, run_fingerprint
@@ -972,8 +983,10 @@ def restore_hint(stage: str) -> str:
     if stage == "check":
         return "No stage's outputs were removed: correct the value and run `dvc repro` again.\n"
     return (
-        f"DVC removed the previous outputs of the {stage} stage before running it. To get them back: "
-        "`git checkout params.yaml && dvc checkout` (checkpoints and run records are kept as they were).\n"
+        f"DVC removed the previous outputs of the {stage} stage before running it. To get "
+        "them back: "
+        "`git checkout params.yaml && dvc checkout` (checkpoints and run records are kept "
+        "as they were).\n"
     )
 
 # %% ../nbs/08_pipeline.ipynb #4e9a7911

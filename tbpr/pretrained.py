@@ -94,7 +94,8 @@ CLIP_BLOCK = (
 
 
 def _rename(sd: dict, to_hf: bool) -> dict:
-    "`sd` renamed from OpenAI's naming to transformers' (`to_hf`) or back; the blocks of each tower by their index."
+    """`sd` renamed from OpenAI's naming to transformers' (`to_hf`) or back; the blocks of each
+    tower by their index."""
     a, b = (0, 1) if to_hf else (1, 0)
     out = {t[b]: (sd[t[a]].t() if t[2] else sd[t[a]]) for t in CLIP_TOP}
     for pair in CLIP_NORMS:
@@ -128,7 +129,8 @@ def openai_to_hf(sd: dict) -> tuple:
 
 
 def hf_to_openai(sd: dict) -> dict:
-    "A `CLIPModel` state dict (transformers naming) in OpenAI's naming, the layout of `ViT-B-16.pt`: the inverse of `openai_to_hf`."
+    """A `CLIPModel` state dict (transformers naming) in OpenAI's naming, the layout of
+    `ViT-B-16.pt`: the inverse of `openai_to_hf`."""
     return {k: v.detach().contiguous() for k, v in _rename(sd, to_hf=False).items()}
 
 # %% ../nbs/03a_pretrained.ipynb #ee26e2d2
@@ -138,7 +140,8 @@ def _load_openai(path: Path, sha256: str) -> Pretrained:
     if want and got != want:
         raise TbprError(
             f"{path}: sha256 {got} is not the expected {want}",
-            fix="the file is corrupt or not the official one: download it again (or set model.init_sha256 for your own file)",
+            fix="the file is corrupt or not the official one: download it again (or set "
+            "model.init_sha256 for your own file)",
         )
     if not want:
         print(f"{path}: sha256 {got} (not pinned; set model.init_sha256 to check it)")
@@ -174,8 +177,10 @@ def _load_hf(name: str) -> Pretrained:
     except (OSError, ValueError) as err:
         raise TbprError(
             f"model.init={name!r}: could not load a CLIP model ({str(err).splitlines()[0]})",
-            fix="without internet, put the weights on disk: a Hugging Face CLIPModel folder (save_pretrained or a hub "
-            "snapshot) or OpenAI's ViT-B-16.pt, e.g. under data/weights/ (then `dvc add data`), and set model.init "
+            fix="without internet, put the weights on disk: a Hugging Face CLIPModel folder "
+            "(save_pretrained or a hub "
+            "snapshot) or OpenAI's ViT-B-16.pt, e.g. under data/weights/ (then `dvc add "
+            "data`), and set model.init "
             "to that path",
         ) from None
     vc, tc = model.config.vision_config, model.config.text_config
@@ -205,20 +210,23 @@ def _load_hf(name: str) -> Pretrained:
 
 
 def load_pretrained(init: str, sha256: str = "") -> Pretrained:
-    "Read a CLIP checkpoint named by `model.init`: an OpenAI `.pt` file, a Hugging Face folder, or a hub id."
+    """Read a CLIP checkpoint named by `model.init`: an OpenAI `.pt` file, a Hugging Face folder, or
+    a hub id."""
     p = Path(init)
     if init.endswith(".pt"):
         if not p.is_file():
             raise TbprError(
                 f"model.init={init!r}: file not found",
-                fix="download ViT-B-16.pt (the clip package's URL) and put it at that path, e.g. data/weights/ViT-B-16.pt",
+                fix="download ViT-B-16.pt (the clip package's URL) and put it at that path, "
+                "e.g. data/weights/ViT-B-16.pt",
             )
         return _load_openai(p, sha256)
     if p.is_absolute() or init.startswith((".", "data/")) or p.exists():
         if not (p / "config.json").is_file():
             raise TbprError(
                 f"model.init={init!r}: no Hugging Face model folder here (config.json missing)",
-                fix="give a folder written by CLIPModel.save_pretrained, a hub snapshot, or an OpenAI .pt file",
+                fix="give a folder written by CLIPModel.save_pretrained, a hub snapshot, or an "
+                "OpenAI .pt file",
             )
     return _load_hf(init)
 
@@ -248,7 +256,8 @@ def encoder_dims(model_params: dict, pre: Pretrained) -> dict:
     out.update({k: pre.dims[k] for k in ARCH_KEYS})
     if model_params["max_length"] > pre.dims["context_length"]:
         raise TbprError(
-            f"model.max_length={model_params['max_length']} exceeds the checkpoint's {pre.dims['context_length']} text positions",
+            f"model.max_length={model_params['max_length']} exceeds the checkpoint's "
+            f"{pre.dims['context_length']} text positions",
             fix=f"set model.max_length <= {pre.dims['context_length']}",
         )
     return out
@@ -272,7 +281,8 @@ def init_encoder(encoder: DualEncoder, pre: Pretrained) -> DualEncoder:
         )
     elif cfg.vocab_size < emb.shape[0]:
         raise TbprError(
-            f"the tokenizer has {cfg.vocab_size} tokens, fewer than the checkpoint's {emb.shape[0]}",
+            f"the tokenizer has {cfg.vocab_size} tokens, fewer than the checkpoint's "
+            f"{emb.shape[0]}",
             fix="use the checkpoint's own tokenizer (model.tokenizer: clip)",
         )
     state.pop("vision_model.embeddings.position_ids", None)
@@ -281,7 +291,8 @@ def init_encoder(encoder: DualEncoder, pre: Pretrained) -> DualEncoder:
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:
         raise TbprError(
-            f"{pre.source}: weights do not fit the encoder (missing {missing[:4]}, unexpected {unexpected[:4]})"
+            f"{pre.source}: weights do not fit the encoder (missing {missing[:4]}, "
+            f"unexpected {unexpected[:4]})"
         )
     return encoder
 
@@ -372,7 +383,8 @@ def load_retrieval_model(where, device="cpu", image_size=ZERO_SHOT_SIZE) -> tupl
 
 
 def model_fingerprint(where) -> str:
-    "What identifies a model's weights, for caches: the sha256 of its weights file, else its hub id."
+    """What identifies a model's weights, for caches: the sha256 of its weights file, else its hub
+    id."""
     p = Path(where)
     for f in (p / WEIGHTS, p):
         if f.is_file():

@@ -37,7 +37,8 @@ def list_gallery(images_dir) -> list:
     )
     if not files:
         raise TbprError(
-            f"{root}: no images found (looked for {', '.join(IMAGE_SUFFIXES)} in it and its sub-folders)",
+            f"{root}: no images found (looked for {', '.join(IMAGE_SUFFIXES)} in it and "
+            "its sub-folders)",
             fix="point --images at a folder of pedestrian crops",
         )
     return [
@@ -120,7 +121,8 @@ def build_index(emb: np.ndarray, seed: int = 0, chunk: int = 100_000):
 def index_topk(
     index, emb: np.ndarray, q: np.ndarray, k: int, nprobe: int = 512, rerank: int = 4000
 ) -> tuple:
-    "Top-`k` via the faiss `index` (`rerank` candidates from `nprobe` cells), re-scored exactly from `emb`."
+    """Top-`k` via the faiss `index` (`rerank` candidates from `nprobe` cells), re-scored exactly
+    from `emb`."""
     import faiss
 
     faiss.extract_index_ivf(index).nprobe = nprobe
@@ -171,7 +173,8 @@ class GalleryIndex:
         self.entries, self.emb, self.index = [], None, None
 
     def update(self) -> dict:
-        "Bring the cache up to date with the folder: encode new and changed images only. Returns the counts."
+        """Bring the cache up to date with the folder: encode new and changed images only. Returns
+        the counts."""
         now = list_gallery(self.root)
         old = {}
         if (self.cache / "manifest.json").exists():
@@ -217,7 +220,8 @@ class GalleryIndex:
 
             self.index = faiss.read_index(str(self.cache / "index.faiss"))
         print(
-            f"gallery {self.root}: {counts['images']} images, {counts['encoded']} encoded, {counts['reused']} from the cache"
+            f"gallery {self.root}: {counts['images']} images, {counts['encoded']} encoded, "
+            f"{counts['reused']} from the cache"
             + (f", {counts['removed']} removed" if counts["removed"] > 0 else "")
             + (" (faiss index)" if self.index is not None else "")
         )
@@ -233,7 +237,8 @@ class GalleryIndex:
             return F.normalize(self.encoder.encode_text(ids)[0].float(), dim=-1)[0].cpu().numpy()
 
     def median_score(self, q: np.ndarray, sample: int = 10_000) -> float:
-        "The median cosine of the query feature `q` over the gallery (over `sample` crops of a larger one)."
+        """The median cosine of the query feature `q` over the gallery (over `sample` crops of a
+        larger one)."""
         if self.emb is None:
             self.update()
         rows = np.random.default_rng(0).choice(
@@ -259,8 +264,9 @@ class GalleryIndex:
 
 
 def short_name(name: str, width: int = 14) -> str:
-    """A file name on at most two lines of `width` characters for a grid label: whole if it fits, else its start and
-    its end around an ellipsis (`0001_c1s1_001051_00.jpg` keeps its camera and frame)."""
+    """A file name on at most two lines of `width` characters for a grid label: whole if it fits,
+    else its start and its end around an ellipsis (`0001_c1s1_001051_00.jpg` keeps its camera and
+    frame)."""
     if len(name) <= width:
         return name
     if len(name) <= 2 * width:
@@ -282,8 +288,10 @@ def low_score_warning(results: list, median: float, model_dir) -> str:
     if best >= LOW_SCORE and best - median >= LOW_MARGIN:
         return ""
     return (
-        f"warning: the best match scores {best:.3f} (cosine), {best - median:.3f} above the gallery's median: "
-        f"the model in {model_dir} seems barely trained, and this ranking is close to random. Train longer "
+        f"warning: the best match scores {best:.3f} (cosine), {best - median:.3f} above "
+        "the gallery's median: "
+        f"the model in {model_dir} seems barely trained, and this ranking is close to "
+        "random. Train longer "
         "(train.epochs) or use another model"
     )
 

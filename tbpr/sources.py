@@ -4,7 +4,8 @@
 
 # %% ../nbs/02a_sources.ipynb #5b5390db
 from __future__ import annotations
-import gzip, hashlib, http.client, lzma, os, re, shutil, sys, tarfile, urllib.error, urllib.parse, urllib.request, zipfile, zlib
+import gzip, hashlib, http.client, lzma, os, re, shutil, sys, tarfile, zipfile, zlib
+import urllib.error, urllib.parse, urllib.request
 from pathlib import Path
 from tqdm.auto import tqdm
 from .core import TbprError, atomic_path, check_choice, read_json, sha256_file, write_json
@@ -45,7 +46,8 @@ ARCHIVES = (
 
 
 def archive_kind(path) -> str | None:
-    "'zip' or 'tar' (plain, gzip, bzip2 or xz) read from the file's content, whatever its name; None if it is neither."
+    """'zip' or 'tar' (plain, gzip, bzip2 or xz) read from the file's content, whatever its name;
+    None if it is neither."""
     path = Path(path)
     if not path.is_file():
         return None
@@ -58,7 +60,8 @@ def archive_kind(path) -> str | None:
 
 
 def is_archive(path) -> bool:
-    "Whether `path` is an archive tbpr can unpack (zip, or tar plain or compressed), by its content."
+    """Whether `path` is an archive tbpr can unpack (zip, or tar plain or compressed), by its
+    content."""
     return archive_kind(path) is not None
 
 # %% ../nbs/02a_sources.ipynb #2d7d7659
@@ -79,7 +82,8 @@ def find_source(raw_dir, name: str, source: str = "") -> Path | None:
             raise TbprError(
                 f"{p}: neither a folder nor a readable zip or tar archive (corrupt or truncated "
                 "archive, or another format)",
-                fix="give the dataset folder or its archive (zip, tar, tar.gz) in data.source; fetch a damaged archive again",
+                fix="give the dataset folder or its archive (zip, tar, tar.gz) in data.source; "
+                "fetch a damaged archive again",
             )
     return None
 
@@ -96,7 +100,8 @@ def unpinned_warning(url: str, digest: str, name: str = "") -> str:
     "What to say when a download's sha256 is not pinned."
     key = name or "<dataset>"
     return (
-        f"warning: {url} is not pinned: whatever it serves is used. Its sha256 is {digest}; pin it in params.yaml\n"
+        f"warning: {url} is not pinned: whatever it serves is used. Its sha256 is "
+        f"{digest}; pin it in params.yaml\n"
         f"  data:\n    sha256:\n      {key}: \"{digest}\"\n"
         f"so that a changed or damaged download stops the stage instead of training on it"
     )
@@ -135,13 +140,16 @@ def download(url: str, dest_dir, sha256: str = "", name: str = "") -> tuple:
                 want and got != want
             ):  # raised inside atomic_path: the temporary is deleted, nothing is kept
                 raise TbprError(
-                    f"{url}: the download's sha256 {got} does not match {pin} {want}; it was deleted",
-                    fix=f"check data.urls.{name or '<name>'} (a changed or truncated file?), or update {pin} in params.yaml if you trust the new file",
+                    f"{url}: the download's sha256 {got} does not match {pin} {want}; it "
+                    "was deleted",
+                    fix=f"check data.urls.{name or '<name>'} (a changed or truncated file?), "
+                    f"or update {pin} in params.yaml if you trust the new file",
                 )
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as err:
         raise TbprError(
             f"{url}: download failed ({err})",
-            fix=f"download it by hand and put it in the raw-input folder (e.g. data/{dest.name.split('-', 1)[1]}), then `dvc add data`",
+            fix="download it by hand and put it in the raw-input folder (e.g. "
+            f"data/{dest.name.split('-', 1)[1]}), then `dvc add data`",
         ) from None
     if not want:
         print(unpinned_warning(url, got, name))
@@ -154,11 +162,13 @@ def check_sha256(path, expected: str, what: str) -> str:
     if expected and got.lower() != expected.lower():
         raise TbprError(
             f"{path}: sha256 {got} does not match the pinned {expected}",
-            fix=f"this is not the {what} you pinned: re-download it, or update data.sha256 in params.yaml if you trust it",
+            fix=f"this is not the {what} you pinned: re-download it, or update data.sha256 in "
+            "params.yaml if you trust it",
         )
     if not expected:
         print(
-            f"{path}: sha256 {got} (not pinned: set it in params.yaml data.sha256 to detect changes)"
+            f"{path}: sha256 {got} (not pinned: set it in params.yaml data.sha256 to "
+            "detect changes)"
         )
     return got
 
@@ -232,15 +242,18 @@ def _tar_members(t: tarfile.TarFile, archive, out_dir: Path, allow_links: bool) 
     _refuse(
         archive,
         links,
-        f"are links, which this Python ({'.'.join(map(str, sys.version_info[:3]))}) cannot extract safely: "
+        f"are links, which this Python ({'.'.join(map(str, sys.version_info[:3]))}) cannot "
+        "extract safely: "
         "its tarfile has no extraction filter",
-        fix="use Python 3.10.12+ or 3.11.4+, or extract the archive yourself into the raw-input folder",
+        fix="use Python 3.10.12+ or 3.11.4+, or extract the archive yourself into the "
+        "raw-input folder",
     )
     return t.getmembers()
 
 
 def _extract_tar(t: tarfile.TarFile, archive, out_dir: Path, use_filter: bool = TAR_FILTER):
-    "Extract the checked members of `t` into `out_dir`: with the `data` filter if this Python has it, else the fallback."
+    """Extract the checked members of `t` into `out_dir`: with the `data` filter if this Python has
+    it, else the fallback."""
     members = _tar_members(t, archive, out_dir, allow_links=use_filter)
     if use_filter:
         t.extractall(out_dir, members=members, filter="data")
@@ -256,12 +269,14 @@ def _extract_tar(t: tarfile.TarFile, archive, out_dir: Path, use_filter: bool = 
 
 
 def safe_extract(archive, out_dir) -> Path:
-    "Extract a zip or tar archive (type read from its content) into `out_dir`, refusing members that would leave it."
+    """Extract a zip or tar archive (type read from its content) into `out_dir`, refusing members
+    that would leave it."""
     archive, out_dir = Path(archive), Path(out_dir)
     kind = archive_kind(archive)
     if kind is None:
         raise TbprError(
-            f"{archive}: not a zip or tar archive (read by its content: corrupt or truncated archive, or another format)",
+            f"{archive}: not a zip or tar archive (read by its content: corrupt or "
+            "truncated archive, or another format)",
             fix="download it again, or give the dataset folder",
         )
     try:
@@ -297,7 +312,8 @@ def safe_extract(archive, out_dir) -> Path:
 
 
 def find_dataset_root(tree, name: str, max_depth: int = 3) -> Path:
-    "The folder under `tree` that holds dataset `name`'s annotation file (the archive's top folder, usually)."
+    """The folder under `tree` that holds dataset `name`'s annotation file (the archive's top
+    folder, usually)."""
     schema = SCHEMAS[name]
     files = (schema.ann_file, *schema.alt_ann_files)
     level = [Path(tree)]
@@ -318,7 +334,8 @@ def find_dataset_root(tree, name: str, max_depth: int = 3) -> Path:
 
 # %% ../nbs/02a_sources.ipynb #270b164d
 def dataset_root(dataset_dir) -> Path:
-    "The dataset folder the download stage materialised in `dataset_dir` (following `manifest.json` if there is one)."
+    """The dataset folder the download stage materialised in `dataset_dir` (following
+    `manifest.json` if there is one)."""
     dataset_dir = Path(dataset_dir)
     m = dataset_dir / "manifest.json"
     if not m.exists():
@@ -333,9 +350,10 @@ def dataset_root(dataset_dir) -> Path:
 
 
 def write_image_digests(ds: PersonDataset, path: Path, previous: Path | None = None) -> str:
-    """Hash every image of `ds` (the bytes of each file) into `path`, one `sha256  relative path` line each, and
-    return one digest of them all: a changed image changes the manifest, so the stages after download run again.
-    With the `previous` list, say how many images changed, came or went."""
+    """Hash every image of `ds` (the bytes of each file) into `path`, one `sha256  relative path`
+    line each, and return one digest of them all: a changed image changes the manifest, so the
+    stages after download run again. With the `previous` list, say how many images changed, came
+    or went."""
     root = Path(ds.images_root)
     lines = [
         f"{sha256_file(root / p)}  {p}"
@@ -351,7 +369,8 @@ def write_image_digests(ds: PersonDataset, path: Path, previous: Path | None = N
                 {l.split("  ", 1)[1] for l in new - old} & {l.split("  ", 1)[1] for l in old - new}
             )
             print(
-                f"since the last download: {changed} image(s) changed, {len(new - old) - changed} new, "
+                f"since the last download: {changed} image(s) changed, "
+                f"{len(new - old) - changed} new, "
                 f"{len(old - new) - changed} gone"
             )
     return hashlib.sha256(text.encode()).hexdigest()
@@ -372,8 +391,10 @@ def materialize(params: dict, out) -> dict:
         looked = "\n  ".join(map(str, candidate_sources(data["raw_dir"], name, data["source"])))
         raise TbprError(
             f"{name}: no dataset found; looked at\n  {looked}",
-            fix=f"request {OFFICIAL[name]['folder']} from its authors and put it (folder or archive) in "
-            f"{data['raw_dir']}/, then `dvc add {data['raw_dir']}`; or set data.urls.{name} in params.yaml",
+            fix=f"request {OFFICIAL[name]['folder']} from its authors and put it (folder or "
+            "archive) in "
+            f"{data['raw_dir']}/, then `dvc add {data['raw_dir']}`; or set "
+            f"data.urls.{name} in params.yaml",
         )
     out = Path(out)
     with atomic_path(out, is_dir=True) as tmp:
@@ -394,7 +415,8 @@ def materialize(params: dict, out) -> dict:
                 src.unlink(missing_ok=True)  # not what we wanted: the next run fetches it again
                 raise TbprError(
                     f"{err.message}\n  (downloaded from {url}; the download was deleted)",
-                    fix=f"check data.urls.{name}: it must serve the {OFFICIAL[name]['folder']} folder as a zip or tar archive",
+                    fix=f"check data.urls.{name}: it must serve the {OFFICIAL[name]['folder']} "
+                    "folder as a zip or tar archive",
                 ) from None
         ds = load_dataset(root, name)  # validates schema, paths and image files
         counts = count_splits(ds)

@@ -159,7 +159,8 @@ def chance(rng, p: float, sharpen: float = 1.0) -> bool:
 
 
 def sample_colour(rng, difficulty, palette=COLOURS, allowed=None, exclude=()) -> str:
-    "A colour name from `palette`; difficulty boosts dark colours and concentrates the distribution."
+    """A colour name from `palette`; difficulty boosts dark colours and concentrates the
+    distribution."""
     prof = difficulty_profile(difficulty)
     names = [n for n in (allowed or palette) if n not in exclude]
     weights = {n: palette[n].prior * (1 + prof['dark_boost'] * palette[n].dark) for n in names}
@@ -224,7 +225,8 @@ def sample_hair(rng, gender, difficulty) -> dict:
 
 
 def sample_upper(rng, gender, difficulty) -> dict:
-    "Upper garment: type, sleeves, colour, pattern (with its second colour) and an optional inner top for jackets/coats."
+    """Upper garment: type, sleeves, colour, pattern (with its second colour) and an optional inner
+    top for jackets/coats."""
     sh = difficulty_profile(difficulty)['sharpen']
     kind = pick_weighted(rng, UPPER_TYPES[gender], sh)
     colour = sample_colour(rng, difficulty)
@@ -393,7 +395,8 @@ def change_group(a, group, rng, difficulty, tries=50) -> bool:
 
 
 def repair(a) -> dict:
-    "Restore the constraints a change may break: distinct pattern/inner colours, socks only on bare legs, gloves only with a coat."
+    """Restore the constraints a change may break: distinct pattern/inner colours, socks only on
+    bare legs, gloves only with a coat."""
     for k in ('pattern_colour', 'inner_colour'):
         if a[k] is not None and a[k] == a['upper_colour']:
             a[k] = 'white' if a['upper_colour'] != 'white' else 'black'
@@ -463,7 +466,8 @@ def _box(x0, y0, x1, y1) -> tuple:
 
 
 class Canvas:
-    "An RGB image and its parsing map, drawn together so every shape covers the same pixels in both."
+    """An RGB image and its parsing map, drawn together so every shape covers the same pixels in
+    both."""
 
     def __init__(self, height: int, width: int, background=(128, 128, 128)):
         self.height, self.width = height, width
@@ -1713,7 +1717,10 @@ def first_sentence(a, view, items, rng, keys) -> str:
             [fragment_vp(k, v, rng, only_garments, 'has' in groups) for k, v in groups.items()]
         )
         if rng.random() < 0.15:
-            return f"{pick(rng, ('there is', 'this is', 'the image shows'))} {article(subj.split(' ', 1)[1])} {frag}"
+            return (
+                f"{pick(rng, ('there is', 'this is', 'the image shows'))} "
+                f"{article(subj.split(' ', 1)[1])} {frag}"
+            )
         return f'{subj} {frag}'
     if form == 'with':
         subj += f" with {join_list(groups.pop('has'), rng)}"
@@ -1802,7 +1809,8 @@ def resolve_counts(size, num_ids=None) -> dict:
         _bad(
             'size',
             size,
-            f"one of {', '.join(map(repr, SIZES))}, or pass num_ids={{'train': n, 'val': n, 'test': n}}",
+            f"one of {', '.join(map(repr, SIZES))}, or pass num_ids={{'train': n, 'val': "
+            f"n, 'test': n}}",
         )
     if num_ids is None:
         return dict(SIZES[size])
@@ -1853,7 +1861,8 @@ def check_arguments(seed, difficulty, height, width, captions_per_image):
         _bad(
             'height/width',
             (height, width),
-            'ints with height >= 48, width >= 16 and height/width between 2.5 and 3.5 (3:1 crops, e.g. 192x64 or 384x128)',
+            'ints with height >= 48, width >= 16 and height/width between 2.5 and 3.5 (3:1 '
+            'crops, e.g. 192x64 or 384x128)',
         )
     if not _is_int(captions_per_image) or not 1 <= captions_per_image <= 10:
         _bad('captions_per_image', captions_per_image, 'an int from 1 to 10')

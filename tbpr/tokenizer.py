@@ -22,7 +22,8 @@ CLIP_CONTEXT = 77  # CLIP's text positions
 
 
 def bytes_to_unicode() -> dict:
-    "OpenAI's (and GPT-2's) map from the 256 byte values to printable characters, in its order: the BPE's base alphabet."
+    """OpenAI's (and GPT-2's) map from the 256 byte values to printable characters, in its order:
+    the BPE's base alphabet."""
     bs = (
         list(range(ord("!"), ord("~") + 1))
         + list(range(ord("¡"), ord("¬") + 1))
@@ -50,11 +51,15 @@ def _clip_tokens(merges) -> list:
 
 
 def openai_bpe_vocab(path) -> tuple:
-    "The vocabulary {token: id} and merges [(a, b), ...] that OpenAI's `SimpleTokenizer` builds from `bpe_simple_vocab_16e6.txt.gz`."
+    """The vocabulary {token: id} and merges [(a, b), ...] that OpenAI's `SimpleTokenizer` builds
+    from `bpe_simple_vocab_16e6.txt.gz`."""
     import gzip
 
     path = Path(path)
-    fix = f"give OpenAI's {OPENAI_BPE} (it ships inside the clip package: clip/{OPENAI_BPE}) or a Hugging Face CLIP tokenizer folder"
+    fix = (
+        f"give OpenAI's {OPENAI_BPE} (it ships inside the clip package: clip/{OPENAI_BPE}) or "
+        "a Hugging Face CLIP tokenizer folder"
+    )
     try:
         with gzip.open(path, "rb") as f:
             lines = f.read().decode("utf-8").split("\n")
@@ -62,7 +67,8 @@ def openai_bpe_vocab(path) -> tuple:
         raise TbprError(f"{path}: not a gzipped UTF-8 text file ({err})", fix=fix) from None
     if "#version" not in lines[0]:
         raise TbprError(
-            f"{path}: the first line {lines[0][:60]!r} is not the '#version' header of OpenAI's BPE merges",
+            f"{path}: the first line {lines[0][:60]!r} is not the '#version' header of "
+            "OpenAI's BPE merges",
             fix=fix,
         )
     lines = lines[1 : 49152 - 256 - 2 + 1]  # OpenAI's slice: 48,894 merges
@@ -122,7 +128,8 @@ def irra_mask_vocabulary(tok) -> tuple:
     last, mask_id = "".join(merges[-1]), tok.convert_tokens_to_ids("<|startoftext|>") - 1
     if vocab.get(last) != mask_id:
         raise TbprError(
-            f"tokenizer {tok.name_or_path!r}: the last merge {last!r} is not id {mask_id}, the one before "
+            f"tokenizer {tok.name_or_path!r}: the last merge {last!r} is not id {mask_id}, "
+            "the one before "
             "<|startoftext|>, so IRRA's mask id cannot be made",
             fix="use model.mask_token: append",
         )
@@ -159,7 +166,8 @@ def load_clip_tokenizer(where: str | None = None, mask_token: str = "append"):
     where = str(where or CLIP_HUB_ID)
     p = Path(where)
     kinds = (
-        f"give a Hugging Face CLIP tokenizer folder (vocab.json and merges.txt, or tokenizer.json with a tokenizer_config.json "
+        "give a Hugging Face CLIP tokenizer folder (vocab.json and merges.txt, or "
+        "tokenizer.json with a tokenizer_config.json "
         f"naming CLIPTokenizer) or OpenAI's {OPENAI_BPE}"
     )
     if p.exists() and not is_clip_tokenizer(p):
@@ -188,9 +196,12 @@ def load_clip_tokenizer(where: str | None = None, mask_token: str = "append"):
         except (OSError, ValueError) as err:
             raise TbprError(
                 f"CLIP tokenizer {where!r} could not be loaded ({str(err).splitlines()[0]})",
-                fix=f"offline, give CLIP's tokenizer on disk in model.tokenizer: a Hugging Face CLIP folder (vocab.json and "
-                f"merges.txt) or OpenAI's {OPENAI_BPE} (in the clip package; beside ViT-B-16.pt it is found without "
-                f"model.tokenizer), e.g. under data/weights/; or put the hub snapshot in the local Hugging Face cache",
+                fix="offline, give CLIP's tokenizer on disk in model.tokenizer: a Hugging "
+                "Face CLIP folder (vocab.json and "
+                f"merges.txt) or OpenAI's {OPENAI_BPE} (in the clip package; beside "
+                "ViT-B-16.pt it is found without "
+                "model.tokenizer), e.g. under data/weights/; or put the hub snapshot in "
+                "the local Hugging Face cache",
             ) from None
         if not type(tok).__name__.startswith("CLIPTokenizer") or tok.bos_token != "<|startoftext|>":
             raise TbprError(
@@ -215,7 +226,8 @@ def _tiny_merges(words) -> list:
 
 
 def write_tiny_clip_tokenizer(out_dir, words=_TINY_WORDS):
-    "A tiny CLIP BPE tokenizer (byte alphabet plus merges spelling `words`) saved as a Hugging Face folder: for tests and examples."
+    """A tiny CLIP BPE tokenizer (byte alphabet plus merges spelling `words`) saved as a Hugging
+    Face folder: for tests and examples."""
     from transformers import CLIPTokenizer
 
     merges = _tiny_merges(words)
@@ -228,8 +240,9 @@ def write_tiny_clip_tokenizer(out_dir, words=_TINY_WORDS):
 
 
 def write_tiny_openai_bpe(path, words=_TINY_WORDS) -> Path:
-    """A tiny `bpe_simple_vocab_16e6.txt.gz` in OpenAI's format (a `#version` line, then one merge per line) spelling `words`:
-    the same vocabulary as `write_tiny_clip_tokenizer(words)`. `path` is the file, or a folder to put it in."""
+    """A tiny `bpe_simple_vocab_16e6.txt.gz` in OpenAI's format (a `#version` line, then one merge
+    per line) spelling `words`: the same vocabulary as `write_tiny_clip_tokenizer(words)`. `path`
+    is the file, or a folder to put it in."""
     import gzip
 
     path = Path(path)
@@ -281,13 +294,15 @@ def load_tokenizer(
     except (OSError, ValueError) as err:
         raise TbprError(
             f"tokenizer {name_or_path!r} could not be loaded ({err})".splitlines()[0],
-            fix="give 'minilm', 'clip', a local folder with tokenizer files, or OpenAI's bpe_simple_vocab_16e6.txt.gz",
+            fix="give 'minilm', 'clip', a local folder with tokenizer files, or OpenAI's "
+            "bpe_simple_vocab_16e6.txt.gz",
         ) from None
     if type(tok).__name__.startswith("CLIPTokenizer"):
         return prepare_clip_tokenizer(tok, mask_token)  # a CLIP hub id: add its mask token
     if mask_token == "irra":
         raise TbprError(
-            f"model.mask_token=irra makes IRRA's mask id in CLIP's BPE, and {name_or_path!r} is not a "
+            "model.mask_token=irra makes IRRA's mask id in CLIP's BPE, and "
+            f"{name_or_path!r} is not a "
             "CLIP tokenizer",
             fix="set model.mask_token: append",
         )

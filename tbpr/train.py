@@ -60,9 +60,11 @@ def encoder_config(model_params: dict, tokenizer, pre=None) -> EncoderConfig:
         found = [i for i in ids if i is not None]
         if not found:
             raise TbprError(
-                f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no start/end-of-text tokens "
+                f"tokenizer {getattr(tokenizer, 'name_or_path', '')!r} has no "
+                "start/end-of-text tokens "
                 "(CLS/SEP or BOS/EOS), which the text encoder pools at",
-                fix="use model.tokenizer: minilm, clip, a BERT or CLIP tokenizer folder, or OpenAI's bpe_simple_vocab_16e6.txt.gz",
+                fix="use model.tokenizer: minilm, clip, a BERT or CLIP tokenizer folder, or "
+                "OpenAI's bpe_simple_vocab_16e6.txt.gz",
             )
         return found[0]
 
@@ -92,7 +94,8 @@ def lr_scale(name: str, lr_factor: float, bias_lr_factor: float, new_prefixes=()
 
 
 def new_module_prefixes(model) -> tuple:
-    "Name prefixes of the randomly initialised modules a module declares in its `new_modules` (e.g. LCR²S's fusion)."
+    """Name prefixes of the randomly initialised modules a module declares in its `new_modules`
+    (e.g. LCR²S's fusion)."""
     return tuple(
         f"{name}.{child}." if name else f"{child}."
         for name, m in model.named_modules()
@@ -139,9 +142,10 @@ def make_optimizer(model, train: dict) -> torch.optim.Optimizer:
 def warmup_cosine(
     epoch: int, epochs: int, warmup: int, start: float = 0.1, floor: float = 0.0, shift: bool = True
 ) -> float:
-    """Learning-rate multiplier at `epoch` (0-based): linear from `start` over `warmup` epochs, then a cosine from 1
-    down to `floor`. `shift`: the cosine starts when the warm-up ends (IRRA's); without, it is counted from epoch 0,
-    so that the warm-up covers its first epochs (timm's `CosineLRScheduler` without `warmup_prefix`, IVT's)."""
+    """Learning-rate multiplier at `epoch` (0-based): linear from `start` over `warmup` epochs, then
+    a cosine from 1 down to `floor`. `shift`: the cosine starts when the warm-up ends (IRRA's);
+    without, it is counted from epoch 0, so that the warm-up covers its first epochs (timm's
+    `CosineLRScheduler` without `warmup_prefix`, IVT's)."""
     if epoch < warmup:
         return start + (1 - start) * epoch / warmup
     offset = warmup if shift else 0
@@ -182,7 +186,8 @@ def make_loader(data: TrainData, collate: Collate, train: dict, seed: int) -> Da
         sampler = EpochRandomBatches(len(data), train["batch_size"], seed)
     if len(data) < train["batch_size"]:
         raise TbprError(
-            f"the training split has {len(data)} captions, fewer than train.batch_size={train['batch_size']}",
+            f"the training split has {len(data)} captions, fewer than "
+            f"train.batch_size={train['batch_size']}",
             fix="lower train.batch_size",
         )
     return DataLoader(
@@ -191,8 +196,8 @@ def make_loader(data: TrainData, collate: Collate, train: dict, seed: int) -> Da
 
 # %% ../nbs/07_train.ipynb #93289038
 def training_params(params: dict) -> dict:
-    """The parameters that shape training: the seed, `model`, and `train` but for how it runs (workers,
-    where images are augmented, logging, device, seed count)."""
+    """The parameters that shape training: the seed, `model`, and `train` but for how it runs
+    (workers, where images are augmented, logging, device, seed count)."""
     skip = ("num_workers", "augment_on", "log_every", "device", "seeds")
     return {
         "seed": params["seed"],
@@ -222,8 +227,8 @@ TRAINING_CODE = (
 
 
 def code_fingerprint(modules=TRAINING_CODE) -> dict:
-    """Per module of `TRAINING_CODE`, a hash of its code as this process runs it: of its syntax tree, so comments and
-    layout do not count, and every other change does."""
+    """Per module of `TRAINING_CODE`, a hash of its code as this process runs it: of its syntax
+    tree, so comments and layout do not count, and every other change does."""
     import ast, tbpr
 
     root = Path(tbpr.__file__).parent
@@ -232,9 +237,9 @@ def code_fingerprint(modules=TRAINING_CODE) -> dict:
 
 
 def fingerprint_parts(params: dict, cache_dir, extra_files=()) -> dict:
-    """What a run's checkpoints must agree with to be resumed: the parameters that shape training, the inputs (the
-    preprocess cache's index with its images' digest, its caption attributes, and `extra_files`, e.g. the teacher a
-    student learns from) and the code (`code_fingerprint`)."""
+    """What a run's checkpoints must agree with to be resumed: the parameters that shape training,
+    the inputs (the preprocess cache's index with its images' digest, its caption attributes, and
+    `extra_files`, e.g. the teacher a student learns from) and the code (`code_fingerprint`)."""
     h = hashlib.sha256()
     for f in ("dataset.json", "cache.json"):
         h.update((Path(cache_dir) / f).read_bytes())
@@ -311,7 +316,8 @@ def file_problem(f) -> str | None:
 
 
 def checkpoint_problem(folder) -> str | None:
-    "What makes the checkpoint in `folder` unreadable (a missing file, or `file_problem` of one), or None."
+    """What makes the checkpoint in `folder` unreadable (a missing file, or `file_problem` of one),
+    or None."""
     folder = Path(folder)
     for need in ("trainer_state.json", "model.safetensors", "optimizer.bin"):
         if not (folder / need).is_file():
@@ -343,7 +349,8 @@ def find_resume_checkpoint(ckpt_dir, fingerprint: str, parts: dict | None = None
         return None
     if folder.name != "last":
         print(
-            f"going on from {folder} (epoch {state['epoch'] + 1}), the newest checkpoint that can be read"
+            f"going on from {folder} (epoch {state['epoch'] + 1}), the newest checkpoint "
+            "that can be read"
         )
     return folder, state
 
@@ -376,8 +383,8 @@ def save_checkpoint(ckpt_dir, accelerator, state: dict) -> Path:
 
 
 def trim_live_curves(live_dir, last_step: int) -> None:
-    """Drop the dvclive rows after step `last_step` (epochs logged after the checkpoint a resume goes on from), so
-    the curves of a resumed run are those of an uninterrupted one."""
+    """Drop the dvclive rows after step `last_step` (epochs logged after the checkpoint a resume
+    goes on from), so the curves of a resumed run are those of an uninterrupted one."""
     import csv, io
 
     for f in sorted((Path(live_dir) / "plots" / "metrics").rglob("*.tsv")):
@@ -429,8 +436,10 @@ def fp16_weights(train: dict) -> bool:
         return False
     if train["optimizer"] == "adam" and train["adam_eps"] < 1e-4:
         raise TbprError(
-            f"train.mixed_precision=fp16-weights with train.adam_eps={train['adam_eps']}: Adam's moments "
-            "are fp16 there, and its second moment underflows to 0 at small gradients, so the update "
+            f"train.mixed_precision=fp16-weights with train.adam_eps={train['adam_eps']}: "
+            "Adam's moments "
+            "are fp16 there, and its second moment underflows to 0 at small gradients, so "
+            "the update "
             "divides by eps alone; below about 1e-4 that blows up",
             fix="set train.adam_eps: 1.0e-3 (IRRA's), or train in fp32/bf16",
         )
@@ -445,9 +454,10 @@ def fp16_compute(train: dict, device) -> bool:
 
 
 def precision(train: dict, accelerator):
-    """The context a forward pass runs in: fp16 autocast for `fp16-weights` on a GPU (its fp16 weights need fp16
-    inputs; the LayerNorms and losses compute in fp32), none for it on a CPU (`upcast_call` computes in fp32), else
-    accelerate's own (autocast for bf16 and fp16, none for fp32)."""
+    """The context a forward pass runs in: fp16 autocast for `fp16-weights` on a GPU (its fp16
+    weights need fp16 inputs; the LayerNorms and losses compute in fp32), none for it on a CPU
+    (`upcast_call` computes in fp32), else accelerate's own (autocast for bf16 and fp16, none for
+    fp32)."""
     if train["mixed_precision"] == "fp16-weights":
         if fp16_compute(train, accelerator.device):
             return torch.autocast(accelerator.device.type, dtype=torch.float16)
@@ -456,9 +466,9 @@ def precision(train: dict, accelerator):
 
 
 def upcast_call(model: torch.nn.Module, *args):
-    """Call `model` with its fp16 weights cast to fp32 inside the graph: the products run in fp32, and each weight's
-    gradient is rounded back to fp16 on its way to the weight, so the weights, their gradients, Adam's moments and
-    every update stay fp16."""
+    """Call `model` with its fp16 weights cast to fp32 inside the graph: the products run in fp32,
+    and each weight's gradient is rounded back to fp16 on its way to the weight, so the weights,
+    their gradients, Adam's moments and every update stay fp16."""
     weights = {n: p.float() for n, p in model.named_parameters() if p.dtype == torch.float16}
     return torch.func.functional_call(model, weights, args, strict=False)
 
@@ -530,16 +540,19 @@ def _finite_everywhere(value: float, accelerator) -> bool:
 def _non_finite(epoch: int, step: int, losses: dict) -> TbprError:
     said = ", ".join(f"{k} {v.item():.4g}" for k, v in losses.items())
     return TbprError(
-        f"epoch {epoch + 1}, step {step + 1}: the loss is not finite ({said}); training stopped before "
+        f"epoch {epoch + 1}, step {step + 1}: the loss is not finite ({said}); training "
+        "stopped before "
         "this step changed the weights",
-        fix="the last good checkpoint is kept (a run with fixed values goes on from it or starts afresh): "
+        fix="the last good checkpoint is kept (a run with fixed values goes on from it or "
+        "starts afresh): "
         "lower train.lr, raise train.temperature, set train.grad_clip (e.g. 1.0), or train in "
         "bf16/fp32 instead of fp16",
     )
 
 
 def _epoch(model, loader, opt, accelerator, epoch: int, train: dict) -> dict:
-    "One pass over the training batches; returns mean losses and throughput. A non-finite loss stops it."
+    """One pass over the training batches; returns mean losses and throughput. A non-finite loss
+    stops it."""
     model.train()
     sums, n, images, t0 = {}, 0, 0, time.perf_counter()
     bar = tqdm(
@@ -861,15 +874,17 @@ def _check_best(ckpt_dir: Path, state: dict) -> None:
     problem = (f"{f}: missing" if not f.is_file() else file_problem(f)) if state["best"] else None
     if problem:
         print(
-            f"{problem}: the best epoch so far ({state['best']['epoch']}) is lost; selection goes on over the "
+            f"{problem}: the best epoch so far ({state['best']['epoch']}) is lost; "
+            "selection goes on over the "
             "epochs still to train"
         )
         state["best"] = None
 
 
 def _open_live(live_dir: Path, ckpt_dir: Path, state: dict, train: dict, seed: int):
-    """dvclive for this run. A fresh run first removes the previous run's checkpoints and curves (only now, after its
-    first epoch trained); a resumed one drops the curves' rows after its checkpoint and logs from the step after it."""
+    """dvclive for this run. A fresh run first removes the previous run's checkpoints and curves
+    (only now, after its first epoch trained); a resumed one drops the curves' rows after its
+    checkpoint and logs from the step after it."""
     from dvclive import Live
 
     resume = state["epoch"] >= 0
@@ -919,8 +934,9 @@ def _ship(
 
 # %% ../nbs/07_train.ipynb #7d05d39f
 def teacher_params(params: dict, teacher: str) -> dict:
-    """`params` for training `teacher`: its method name, only the loss weights of its own objectives, and `select: last`
-    (validation embeds single samples, which is not what a support-set teacher is trained to encode)."""
+    """`params` for training `teacher`: its method name, only the loss weights of its own
+    objectives, and `select: last` (validation embeds single samples, which is not what a
+    support-set teacher is trained to encode)."""
     from tbpr.objectives import METHOD_OBJECTIVES
 
     p = json.loads(json.dumps(params))
