@@ -163,6 +163,7 @@ class MIM(Objective):
 
     @property
     def shared(self) -> bool:
+        "Whether MIM decodes with IRR's cross-modal module (else with a module of its own)."
         return bool(self._shared)
 
     def predict(self, encoder, images, text_tokens, ids, mask) -> torch.Tensor:
@@ -194,6 +195,8 @@ class MIM(Objective):
         return (F.normalize(pred, dim=-1) - F.normalize(target, dim=-1)).pow(2).sum(-1).mean()
 
     def forward(self, step) -> torch.Tensor:
+        """The MIM loss of one step: a random patch mask, the masked image decoded with the
+        caption's tokens."""
         images, ids = step.batch["images"], step.batch["input_ids"]
         b, n = images.shape[0], step.encoder.cfg.grid[0] * step.encoder.cfg.grid[1]
         mask = random_patch_mask(b, n, self.ratio, images.device)

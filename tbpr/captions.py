@@ -226,6 +226,7 @@ class CaptionLevels:
         self.attributes = attributes
 
     def __call__(self, i: int, caption: str, rng: random.Random) -> list:
+        "Caption `i`'s phrase- and word-level texts after its sentence (the levels past the first)."
         make = {
             "phrase": lambda: phrase_level(caption, rng),
             "word": lambda: word_level(self.attributes[i], caption, rng),

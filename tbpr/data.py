@@ -141,6 +141,7 @@ class TrainSplit:
 
     @property
     def num_ids(self):
+        "The number of identities in the split."
         return len(set(self.pids))
 
 
@@ -168,10 +169,12 @@ class PersonDataset:
     val: EvalSplit | None = None
 
     def to_dict(self):
+        "The dataset as plain dicts and lists (JSON-ready)."
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d):
+        "The dataset back from `to_dict`'s dict."
         ev = lambda x: EvalSplit(**x) if x else None
         return cls(
             d["name"], d["images_root"], TrainSplit(**d["train"]), ev(d["test"]), ev(d.get("val"))
@@ -186,6 +189,7 @@ class PersonDataset:
         return list(seen)
 
     def summary(self) -> str:
+        "Identities, images and captions per split, one line each."
         rows = [
             f"{self.name}: train {self.train.num_ids} ids / "
             f"{len(set(self.train.img_paths))} images / {len(self.train)} captions"
@@ -680,6 +684,8 @@ class Augment:
         return to_tensor(img, self.mean, self.std)
 
     def __call__(self, img: np.ndarray, g: torch.Generator, label: np.ndarray | None = None):
+        """`img` normalised and augmented with the draws of `g`: a (3, H, W) tensor, or with `label`
+        the pair (image, label map moved alike)."""
         x = self.normalise(img)
         if label is not None:
             x = torch.cat([x, torch.tensor(np.asarray(label), dtype=x.dtype)[None]])
@@ -848,6 +854,7 @@ class IdentitySampler:
         self.bs, self.k, self.seed, self.epoch = batch_size, num_instance, seed, 0
 
     def set_epoch(self, epoch: int):
+        "Draw this epoch's batches (the same on every process)."
         self.epoch = epoch
 
     def _groups(self, rng) -> dict:
@@ -887,6 +894,7 @@ class ImageStore:
 
     @classmethod
     def from_cache(cls, cache_dir, name: str = "images"):
+        "The images of a preprocess cache (memory-mapped, never read whole)."
         cache_dir = Path(cache_dir)
         meta = read_json(cache_dir / "cache.json", "preprocess cache index")
         arr = np.load(cache_dir / f"{name}.npy", mmap_mode="r")
@@ -894,6 +902,7 @@ class ImageStore:
 
     @classmethod
     def from_raw(cls, images_root, paths: list, size: tuple):
+        "Images read from `images_root` on demand, resized to `size`."
         return cls(paths, size, root=Path(images_root))
 
     def __len__(self):
@@ -1164,6 +1173,7 @@ class TrainData(torch.utils.data.Dataset):
         self.deferred = augment_on == "device" and augment is not None
 
     def set_epoch(self, epoch):
+        "The epoch the augmentation draws depend on (with the seed and the item)."
         self.epoch = epoch
 
     def __len__(self):
@@ -1246,6 +1256,7 @@ class Collate:
         self.replace_ids = replacement_ids(tokenizer) if mlm_prob > 0 else None
 
     def __call__(self, items: list) -> dict:
+        "One batch of `items`: images, tokenized captions (and masked ones for IRR), ids."
         captions = [it["captions"] for it in items]
         if "level_captions" in items[0]:
             captions += [

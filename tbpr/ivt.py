@@ -77,9 +77,11 @@ class DropPath(nn.Module):
         self.rate = float(rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        "`x` with whole samples' residual branches dropped at `rate` in training."
         return drop_path(x, self.rate, self.training)
 
     def extra_repr(self) -> str:
+        "The drop rate, in the module's printout."
         return f"rate={self.rate}"
 
 
@@ -169,6 +171,7 @@ class SharedEncoder(nn.Module):
 
     @property
     def embed_dim(self):
+        "The dimension of the shared embedding space."
         return self.cfg.embed_dim
 
 
@@ -662,6 +665,8 @@ class MLA(Objective):
         self.data_options = {"views": len(self.levels), "caption_levels": extra} if extra else {}
 
     def forward(self, step) -> torch.Tensor:
+        """CMPM over the rows of every level (sentence, phrase, word) of the batch; with
+        `train.loss_groups`, per group of items, averaged."""
         images, ids, pids = level_inputs(step.batch)
         v = step.encoder.encode_image(images, drop=self.bmm)[0]
         t = step.encoder.encode_text(ids, drop=self.bmm)[0]

@@ -409,6 +409,8 @@ class FeatureDistill(Objective):
     "MSE between the student's L2-normalised features (both modalities) and the teacher's."
 
     def forward(self, step) -> torch.Tensor:
+        """The mean squared distance between the student's and the teacher's L2-normalised
+        features, averaged over the two modalities."""
         tv, tt = step.teacher_feats
         return 0.5 * (direction_mse(step.image[0], tv) + direction_mse(step.text[0], tt))
 
@@ -418,6 +420,8 @@ class RelationDistill(Objective):
     similarity matrices, divided by the batch size."""
 
     def forward(self, step) -> torch.Tensor:
+        """The Frobenius norm of the difference of the student's and the teacher's image-text cosine
+        matrices, over the batch size."""
         tv, tt = step.teacher_feats
         diff = cosine(step.image[0], step.text[0]) - cosine(tv, tt)
         return torch.linalg.matrix_norm(diff) / len(tv)

@@ -93,6 +93,7 @@ class EncoderConfig:
 
     @property
     def stride(self) -> int:
+        "The patch embedding's stride: `patch_stride`, or the patch size (no overlap)."
         return self.patch_stride or self.patch_size
 
     @property
@@ -101,6 +102,7 @@ class EncoderConfig:
         return tuple((side - self.patch_size) // self.stride + 1 for side in self.image_size)
 
     def clip_config(self) -> CLIPConfig:
+        "The same architecture as a transformers `CLIPConfig`."
         tc = CLIPTextConfig(
             vocab_size=self.vocab_size,
             hidden_size=self.text_width,
@@ -237,6 +239,7 @@ class DualEncoder(nn.Module):
 
     @property
     def embed_dim(self):
+        "The dimension of the shared embedding space."
         return self.cfg.embed_dim
 
 # %% ../nbs/03_model.ipynb #a9caf7b1
@@ -296,9 +299,11 @@ class TbprModel(PreTrainedModel):
         "Nothing to do: the encoder initialises itself, and a checkpoint's weights replace that."
 
     def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        "Image embeddings (B, embed_dim) of `pixel_values`, as `CLIPModel`'s."
         return self.encoder.encode_image(pixel_values)[0]
 
     def get_text_features(self, input_ids: torch.Tensor) -> torch.Tensor:
+        "Text embeddings (B, embed_dim) of `input_ids`, as `CLIPModel`'s."
         return self.encoder.encode_text(input_ids)[0]
 
     def forward(self, input_ids=None, pixel_values=None) -> dict:

@@ -35,6 +35,7 @@ class Step:
 
     @property
     def pids(self) -> torch.Tensor:
+        "The batch's identity labels."
         return self.batch["pids"]
 
 
@@ -42,6 +43,7 @@ class Objective(nn.Module):
     "A training loss with its own trainable parts; `forward(step)` returns a scalar."
 
     def forward(self, step: Step) -> torch.Tensor:
+        "This objective's loss on one step (each objective defines it)."
         raise NotImplementedError
 
 
@@ -59,6 +61,7 @@ class RetrievalModel(nn.Module):
         return {name: obj(step) for name, obj in self.objectives.items() if self.weights[name] != 0}
 
     def total(self, losses: dict) -> torch.Tensor:
+        "The weighted sum of the objectives' `losses` (`train.loss_weights`)."
         return sum(self.weights[k] * v for k, v in losses.items())
 
     @property
@@ -135,6 +138,7 @@ class SDM(Objective):
         self.temperature = temperature
 
     def forward(self, step):
+        "IRRA's similarity distribution matching loss over the (gathered) batch."
         return sdm_loss(*gather_features(step.image[0], step.text[0], step.pids), self.temperature)
 
 # %% ../nbs/05_objectives.ipynb #c2a011dc
@@ -148,6 +152,7 @@ class IDLoss(Objective):
         nn.init.zeros_(self.classifier.bias)
 
     def forward(self, step):
+        "The identity classification loss of image and text embeddings, averaged."
         return 0.5 * (
             F.cross_entropy(self.classifier(step.image[0]), step.pids)
             + F.cross_entropy(self.classifier(step.text[0]), step.pids)
@@ -264,6 +269,7 @@ class IRR(Objective):
         self.head = MLMHead(dim, vocab_size, irra_stds(dim, depth) if style == "irra" else None)
 
     def forward(self, step):
+        "IRRA's masked language modelling loss: masked captions decoded with the image's tokens."
         if "mlm_ids" not in step.batch:
             raise TbprError(
                 "the IRR objective needs masked captions in the batch", fix="set train.mlm_prob > 0"

@@ -485,23 +485,29 @@ class Canvas:
             getattr(self._dl, method)(xy, *args, fill=int(label), **kw)
 
     def polygon(self, pts, rgb, label=None):
+        "Fill polygon `pts` with `rgb` (and `label` in the parsing map)."
         self._both('polygon', [tuple(map(float, p)) for p in pts], rgb, label)
 
     def ellipse(self, box, rgb, label=None):
+        "Fill the ellipse in `box` (x0, y0, x1, y1)."
         self._both('ellipse', _box(*box), rgb, label)
 
     def rect(self, box, rgb, label=None):
+        "Fill the rectangle `box` (x0, y0, x1, y1)."
         self._both('rectangle', _box(*box), rgb, label)
 
     def chord(self, box, start, end, rgb, label=None):
+        "Fill the chord of the ellipse in `box` from angle `start` to `end` (degrees)."
         self._both('chord', _box(*box), rgb, label, start, end)
 
     def line(self, pts, rgb, label=None, width=1):
+        "Draw the polyline `pts`, `width` pixels wide."
         self._both(
             'line', [tuple(map(float, p)) for p in pts], rgb, label, width=max(1, int(round(width)))
         )
 
     def circle(self, centre, r, rgb, label=None):
+        "Fill a circle of radius `r` around `centre`."
         self.ellipse((centre[0] - r, centre[1] - r, centre[0] + r, centre[1] + r), rgb, label)
 
     def limb(self, p0, p1, w0, w1, rgb, label=None, caps=(True, True)):
@@ -537,24 +543,31 @@ class Body:
         self.ww = 0.50 if female else 0.60  # half waist width
 
     def y(self, v):
+        "Image y of body height `v` (head units from the top)."
         return self.top + v * self.hu
 
     def x(self, u):
+        "Image x of `u` (head units, scaled by build) from the centre line."
         return self.cx + u * self.hu * self.bw
 
     def fx(self, u):
+        "Image x of depth `u` along the facing direction (side views)."
         return self.cx + self.f * u * self.hu * self.bw
 
     def s(self, u):
+        "`u` head units in pixels."
         return u * self.hu
 
     def w(self, u):
+        "`u` head units in pixels, scaled by build (widths)."
         return u * self.hu * self.bw
 
     def P(self, u, v):
+        "The image point of body coordinates (`u`, `v`) for this view."
         return (self.x(u) if self.f == 0 else self.fx(u), self.y(v))
 
     def pts(self, uvs):
+        "Image points of a list of body coordinates."
         return [self.P(u, v) for u, v in uvs]
 
     def sign(self, side):
@@ -569,6 +582,7 @@ class Body:
         return ['R', 'L'] if self.near == 'L' else ['L', 'R']
 
     def is_far(self, side):
+        "Whether `side` is the one turned away from the camera (side views)."
         return self.f != 0 and side != self.near
 
 

@@ -175,6 +175,7 @@ class EpochRandomBatches(BatchSampler):
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int):
+        "Reseed the shuffle for `epoch` (the same batches on every process)."
         self.g.manual_seed(self.seed * 100003 + epoch)
 
 
