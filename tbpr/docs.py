@@ -605,10 +605,11 @@ def build_docs(out="_site", force: bool = False, execute: bool = True) -> Path:
         nav.append({"Experiments": experiment_pages(proc, cfg.nbs_path, pages, root)})
         (pages / SHIM[1]).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(cfg.nbs_path / SHIM[0], pages / SHIM[1])
-        figures = pages / "nbs" / "_static"  # the home page's figures, where README.md finds them
-        figures.mkdir(parents=True)
-        for f in (cfg.nbs_path / "_static").glob("*.png"):
-            shutil.copy(f, figures / f.name)
+        # committed figures, where README.md (nbs/_static) and the notebooks (_static) find them
+        for figures in (pages / "nbs" / "_static", pages / "_static"):
+            figures.mkdir(parents=True, exist_ok=True)
+            for f in (cfg.nbs_path / "_static").glob("*.png"):
+                shutil.copy(f, figures / f.name)
         anchors = {
             a for md in pages.glob("*.md") for a in ANCHOR.findall(md.read_text(encoding="utf-8"))
         }
