@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import NamedTuple
 import yaml
 from .core import TbprError, atomic_path
-from .metrics import per_variant
 
 # %% auto #0
 __all__ = ['DIRECTIVE', 'API_HEADING', 'ANCHOR', 'DATAFRAME_STYLE', 'FENCED', 'CODE_SPANS', 'TEX', 'BACKTICKED',
@@ -462,6 +461,7 @@ def _demoted(markdown: str) -> str:
 def _runs_table(runs_csv: Path) -> str:
     "Mean ± std over seeds of every metric, per variant, from an experiment's runs.csv, as HTML."
     import pandas as pd
+    from tbpr.pipeline import per_variant  # here: the pipeline's report imports this module
 
     _, shown = per_variant(pd.read_csv(runs_csv))
     seeds = shown.pop("seeds")

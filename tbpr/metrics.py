@@ -11,8 +11,7 @@ import torch
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['METRIC_KEYS', 'rank_metrics_from_scores', 'rank_metrics', 'topk_gallery', 'naive_rank_metrics', 'seed_statistics',
-           'mean_std', 'per_variant']
+__all__ = ['rank_metrics_from_scores', 'rank_metrics', 'topk_gallery', 'naive_rank_metrics']
 
 # %% ../nbs/04_metrics.ipynb #9430421f
 def _as_tensor(x) -> torch.Tensor:
@@ -525,42 +524,3 @@ def naive_rank_metrics(
         'num_queries': n_q,
         'num_gallery': n_g,
     }
-
-# %% ../nbs/04_metrics.ipynb #mt0seed2
-METRIC_KEYS = ("R1", "R5", "R10", "mAP", "mINP")
-
-
-def seed_statistics(per_seed: dict) -> dict:
-    "Mean and (sample) standard deviation of each metric over seeds; std is 0 for a single seed."
-    import statistics
-
-    out = {"n_seeds": len(per_seed)}
-    for k in METRIC_KEYS:
-        vals = [m[k] for m in per_seed.values()]
-        out[f"{k}_mean"] = round(statistics.fmean(vals), 4)
-        out[f"{k}_std"] = round(statistics.stdev(vals), 4) if len(vals) > 1 else 0.0
-    return out
-
-
-def mean_std(stats: dict, key: str) -> str:
-    """`stats` (of `seed_statistics`) of metric `key` as text: `12.34 ± 0.56`, or `12.34` for one
-    seed."""
-    m = f"{stats[key + '_mean']:.2f}"
-    return m if stats["n_seeds"] < 2 else f"{m} ± {stats[key + '_std']:.2f}"
-
-
-def per_variant(runs, keys=METRIC_KEYS) -> tuple:
-    """Mean and std over seeds of the metrics `keys` per variant of `runs` (a DataFrame, one row per
-    variant and seed, in the order the variants first appear): `(aggregate: mean, std and count of
-    each metric; display table of 'mean ± std' with the number of seeds)`. A single seed's std is
-    shown as 0."""
-    import pandas as pd
-
-    by = runs.groupby("variant", sort=False)
-    agg = by[list(keys)].agg(["mean", "std", "count"]).fillna(0.0)
-    shown = lambda k: (
-        agg[k]["mean"].map("{:.2f}".format) + " ± " + agg[k]["std"].map("{:.2f}".format)
-    )
-    table = pd.DataFrame({k: shown(k) for k in keys})
-    table["seeds"] = by.size()
-    return agg, table

@@ -10,17 +10,17 @@ import yaml
 from pathlib import Path
 import torch
 from .core import TbprError, check_choice, resolve_params, write_json, read_json, atomic_path
-from .metrics import METRIC_KEYS, mean_std, per_variant, seed_statistics
 from .data import load_dataset, build_cache, load_cached_dataset
 
 # %% auto #0
-__all__ = ['ART', 'PATHS', 'CHECKED', 'RUN_RECORD_KEYS', 'ABLATIONS', 'STAGES', 'STAGE_HELP', 'stage_check', 'stage_download',
-           'needs_parsing', 'parse_skip_reason', 'parse_device', 'stage_parse', 'stage_preprocess', 'parsing_folder',
-           'run_seeds', 'seed_paths', 'stage_train', 'chance_levels', 'evaluate_model_dir', 'grid_queries',
-           'dataset_id', 'run_id', 'run_changes', 'run_label', 'live_curves', 'plot_training_curves', 'record_run',
-           'load_runs', 'stage_evaluate', 'zero_shot_metrics', 'compare_recorded_runs', 'notebook_html', 'run_notebook',
-           'stage_report', 'train_variant', 'summarise_ablation', 'mim_curves', 'plot_mim_curves', 'results_table',
-           'sampling_error', 'compare_variants', 'run_ablation', 'cli_parser', 'run_command', 'main', 'restore_hint']
+__all__ = ['ART', 'PATHS', 'CHECKED', 'METRIC_KEYS', 'RUN_RECORD_KEYS', 'ABLATIONS', 'STAGES', 'STAGE_HELP', 'stage_check',
+           'stage_download', 'needs_parsing', 'parse_skip_reason', 'parse_device', 'stage_parse', 'stage_preprocess',
+           'parsing_folder', 'run_seeds', 'seed_paths', 'stage_train', 'seed_statistics', 'mean_std', 'per_variant',
+           'chance_levels', 'evaluate_model_dir', 'grid_queries', 'dataset_id', 'run_id', 'run_changes', 'run_label',
+           'live_curves', 'plot_training_curves', 'record_run', 'load_runs', 'stage_evaluate', 'zero_shot_metrics',
+           'compare_recorded_runs', 'notebook_html', 'run_notebook', 'stage_report', 'train_variant',
+           'summarise_ablation', 'mim_curves', 'plot_mim_curves', 'results_table', 'sampling_error', 'compare_variants',
+           'run_ablation', 'cli_parser', 'run_command', 'main', 'restore_hint']
 
 # %% ../nbs/08_pipeline.ipynb #7d9a2d72
 ART = Path("artifacts")
@@ -254,6 +254,45 @@ def stage_train(params: dict) -> dict:
             )
         )
     return summaries[0]
+
+# %% ../nbs/08_pipeline.ipynb #mt0seed2
+METRIC_KEYS = ("R1", "R5", "R10", "mAP", "mINP")
+
+
+def seed_statistics(per_seed: dict) -> dict:
+    "Mean and (sample) standard deviation of each metric over seeds; std is 0 for a single seed."
+    import statistics
+
+    out = {"n_seeds": len(per_seed)}
+    for k in METRIC_KEYS:
+        vals = [m[k] for m in per_seed.values()]
+        out[f"{k}_mean"] = round(statistics.fmean(vals), 4)
+        out[f"{k}_std"] = round(statistics.stdev(vals), 4) if len(vals) > 1 else 0.0
+    return out
+
+
+def mean_std(stats: dict, key: str) -> str:
+    """`stats` (of `seed_statistics`) of metric `key` as text: `12.34 ± 0.56`, or `12.34` for one
+    seed."""
+    m = f"{stats[key + '_mean']:.2f}"
+    return m if stats["n_seeds"] < 2 else f"{m} ± {stats[key + '_std']:.2f}"
+
+
+def per_variant(runs, keys=METRIC_KEYS) -> tuple:
+    """Mean and std over seeds of the metrics `keys` per variant of `runs` (a DataFrame, one row per
+    variant and seed, in the order the variants first appear): `(aggregate: mean, std and count of
+    each metric; display table of 'mean ± std' with the number of seeds)`. A single seed's std is
+    shown as 0."""
+    import pandas as pd
+
+    by = runs.groupby("variant", sort=False)
+    agg = by[list(keys)].agg(["mean", "std", "count"]).fillna(0.0)
+    shown = lambda k: (
+        agg[k]["mean"].map("{:.2f}".format) + " ± " + agg[k]["std"].map("{:.2f}".format)
+    )
+    table = pd.DataFrame({k: shown(k) for k in keys})
+    table["seeds"] = by.size()
+    return agg, table
 
 # %% ../nbs/08_pipeline.ipynb #7383136e
 def chance_levels(split) -> dict:
