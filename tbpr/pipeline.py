@@ -413,6 +413,7 @@ def plot_training_curves(curves, path=None, selected_on_test: bool = False):
     page's width, from `live_curves` rows (a DataFrame; several seeds give their mean and spread);
     written to `path` when given. Returns the figure."""
     import matplotlib.pyplot as plt, seaborn as sns
+    from matplotlib.ticker import LogLocator, MaxNLocator, NullFormatter, ScalarFormatter
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(6.9, 2.8))
     losses = curves[(curves.group == "train") & curves.metric.str.startswith("loss")]
@@ -426,7 +427,11 @@ def plot_training_curves(curves, path=None, selected_on_test: bool = False):
         right.set(title=f"{split} (%)", ylabel="")
     else:
         right.axis("off")
+    left.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    left.yaxis.set_major_formatter(ScalarFormatter())
+    left.yaxis.set_minor_formatter(NullFormatter())
     for ax in fig.axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if ax.get_legend():
             ax.legend(fontsize=7)
     fig.tight_layout()
