@@ -258,7 +258,7 @@ def api_entries(lib: str = "tbpr") -> list:
 
 PARTS = {  # the site's sections: a part of the library and its modules, in reading order
     "Basics": ("core",),
-    "Data": ("synthetic", "data", "sources", "captions", "parsing"),
+    "Data": ("synthetic", "tokenizer", "data", "sources", "captions", "parsing"),
     "Model": ("model", "pretrained"),
     "Training and evaluation": ("metrics", "objectives", "evaluate", "train", "pipeline"),
     "Methods": ("bilma", "ivt", "lcr2s"),
