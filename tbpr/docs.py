@@ -412,6 +412,9 @@ def site_config(nav: list, title: str, description: str) -> dict:
                 "search.highlight",
                 "content.code.copy",
                 "toc.follow",
+                # the page's contents in the left sidebar: the code gets the right one's width
+                # (100-character lines without scrolling on a 1280-pixel screen)
+                "toc.integrate",
             ],
         },
         "plugins": ["search", "offline"],
