@@ -14,11 +14,11 @@ from .core import TbprError, atomic_path
 
 # %% auto #0
 __all__ = ['DIRECTIVE', 'API_HEADING', 'ANCHOR', 'DATAFRAME_STYLE', 'FENCED', 'CODE_SPANS', 'TEX', 'BACKTICKED',
-           'SCRIPTS_FROM_WEB', 'PARTS', 'EXPERIMENTS', 'SHIM', 'cell_directives', 'notebook_summary',
+           'SCRIPTS_FROM_WEB', 'SHOW_DOC', 'PARTS', 'EXPERIMENTS', 'SHIM', 'cell_directives', 'notebook_summary',
            'anchor_api_entries', 'tidy_dataframe_html', 'outside_code', 'tex_to_mathml', 'link_api_names',
-           'offline_html', 'notebook_markdown', 'api_entries', 'part_of', 'entry_link', 'api_index', 'api_links',
-           'execute_notebook', 'Experiment', 'site_config', 'library_pages', 'committed_results', 'experiment_pages',
-           'processed_notebooks', 'build_docs']
+           'offline_html', 'definition_order', 'in_source_order', 'notebook_markdown', 'api_entries', 'part_of',
+           'entry_link', 'api_index', 'api_links', 'execute_notebook', 'Experiment', 'site_config', 'library_pages',
+           'committed_results', 'experiment_pages', 'processed_notebooks', 'build_docs']
 
 # %% ../nbs/13_docs.ipynb #cc7f0686
 DIRECTIVE = re.compile(r"^\s*#\|\s*([\w-]+)\s*:?\s*(.*?)\s*$")
@@ -150,6 +150,45 @@ def offline_html(html: str) -> str:
     return html
 
 # %% ../nbs/13_docs.ipynb #5a934fb0
+SHOW_DOC = re.compile(r"(?:#\|.*\n)*show_doc\(([\w.]+)\)")
+
+
+def definition_order(nb) -> dict:
+    "Each name a notebook's exported cells define, with its place: (cell, line)."
+    import ast
+
+    order = {}
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code" or "export" not in cell_directives(cell.source)[0]:
+            continue
+        try:
+            tree = ast.parse(cell_directives(cell.source)[1])
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            targets = getattr(node, "targets", [node])
+            for t in targets:
+                if getattr(t, "name", None) or getattr(t, "id", None):
+                    order.setdefault(getattr(t, "name", None) or t.id, (i, node.lineno))
+    return order
+
+
+def in_source_order(cells: list, order: dict) -> list:
+    """`cells` with each run of consecutive `show_doc` cells sorted as `order` (of
+    `definition_order`) places their names: nbdev inserts those of one exported cell in reverse."""
+    out, run = [], []
+    place = lambda c: order.get(SHOW_DOC.fullmatch(c.source)[1], (1e9, 0))
+    for cell in [*cells, None]:
+        if cell is not None and cell.cell_type == "code" and SHOW_DOC.fullmatch(cell.source):
+            run.append(cell)
+            continue
+        out.extend(sorted(run, key=place))
+        run = []
+        if cell is not None:
+            out.append(cell)
+    return out
+
+
 def _page_cell(cell, hide_code: bool, links: dict | None = None):
     """A notebook cell as its page shows it (formulas as MathML, API names linked to their entries,
     no stderr), or None to leave it out."""
@@ -194,9 +233,11 @@ def notebook_markdown(
     from nbconvert import MarkdownExporter
 
     nb = nbformat.read(str(nb_path), as_version=4)
-    title, description = (
-        notebook_summary(nbformat.read(str(source_nb), as_version=4)) if source_nb else ("", "")
-    )
+    title, description, order = "", "", {}
+    if source_nb:
+        source = nbformat.read(str(source_nb), as_version=4)
+        (title, description), order = notebook_summary(source), definition_order(source)
+    nb.cells = in_source_order(nb.cells, order)
     front, cells = {}, []
     for i, cell in enumerate(nb.cells):
         if i == 0 and _front_matter(cell):
