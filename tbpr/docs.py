@@ -13,7 +13,7 @@ import yaml
 from .core import TbprError, atomic_path
 
 # %% auto #0
-__all__ = ['DIRECTIVE', 'API_HEADING', 'ANCHOR', 'DATAFRAME_STYLE', 'FENCED', 'CODE_SPANS', 'TEX', 'BACKTICKED',
+__all__ = ['DIRECTIVE', 'API_HEADING', 'ANCHOR', 'DATAFRAME_STYLE', 'FENCED', 'CODE_SPANS', 'TEX', 'MTEXT', 'BACKTICKED',
            'SCRIPTS_FROM_WEB', 'SHOW_DOC', 'PARTS', 'EXPERIMENTS', 'SHIM', 'cell_directives', 'notebook_summary',
            'anchor_api_entries', 'tidy_dataframe_html', 'outside_code', 'tex_to_mathml', 'link_api_names',
            'offline_html', 'definition_order', 'in_source_order', 'notebook_markdown', 'api_entries', 'part_of',
@@ -98,10 +98,15 @@ def outside_code(markdown: str, edit, spans: bool = True) -> str:
     return "".join(p if i % 2 else edit(p) for i, p in enumerate(parts))
 
 
+MTEXT = re.compile(r"<mtext>.*?</mtext>", re.S)
+
+
 def _mathml(tex: str, display: bool) -> str:
     from latex2mathml.converter import convert
 
     out = convert(tex.strip(), display="block" if display else "inline")
+    # TeX's escapes in \text{...} (latex2mathml keeps `max\_rank`'s backslash)
+    out = MTEXT.sub(lambda m: re.sub(r"\\([_%&#$])", r"\1", m[0]), out)
     return out.replace("*", "&#42;").replace("_", "&#95;")  # nothing left for Markdown's emphasis
 
 
