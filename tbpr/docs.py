@@ -4,7 +4,7 @@
 
 # %% ../nbs/13_docs.ipynb #7ae6fefd
 from __future__ import annotations
-import importlib, inspect, os, re, shutil, subprocess, tempfile
+import importlib, inspect, math, os, re, shutil, subprocess, tempfile
 from unittest.mock import patch
 from collections import Counter
 from pathlib import Path
@@ -164,33 +164,33 @@ def definition_order(nb) -> dict:
 
     order = {}
     for i, cell in enumerate(nb.cells):
-        if cell.cell_type != "code" or "export" not in cell_directives(cell.source)[0]:
+        found, code = cell_directives(cell.source)
+        if cell.cell_type != "code" or "export" not in found:
             continue
         try:
-            tree = ast.parse(cell_directives(cell.source)[1])
+            tree = ast.parse(code)
         except SyntaxError:
             continue
         for node in tree.body:
-            targets = getattr(node, "targets", [node])
-            for t in targets:
-                if getattr(t, "name", None) or getattr(t, "id", None):
-                    order.setdefault(getattr(t, "name", None) or t.id, (i, node.lineno))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names = [node.name]
+            else:
+                names = [t.id for t in getattr(node, "targets", []) if isinstance(t, ast.Name)]
+            for name in names:
+                order.setdefault(name, (i, node.lineno))
     return order
 
 
 def in_source_order(cells: list, order: dict) -> list:
     """`cells` with each run of consecutive `show_doc` cells sorted as `order` (of
     `definition_order`) places their names: nbdev inserts those of one exported cell in reverse."""
-    out, run = [], []
-    place = lambda c: order.get(SHOW_DOC.fullmatch(c.source)[1], (1e9, 0))
-    for cell in [*cells, None]:
-        if cell is not None and cell.cell_type == "code" and SHOW_DOC.fullmatch(cell.source):
-            run.append(cell)
-            continue
-        out.extend(sorted(run, key=place))
-        run = []
-        if cell is not None:
-            out.append(cell)
+    from itertools import groupby
+
+    is_entry = lambda c: c.cell_type == "code" and SHOW_DOC.fullmatch(c.source) is not None
+    place = lambda c: order.get(SHOW_DOC.fullmatch(c.source)[1], (math.inf, 0))
+    out = []
+    for entries, run in groupby(cells, key=is_entry):
+        out.extend(sorted(run, key=place) if entries else run)
     return out
 
 

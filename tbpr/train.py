@@ -609,7 +609,8 @@ class TrainingRun:
 
 
 def _initial_weights(params: dict):
-    "The pretrained weights `model.init` names (None without): fetched and checked only once."
+    """The pretrained weights `model.init` names (None without), fetched only after the method's
+    `model.init_*` keys are checked."""
     check_init_keys(params["train"]["method"], params["model"])  # before any weights are fetched
     if not params["model"]["init"]:
         return None
