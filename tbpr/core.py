@@ -15,7 +15,7 @@ import yaml
 __all__ = ['DEFAULTS', 'CHOICES', 'PRESETS', 'RANGES', 'POSITIVE', 'PAIRS', 'TRIPLES', 'EMPTY_OR_PAIRS', 'TbprError',
            'check_choice', 'check_keys', 'load_params', 'merge_params', 'seed_everything', 'remove_stale_temporaries',
            'atomic_path', 'write_json', 'read_json', 'sha256_file', 'check_free_space', 'full_disk_as_error',
-           'NpyWriter', 'write_npy', 'apply_preset', 'resolve_params', 'check_params']
+           'NpyWriter', 'write_npy', 'data_dvc_mismatch', 'apply_preset', 'resolve_params', 'check_params']
 
 # %% ../nbs/00_core.ipynb #f98ff951
 class TbprError(Exception):
@@ -270,6 +270,60 @@ def write_npy(path, shape: tuple, dtype, rows, what: str) -> str:
             w.write(row)
             digest.update(row.tobytes())
     return digest.hexdigest()
+
+# %% ../nbs/00_core.ipynb #dd0cd002
+def _recorded_out(dvc_file: Path) -> dict | None:
+    "The first output a `.dvc` file records (md5, size, nfiles, path), None if it has none."
+    try:
+        outs = (yaml.safe_load(dvc_file.read_text(encoding="utf-8")) or {}).get("outs") or []
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    return outs[0] if outs and isinstance(outs[0], dict) else None
+
+
+def _count_files(folder: Path) -> tuple:
+    "How many files `folder` holds (sub-folders included) and their total size in bytes."
+    files = [folder] if folder.is_file() else [p for p in folder.rglob("*") if p.is_file()]
+    return len(files), sum(p.stat().st_size for p in files)
+
+
+def _dvc_status_changed(root: Path, dvc_file: Path) -> bool:
+    "Whether DVC's own status finds the workspace copy of what `dvc_file` tracks changed."
+    from dvc.exceptions import DvcException
+    from dvc.repo import Repo
+
+    try:
+        with Repo(str(root)) as repo:
+            return bool(repo.status(targets=[str(dvc_file.resolve())]))
+    except DvcException:  # not a DVC repository: the size and file count are all we can compare
+        return False
+
+
+def data_dvc_mismatch(root=".", dvc_file="data.dvc") -> str | None:
+    """What differs between `data/` and what `data.dvc` records (None if they agree, or if there is
+    no `data/` or no `data.dvc`): a changed or never added `data/` that `dvc checkout` would replace.
+    """
+    root = Path(root)
+    dvc_file = root / dvc_file
+    recorded = _recorded_out(dvc_file)
+    if recorded is None:
+        return None
+    data = dvc_file.parent / recorded.get("path", "data")
+    if not data.exists():
+        return None
+    nfiles, size = _count_files(data)
+    want_files, want_size = recorded.get("nfiles", 1), recorded.get("size")
+    if (nfiles, size) != (want_files, want_size):
+        return (
+            f"{data}/ holds {nfiles:,} files ({size:,} bytes) but {dvc_file} records "
+            f"{want_files:,} files ({want_size:,} bytes)"
+        )
+    if _dvc_status_changed(root, dvc_file):
+        return (
+            f"{data}/ holds as many files and bytes as {dvc_file} records, but other contents "
+            "(`dvc status` shows it modified)"
+        )
+    return None
 
 # %% ../nbs/00_core.ipynb #d043726a
 DEFAULTS = {
