@@ -12,10 +12,11 @@ import torch
 import yaml
 
 # %% auto #0
-__all__ = ['DEFAULTS', 'CHOICES', 'PRESETS', 'RANGES', 'POSITIVE', 'PAIRS', 'TRIPLES', 'EMPTY_OR_PAIRS', 'TbprError',
+__all__ = ['TEMPORARY', 'DEFAULTS', 'CHOICES', 'PRESETS', 'RANGES', 'POSITIVE', 'PAIRS', 'TRIPLES', 'EMPTY_OR_PAIRS', 'TbprError',
            'check_choice', 'check_keys', 'load_params', 'merge_params', 'seed_everything', 'remove_stale_temporaries',
-           'atomic_path', 'write_json', 'read_json', 'sha256_file', 'check_free_space', 'full_disk_as_error',
-           'NpyWriter', 'write_npy', 'data_dvc_mismatch', 'apply_preset', 'resolve_params', 'check_params']
+           'remove_stale_temporaries_under', 'atomic_path', 'write_json', 'read_json', 'sha256_file',
+           'free_space_margin', 'check_free_space', 'full_disk_as_error', 'NpyWriter', 'write_npy', 'data_dvc_mismatch',
+           'apply_preset', 'resolve_params', 'check_params']
 
 # %% ../nbs/00_core.ipynb #f98ff951
 class TbprError(Exception):
@@ -129,6 +130,22 @@ def remove_stale_temporaries(target) -> list:
     return stale
 
 
+TEMPORARY = re.compile(r"\.(.+)\.(?:\d+-)?[a-z0-9_]{8}\.tmp")  # atomic_path's temporaries
+
+
+def remove_stale_temporaries_under(folder) -> list:
+    """`remove_stale_temporaries` for every target under `folder` that has a temporary beside it:
+    what killed runs left anywhere in it (a still running process's temporaries stay)."""
+    removed = []
+    for parent, dirs, _ in os.walk(folder):
+        temporaries = [d for d in dirs if TEMPORARY.fullmatch(d)]
+        dirs[:] = [d for d in dirs if d not in temporaries]  # not into the temporaries themselves
+        for name in temporaries:
+            target = Path(parent) / TEMPORARY.fullmatch(name).group(1)
+            removed += remove_stale_temporaries(target)
+    return removed
+
+
 @contextmanager
 def atomic_path(target, is_dir: bool = False):
     """Yield a temporary sibling of `target`; on success move it over `target`, on failure remove
@@ -184,19 +201,29 @@ def sha256_file(path, chunk: int = 1 << 20) -> str:
 
 
 def _gib(n: int) -> str:
+    if n < 2**20:
+        return f"{n / 2**10:.1f} KiB"
     return f"{n / 2**30:.2f} GiB" if n >= 2**28 else f"{n / 2**20:.1f} MiB"
 
 
-def check_free_space(folder, needed: int, what: str, margin: int = 64 * 2**20) -> None:
+def free_space_margin(needed: int) -> int:
+    """The room `check_free_space` keeps free beside a write of `needed` bytes: a tenth of it (the
+    files written beside the array, file-system overhead) plus 4 MiB."""
+    return needed // 10 + 4 * 2**20
+
+
+def check_free_space(folder, needed: int, what: str, margin: int | None = None) -> None:
     """Refuse to start writing `needed` bytes of `what` into `folder` when its disk has less free
-    (plus `margin`)."""
+    than that plus `margin` (default `free_space_margin(needed)`); the message names all three."""
     folder = Path(folder)
+    margin = free_space_margin(needed) if margin is None else margin
     probe = next(p for p in (folder, *folder.parents) if p.exists())
     free = shutil.disk_usage(probe).free
     if free < needed + margin:
         raise TbprError(
-            f"{folder}: {what} needs {_gib(needed)} ({needed:,} bytes) but the disk has only "
-            f"{_gib(free)} free",
+            f"{folder}: {what} needs {_gib(needed)} ({needed:,} bytes), and {_gib(margin)} "
+            f"are kept free beside it: {_gib(needed + margin)} in all, but the disk has only "
+            f"{_gib(free)} ({free:,} bytes) free",
             fix="free some space (or move artifacts/ to a larger disk) and run again; "
             "nothing was written",
         )
