@@ -5,22 +5,27 @@
 # %% ../nbs/08_pipeline.ipynb #6944d8f2
 from __future__ import annotations
 import argparse, csv, json, os, subprocess, sys, shutil
+from contextlib import contextmanager
 from unittest.mock import patch
 import yaml
 from pathlib import Path
 import torch
-from .core import TbprError, check_choice, resolve_params, write_json, read_json, atomic_path
+from .core import TbprError, check_choice, check_keys, resolve_params, write_json, read_json
+from .core import atomic_path, data_dvc_mismatch, remove_stale_temporaries_under
 from .data import load_dataset, build_cache, load_cached_dataset
 
 # %% auto #0
-__all__ = ['ART', 'PATHS', 'CHECKED', 'METRIC_KEYS', 'RUN_RECORD_KEYS', 'ABLATIONS', 'STAGES', 'STAGE_HELP', 'stage_check',
-           'stage_download', 'needs_parsing', 'parse_skip_reason', 'parse_device', 'stage_parse', 'stage_preprocess',
-           'parsing_folder', 'run_seeds', 'seed_paths', 'stage_train', 'seed_statistics', 'mean_std', 'per_variant',
-           'chance_levels', 'evaluate_model_dir', 'grid_queries', 'dataset_id', 'run_id', 'run_changes', 'run_label',
-           'live_curves', 'plot_training_curves', 'record_run', 'load_runs', 'stage_evaluate', 'zero_shot_metrics',
-           'compare_recorded_runs', 'notebook_html', 'run_notebook', 'stage_report', 'train_variant',
-           'summarise_ablation', 'mim_curves', 'plot_mim_curves', 'results_table', 'sampling_error', 'compare_variants',
-           'run_ablation', 'cli_parser', 'run_command', 'main', 'restore_hint']
+__all__ = ['ART', 'PATHS', 'CHECKED', 'PARAM_RULES', 'METHOD_RULES', 'METRIC_KEYS', 'RUN_RECORD_KEYS', 'ABLATIONS', 'STAGES',
+           'STAGE_HELP', 'stage_check', 'stage_download', 'needs_parsing', 'parse_skip_reason', 'parse_device',
+           'stage_parse', 'stage_preprocess', 'parsing_folder', 'run_seeds', 'seed_paths', 'stage_train',
+           'check_batch_layout', 'check_model_sizes', 'check_cross_heads', 'check_method_keys',
+           'check_some_objective_on', 'check_ivt_rules', 'check_lcr2s_rules', 'check_rules', 'seed_statistics',
+           'mean_std', 'per_variant', 'chance_levels', 'evaluate_model_dir', 'grid_queries', 'dataset_id', 'run_id',
+           'run_changes', 'run_label', 'live_curves', 'plot_training_curves', 'record_run', 'load_runs', 'keep_copy',
+           'put_back_missing', 'previous_kept', 'stage_evaluate', 'zero_shot_metrics', 'compare_recorded_runs',
+           'notebook_html', 'run_notebook', 'stage_report', 'train_variant', 'summarise_ablation', 'mim_curves',
+           'plot_mim_curves', 'results_table', 'sampling_error', 'compare_variants', 'run_ablation', 'cli_parser',
+           'run_command', 'main', 'restore_hint']
 
 # %% ../nbs/08_pipeline.ipynb #7d9a2d72
 ART = Path("artifacts")
@@ -31,6 +36,7 @@ PATHS = {
     "checkpoints": ART / "checkpoints",
     "live": ART / "train_live",
     "eval": ART / "eval",
+    "eval_previous": ART / "eval_previous",
     "report": ART / "report",
     "seeds": ART / "seeds",
     "runs": ART / "runs",
@@ -52,6 +58,7 @@ def stage_check(params: dict, out=PATHS["checked"]) -> Path:
     from tbpr.objectives import available_methods
 
     check_choice(params["train"]["method"], available_methods(), "train.method")
+    check_rules(params)
     with atomic_path(out) as tmp:
         tmp.write_text(CHECKED, encoding="utf-8")
     print("parameters checked")
@@ -254,6 +261,101 @@ def stage_train(params: dict) -> dict:
             )
         )
     return summaries[0]
+
+# %% ../nbs/08_pipeline.ipynb #pa0rul01
+def check_batch_layout(params: dict) -> None:
+    """The identity sampler's rule (`tbpr.data.IdentitySampler`): `train.batch_size` is whole
+    blocks of `train.num_instance` captions of one identity, two identities at least."""
+    from tbpr.data import IdentitySampler
+
+    t = params["train"]
+    if t["sampler"] == "identity":  # as many identities as captions: only the layout is checked
+        IdentitySampler(range(t["batch_size"]), t["batch_size"], t["num_instance"])
+
+
+def check_model_sizes(params: dict) -> None:
+    """The encoder's rules between sizes (`tbpr.model.EncoderConfig`: the patches tile the image,
+    each width splits into its heads), unless a checkpoint (`model.init`) sets the sizes."""
+    from dataclasses import fields
+    from tbpr.model import EncoderConfig
+
+    m = params["model"]
+    if not m["init"]:
+        names = {f.name for f in fields(EncoderConfig)}
+        EncoderConfig(**{k: v for k, v in m.items() if k in names})
+
+
+def check_cross_heads(params: dict) -> None:
+    """IRR's (and BiLMa's MIM's) cross-modal attention splits `model.embed_dim` into
+    `train.cmt_heads` heads."""
+    dim, heads = params["model"]["embed_dim"], params["train"]["cmt_heads"]
+    if params["train"]["method"] in ("irra", "bilma") and dim % heads:
+        raise TbprError(
+            f"train.cmt_heads={heads} does not divide model.embed_dim={dim} (the cross-modal "
+            "attention splits the embedding into heads)",
+            fix="choose heads that divide the embedding size, e.g. 4 or 8",
+        )
+
+
+def check_method_keys(params: dict) -> None:
+    """The loss weights name objectives of `train.method` only, and the pretrained weights
+    (`model.init*`) set are those it reads (`tbpr.objectives`)."""
+    from tbpr.objectives import METHOD_OBJECTIVES, check_init_keys
+
+    method = params["train"]["method"]
+    check_keys(params["train"]["loss_weights"], METHOD_OBJECTIVES[method], "train.loss_weights")
+    check_init_keys(method, params["model"])
+
+
+def check_some_objective_on(params: dict) -> None:
+    """At least one objective of the method (and of its teacher, which trains on its own loss
+    weights) has a weight above 0: a weight left out is 1.0."""
+    from tbpr.objectives import METHOD_OBJECTIVES, METHOD_TEACHER
+
+    weights, method = params["train"]["loss_weights"], params["train"]["method"]
+    for name in filter(None, (method, METHOD_TEACHER[method])):
+        keys = METHOD_OBJECTIVES[name]
+        if all(weights.get(k, 1.0) == 0 for k in keys):
+            whose = method if name == method else f"{method}'s teacher ({name})"
+            raise TbprError(
+                f"train.loss_weights={weights}: every objective of method {whose} is switched off "
+                f"({', '.join(f'{k}=0' for k in keys)}), so there is nothing to train",
+                fix=f"give at least one of train.loss_weights.{{{','.join(keys)}}} a weight "
+                "above 0 (a key left out weighs 1.0)",
+            )
+
+
+def check_ivt_rules(params: dict) -> None:
+    """IVT's caption levels (`tbpr.captions.check_levels`) and its loss groups of whole identities
+    in a batch (`tbpr.ivt.check_loss_groups`, for the processes this command sees)."""
+    from tbpr.captions import check_levels
+    from tbpr.ivt import check_loss_groups
+
+    check_levels(params["train"]["ivt_levels"])
+    check_loss_groups(params["train"])
+
+
+def check_lcr2s_rules(params: dict) -> None:
+    "LCR²S's support sets (`tbpr.lcr2s.check_support`): from the batch, they need its layout."
+    from tbpr.lcr2s import check_support
+
+    check_support(params["train"])
+
+
+PARAM_RULES = (
+    check_batch_layout,
+    check_model_sizes,
+    check_cross_heads,
+    check_method_keys,
+    check_some_objective_on,
+)
+METHOD_RULES = {"ivt": (check_ivt_rules,), "lcr2s": (check_lcr2s_rules,)}
+
+
+def check_rules(params: dict) -> None:
+    "Every rule between parameters (`PARAM_RULES`, then the method's `METHOD_RULES`)."
+    for rule in (*PARAM_RULES, *METHOD_RULES.get(params["train"]["method"], ())):
+        rule(params)
 
 # %% ../nbs/08_pipeline.ipynb #mt0seed2
 METRIC_KEYS = ("R1", "R5", "R10", "mAP", "mINP")
@@ -520,6 +622,42 @@ def load_runs(runs=PATHS["runs"], dataset: str | None = None) -> list:
     return found
 
 # %% ../nbs/08_pipeline.ipynb #b2d9f09b
+def keep_copy(out, kept) -> None:
+    "Copy the folder `out` to `kept`, atomically."
+    with atomic_path(kept, is_dir=True) as tmp:
+        shutil.copytree(out, tmp, dirs_exist_ok=True)
+
+
+def put_back_missing(kept, out) -> list:
+    "Copy each file of `kept` that `out` lacks back into `out`, atomically; the names put back."
+    back = []
+    for f in sorted(Path(kept).iterdir()) if Path(kept).is_dir() else []:
+        if f.is_file() and not (Path(out) / f.name).exists():
+            with atomic_path(Path(out) / f.name) as tmp:
+                shutil.copy2(f, tmp)
+            back.append(f.name)
+    return back
+
+
+@contextmanager
+def previous_kept(out, kept=PATHS["eval_previous"]):
+    """Run the block that rewrites the folder `out`. If it fails or is interrupted, put back the
+    files of the last complete `out` (its copy in `kept`, which DVC does not manage) that are
+    missing (DVC removed them before the stage ran); once it has written `out`, copy it to `kept`.
+    """
+    out, kept = Path(out), Path(kept)
+    if not kept.exists() and out.is_dir() and any(out.iterdir()):
+        keep_copy(out, kept)  # the outputs of a run made before the copy was kept
+    try:
+        yield
+    except BaseException:
+        back = put_back_missing(kept, out)
+        if back:
+            print(f"{out}: the previous {', '.join(back)} put back from {kept}", file=sys.stderr)
+        raise
+    keep_copy(out, kept)
+
+
 def stage_evaluate(
     params: dict, model_dir=PATHS["model"], cache=PATHS["cache"], out=PATHS["eval"]
 ) -> dict:
@@ -528,39 +666,43 @@ def stage_evaluate(
     `artifacts/runs/` for the comparison."""
     from tbpr.evaluate import plot_cmc, plot_retrieval_grid
 
-    ev = params["eval"]
-    ds, store = load_cached_dataset(cache)
-    evaluate = lambda d: evaluate_model_dir(d, ds.test, store, ev)
-    seeds = run_seeds(params)
-    m, _, meta = evaluate_model_dir(model_dir, ds.test, store, ev, top_k=10)  # the shipped one
-    ranked = (m.pop("topk_scores"), m.pop("topk_indices"))  # from the metrics' own ranking
-    results = {seeds[0]: m, **{s: evaluate(seed_paths(s, False)["model"])[0] for s in seeds[1:]}}
-    per_seed = {s: {k: round(r[k], 4) for k in METRIC_KEYS} for s, r in results.items()}
-    metrics = dict(per_seed[seeds[0]])
-    metrics.update({k: round(v, 4) for k, v in chance_levels(ds.test).items()})
-    metrics.update(
-        {
-            "num_queries": m["num_queries"],
-            "num_gallery": m["num_gallery"],
-            "method": meta.get("method"),
-            "selected_epoch": meta.get("selected_epoch"),
-            "select": meta.get("select"),
-            "seed": seeds[0],
-            "seeds": seed_statistics(per_seed),
-            "per_seed": {str(s): v for s, v in per_seed.items()},
+    with previous_kept(out, Path(out).parent / PATHS["eval_previous"].name):
+        ev = params["eval"]
+        ds, store = load_cached_dataset(cache)
+        evaluate = lambda d: evaluate_model_dir(d, ds.test, store, ev)
+        seeds = run_seeds(params)
+        m, _, meta = evaluate_model_dir(model_dir, ds.test, store, ev, top_k=10)  # the shipped one
+        ranked = (m.pop("topk_scores"), m.pop("topk_indices"))  # from the metrics' own ranking
+        results = {
+            seeds[0]: m,
+            **{s: evaluate(seed_paths(s, False)["model"])[0] for s in seeds[1:]},
         }
-    )
-    if ev["zero_shot"]:
-        metrics["zero_shot"] = zero_shot_metrics(ev, ds.test, store)
-    with atomic_path(out, is_dir=True) as tmp:
-        write_json(metrics, tmp / "metrics.json")
-        with open(tmp / "cmc.csv", "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["rank", "cmc"])
-            w.writerows((i + 1, round(c, 4)) for i, c in enumerate(m["cmc"]))
-        plot_cmc({meta.get("method", "model"): m["cmc"]}, tmp / "cmc.png")
-        queries = grid_queries(ds.test, params["seed"], ev["grid_queries"])
-        plot_retrieval_grid(ds.test, store, ranked, queries, tmp / "retrieval_grid.png")
+        per_seed = {s: {k: round(r[k], 4) for k in METRIC_KEYS} for s, r in results.items()}
+        metrics = dict(per_seed[seeds[0]])
+        metrics.update({k: round(v, 4) for k, v in chance_levels(ds.test).items()})
+        metrics.update(
+            {
+                "num_queries": m["num_queries"],
+                "num_gallery": m["num_gallery"],
+                "method": meta.get("method"),
+                "selected_epoch": meta.get("selected_epoch"),
+                "select": meta.get("select"),
+                "seed": seeds[0],
+                "seeds": seed_statistics(per_seed),
+                "per_seed": {str(s): v for s, v in per_seed.items()},
+            }
+        )
+        if ev["zero_shot"]:
+            metrics["zero_shot"] = zero_shot_metrics(ev, ds.test, store)
+        with atomic_path(out, is_dir=True) as tmp:
+            write_json(metrics, tmp / "metrics.json")
+            with open(tmp / "cmc.csv", "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["rank", "cmc"])
+                w.writerows((i + 1, round(c, 4)) for i, c in enumerate(m["cmc"]))
+            plot_cmc({meta.get("method", "model"): m["cmc"]}, tmp / "cmc.png")
+            queries = grid_queries(ds.test, params["seed"], ev["grid_queries"])
+            plot_retrieval_grid(ds.test, store, ranked, queries, tmp / "retrieval_grid.png")
     record_run(
         params,
         metrics,
@@ -637,12 +779,15 @@ def notebook_html(nb_path) -> Path:
 
 def run_notebook(notebook, out, parameters: dict) -> Path:
     """Execute a parameterised notebook with papermill into `out/<name>.ipynb` and render
-    `out/<name>.html` (`notebook_html`), atomically."""
+    `out/<name>.html` (`notebook_html`), atomically; a notebook with a `figures_dir` parameter
+    writes its figures into `out/figures/`."""
     import papermill as pm
 
     out, name = Path(out), Path(notebook).stem
     no_bars = patch.dict(os.environ, {"TQDM_DISABLE": "1"})  # no progress bars in reports
     with atomic_path(out, is_dir=True) as tmp, no_bars:
+        if "figures_dir" in pm.inspect_notebook(str(notebook)):  # its figures: in `out` too
+            parameters = {**parameters, "figures_dir": str(tmp / "figures")}
         pm.execute_notebook(
             str(notebook),
             str(tmp / f"{name}.ipynb"),
@@ -996,6 +1141,9 @@ def run_command(args) -> None:
         build_docs(args.out, execute=not args.no_execute)
         return
     params = resolve_params(args.params, verbose=True)
+    if args.command in STAGES and int(os.environ.get("RANK", "0")) == 0:
+        for tmp in remove_stale_temporaries_under(ART) if ART.is_dir() else []:
+            print(f"removed {tmp}, left by a killed run")
     if args.command == "params":
         print(yaml.safe_dump(params, sort_keys=False))
     elif args.command == "ablation":
@@ -1013,25 +1161,36 @@ def main(argv=None) -> int:
         print(f"tbpr {args.command}: error: {err}", file=sys.stderr)
         print(restore_hint(args.command), file=sys.stderr, end="")
         return 2
+    except KeyboardInterrupt:
+        print(f"tbpr {args.command}: interrupted; nothing half-written was kept", file=sys.stderr)
+        print(restore_hint(args.command), file=sys.stderr, end="")
+        return 130
     except Exception:
         print(restore_hint(args.command), file=sys.stderr, end="")
         raise
     return 0
 
 
-def restore_hint(stage: str) -> str:
+def restore_hint(stage: str, root=".") -> str:
     """Under `dvc repro`, how to get back the outputs DVC removed before the failed `stage` ran (''
-    elsewhere)."""
+    elsewhere): `dvc checkout dvc.yaml` restores the pipeline's outputs only, never `data/`; a bare
+    `dvc checkout` would replace a `data/` that differs from `data.dvc` (`data_dvc_mismatch`)."""
     if not os.environ.get("DVC_STAGE") or stage not in STAGES:
         return ""
     if stage == "check":
         return "No stage's outputs were removed: correct the value and run `dvc repro` again.\n"
-    return (
+    hint = (
         f"DVC removed the previous outputs of the {stage} stage before running it. To get "
-        "them back: "
-        "`git checkout params.yaml && dvc checkout` (checkpoints and run records are kept "
-        "as they were).\n"
+        "them back: `dvc checkout dvc.yaml` (the pipeline's outputs only; checkpoints, run "
+        "records and the last evaluation's figures are kept as they were).\n"
     )
+    differs = data_dvc_mismatch(root)
+    if differs:
+        hint += (
+            f"Do not run a bare `dvc checkout`: {differs}, and it would replace your data/ with "
+            "what data.dvc records. Record your data first: `dvc add data`.\n"
+        )
+    return hint
 
 # %% ../nbs/08_pipeline.ipynb #4e9a7911
 #| eval: false
