@@ -314,6 +314,10 @@ def _count_files(folder: Path) -> tuple:
     return len(files), sum(p.stat().st_size for p in files)
 
 
+def _files(n: int) -> str:
+    return f"{n:,} file" + ("" if n == 1 else "s")
+
+
 def _dvc_status_changed(root: Path, dvc_file: Path) -> bool:
     "Whether DVC's own status finds the workspace copy of what `dvc_file` tracks changed."
     from dvc.exceptions import DvcException
@@ -342,8 +346,8 @@ def data_dvc_mismatch(root=".", dvc_file="data.dvc") -> str | None:
     want_files, want_size = recorded.get("nfiles", 1), recorded.get("size")
     if (nfiles, size) != (want_files, want_size):
         return (
-            f"{data}/ holds {nfiles:,} files ({size:,} bytes) but {dvc_file} records "
-            f"{want_files:,} files ({want_size:,} bytes)"
+            f"{data}/ holds {_files(nfiles)} ({size:,} bytes) but {dvc_file} records "
+            f"{_files(want_files)} ({want_size:,} bytes)"
         )
     if _dvc_status_changed(root, dvc_file):
         return (

@@ -23,9 +23,9 @@ __all__ = ['ART', 'PATHS', 'CHECKED', 'PARAM_RULES', 'METHOD_RULES', 'METRIC_KEY
            'mean_std', 'per_variant', 'chance_levels', 'evaluate_model_dir', 'grid_queries', 'dataset_id', 'run_id',
            'run_changes', 'run_label', 'live_curves', 'plot_training_curves', 'record_run', 'load_runs', 'keep_copy',
            'put_back_missing', 'previous_kept', 'stage_evaluate', 'zero_shot_metrics', 'compare_recorded_runs',
-           'notebook_html', 'run_notebook', 'stage_report', 'train_variant', 'summarise_ablation', 'mim_curves',
-           'plot_mim_curves', 'results_table', 'sampling_error', 'compare_variants', 'run_ablation', 'cli_parser',
-           'run_command', 'main', 'restore_hint']
+           'notebook_html', 'notebook_parameters', 'run_notebook', 'stage_report', 'train_variant',
+           'summarise_ablation', 'mim_curves', 'plot_mim_curves', 'results_table', 'sampling_error', 'compare_variants',
+           'run_ablation', 'cli_parser', 'run_command', 'main', 'restore_hint']
 
 # %% ../nbs/08_pipeline.ipynb #7d9a2d72
 ART = Path("artifacts")
@@ -777,6 +777,17 @@ def notebook_html(nb_path) -> Path:
     return out
 
 
+def notebook_parameters(notebook) -> set:
+    "The names the cell tagged `parameters` of `notebook` assigns (where papermill injects values)."
+    import ast
+    import nbformat
+
+    cells = nbformat.read(str(notebook), as_version=4).cells
+    tagged = [c.source for c in cells if "parameters" in c.metadata.get("tags", [])]
+    assigned = [n for src in tagged for n in ast.parse(src).body if isinstance(n, ast.Assign)]
+    return {t.id for n in assigned for t in n.targets if isinstance(t, ast.Name)}
+
+
 def run_notebook(notebook, out, parameters: dict) -> Path:
     """Execute a parameterised notebook with papermill into `out/<name>.ipynb` and render
     `out/<name>.html` (`notebook_html`), atomically; a notebook with a `figures_dir` parameter
@@ -786,7 +797,7 @@ def run_notebook(notebook, out, parameters: dict) -> Path:
     out, name = Path(out), Path(notebook).stem
     no_bars = patch.dict(os.environ, {"TQDM_DISABLE": "1"})  # no progress bars in reports
     with atomic_path(out, is_dir=True) as tmp, no_bars:
-        if "figures_dir" in pm.inspect_notebook(str(notebook)):  # its figures: in `out` too
+        if "figures_dir" in notebook_parameters(notebook):  # its figures: in `out` too
             parameters = {**parameters, "figures_dir": str(tmp / "figures")}
         pm.execute_notebook(
             str(notebook),
@@ -1187,8 +1198,8 @@ def restore_hint(stage: str, root=".") -> str:
     differs = data_dvc_mismatch(root)
     if differs:
         hint += (
-            f"Do not run a bare `dvc checkout`: {differs}, and it would replace your data/ with "
-            "what data.dvc records. Record your data first: `dvc add data`.\n"
+            f"Never run dvc checkout without naming dvc.yaml: {differs}, and it would replace "
+            "your data/ with what data.dvc records. Record your data first: `dvc add data`.\n"
         )
     return hint
 
