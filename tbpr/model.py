@@ -4,6 +4,7 @@
 
 # %% ../nbs/03_model.ipynb #dd5d982c
 from __future__ import annotations
+import filecmp
 import json
 import shutil
 from dataclasses import dataclass, asdict, field
@@ -21,13 +22,15 @@ from transformers import (
 )
 from transformers import PretrainedConfig, PreTrainedModel
 from transformers.models.clip.modeling_clip import CLIPVisionEmbeddings
-from .core import TbprError, read_json
+from .core import TbprError, atomic_path, read_json, sha256_file, write_json
 from .tokenizer import load_tokenizer
 
 # %% auto #0
-__all__ = ['ENCODERS', 'ENCODER_MODULES', 'WEIGHTS', 'EncoderConfig', 'RectVisionEmbeddings', 'interpolate_position_table',
-           'eot_positions', 'text_padding', 'DualEncoder', 'build_encoder', 'TbprConfig', 'TbprModel',
-           'image_processor', 'save_encoder', 'load_encoder', 'load_encoder_tokenizer']
+__all__ = ['ENCODERS', 'ENCODER_MODULES', 'WEIGHTS', 'DIGESTS', 'RESTORE_MODEL', 'SHAPE_KEYS', 'ARCH_SHAPE_KEYS', 'EncoderConfig',
+           'RectVisionEmbeddings', 'interpolate_position_table', 'eot_positions', 'text_padding', 'DualEncoder',
+           'build_encoder', 'TbprConfig', 'TbprModel', 'image_processor', 'write_digests', 'recorded_digests',
+           'digest_problem', 'check_digests', 'save_encoder', 'replace_model_folder', 'is_tbpr_config', 'model_config',
+           'load_encoder', 'load_encoder_tokenizer']
 
 # %% ../nbs/03_model.ipynb #9a46d7c5
 @dataclass
@@ -336,13 +339,70 @@ def image_processor(cfg: EncoderConfig, resize: str = "bilinear"):
     )
 
 
+DIGESTS = "digests.json"  # a folder's sha256 manifest: tbpr's own file, which transformers ignores
+RESTORE_MODEL = "restore it (`dvc checkout artifacts/model`) or train again (`dvc repro -f train`)"
+
+
+def write_digests(folder) -> Path:
+    """Record the sha256 of every file in `folder` in its `digests.json`, so that a reader can tell
+    a file that changed after it was written (a flipped bit, an edit) from the one written."""
+    folder = Path(folder)
+    files = sorted(f for f in folder.iterdir() if f.is_file() and f.name != DIGESTS)
+    return write_json({"sha256": {f.name: sha256_file(f) for f in files}}, folder / DIGESTS)
+
+
+def recorded_digests(folder) -> dict | None:
+    """The `{file name: sha256}` of `folder`'s `digests.json`; None without one (a folder written
+    before tbpr kept them, or by other tools)."""
+    f = Path(folder) / DIGESTS
+    if not f.is_file():
+        return None
+    table = read_json(f, "digest manifest")
+    table = table.get("sha256") if isinstance(table, dict) else None
+    if not isinstance(table, dict):
+        raise TbprError(f"{f}: no sha256 table in it", fix=f"delete {f} (it is rewritten on save)")
+    return table
+
+
+def digest_problem(folder) -> str | None:
+    """What differs between `folder`'s files and its `digests.json` (a listed file missing, or
+    whose sha256 changed), or None: all match, or there is no manifest to check against."""
+    folder = Path(folder)
+    try:
+        table = recorded_digests(folder)
+    except TbprError as err:
+        return err.message
+    for name, want in sorted((table or {}).items()):
+        f = folder / name
+        if not f.is_file():
+            return f"{f}: missing (listed in {DIGESTS})"
+        if sha256_file(f) != want:
+            return (
+                f"{f}: corrupt: its content changed after it was written (its sha256 is not the "
+                f"one {DIGESTS} recorded)"
+            )
+    return None
+
+
+def check_digests(folder) -> None:
+    "Refuse a model folder whose files differ from its `digests.json` (`digest_problem`)."
+    problem = digest_problem(folder)
+    if problem:
+        raise TbprError(
+            problem,
+            fix=f"{RESTORE_MODEL}; if you replaced the file on purpose, delete "
+            f"{Path(folder) / DIGESTS}",
+        )
+
+
 def save_encoder(
     encoder: nn.Module, out_dir, tok=None, resize: str = "bilinear", weights_from=None, **extra
 ) -> Path:
     """Write a model folder standard tools load: `config.json` (a `TbprConfig`: the encoder config
     plus `extra`), `model.safetensors` (the encoder's weights, or a copy of `weights_from`, an
-    earlier folder's), the preprocessing (`preprocessor_config.json`) and, if given, the tokenizer
-    `tok` beside them, so that `AutoTokenizer` finds it there too."""
+    earlier folder's, checked against its digests first), the preprocessing
+    (`preprocessor_config.json`) and, if given, the tokenizer `tok` beside them, so that
+    `AutoTokenizer` finds it there too; last, the digests of them all (`digests.json`)."""
     from safetensors.torch import save_model
 
     out_dir = Path(out_dir)
@@ -356,11 +416,52 @@ def save_encoder(
         holder.encoder = encoder
         save_model(holder, str(out_dir / WEIGHTS), metadata={"format": "pt"})
     else:
+        check_digests(weights_from)
         shutil.copy(Path(weights_from) / WEIGHTS, out_dir / WEIGHTS)
     image_processor(encoder.cfg, resize).save_pretrained(str(out_dir))
     if tok is not None:
+        _forget_call_settings(tok)
         tok.save_pretrained(str(out_dir))
+    write_digests(out_dir)
     return out_dir
+
+
+def _forget_call_settings(tok) -> None:
+    """Clear the truncation and padding a fast tokenizer keeps from its last call (each call sets
+    its own): saved in `tokenizer.json`, they would make the same tokenizer's files differ."""
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is not None:
+        backend.no_truncation()
+        backend.no_padding()
+
+
+class _Unchanged(Exception):
+    "Raised inside `atomic_path` to drop a rewritten model folder identical to the one in place."
+
+
+def _same_bytes(new: Path, old: Path) -> bool:
+    return old.is_file() and filecmp.cmp(new, old, shallow=False)
+
+
+def replace_model_folder(model_dir, write) -> bool:
+    """`write(folder)` (e.g. `save_encoder`) fills a temporary sibling of `model_dir`; it replaces
+    `model_dir` atomically, unless every file is byte for byte the one already there: then
+    `model_dir` is left as it is. Files whose bytes did not change keep their modification time.
+    Returns whether `model_dir` changed."""
+    model_dir = Path(model_dir)
+    old = {f.name for f in model_dir.iterdir()} if model_dir.is_dir() else set()
+    try:
+        with atomic_path(model_dir, is_dir=True) as tmp:
+            write(tmp)
+            new = {f.name for f in tmp.iterdir()}
+            same = {n for n in new if _same_bytes(tmp / n, model_dir / n)}
+            if same == new == old:
+                raise _Unchanged
+            for name in same:
+                shutil.copystat(model_dir / name, tmp / name)
+    except _Unchanged:
+        return False
+    return True
 
 
 def _load_weights(enc: nn.Module, weights: Path, device) -> None:
@@ -375,13 +476,62 @@ def _load_weights(enc: nn.Module, weights: Path, device) -> None:
         raise TbprError(
             f"{weights}: truncated, corrupt or not this config's weights "
             f"({str(err).splitlines()[0][:120]})",
-            fix="restore it (`dvc checkout artifacts/model`) or train again (`dvc repro -f train`)",
+            fix=RESTORE_MODEL,
         ) from None
+
+
+# the `encoder` keys that shape the weights: every architecture's, and each one's own
+SHAPE_KEYS = (
+    "arch",
+    "image_size",
+    "patch_size",
+    "embed_dim",
+    "vision_width",
+    "vision_layers",
+    "vision_heads",
+    "text_width",
+    "text_layers",
+    "text_heads",
+    "max_length",
+    "vocab_size",
+)
+ARCH_SHAPE_KEYS = {"shared": ("patch_stride",), "support": ("fusion_heads", "fusion_layers")}
+
+
+def is_tbpr_config(meta) -> bool:
+    "Whether a `config.json`'s content says it is a tbpr model folder's (model type `tbpr`)."
+    return isinstance(meta, dict) and (
+        meta.get("model_type") == "tbpr" or "TbprModel" in (meta.get("architectures") or [])
+    )
+
+
+def model_config(model_dir) -> dict:
+    """The `config.json` of a tbpr model folder, checked before any weights or tokenizer are read:
+    an `encoder` section with every key that shapes the weights (`SHAPE_KEYS`), and no key
+    `EncoderConfig` does not know. Errors name the file and the key."""
+    f = Path(model_dir) / "config.json"
+    fix = f"{RESTORE_MODEL}; it must hold the encoder sizes save_encoder wrote"
+    meta = read_json(f, "model config")
+    encoder = meta.get("encoder") if isinstance(meta, dict) else None
+    if not isinstance(encoder, dict):
+        raise TbprError(f"{f}: no `encoder` section (the encoder's sizes) in it", fix=fix)
+    need = SHAPE_KEYS + ARCH_SHAPE_KEYS.get(encoder.get("arch"), ())
+    missing = [k for k in need if k not in encoder]
+    if missing:
+        raise TbprError(f"{f}: encoder.{missing[0]} is missing ({len(missing)} in all)", fix=fix)
+    unknown = sorted(set(encoder) - set(EncoderConfig.__dataclass_fields__))
+    if unknown:
+        raise TbprError(
+            f"{f}: encoder.{unknown[0]} is not an encoder setting",
+            fix=f"remove it, or {RESTORE_MODEL}",
+        )
+    return meta
 
 
 def load_encoder(model_dir, device="cpu") -> tuple:
     """Rebuild the encoder saved by `save_encoder` (any architecture); returns (encoder in eval
-    mode, config dict)."""
+    mode, config dict). The config is checked first (`model_config`); the files are checked against
+    their digests when the folder has them (`check_digests`)."""
     model_dir = Path(model_dir)
     for f in ("config.json", WEIGHTS):
         if not (model_dir / f).exists():
@@ -390,14 +540,14 @@ def load_encoder(model_dir, device="cpu") -> tuple:
                 fix="train a model first (`dvc repro train`) or point to a folder written by "
                 "save_encoder",
             )
-    meta = read_json(model_dir / "config.json", "model config")
-    if not isinstance(meta, dict) or not isinstance(meta.get("encoder"), dict):
-        raise TbprError(
-            f"{model_dir / 'config.json'}: no encoder configuration in it",
-            fix="point to a folder written by save_encoder (the train stage's artifacts/model)",
-        )
-    enc = build_encoder(EncoderConfig(**meta["encoder"]))
+    meta = model_config(model_dir)
+    try:
+        cfg = EncoderConfig(**meta["encoder"])
+    except TbprError as err:
+        raise TbprError(f"{model_dir / 'config.json'}: {err.message}", fix=RESTORE_MODEL) from None
+    enc = build_encoder(cfg)
     _load_weights(enc, model_dir / WEIGHTS, device)
+    check_digests(model_dir)
     return enc.to(device).eval(), meta
 
 
