@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_train.ipynb #cd80f628
 from __future__ import annotations
-import contextlib, copy, hashlib, json, math, shutil, time
+import contextlib, copy, errno, hashlib, json, math, shutil, time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 import torch
@@ -23,7 +23,14 @@ from tbpr.data import (
     load_parsing,
 )
 from .tokenizer import load_tokenizer
-from .model import WEIGHTS, EncoderConfig, save_encoder
+from tbpr.model import (
+    WEIGHTS,
+    EncoderConfig,
+    digest_problem,
+    replace_model_folder,
+    save_encoder,
+    write_digests,
+)
 from .objectives import build_model, check_init_keys
 from .evaluate import evaluate_split
 
@@ -32,10 +39,10 @@ __all__ = ['CROSS_IO_NORMS', 'TRAINING_CODE', 'CHECKPOINTS', 'HALF_PARAMETERS', 
            'new_module_prefixes', 'param_groups', 'make_optimizer', 'warmup_cosine', 'schedule_scale',
            'EpochRandomBatches', 'make_loader', 'training_params', 'code_fingerprint', 'fingerprint_parts',
            'fingerprint_of', 'run_fingerprint', 'fingerprint_changes', 'file_problem', 'checkpoint_problem',
-           'find_resume_checkpoint', 'load_resume_state', 'save_checkpoint', 'trim_live_curves', 'convert_weights',
-           'half_weight_share', 'fp16_weights', 'fp16_compute', 'precision', 'upcast_call', 'training_losses',
-           'evaluation_copy', 'moved_share', 'TrainingRun', 'build_run', 'fit', 'selection_score', 'teacher_params',
-           'fit_method']
+           'find_resume_checkpoint', 'load_resume_state', 'save_checkpoint', 'checkpoint_bytes', 'disk_full_behind',
+           'trim_live_curves', 'convert_weights', 'half_weight_share', 'fp16_weights', 'fp16_compute', 'precision',
+           'upcast_call', 'training_losses', 'evaluation_copy', 'moved_share', 'TrainingRun', 'build_run', 'fit',
+           'selection_score', 'teacher_params', 'fit_method']
 
 # %% ../nbs/07_train.ipynb #3a32c1f0
 def encoder_config(model_params: dict, tokenizer, pre=None) -> EncoderConfig:
@@ -317,13 +324,14 @@ def file_problem(f) -> str | None:
 
 
 def checkpoint_problem(folder) -> str | None:
-    """What makes the checkpoint in `folder` unreadable (a missing file, or `file_problem` of one),
-    or None."""
+    """What makes the checkpoint in `folder` unusable (a missing file, `file_problem` of one, or
+    a file whose sha256 is not the one recorded when it was written: `digest_problem`), or None."""
     folder = Path(folder)
     for need in ("trainer_state.json", "model.safetensors", "optimizer.bin"):
         if not (folder / need).is_file():
             return f"{folder / need}: missing"
-    return next(filter(None, map(file_problem, sorted(folder.iterdir()))), None)
+    unreadable = next(filter(None, map(file_problem, sorted(folder.iterdir()))), None)
+    return unreadable or digest_problem(folder)
 
 
 def find_resume_checkpoint(ckpt_dir, fingerprint: str, parts: dict | None = None) -> tuple | None:
@@ -366,21 +374,57 @@ def save_checkpoint(ckpt_dir, accelerator, state: dict) -> Path:
     """Write the whole training state to `ckpt_dir/next`, then turn the old `last` into `prev` and
     `next` into `last`: a complete `last` exists before the old one goes. A full disk is an error
     naming the folder."""
-    from tbpr.core import full_disk_as_error
+    from tbpr.core import check_free_space, full_disk_as_error
 
     ckpt_dir = Path(ckpt_dir)
     nxt, last, prev = (ckpt_dir / n for n in ("next", "last", "prev"))
-    size = (
-        sum(f.stat().st_size for f in last.iterdir()) if last.is_dir() else 0
-    )  # the last one's, for the message
-    with full_disk_as_error(ckpt_dir, size, "a checkpoint"), atomic_path(nxt, is_dir=True) as tmp:
-        accelerator.save_state(str(tmp), safe_serialization=True)
-        write_json(state, tmp / "trainer_state.json")
+    size = checkpoint_bytes(accelerator, last)
+    with full_disk_as_error(ckpt_dir, size, "a checkpoint"):
+        check_free_space(ckpt_dir, size, "a checkpoint")
+        with atomic_path(nxt, is_dir=True) as tmp, disk_full_behind(tmp, size):
+            accelerator.save_state(str(tmp), safe_serialization=True)
+            write_json(state, tmp / "trainer_state.json")
+            write_digests(tmp)
     if last.exists():
         shutil.rmtree(prev, ignore_errors=True)
         last.rename(prev)
     nxt.rename(last)
     return last
+
+
+def checkpoint_bytes(accelerator, last=None) -> int:
+    """About how many bytes a checkpoint takes: the tensors of the prepared models and of the
+    optimisers' states, or the previous checkpoint `last`'s files if they are larger."""
+    tensors = [t for m in getattr(accelerator, "_models", []) for t in m.state_dict().values()]
+    for opt in getattr(accelerator, "_optimizers", []):
+        state = opt.state_dict()["state"]
+        tensors += [t for s in state.values() for t in s.values() if torch.is_tensor(t)]
+    size = sum(t.numel() * t.element_size() for t in tensors)
+    if last is not None and Path(last).is_dir():
+        size = max(size, sum(f.stat().st_size for f in Path(last).iterdir() if f.is_file()))
+    return size
+
+
+@contextlib.contextmanager
+def disk_full_behind(folder, needed: int, margin: int = 8 * 2**20):
+    """Let an error that a library raises for a write that ran out of space, hiding the
+    `OSError` (torch's `RuntimeError ... unexpected pos`, safetensors' `SafetensorError`), out as
+    the `OSError` (ENOSPC) it stands for, when the disk under `folder` has no room for what was
+    still to be written (of `needed` bytes in all) at that moment. Runs before the partial files
+    are removed; any other error goes out as it came."""
+    try:
+        yield
+    except (OSError, TbprError):
+        raise
+    except Exception as err:
+        folder = Path(folder)
+        files = [f for f in folder.rglob("*") if f.is_file()] if folder.is_dir() else []
+        written = sum(f.stat().st_size for f in files)
+        free = shutil.disk_usage(next(p for p in (folder, *folder.parents) if p.exists())).free
+        said = str(err)
+        if "No space left" in said or free < max(needed - written, 0) + margin:
+            raise OSError(errno.ENOSPC, "No space left on device") from err
+        raise
 
 
 def trim_live_curves(live_dir, last_step: int) -> None:
@@ -394,7 +438,8 @@ def trim_live_curves(live_dir, last_step: int) -> None:
         if len(kept) == len(rows):
             continue
         with atomic_path(f) as tmp, open(tmp, "w", newline="") as out:
-            w = csv.DictWriter(out, fieldnames=list(rows[0]), delimiter="\t")
+            # LF, as dvclive writes them (csv's own default is CRLF)
+            w = csv.DictWriter(out, fieldnames=list(rows[0]), delimiter="\t", lineterminator="\n")
             w.writeheader()
             w.writerows(kept)
 
@@ -642,6 +687,11 @@ def _method_model(params: dict, cfg: EncoderConfig, ds, parsing, pre, cache_dir,
         train_split=ds.train,
         **context,
     )
+    if not any(model.weights.values()):
+        raise TbprError(
+            f"train.loss_weights are all 0 ({model.weights}): no objective trains the model",
+            fix="give at least one of them a positive weight",
+        )
     if pre is not None:
         from tbpr.pretrained import init_encoder
 
@@ -821,8 +871,7 @@ def _keep_if_best(state, select: str, score, logs: dict, epoch: int, ckpt_dir: P
         "score": score,
         "metric": train["select_metric"],
     }
-    with atomic_path(ckpt_dir / "best", is_dir=True) as tmp:
-        save_encoder(core.encoder, tmp)
+    replace_model_folder(ckpt_dir / "best", lambda tmp: save_encoder(core.encoder, tmp))
 
 
 def fit(params: dict, cache_dir, model_dir, ckpt_dir, live_dir, **context) -> dict:
@@ -873,7 +922,10 @@ def _check_best(ckpt_dir: Path, state: dict) -> None:
     """Forget the best epoch so far when its saved encoder cannot be read (and say so): it cannot be
     shipped."""
     f = ckpt_dir / "best" / WEIGHTS
-    problem = (f"{f}: missing" if not f.is_file() else file_problem(f)) if state["best"] else None
+    problem = None
+    if state["best"]:
+        problem = f"{f}: missing" if not f.is_file() else file_problem(f)
+        problem = problem or digest_problem(f.parent)
     if problem:
         print(
             f"{problem}: the best epoch so far ({state['best']['epoch']}) is lost; "
@@ -922,16 +974,12 @@ def _ship(
         "history": state["history"],
     }
     weights_from = chosen if chosen.name == "best" else None
-    with atomic_path(model_dir, is_dir=True) as tmp:
-        save_encoder(
-            encoder,
-            tmp,
-            tok,
-            resize=params["data"]["resize"],
-            weights_from=weights_from,
-            params=params,
-            **summary,
-        )
+    resize = params["data"]["resize"]
+    write = lambda tmp: save_encoder(
+        encoder, tmp, tok, resize=resize, weights_from=weights_from, params=params, **summary
+    )
+    if not replace_model_folder(model_dir, write):
+        print(f"{model_dir}: unchanged (the same files as before)")
     return summary
 
 # %% ../nbs/07_train.ipynb #7d05d39f
