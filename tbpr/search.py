@@ -4,20 +4,30 @@
 
 # %% ../nbs/12_search.ipynb #375e3c08
 from __future__ import annotations
-import hashlib, json, math, textwrap
+import hashlib, io, json, math, textwrap
 from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from .core import TbprError, atomic_path, read_json, sha256_file, write_json, write_npy
+from tbpr.core import (
+    TbprError,
+    atomic_path,
+    full_disk_as_error,
+    read_json,
+    sha256_file,
+    write_json,
+    write_npy,
+)
 from .data import load_image, pixel_norm, to_tensor, tokenize
+from .model import WEIGHTS, is_tbpr_config, model_config, recorded_digests
 from .pretrained import load_retrieval_model, model_fingerprint
 
 # %% auto #0
-__all__ = ['IMAGE_SUFFIXES', 'LOW_SCORE', 'LOW_MARGIN', 'RANKED_CROP_IN', 'list_gallery', 'exact_topk', 'index_spec',
-           'build_index', 'index_topk', 'check_query', 'GalleryIndex', 'short_name', 'low_score_warning', 'plot_ranked',
-           'search']
+__all__ = ['IMAGE_SUFFIXES', 'LOW_SCORE', 'LOW_MARGIN', 'RANKED_CROP_IN', 'CAPTION_WIDTH', 'CAPTION_LINES', 'list_gallery',
+           'exact_topk', 'index_spec', 'build_index', 'index_topk', 'check_query', 'query_tokens', 'cut_query_note',
+           'weights_digest', 'GalleryIndex', 'short_name', 'low_score_warning', 'grid_caption', 'write_png',
+           'plot_ranked', 'search']
 
 # %% ../nbs/12_search.ipynb #d056be69
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -143,6 +153,39 @@ def check_query(query) -> str:
     return query.strip()
 
 
+def query_tokens(tok, query: str, max_length: int) -> tuple:
+    """The token ids (1, L) the model reads for `query` (at most `max_length`, start and end
+    tokens included), and how many the whole query has: more when it was cut."""
+    ids = tokenize(tok, [query], max_length)
+    whole = len(tokenize(tok, [query], max(max_length, 4 * len(query) + 8))[0])
+    return ids, whole
+
+
+def cut_query_note(kept: int, whole: int, max_length: int) -> str:
+    "What a query cut to the model's length lost, in words (empty when it was not cut)."
+    if whole <= kept:
+        return ""
+    return (
+        f"note: the query was cut to its first {kept - 2} tokens of {whole - 2} (the model reads "
+        f"at most {max_length}, its start and end tokens included); the rest is not searched for"
+    )
+
+
+def _check_tbpr_folder(model_dir) -> None:
+    """A tbpr model folder's `config.json` checked (`model_config`) before any weights or
+    tokenizer are read; other folders (a CLIP's) and hub ids pass."""
+    f = Path(model_dir) / "config.json"
+    if f.is_file() and is_tbpr_config(read_json(f, "model config")):
+        model_config(model_dir)
+
+
+def weights_digest(model_dir) -> str:
+    """The sha256 of a model's weights, which names its cache: the one its `digests.json` records
+    (checked as the model loaded), else `model_fingerprint`'s."""
+    table = recorded_digests(model_dir) if Path(model_dir).is_dir() else None
+    return (table or {}).get(WEIGHTS) or model_fingerprint(model_dir)
+
+
 def _embedding_rows(new: np.ndarray, prev, reuse: list):
     """The gallery's rows in order: the next newly encoded one (`new`) where `reuse` is None, else
     `prev[reuse[i]]`."""
@@ -165,8 +208,9 @@ class GalleryIndex:
     ):
         self.model_dir, self.root = Path(model_dir), Path(images_dir)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        _check_tbpr_folder(model_dir)
         self.encoder, self.tok, _ = load_retrieval_model(model_dir, device)  # or a CLIP, zero-shot
-        self.model_sha = model_fingerprint(model_dir)
+        self.model_sha = weights_digest(model_dir)
         key = hashlib.sha256(f"{self.root.resolve()}|{self.model_sha}".encode()).hexdigest()[:16]
         self.cache = Path(cache_dir or "artifacts/search_cache") / key
         self.batch_size, self.exact_limit = batch_size, exact_limit
@@ -229,10 +273,12 @@ class GalleryIndex:
 
     def query_features(self, query: str) -> np.ndarray:
         "The L2-normalised text feature of `query`."
-        query = check_query(query)
-        ids = tokenize(self.tok, [query], self.encoder.cfg.max_length).to(
-            next(self.encoder.parameters()).device
-        )
+        query, max_length = check_query(query), self.encoder.cfg.max_length
+        ids, whole = query_tokens(self.tok, query, max_length)
+        note = cut_query_note(ids.shape[1], whole, max_length)
+        if note:
+            print(note)
+        ids = ids.to(next(self.encoder.parameters()).device)
         with torch.inference_mode():
             return F.normalize(self.encoder.encode_text(ids)[0].float(), dim=-1)[0].cpu().numpy()
 
@@ -297,6 +343,22 @@ def low_score_warning(results: list, median: float, model_dir) -> str:
 
 
 RANKED_CROP_IN = 0.69  # inches per crop: ten are 690 pixels wide at 100 dpi
+CAPTION_WIDTH, CAPTION_LINES = 110, 3  # the caption above the grid: characters a line, lines
+
+
+def grid_caption(query: str, width: int = CAPTION_WIDTH, lines: int = CAPTION_LINES) -> str:
+    """The query as the grid's caption: wrapped at `width` characters, on at most `lines` lines,
+    the last one ending in an ellipsis when the query is longer."""
+    return textwrap.fill(query, width, max_lines=lines, placeholder=" \u2026")
+
+
+def write_png(path, png: bytes, what: str = "the result grid") -> Path:
+    """Write the bytes `png` to `path` atomically: a full disk is an error naming the file, and
+    leaves no partial file (and the previous one, if any, as it was)."""
+    path = Path(path)
+    with full_disk_as_error(path, len(png), what), atomic_path(path) as tmp:
+        tmp.write_bytes(png)
+    return path
 
 
 def plot_ranked(query: str, results: list, images_dir, path, cols: int = 10) -> Path:
@@ -316,12 +378,11 @@ def plot_ranked(query: str, results: list, images_dir, path, cols: int = 10) -> 
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title(f"{n + 1}: {score:.3f}\n{short_name(Path(rel).name)}", fontsize=6)
-    fig.suptitle(textwrap.fill(query, 110), fontsize=8)
+    fig.suptitle(grid_caption(query), fontsize=8)
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    return Path(path)
+    png = io.BytesIO()  # drawn in memory: only the finished file's bytes reach the disk
+    fig.savefig(png, dpi=100, format="png")
+    return write_png(path, png.getvalue())
 
 
 def search(
