@@ -4,14 +4,14 @@
 
 # %% ../nbs/02_data.ipynb #7d30b268
 from __future__ import annotations
-import difflib, json, math, posixpath, random, re
+import difflib, json, math, posixpath, random, re, unicodedata
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from collections import defaultdict
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, TiffImagePlugin, UnidentifiedImageError
 from tqdm.auto import tqdm
 from tbpr.core import (
     TbprError,
@@ -25,15 +25,17 @@ from tbpr.core import (
 from .captions import write_attributes
 
 # %% auto #0
-__all__ = ['SCHEMAS', 'IMAGE_KEYS', 'RESAMPLE', 'NOT_8BIT_FIX', 'CLIP_MEAN', 'CLIP_STD', 'BLACK', 'ERASE', 'IGNORE',
-           'NO_MASK_FIX', 'LIP_LABELS', 'Schema', 'annotation_file', 'assign_splits', 'TrainSplit', 'EvalSplit',
-           'PersonDataset', 'read_annotations', 'build_dataset', 'check_protocol', 'load_dataset', 'write_fixture',
-           'fixture_entries', 'load_image', 'to_tensor', 'pixel_norm', 'flip_draw', 'random_flip', 'mirror_name',
-           'flip_permutation', 'black_pixel', 'crop_draw', 'pad_random_crop', 'erase_draw', 'random_erasing', 'Augment',
-           'clean_caption', 'is_clip_bpe', 'tokenize', 'replacement_ids', 'mask_tokens', 'IdentitySampler',
-           'ImageStore', 'load_parsing_map', 'same_bytes_warning', 'build_cache', 'load_parsing', 'load_cached_dataset',
-           'is_pending', 'pending_view', 'stack_pending', 'stack_any', 'TrainData', 'Collate', 'augment_batch',
-           'augment_pending', 'AugmentedLoader']
+__all__ = ['SCHEMAS', 'IMAGE_KEYS', 'INT64', 'ID_RANGE', 'BLANK_CAPTION', 'RESAMPLE', 'NOT_8BIT_FIX', 'FLOAT_FIX',
+           'SAMPLE_FORMATS', 'BOMB_FIX', 'CLIP_MEAN', 'CLIP_STD', 'BLACK', 'ERASE', 'IGNORE', 'NO_MASK_FIX',
+           'LIP_LABELS', 'MIN_SIDE', 'MAX_UPSCALE', 'Schema', 'annotation_file', 'assign_splits', 'TrainSplit',
+           'EvalSplit', 'PersonDataset', 'is_blank_caption', 'read_annotations', 'build_dataset',
+           'check_train_identities', 'check_protocol', 'load_dataset', 'write_fixture', 'fixture_entries',
+           'tiff_samples', 'read_rgb', 'resize_rgb', 'load_image', 'to_tensor', 'pixel_norm', 'flip_draw',
+           'random_flip', 'mirror_name', 'flip_permutation', 'black_pixel', 'crop_draw', 'pad_random_crop',
+           'erase_draw', 'random_erasing', 'Augment', 'clean_caption', 'is_clip_bpe', 'tokenize', 'replacement_ids',
+           'mask_tokens', 'IdentitySampler', 'ImageStore', 'load_parsing_map', 'same_bytes_warning', 'min_image_sides',
+           'tiny_images_warning', 'build_cache', 'load_parsing', 'load_cached_dataset', 'is_pending', 'pending_view',
+           'stack_pending', 'stack_any', 'TrainData', 'Collate', 'augment_batch', 'augment_pending', 'AugmentedLoader']
 
 # %% ../nbs/02_data.ipynb #66ede0b3
 @dataclass(frozen=True)
@@ -225,6 +227,25 @@ def _near_miss(key: str, schema: Schema, entry: dict) -> str | None:
     return None
 
 
+INT64 = (-(2**63), 2**63 - 1)  # the range of the int64 tensors evaluation holds person ids in
+ID_RANGE = (
+    "'id' outside the 64-bit integer range (-2**63 to 2**63-1) that evaluation holds ids in: "
+    "renumber the identities"
+)
+BLANK_CAPTION = (
+    "empty or non-text caption (blank, or only punctuation, symbols or invisible characters)"
+)
+
+
+def is_blank_caption(text) -> bool:
+    """Whether a caption says nothing: not text, or text without a single letter or digit once
+    format characters (Unicode category Cf: zero-width spaces and joiners, byte-order marks) are
+    set aside: blank, punctuation-only (`"..."`), symbol-only or invisible (`"\\u200b"`)."""
+    if not isinstance(text, str):
+        return True
+    return not any(unicodedata.category(ch)[0] in "LN" for ch in text)
+
+
 def _check_entry(i, e, schema, problems, unknown=None):
     """Whether entry `i` is usable; records what is wrong in `problems` and keys it does not know in
     `unknown` (key -> indices)."""
@@ -259,10 +280,14 @@ def _check_entry(i, e, schema, problems, unknown=None):
         if not isinstance(e[key], typ) or (typ is int and isinstance(e[key], bool)):
             problems[f"'{key}' is not {typ.__name__}"].append(f"#{i}: {e[key]!r}"[:80])
             return False
+    blank = [c for c in e["captions"] if is_blank_caption(c)]
     if e["split"] not in schema.splits:
         problems["unknown split"].append(f"#{i}: {e['split']!r}")
-    elif not e["captions"] or not all(isinstance(c, str) and c.strip() for c in e["captions"]):
-        problems["empty or non-text caption"].append(f"#{i} ({e[schema.image_key]})")
+    elif not INT64[0] <= e["id"] <= INT64[1]:
+        problems[ID_RANGE].append(f"#{i} ({e[schema.image_key]}): {e['id']}")
+    elif not e["captions"] or blank:
+        shown = f": {blank[0]!r}"[:60] if blank else ": no caption"
+        problems[BLANK_CAPTION].append(f"#{i} ({e[schema.image_key]}){shown}")
     else:
         return True
     return False
@@ -407,10 +432,26 @@ def build_dataset(entries: list, root, name: str = "cuhkpedes") -> PersonDataset
     return ds
 
 
+def check_train_identities(split: TrainSplit, where) -> None:
+    """Refuse a training split with fewer than two identities, whatever the sampler: the ID loss
+    classifies captions and images into identities, and with one there is nothing to tell apart
+    (its loss is 0 from the first step), nor is there a negative for the matching losses."""
+    if split.num_ids < 2:
+        raise TbprError(
+            f"{where}: the train split holds {split.num_ids} identity: with one person there is "
+            "nothing to tell apart (the ID loss is 0 from the first step), so the model learns "
+            "nothing, whatever train.sampler says",
+            fix="give the train split at least two identities (the benchmarks have thousands); "
+            "check the entries' split and id fields",
+        )
+
+
 def check_protocol(ds: PersonDataset, ann, id_base: int) -> None:
-    """Refuse a val or test split with fewer than two identities (every ranking finds the one
-    person: chance R1 is 100%); warn, with counts, when training identities come back in val or
-    test (the protocol ranks unseen people)."""
+    """Refuse a training split with fewer than two identities (`check_train_identities`) and a val
+    or test split with fewer than two (every ranking finds the one person: chance R1 is 100%); warn,
+    with counts, when training identities come back in val or test (the protocol ranks unseen
+    people)."""
+    check_train_identities(ds.train, ann)
     train_ids = {p + id_base for p in ds.train.pids}
     for name in ("val", "test"):
         split = getattr(ds, name)
@@ -488,6 +529,18 @@ NOT_8BIT_FIX = (
 )
 
 
+FLOAT_FIX = (
+    "convert it to 8-bit RGB, scaling its values to 0-255 yourself (e.g. with numpy: "
+    "`(255 * (x - x.min()) / (x.max() - x.min())).astype('uint8')`), and save it as PNG or JPEG"
+)
+SAMPLE_FORMATS = {1: "integer", 2: "signed integer", 3: "floating-point"}  # TIFF tag 339
+BOMB_FIX = (
+    "shrink it (a person crop needs no more than a few hundred pixels a side; e.g. "
+    "`convert big.png -resize 2000x2000 small.png`), or remove it; the limit is PIL's "
+    "Image.MAX_IMAGE_PIXELS"
+)
+
+
 def _rgb8(im: Image.Image, path) -> Image.Image:
     """`im` as 8-bit RGB. 16-bit greyscale (PNG, TIFF) is scaled to 0-255; a 32-bit integer or
     floating-point image is refused by name, since its range is unknown (PIL's own conversion would
@@ -498,31 +551,81 @@ def _rgb8(im: Image.Image, path) -> Image.Image:
         lab = np.asarray(im, dtype=np.uint32)
         return Image.fromarray(((lab * 255 + 32767) // 65535).astype(np.uint8)).convert("RGB")
     if im.mode in ("I", "F"):
-        kind = "floating-point" if im.mode == "F" else "32-bit integer"
+        kind = "32-bit floating-point" if im.mode == "F" else "32-bit integer"
         raise TbprError(
-            f"{path}: a {kind} image (mode {im.mode}), whose range of values is unknown",
-            fix=NOT_8BIT_FIX,
+            f"{path}: a {kind} image (mode {im.mode}), whose range of values is unknown: "
+            "not supported",
+            fix=FLOAT_FIX if im.mode == "F" else NOT_8BIT_FIX,
         )
     return im.convert("RGB")
 
 
-def load_image(path, size: tuple | None = None, resize: str = "bilinear") -> np.ndarray:
-    """Read an image as an RGB uint8 array of shape (H, W, 3), resized (`resize`: bilinear or
-    bicubic) to `size`=(H, W) if given. 16-bit images are scaled to 8 bits; 32-bit and
-    floating-point ones are refused (`_rgb8`)."""
+def tiff_samples(path) -> str | None:
+    """What a TIFF holds, read from its tags (`'32-bit floating-point image (TIFF, 3 samples per
+    pixel)'`), when
+    they are not the 8 or 16-bit integers PIL decodes into RGB; None for any other file. PIL
+    cannot open a TIFF of several floating-point samples per pixel at all, so without this it
+    would pass for a corrupt file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if head[:4] not in TiffImagePlugin.PREFIXES:
+                return None
+            ifd = TiffImagePlugin.ImageFileDirectory_v2(head)
+            f.seek(ifd.next)
+            ifd.load(f)
+    except (OSError, SyntaxError, ValueError, KeyError, TypeError):
+        return None
+    bits = tuple(ifd.get(258, (1,)))
+    fmt = min(ifd.get(339, (1,)), default=1)
+    count = ifd.get(277, 1)
+    if fmt in (1, 2) and max(bits) <= 16:
+        return None
+    kind = SAMPLE_FORMATS.get(fmt, f"sample format {fmt}")
+    samples = f"{count} sample{'s' if count != 1 else ''} per pixel"
+    return f"{max(bits)}-bit {kind} image (TIFF, {samples})"
+
+
+def read_rgb(path) -> Image.Image:
+    """Decode an image file into 8-bit RGB, upright: its EXIF orientation applied (a phone photo
+    stored sideways with an orientation tag comes out as it is viewed). 16-bit images are scaled to
+    8 bits; 32-bit and floating-point ones are refused by name (`_rgb8`, `tiff_samples`), and so
+    is an image larger than PIL's decompression-bomb limit, with its size."""
     try:
         with Image.open(path) as im:
             im.load()
-            im = _rgb8(im, path)
-            if size is not None and im.size != (size[1], size[0]):
-                im = im.resize((size[1], size[0]), RESAMPLE[resize])
-            return np.asarray(im, dtype=np.uint8).copy()
+            im = ImageOps.exif_transpose(im)
+            return _rgb8(im, path)
     except FileNotFoundError:
         raise TbprError(f"{path}: image file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+    except Image.DecompressionBombError as err:
+        raise TbprError(f"{path}: image too large to decode safely ({err})", fix=BOMB_FIX) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        samples = tiff_samples(path)
+        if samples:
+            raise TbprError(
+                f"{path}: a {samples}, which tbpr does not decode: not supported",
+                fix=FLOAT_FIX if "floating" in samples else NOT_8BIT_FIX,
+            ) from None
         raise TbprError(
             f"{path}: corrupt or truncated image ({err})", fix="re-extract or remove this image"
         ) from None
+
+
+def resize_rgb(im: Image.Image, size: tuple | None, resize: str = "bilinear") -> np.ndarray:
+    """An RGB image as a uint8 array (H, W, 3), resized (`resize`: bilinear or bicubic) to
+    `size`=(H, W) if given."""
+    if size is not None and im.size != (size[1], size[0]):
+        im = im.resize((size[1], size[0]), RESAMPLE[resize])
+    return np.asarray(im, dtype=np.uint8).copy()
+
+
+def load_image(path, size: tuple | None = None, resize: str = "bilinear") -> np.ndarray:
+    """Read an image (`read_rgb`: upright, 8-bit RGB, refused by name when it cannot be) as a uint8
+    array of shape (H, W, 3), resized (`resize`: bilinear or bicubic) to `size`=(H, W) if given.
+    Every image the model sees is decoded here: the cache, the parser, search."""
+    return resize_rgb(read_rgb(path), size, resize)
+
 
 # %% ../nbs/02_data.ipynb #f8ca13d0
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -845,11 +948,20 @@ class IdentitySampler:
         self.by_pid = defaultdict(list)
         for i, p in enumerate(pids):
             self.by_pid[p].append(i)
-        if len(self.by_pid) < batch_size // num_instance:
+        n = len(self.by_pid)
+        if n < 2:
             raise TbprError(
-                f"only {len(self.by_pid)} identities, fewer than the "
-                f"{batch_size // num_instance} a batch needs",
-                fix="lower train.batch_size or use train.sampler: random",
+                f"the training split holds {n} identity: with one person there is nothing to "
+                "tell apart (the ID loss is 0 from the first step), whatever the sampler",
+                fix="give the train split at least two identities; train.sampler: random would "
+                "train on nothing either",
+            )
+        if n < batch_size // num_instance:
+            raise TbprError(
+                f"only {n} identities, fewer than the {batch_size // num_instance} a batch of "
+                f"train.batch_size={batch_size} with train.num_instance={num_instance} needs",
+                fix=f"lower train.batch_size to at most {n * num_instance} (a multiple of "
+                f"train.num_instance={num_instance}), or use train.sampler: random",
             )
         self.bs, self.k, self.seed, self.epoch = batch_size, num_instance, seed, 0
 
@@ -1039,6 +1151,33 @@ def same_bytes_warning(dataset: PersonDataset, digests: dict) -> str:
     return text + ". Remove the copies for a clean benchmark."
 
 
+MIN_SIDE = 16  # px: a side shorter than one 16-pixel ViT patch holds almost no person
+MAX_UPSCALE = 8  # a side enlarged more than this many times to the model's input is mostly blur
+
+
+def min_image_sides(size: tuple) -> tuple:
+    """The smallest (height, width) of an image below which `build_cache` warns, for the model's
+    input `size`: `MIN_SIDE` pixels, or the input's side over `MAX_UPSCALE` when that is more (48 x
+    16 for IRRA's 384 x 128)."""
+    return tuple(max(MIN_SIDE, math.ceil(s / MAX_UPSCALE)) for s in size)
+
+
+def tiny_images_warning(sizes: dict, size: tuple, limit: int = 3) -> str:
+    """A warning, with the count and a few names, for the images (`sizes`: path -> (width, height)
+    as decoded) smaller than `min_image_sides(size)`, else ''. A 1 x 1 crop passes every other
+    check and becomes a flat colour at the model's size."""
+    h_min, w_min = min_image_sides(size)
+    small = [(p, wh) for p, wh in sizes.items() if wh[1] < h_min or wh[0] < w_min]
+    if not small:
+        return ""
+    shown = ", ".join(f"{p} ({w}x{h})" for p, (w, h) in small[:limit])
+    return (
+        f"warning: {len(small)} of {len(sizes)} image(s) are smaller than {w_min}x{h_min} "
+        f"pixels (width x height; resized to {size[1]}x{size[0]} they are mostly blur), e.g. "
+        f"{shown}. Check the crops, or remove them from the annotations"
+    )
+
+
 def build_cache(
     dataset: PersonDataset, out_dir, size: tuple, parsing_root=None, resize: str = "bilinear"
 ) -> Path:
@@ -1046,16 +1185,21 @@ def build_cache(
     the digest of the cached pixels) and `dataset.json` to `out_dir`, atomically; with
     `parsing_root`, also `parsing.npy` and `parsing.json` (label names from `parsing_labels.json`
     there, else LIP's); and `attributes.json`, the attribute phrases of every training caption.
-    Images with the same bytes under two names are reported."""
+    Images with the same bytes under two names are reported, and so are tiny ones
+    (`tiny_images_warning`)."""
     paths, root, bad, digests = dataset.all_image_paths(), Path(dataset.images_root), [], {}
+    sizes, fixes = {}, {}
 
     def images():
         for p in tqdm(paths, desc="preprocess", mininterval=2):
             try:
                 digests[p] = sha256_file(root / p)
-                yield load_image(root / p, size, resize)
+                im = read_rgb(root / p)
+                sizes[p] = im.size
+                yield resize_rgb(im, size, resize)
             except (TbprError, FileNotFoundError) as err:
                 bad.append(str(err).splitlines()[0])
+                fixes.setdefault(getattr(err, "fix", None) or "re-extract or remove these images")
                 yield np.zeros((*size, 3), np.uint8)
 
     with atomic_path(out_dir, is_dir=True) as tmp:
@@ -1067,12 +1211,13 @@ def build_cache(
         if bad:
             raise TbprError(
                 f"{len(bad)} unreadable image(s) in {root}:\n  " + "\n  ".join(bad[:10]),
-                fix="re-extract or remove these images (or convert them as the message says); "
-                "the cache was not written",
+                fix="; ".join(fixes)
+                + (" (each for the images it concerns)" if len(fixes) > 1 else "")
+                + "; the cache was not written",
             )
-        warning = same_bytes_warning(dataset, digests)
-        if warning:
-            print(warning)
+        for warning in (same_bytes_warning(dataset, digests), tiny_images_warning(sizes, size)):
+            if warning:
+                print(warning)
         if parsing_root is not None:
             parsing_root = Path(parsing_root)
             names = parsing_root / "parsing_labels.json"

@@ -8,13 +8,22 @@ import gzip, hashlib, http.client, lzma, os, re, shutil, sys, tarfile, zipfile, 
 import urllib.error, urllib.parse, urllib.request
 from pathlib import Path
 from tqdm.auto import tqdm
-from .core import TbprError, atomic_path, check_choice, read_json, sha256_file, write_json
+from tbpr.core import (
+    TbprError,
+    atomic_path,
+    check_choice,
+    data_dvc_mismatch,
+    read_json,
+    sha256_file,
+    write_json,
+)
 from .data import SCHEMAS, annotation_file, load_dataset, PersonDataset, _safe_image_path
 
 # %% auto #0
 __all__ = ['OFFICIAL', 'ARCHIVES', 'TAR_FILTER', 'archive_kind', 'is_archive', 'candidate_sources', 'find_source',
            'download_name', 'unpinned_warning', 'download', 'check_sha256', 'count_splits', 'compare_with_official',
-           'safe_extract', 'find_dataset_root', 'dataset_root', 'write_image_digests', 'materialize']
+           'safe_extract', 'find_dataset_root', 'dataset_root', 'write_image_digests', 'image_list_record',
+           'keep_image_list', 'unrecorded_data_warning', 'materialize']
 
 # %% ../nbs/02a_sources.ipynb #d06a9458
 # folder name and (ids, images, captions) per split, from the papers' and loaders' docstrings
@@ -376,11 +385,44 @@ def write_image_digests(ds: PersonDataset, path: Path, previous: Path | None = N
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def image_list_record(out, name: str) -> Path:
+    """Where the download stage keeps the image list (`images.sha256`) of dataset `name`'s last
+    download, for the next one to compare with: in `artifacts/download_record/` beside the stage's
+    output `out`, a folder no stage declares. The copy inside `out` cannot serve: DVC deletes a
+    stage's outputs before it runs it (`dvc repro -f download`), so the stage would never see it."""
+    return Path(out).parent / "download_record" / f"{name}.images.sha256"
+
+
+def keep_image_list(listing: Path, record: Path) -> None:
+    "Copy the image list `listing` to `record` (`image_list_record`), whole or not at all."
+    record.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(record) as tmp:
+        shutil.copyfile(listing, tmp)
+
+
+def unrecorded_data_warning(root=".") -> str:
+    """A warning when the raw-input folder `data/` is not what `data.dvc` records
+    (`tbpr.core.data_dvc_mismatch`), else '': the user has not run `dvc add data`, so a `dvc
+    checkout` would put the recorded copy (the repository's placeholder) in place of their
+    dataset."""
+    mismatch = data_dvc_mismatch(root)
+    if mismatch is None:
+        return ""
+    return (
+        f"warning: {mismatch}: `dvc checkout` would replace your data with what data.dvc "
+        "records. Run `dvc add data` (then commit data.dvc) to record your dataset"
+    )
+
+
 def materialize(params: dict, out) -> dict:
     """Find, verify and materialise the real dataset named by `data.name` into `out`; returns the
-    manifest."""
+    manifest. Warns when `data/` is not what `data.dvc` records (`unrecorded_data_warning`), and
+    says how many images changed since the last download (`image_list_record`)."""
     data = params["data"]
     name = check_choice(data["name"], list(OFFICIAL), "data.name (real benchmarks)")
+    warning = unrecorded_data_warning()
+    if warning:
+        print(warning)
     src, url = find_source(data["raw_dir"], name, data["source"]), data["urls"].get(name, "")
     downloaded = src is None and bool(url)
     if downloaded:
@@ -422,7 +464,9 @@ def materialize(params: dict, out) -> dict:
         counts = count_splits(ds)
         print(f"{name} from {src}:")
         print("\n".join(compare_with_official(counts, name)))
-        images = write_image_digests(ds, tmp / "images.sha256", out / "images.sha256")
+        record = image_list_record(out, name)
+        previous = record if record.is_file() else out / "images.sha256"
+        images = write_image_digests(ds, tmp / "images.sha256", previous)
         manifest = {
             "name": name,
             "source": str(src),
@@ -432,4 +476,5 @@ def materialize(params: dict, out) -> dict:
             "counts": {k: list(v) for k, v in counts.items()},
         }
         write_json(manifest, tmp / "manifest.json")
+    keep_image_list(out / "images.sha256", record)
     return manifest
