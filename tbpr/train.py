@@ -871,7 +871,8 @@ def _keep_if_best(state, select: str, score, logs: dict, epoch: int, ckpt_dir: P
         "score": score,
         "metric": train["select_metric"],
     }
-    replace_model_folder(ckpt_dir / "best", lambda tmp: save_encoder(core.encoder, tmp))
+    write = lambda tmp: save_encoder(core.encoder, tmp)
+    _write_model_folder(ckpt_dir / "best", write, core.encoder)
 
 
 def fit(params: dict, cache_dir, model_dir, ckpt_dir, live_dir, **context) -> dict:
@@ -955,6 +956,21 @@ def _open_live(live_dir: Path, ckpt_dir: Path, state: dict, train: dict, seed: i
     return live
 
 
+def _write_model_folder(folder, write, encoder) -> bool:
+    """`replace_model_folder` with `write`, where a full disk (safetensors' disguised one too) is
+    an error naming the folder and the encoder's size; the folder in place stays as it was."""
+    from tbpr.core import full_disk_as_error
+
+    needed = sum(t.numel() * t.element_size() for t in encoder.state_dict().values())
+
+    def guarded(tmp):
+        with disk_full_behind(tmp, needed):
+            write(tmp)
+
+    with full_disk_as_error(folder, needed, "a model folder"):
+        return replace_model_folder(folder, guarded)
+
+
 def _ship(
     state: dict, select: str, params: dict, ckpt_dir: Path, model_dir, encoder, tok, live
 ) -> dict:
@@ -978,7 +994,7 @@ def _ship(
     write = lambda tmp: save_encoder(
         encoder, tmp, tok, resize=resize, weights_from=weights_from, params=params, **summary
     )
-    if not replace_model_folder(model_dir, write):
+    if not _write_model_folder(model_dir, write, encoder):
         print(f"{model_dir}: unchanged (the same files as before)")
     return summary
 

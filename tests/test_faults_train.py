@@ -318,3 +318,23 @@ def test_all_zero_loss_weights_are_refused_before_training(work):
     with pytest.raises(TbprError, match="train.loss_weights are all 0"):
         fit(work, "z", p)
     assert not (work / "z").exists()
+
+
+def test_full_disk_while_the_model_folder_is_written(work, monkeypatch):
+    import safetensors.torch
+
+    def filling(model, filename, metadata=None):  # what safetensors raises on a full disk
+        Path(filename).write_bytes(b"\0" * 100)
+        raise RuntimeError(
+            "Error while serializing: I/O error: No space left on device (os error 28)"
+        )
+
+    copy_run(work, "a", "m")
+    before = snapshot(work / "m/model")
+    monkeypatch.setattr(safetensors.torch, "save_model", filling)
+    p = params()
+    p["train"]["select"] = "last"  # ships the encoder itself (not a copy of best/'s weights)
+    with pytest.raises(TbprError) as err:
+        fit(work, "m", p)
+    assert f"{work / 'm/model'}: the disk filled up while writing a model folder" in str(err.value)
+    assert snapshot(work / "m/model") == before and temporaries(work / "m") == []
