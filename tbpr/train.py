@@ -338,20 +338,28 @@ def find_resume_checkpoint(ckpt_dir, fingerprint: str, parts: dict | None = None
     """(folder, trainer state) of the newest readable checkpoint in `ckpt_dir` of the same run
     (`fingerprint`), or None to start afresh. Unreadable checkpoints are named and passed over; a
     checkpoint of another run is reported with what changed (`fingerprint_changes` against `parts`).
+    The checkpoints are checked newest first, and only until one is good: checking the digests
+    reads every byte of a checkpoint.
     """
-    found = []
+    dated = []
     for name in CHECKPOINTS:
         folder = Path(ckpt_dir) / name
+        f = folder / "trainer_state.json"
         if not folder.is_dir():
             continue
-        problem = checkpoint_problem(folder)
+        problem = file_problem(f) if f.is_file() else f"{f}: missing"
         if problem:
             print(f"checkpoint {folder} cannot be used: {problem}")
             continue
-        found.append((folder, read_json(folder / "trainer_state.json", "trainer state")))
-    if not found:
+        dated.append((folder, read_json(f, "trainer state")))
+    # newest first; at the same epoch in the order of CHECKPOINTS (the sort is stable)
+    for folder, state in sorted(dated, key=lambda found: -found[1]["epoch"]):
+        problem = checkpoint_problem(folder)
+        if not problem:
+            break
+        print(f"checkpoint {folder} cannot be used: {problem}")
+    else:
         return None
-    folder, state = max(found, key=lambda f: f[1]["epoch"])
     if state.get("fingerprint") != fingerprint:
         why = fingerprint_changes(state.get("parts"), parts) if parts else "it is from another run"
         print(f"checkpoint in {folder} does not match this run: {why}. Starting afresh")
