@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from .core import TbprError, check_choice, read_json, sha256_file
 from .model import DualEncoder, EncoderConfig, interpolate_position_table
-from .model import WEIGHTS, load_encoder, load_encoder_tokenizer
+from .model import WEIGHTS, is_tbpr_config, load_encoder, load_encoder_tokenizer
 from .tokenizer import CLIP_CONTEXT, OPENAI_BPE, is_clip_tokenizer, load_clip_tokenizer
 from .tokenizer import write_tiny_clip_tokenizer
 
@@ -362,12 +362,16 @@ def zero_shot_encoder(
 
 
 def is_model_folder(where) -> bool:
-    "Whether `where` is a folder `save_encoder` wrote (its config.json holds an encoder config)."
+    """Whether `where` is a folder `save_encoder` wrote: its config.json holds an encoder config, or
+    says it is a tbpr model's (then `load_encoder` names what the config lacks, rather than the
+    folder passing for a pretrained CLIP)."""
     config = Path(where) / "config.json"
     if not config.is_file():
         return False
     meta = read_json(config, "model config")
-    return isinstance(meta, dict) and isinstance(meta.get("encoder"), dict)
+    return isinstance(meta, dict) and (
+        isinstance(meta.get("encoder"), dict) or is_tbpr_config(meta)
+    )
 
 
 def load_retrieval_model(where, device="cpu", image_size=ZERO_SHOT_SIZE) -> tuple:

@@ -271,6 +271,17 @@ def test_a_config_without_encoder_is_named_before_anything_loads(work, capsys):
     assert capsys.readouterr().out.count("\n") < 3  # no load report
 
 
+def test_evaluate_names_a_config_without_encoder_too(work, capsys):
+    "Evaluate loads through `load_retrieval_model`: a tbpr config without `encoder` is no CLIP."
+    from tbpr.pretrained import load_retrieval_model
+
+    folder = edited_config(work, "h2", lambda m: m.pop("encoder"))
+    with pytest.raises(TbprError) as err:
+        load_retrieval_model(folder)
+    assert f"{folder / 'config.json'}: no `encoder` section" in err.value.message
+    assert capsys.readouterr().out.count("\n") < 3  # no load report
+
+
 def test_an_unknown_encoder_key_is_named(work):
     folder = edited_config(work, "i", lambda m: m["encoder"].update(vision_widht=32))
     with pytest.raises(TbprError, match="encoder.vision_widht is not an encoder setting"):
