@@ -19,13 +19,13 @@ __all__ = ['ART', 'PATHS', 'CHECKED', 'PARAM_RULES', 'METHOD_RULES', 'METRIC_KEY
            'STAGE_HELP', 'stage_check', 'stage_download', 'needs_parsing', 'parse_skip_reason', 'parse_device',
            'stage_parse', 'stage_preprocess', 'parsing_folder', 'run_seeds', 'seed_paths', 'stage_train',
            'check_batch_layout', 'check_model_sizes', 'check_cross_heads', 'check_method_keys',
-           'check_some_objective_on', 'check_ivt_rules', 'check_lcr2s_rules', 'check_rules', 'seed_statistics',
-           'mean_std', 'per_variant', 'chance_levels', 'evaluate_model_dir', 'grid_queries', 'dataset_id', 'run_id',
-           'run_changes', 'run_label', 'live_curves', 'plot_training_curves', 'record_run', 'load_runs', 'keep_copy',
-           'put_back_missing', 'previous_kept', 'stage_evaluate', 'zero_shot_metrics', 'compare_recorded_runs',
-           'notebook_html', 'notebook_parameters', 'run_notebook', 'stage_report', 'train_variant',
-           'summarise_ablation', 'mim_curves', 'plot_mim_curves', 'results_table', 'sampling_error', 'compare_variants',
-           'run_ablation', 'cli_parser', 'run_command', 'main', 'restore_hint']
+           'check_some_objective_on', 'check_ivt_rules', 'check_lcr2s_rules', 'check_synthetic_rules', 'check_rules',
+           'seed_statistics', 'mean_std', 'per_variant', 'chance_levels', 'evaluate_model_dir', 'grid_queries',
+           'dataset_id', 'run_id', 'run_changes', 'run_label', 'live_curves', 'plot_training_curves', 'record_run',
+           'load_runs', 'keep_copy', 'put_back_missing', 'previous_kept', 'stage_evaluate', 'zero_shot_metrics',
+           'compare_recorded_runs', 'notebook_html', 'notebook_parameters', 'run_notebook', 'stage_report',
+           'train_variant', 'summarise_ablation', 'mim_curves', 'plot_mim_curves', 'results_table', 'sampling_error',
+           'compare_variants', 'run_ablation', 'cli_parser', 'run_command', 'main', 'restore_hint']
 
 # %% ../nbs/08_pipeline.ipynb #7d9a2d72
 ART = Path("artifacts")
@@ -287,9 +287,10 @@ def check_model_sizes(params: dict) -> None:
 
 def check_cross_heads(params: dict) -> None:
     """IRR's (and BiLMa's MIM's) cross-modal attention splits `model.embed_dim` into
-    `train.cmt_heads` heads."""
+    `train.cmt_heads` heads (unless a checkpoint, `model.init`, sets the embedding size)."""
     dim, heads = params["model"]["embed_dim"], params["train"]["cmt_heads"]
-    if params["train"]["method"] in ("irra", "bilma") and dim % heads:
+    cross = params["train"]["method"] in ("irra", "bilma")
+    if cross and not params["model"]["init"] and dim % heads:
         raise TbprError(
             f"train.cmt_heads={heads} does not divide model.embed_dim={dim} (the cross-modal "
             "attention splits the embedding into heads)",
@@ -336,10 +337,35 @@ def check_ivt_rules(params: dict) -> None:
 
 
 def check_lcr2s_rules(params: dict) -> None:
-    "LCR²S's support sets (`tbpr.lcr2s.check_support`): from the batch, they need its layout."
-    from tbpr.lcr2s import check_support
+    """LCR²S's support sets (`tbpr.lcr2s.check_support`: from the batch, they need its layout) and
+    its fusion's heads against the embedding (`check_fusion`, unless `model.init` sets its size)."""
+    from tbpr.lcr2s import check_fusion, check_support, fusion_config
+    from tbpr.model import EncoderConfig
 
     check_support(params["train"])
+    if not params["model"]["init"]:
+        cfg = EncoderConfig(embed_dim=params["model"]["embed_dim"])
+        check_fusion(fusion_config(cfg, params["train"]))
+
+
+def check_synthetic_rules(params: dict) -> None:
+    """The generator's rules (`tbpr.synthetic`: the size, `images_per_id` as (lo, hi) with
+    lo <= hi, a 3:1 crop), when `data.name` is synthetic: the download stage would refuse them."""
+    import inspect
+    from tbpr.synthetic import SyntheticArgumentError, check_arguments, generate_synthetic
+    from tbpr.synthetic import images_range, resolve_counts
+
+    s = params["synthetic"]
+    if params["data"]["name"] != "synthetic":
+        return
+    captions = inspect.signature(generate_synthetic).parameters["captions_per_image"].default
+    try:
+        resolve_counts(s["size"], None)
+        images_range(s["images_per_id"])
+        check_arguments(params["seed"], s["difficulty"], s["height"], s["width"], captions)
+    except SyntheticArgumentError as err:
+        message = err.message.replace("generate_synthetic: ", "synthetic.")
+        raise TbprError(message, fix=err.fix) from None
 
 
 PARAM_RULES = (
@@ -348,6 +374,7 @@ PARAM_RULES = (
     check_cross_heads,
     check_method_keys,
     check_some_objective_on,
+    check_synthetic_rules,
 )
 METHOD_RULES = {"ivt": (check_ivt_rules,), "lcr2s": (check_lcr2s_rules,)}
 
