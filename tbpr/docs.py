@@ -16,9 +16,9 @@ from .core import TbprError, atomic_path
 __all__ = ['DIRECTIVE', 'API_HEADING', 'ANCHOR', 'DATAFRAME_STYLE', 'FENCED', 'CODE_SPANS', 'TEX', 'MTEXT', 'BACKTICKED',
            'SCRIPTS_FROM_WEB', 'SHOW_DOC', 'PARTS', 'EXPERIMENTS', 'SHIM', 'cell_directives', 'notebook_summary',
            'anchor_api_entries', 'tidy_dataframe_html', 'outside_code', 'tex_to_mathml', 'link_api_names',
-           'offline_html', 'definition_order', 'in_source_order', 'notebook_markdown', 'api_entries', 'part_of',
-           'entry_link', 'api_index', 'api_links', 'execute_notebook', 'Experiment', 'site_config', 'library_pages',
-           'committed_results', 'experiment_pages', 'processed_notebooks', 'build_docs']
+           'offline_html', 'definition_order', 'in_source_order', 'notebook_markdown', 'api_entries', 'site_parts',
+           'part_of', 'entry_link', 'api_index', 'api_links', 'execute_notebook', 'Experiment', 'site_config',
+           'library_pages', 'committed_results', 'experiment_pages', 'processed_notebooks', 'build_docs']
 
 # %% ../nbs/13_docs.ipynb #cc7f0686
 DIRECTIVE = re.compile(r"^\s*#\|\s*([\w-]+)\s*:?\s*(.*?)\s*$")
@@ -303,20 +303,28 @@ def api_entries(lib: str = "tbpr") -> list:
 
 
 PARTS = {  # the site's sections: a part of the library and its modules, in reading order
-    "Basics": ("core",),
+    "Basics": ("core", "plugins"),
     "Data": ("synthetic", "tokenizer", "data", "sources", "captions", "parsing"),
     "Model": ("model", "pretrained"),
     "Training and evaluation": ("metrics", "objectives", "evaluate", "train", "pipeline"),
-    "Methods": ("bilma", "ivt", "lcr2s"),
+    "Methods": (),  # the installed methods' pages (`Method.docs`): see `site_parts`
     "Search": ("search",),
     "Site": ("docs",),
 }
 
 
+def site_parts() -> dict:
+    "`PARTS` with its methods: the page each installed method declares (`Method.docs`)."
+    from tbpr.plugins import REGISTRY, available_methods
+
+    pages = tuple(dict.fromkeys(REGISTRY[m].docs for m in available_methods() if REGISTRY[m].docs))
+    return {**PARTS, "Methods": pages}
+
+
 def part_of(module: str) -> str:
     "The part of the library a module (`tbpr.data` or `data`) belongs to ('Other' if none)."
     short = module.split(".")[-1]
-    return next((part for part, mods in PARTS.items() if short in mods), "Other")
+    return next((part for part, mods in site_parts().items() if short in mods), "Other")
 
 
 def entry_link(entry: dict, anchors: set | None = None) -> str:

@@ -26,7 +26,7 @@ from .core import TbprError, atomic_path, read_json, sha256_file, write_json
 from .tokenizer import load_tokenizer
 
 # %% auto #0
-__all__ = ['ENCODERS', 'ENCODER_MODULES', 'WEIGHTS', 'DIGESTS', 'RESTORE_MODEL', 'SHAPE_KEYS', 'ARCH_SHAPE_KEYS', 'EncoderConfig',
+__all__ = ['ENCODERS', 'WEIGHTS', 'DIGESTS', 'RESTORE_MODEL', 'SHAPE_KEYS', 'ARCH_SHAPE_KEYS', 'EncoderConfig',
            'RectVisionEmbeddings', 'interpolate_position_table', 'eot_positions', 'text_padding', 'DualEncoder',
            'build_encoder', 'TbprConfig', 'TbprModel', 'image_processor', 'write_digests', 'recorded_digests',
            'digest_problem', 'check_digests', 'save_encoder', 'replace_model_folder', 'is_tbpr_config', 'model_config',
@@ -247,24 +247,21 @@ class DualEncoder(nn.Module):
 
 # %% ../nbs/03_model.ipynb #a9caf7b1
 ENCODERS = {"clip": DualEncoder}
-ENCODER_MODULES = {
-    "shared": "tbpr.ivt",
-    "support": "tbpr.lcr2s",
-}  # architectures defined in later notebooks, imported when first needed
 
 
 def build_encoder(cfg: EncoderConfig) -> nn.Module:
-    "A fresh encoder of architecture `cfg.arch`."
-    if cfg.arch not in ENCODERS and cfg.arch in ENCODER_MODULES:
-        import importlib
+    """A fresh encoder of architecture `cfg.arch`: CLIP's dual encoder (`ENCODERS`), or one a
+    method provides (`Method.encoders`, found in the registry of `tbpr.plugins`)."""
+    from tbpr.plugins import REGISTRY, encoder_class
 
-        importlib.import_module(ENCODER_MODULES[cfg.arch])
-    if cfg.arch not in ENCODERS:
+    cls = ENCODERS.get(cfg.arch) or encoder_class(cfg.arch)
+    if cls is None:
+        provided = {arch for m in REGISTRY.values() for arch in m.encoders}
         raise TbprError(
             f"encoder architecture {cfg.arch!r} is unknown",
-            fix=f"one of: {', '.join(sorted({*ENCODERS, *ENCODER_MODULES}))}",
+            fix=f"one of: {', '.join(sorted({*ENCODERS, *provided}))}",
         )
-    return ENCODERS[cfg.arch](cfg)
+    return cls(cfg)
 
 
 WEIGHTS = "model.safetensors"  # a model folder's weights, under transformers' name for them

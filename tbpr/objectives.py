@@ -10,12 +10,12 @@ import torch.nn.functional as F
 from torch import nn
 from .core import TbprError, check_choice, check_keys
 from .model import DualEncoder, EncoderConfig, text_padding
+from .plugins import Method, available_methods, get_method, register, register_method
 
 # %% auto #0
-__all__ = ['METHODS', 'METHOD_INIT', 'METHOD_OBJECTIVES', 'METHOD_TEACHER', 'INIT_KEYS', 'METHOD_MODULES', 'Step', 'Objective',
-           'RetrievalModel', 'sdm_loss', 'gather_features', 'SDM', 'IDLoss', 'QuickGELU', 'irra_stds', 'CrossModal',
-           'MLMHead', 'irra_padded', 'IRR', 'register_method', 'build_irra', 'check_init_keys', 'build_model',
-           'available_methods']
+__all__ = ['INIT_KEYS', 'Step', 'Objective', 'RetrievalModel', 'sdm_loss', 'gather_features', 'SDM', 'IDLoss', 'QuickGELU',
+           'irra_stds', 'CrossModal', 'MLMHead', 'irra_padded', 'IRR', 'check_init_keys', 'build_model',
+           'check_cross_heads']
 
 # %% ../nbs/05_objectives.ipynb #221d45f0
 class Step:
@@ -286,7 +286,6 @@ class IRR(Objective):
         return F.cross_entropy(self.head(x[where]), labels[where])
 
 # %% ../nbs/05_objectives.ipynb #68e52f34
-METHODS, METHOD_INIT, METHOD_OBJECTIVES, METHOD_TEACHER = {}, {}, {}, {}
 INIT_KEYS = (
     "init",
     "init_vision",
@@ -295,56 +294,16 @@ INIT_KEYS = (
 )  # the `model.*` keys naming pretrained weights
 
 
-def register_method(
-    name: str, objectives: tuple, init_keys: tuple = ("init",), teacher: str | None = None
-):
-    """Decorator adding a model builder `fn(encoder_cfg, train_params, num_ids, **context) ->
-    RetrievalModel` to `METHODS`. `objectives`: the keys `train.loss_weights` may weigh;
-    `init_keys`: the `model.*` weight keys the method reads (CLIP's `init` for the dual encoder);
-    `teacher`: a method trained first, whose model the builder receives as `teacher_dir`. `context`
-    carries what the data provides (e.g. `parsing_labels`, `cache_dir`, `train_split`) and
-    `model_params`."""
-
-    def deco(fn):
-        METHODS[name], METHOD_INIT[name], METHOD_OBJECTIVES[name], METHOD_TEACHER[name] = (
-            fn,
-            tuple(init_keys),
-            tuple(objectives),
-            teacher,
-        )
-        return fn
-
-    return deco
-
-
-@register_method("irra", objectives=("sdm", "id", "mlm"))
-def build_irra(cfg: EncoderConfig, train: dict, num_ids: int, **context) -> RetrievalModel:
-    "IRRA: SDM + ID + implicit relation reasoning on the CLIP dual encoder."
-    objectives = {
-        "sdm": SDM(train["temperature"]),
-        "id": IDLoss(cfg.embed_dim, num_ids),
-        "mlm": IRR(
-            cfg.embed_dim,
-            cfg.vocab_size,
-            train["cmt_heads"],
-            train["cmt_depth"],
-            train["cmt_style"],
-            train["irr_padding"],
-        ),
-    }
-    return RetrievalModel(DualEncoder(cfg), objectives, train["loss_weights"])
-
-
 def check_init_keys(method: str, model_params: dict) -> None:
     "Refuse pretrained weights (`model.init*`) that `method` would silently ignore."
-    check_choice(method, available_methods(), "train.method")
+    reads = get_method(method).init_keys
     for key in INIT_KEYS:
-        if model_params.get(key) and key not in METHOD_INIT[method]:
+        if model_params.get(key) and key not in reads:
             raise TbprError(
                 f"model.{key}={model_params[key]!r} is set, but train.method={method} does "
                 "not read it",
                 fix=f"{method} initialises from "
-                f"{', '.join('model.' + k for k in METHOD_INIT[method])}; set model.{key}: "
+                f"{', '.join('model.' + k for k in reads)}; set model.{key}: "
                 "\"\"",
             )
 
@@ -357,24 +316,21 @@ def build_model(
     model_params: dict | None = None,
     **context,
 ) -> RetrievalModel:
-    """The `RetrievalModel` of `method` (a key of `METHODS`); refuses loss weights of objectives the
+    """The `RetrievalModel` of `method` (`get_method`); refuses loss weights of objectives the
     method lacks and pretrained weights (`model.init*`) it would not read."""
+    declared = get_method(method)
     check_init_keys(method, model_params or {})
-    check_keys(train["loss_weights"], METHOD_OBJECTIVES[method], "train.loss_weights")
-    return METHODS[method](cfg, train, num_ids, model_params=model_params or {}, **context)
+    check_keys(train["loss_weights"], declared.objectives, "train.loss_weights")
+    return declared.build(cfg, train, num_ids, model_params=model_params or {}, **context)
 
 
-METHOD_MODULES = (
-    "tbpr.bilma",
-    "tbpr.ivt",
-    "tbpr.lcr2s",
-)  # methods defined in later notebooks; each registers itself when imported
-
-
-def available_methods() -> list:
-    "Names of every method, after importing the modules that define them."
-    import importlib
-
-    for m in METHOD_MODULES:
-        importlib.import_module(m)
-    return sorted(METHODS)
+def check_cross_heads(params: dict) -> None:
+    """IRR's (and BiLMa's MIM's) cross-modal attention splits `model.embed_dim` into
+    `train.cmt_heads` heads (unless a checkpoint, `model.init`, sets the embedding size)."""
+    dim, heads = params["model"]["embed_dim"], params["train"]["cmt_heads"]
+    if not params["model"]["init"] and dim % heads:
+        raise TbprError(
+            f"train.cmt_heads={heads} does not divide model.embed_dim={dim} (the cross-modal "
+            "attention splits the embedding into heads)",
+            fix="choose heads that divide the embedding size, e.g. 4 or 8",
+        )

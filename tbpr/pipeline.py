@@ -15,15 +15,14 @@ from .core import atomic_path, data_dvc_mismatch, remove_stale_temporaries_under
 from .data import load_dataset, build_cache, load_cached_dataset
 
 # %% auto #0
-__all__ = ['ART', 'PATHS', 'CHECKED', 'PARAM_RULES', 'METHOD_RULES', 'METRIC_KEYS', 'RUN_RECORD_KEYS', 'ABLATIONS', 'STAGES',
-           'STAGE_HELP', 'stage_check', 'stage_download', 'needs_parsing', 'parse_skip_reason', 'parse_device',
-           'stage_parse', 'stage_preprocess', 'parsing_folder', 'run_seeds', 'seed_paths', 'stage_train',
-           'check_batch_layout', 'check_model_sizes', 'check_cross_heads', 'check_method_keys',
-           'check_some_objective_on', 'check_ivt_rules', 'check_lcr2s_rules', 'check_synthetic_rules', 'check_rules',
+__all__ = ['ART', 'PATHS', 'CHECKED', 'PARAM_RULES', 'METRIC_KEYS', 'RUN_RECORD_KEYS', 'SHARED_ABLATIONS', 'STAGES', 'STAGE_HELP',
+           'stage_check', 'stage_download', 'needs_parsing', 'parse_skip_reason', 'parse_device', 'stage_parse',
+           'stage_preprocess', 'parsing_folder', 'run_seeds', 'seed_paths', 'stage_train', 'check_batch_layout',
+           'check_model_sizes', 'check_method_keys', 'check_some_objective_on', 'check_synthetic_rules', 'check_rules',
            'seed_statistics', 'mean_std', 'per_variant', 'chance_levels', 'evaluate_model_dir', 'grid_queries',
            'dataset_id', 'run_id', 'run_changes', 'run_label', 'live_curves', 'plot_training_curves', 'record_run',
            'load_runs', 'keep_copy', 'put_back_missing', 'previous_kept', 'stage_evaluate', 'zero_shot_metrics',
-           'compare_recorded_runs', 'notebook_html', 'notebook_parameters', 'run_notebook', 'stage_report',
+           'compare_recorded_runs', 'notebook_html', 'notebook_parameters', 'run_notebook', 'stage_report', 'ablations',
            'train_variant', 'summarise_ablation', 'mim_curves', 'plot_mim_curves', 'results_table', 'sampling_error',
            'compare_variants', 'run_ablation', 'cli_parser', 'run_command', 'main', 'restore_hint']
 
@@ -55,9 +54,9 @@ CHECKED = (
 def stage_check(params: dict, out=PATHS["checked"]) -> Path:
     """Refuse an unknown method (the parameters' types and ranges were checked by `resolve_params`);
     write the constant note `out` the other stages depend on."""
-    from tbpr.objectives import available_methods
+    from tbpr.plugins import get_method
 
-    check_choice(params["train"]["method"], available_methods(), "train.method")
+    get_method(params["train"]["method"])
     check_rules(params)
     with atomic_path(out) as tmp:
         tmp.write_text(CHECKED, encoding="utf-8")
@@ -92,13 +91,10 @@ def stage_download(params: dict, out=PATHS["dataset"]) -> Path:
 
 
 def needs_parsing(params: dict) -> bool:
-    "Whether the run trains on parsing maps: BiLMa's semantic MIM with a non-zero weight."
-    t = params["train"]
-    return (
-        t["method"] == "bilma"
-        and t["mim_target"] == "semantic"
-        and t["loss_weights"].get("mim", 1.0) != 0
-    )
+    "Whether the run trains on parsing maps, as its method declares (`Method.needs_parsing`)."
+    from tbpr.plugins import get_method
+
+    return get_method(params["train"]["method"]).needs_parsing(params)
 
 
 def parse_skip_reason(params: dict, root: Path) -> str | None:
@@ -111,10 +107,9 @@ def parse_skip_reason(params: dict, root: Path) -> str | None:
     if data["parse"] == "never":
         return "data.parse is never"
     if data["parse"] == "auto" and not needs_parsing(params):
-        t = params["train"]
         return (
-            f"train.method={t['method']} (mim_target {t['mim_target']}) trains on no parsing maps "
-            "(data.parse: always makes them anyway)"
+            f"train.method={params['train']['method']} trains on no parsing maps with these "
+            "parameters (data.parse: always makes them anyway)"
         )
     return None
 
@@ -186,7 +181,9 @@ def stage_preprocess(
 def parsing_folder(params: dict, root: Path, parsed=PATHS["parsing"]) -> Path | None:
     """The human-parsing maps to cache: `data.parsing_dir` if set (it must exist), else
     `<dataset>/parsing` if present, else the maps the parse stage made (`parsed/maps`, when its
-    record says every map was made)."""
+    record says every map was made). A parse stage that started making maps for this run (its
+    method needs them, or `data.parse: always`) and has not finished is refused: the stage skips
+    and records a run that needs none, so this needs no knowledge of the method."""
     given = params["data"]["parsing_dir"]
     if given:
         if not Path(given).is_dir():
@@ -199,7 +196,7 @@ def parsing_folder(params: dict, root: Path, parsed=PATHS["parsing"]) -> Path | 
         return root / "parsing"
     record = Path(parsed) / "parsing.json"
     status = read_json(record, "parsing record").get("status") if record.is_file() else None
-    if needs_parsing(params) and status == "in progress":
+    if status == "in progress":
         raise TbprError(
             f"{record}: the parse stage has not finished every map",
             fix="run `dvc repro` again: it goes on where it stopped",
@@ -235,9 +232,9 @@ def stage_train(params: dict) -> dict:
     """Train `train.method` on the cache, once per seed of `run_seeds`; the first seed's selected
     encoder goes to artifacts/model, the others' to artifacts/seeds/ (each resumable on its own)."""
     from tbpr.train import fit_method
-    from tbpr.objectives import available_methods
+    from tbpr.plugins import get_method
 
-    check_choice(params["train"]["method"], available_methods(), "train.method")
+    get_method(params["train"]["method"])
     seeds = run_seeds(params)
     PATHS["seeds"].mkdir(parents=True, exist_ok=True)
     keep = {f"seed{s}" for s in seeds[1:]}
@@ -285,37 +282,26 @@ def check_model_sizes(params: dict) -> None:
         EncoderConfig(**{k: v for k, v in m.items() if k in names})
 
 
-def check_cross_heads(params: dict) -> None:
-    """IRR's (and BiLMa's MIM's) cross-modal attention splits `model.embed_dim` into
-    `train.cmt_heads` heads (unless a checkpoint, `model.init`, sets the embedding size)."""
-    dim, heads = params["model"]["embed_dim"], params["train"]["cmt_heads"]
-    cross = params["train"]["method"] in ("irra", "bilma")
-    if cross and not params["model"]["init"] and dim % heads:
-        raise TbprError(
-            f"train.cmt_heads={heads} does not divide model.embed_dim={dim} (the cross-modal "
-            "attention splits the embedding into heads)",
-            fix="choose heads that divide the embedding size, e.g. 4 or 8",
-        )
-
-
 def check_method_keys(params: dict) -> None:
     """The loss weights name objectives of `train.method` only, and the pretrained weights
     (`model.init*`) set are those it reads (`tbpr.objectives`)."""
-    from tbpr.objectives import METHOD_OBJECTIVES, check_init_keys
+    from tbpr.objectives import check_init_keys
+    from tbpr.plugins import get_method
 
     method = params["train"]["method"]
-    check_keys(params["train"]["loss_weights"], METHOD_OBJECTIVES[method], "train.loss_weights")
+    objectives = get_method(method).objectives
+    check_keys(params["train"]["loss_weights"], objectives, "train.loss_weights")
     check_init_keys(method, params["model"])
 
 
 def check_some_objective_on(params: dict) -> None:
     """At least one objective of the method (and of its teacher, which trains on its own loss
     weights) has a weight above 0: a weight left out is 1.0."""
-    from tbpr.objectives import METHOD_OBJECTIVES, METHOD_TEACHER
+    from tbpr.plugins import get_method
 
     weights, method = params["train"]["loss_weights"], params["train"]["method"]
-    for name in filter(None, (method, METHOD_TEACHER[method])):
-        keys = METHOD_OBJECTIVES[name]
+    for name in filter(None, (method, get_method(method).teacher)):
+        keys = get_method(name).objectives
         if all(weights.get(k, 1.0) == 0 for k in keys):
             whose = method if name == method else f"{method}'s teacher ({name})"
             raise TbprError(
@@ -324,28 +310,6 @@ def check_some_objective_on(params: dict) -> None:
                 fix=f"give at least one of train.loss_weights.{{{','.join(keys)}}} a weight "
                 "above 0 (a key left out weighs 1.0)",
             )
-
-
-def check_ivt_rules(params: dict) -> None:
-    """IVT's caption levels (`tbpr.captions.check_levels`) and its loss groups of whole identities
-    in a batch (`tbpr.ivt.check_loss_groups`, for the processes this command sees)."""
-    from tbpr.captions import check_levels
-    from tbpr.ivt import check_loss_groups
-
-    check_levels(params["train"]["ivt_levels"])
-    check_loss_groups(params["train"])
-
-
-def check_lcr2s_rules(params: dict) -> None:
-    """LCR²S's support sets (`tbpr.lcr2s.check_support`: from the batch, they need its layout) and
-    its fusion's heads against the embedding (`check_fusion`, unless `model.init` sets its size)."""
-    from tbpr.lcr2s import check_fusion, check_support, fusion_config
-    from tbpr.model import EncoderConfig
-
-    check_support(params["train"])
-    if not params["model"]["init"]:
-        cfg = EncoderConfig(embed_dim=params["model"]["embed_dim"])
-        check_fusion(fusion_config(cfg, params["train"]))
 
 
 def check_synthetic_rules(params: dict) -> None:
@@ -371,17 +335,17 @@ def check_synthetic_rules(params: dict) -> None:
 PARAM_RULES = (
     check_batch_layout,
     check_model_sizes,
-    check_cross_heads,
     check_method_keys,
     check_some_objective_on,
     check_synthetic_rules,
 )
-METHOD_RULES = {"ivt": (check_ivt_rules,), "lcr2s": (check_lcr2s_rules,)}
 
 
 def check_rules(params: dict) -> None:
-    "Every rule between parameters (`PARAM_RULES`, then the method's `METHOD_RULES`)."
-    for rule in (*PARAM_RULES, *METHOD_RULES.get(params["train"]["method"], ())):
+    "Every rule between parameters (`PARAM_RULES`, then those the method declares, `Method.rules`)."
+    from tbpr.plugins import get_method
+
+    for rule in (*PARAM_RULES, *get_method(params["train"]["method"]).rules):
         rule(params)
 
 # %% ../nbs/08_pipeline.ipynb #mt0seed2
@@ -505,15 +469,17 @@ def run_changes(params: dict) -> list:
 
 
 def run_label(params: dict, max_changes: int = 4) -> str:
-    """The method and what it changed, e.g. `bilma (train.mim_target=pixel)`. IVT without its own
-    vision-language pre-trained checkpoint (`model.init_ivt`) says so: the published IVT always
-    starts from it."""
+    """The method and what it changed, e.g. `bilma (train.mim_target=pixel)`; the method as it
+    names its runs (`Method.label`, e.g. IVT without its own pre-trained checkpoint says so), or
+    its name when it is no longer installed."""
+    from tbpr.plugins import REGISTRY, available_methods
+
     changed = run_changes(params)
     if len(changed) > max_changes:
         changed = changed[:max_changes] + [f"+{len(changed) - max_changes} more"]
     name = params["train"]["method"]
-    if name == "ivt" and not params["model"]["init_ivt"]:
-        name = "ivt without its pre-training"
+    if name in available_methods():
+        name = REGISTRY[name].run_label(params)
     return name + (f" ({', '.join(changed)})" if changed else "")
 
 
@@ -625,9 +591,11 @@ def load_runs(runs=PATHS["runs"], dataset: str | None = None) -> list:
     `dataset` only when given, by method then label. `changes` are worked out now, against today's
     defaults. `name` is short, for figures: the method, with a letter when a method has several runs
     (`bilma a`). A record that cannot be read is skipped, and said so."""
-    from tbpr.objectives import available_methods
+    from tbpr.core import DEFAULTS
+    from tbpr.plugins import available_methods
 
-    order = {m: i for i, m in enumerate(["irra", *sorted(set(available_methods()) - {"irra"})])}
+    first = DEFAULTS["train"]["method"]  # the default method's runs first, then by name
+    order = {m: i for i, m in enumerate([first, *sorted(set(available_methods()) - {first})])}
     found = []
     for f in sorted(Path(runs).glob("*/run.json")):
         try:
@@ -866,13 +834,17 @@ def stage_report(
     return Path(out)
 
 
-ABLATIONS = {
-    "bilma": "nbs/experiments/bilma_ablation.ipynb",
-    "bilma-sensitivity": "nbs/experiments/bilma_sensitivity.ipynb",
-    "ivt": "nbs/experiments/ivt_ablation.ipynb",
-    "lcr2s": "nbs/experiments/lcr2s_ablation.ipynb",
+SHARED_ABLATIONS = {  # studies across methods; each method declares its own (`Method.ablations`)
     "recipes": "nbs/experiments/recipes.ipynb",
 }
+
+
+def ablations() -> dict:
+    "`tbpr ablation`'s studies: `{command: notebook}`, the methods' own, then `SHARED_ABLATIONS`."
+    from tbpr.plugins import REGISTRY, available_methods
+
+    own = {k: v for m in available_methods() for k, v in REGISTRY[m].ablations.items()}
+    return {**own, **SHARED_ABLATIONS}
 
 
 def train_variant(
@@ -1047,7 +1019,8 @@ def run_ablation(
     """Run the ablation notebook `name` on the pipeline's preprocess cache: runs in
     artifacts/ablations/<name>/, the notebook in its report/. `extra`: more notebook parameters
     (e.g. the sensitivity study's `ratios`)."""
-    check_choice(name, list(ABLATIONS), "ablation")
+    studies = ablations()
+    check_choice(name, list(studies), "ablation")
     if not (PATHS["cache"] / "dataset.json").exists():
         raise TbprError(
             f"{PATHS['cache']}: no preprocess cache", fix="run `dvc repro preprocess` first"
@@ -1065,8 +1038,8 @@ def run_ablation(
     if variants:
         parameters["variants"] = list(variants)
     parameters.update(extra)
-    run_notebook(notebook or ABLATIONS[name], out / "report", parameters)
-    print(f"ablation: {out / 'report' / (Path(ABLATIONS[name]).stem + '.html')}")
+    run_notebook(notebook or studies[name], out / "report", parameters)
+    print(f"ablation: {out / 'report' / (Path(studies[name]).stem + '.html')}")
     return out
 
 # %% ../nbs/08_pipeline.ipynb #c186d8a3
@@ -1149,7 +1122,9 @@ def cli_parser() -> argparse.ArgumentParser:
         )
     _add_params_option(commands.add_parser("params", help="print the resolved parameters"))
     ab = commands.add_parser("ablation", help="run an ablation notebook (papermill)")
-    ab.add_argument("name", choices=list(ABLATIONS), help="the ablation to run")
+    ab.add_argument(
+        "name", help="the ablation: a method's own study or recipes (an unknown name lists them)"
+    )
     _add_params_option(ab)
     ab.add_argument("--epochs", type=int, help="epochs per run (default: the notebook's)")
     ab.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the notebook's)")

@@ -37,12 +37,12 @@ from .evaluate import evaluate_split
 # %% auto #0
 __all__ = ['CROSS_IO_NORMS', 'TRAINING_CODE', 'CHECKPOINTS', 'HALF_PARAMETERS', 'encoder_config', 'lr_scale',
            'new_module_prefixes', 'param_groups', 'make_optimizer', 'warmup_cosine', 'schedule_scale',
-           'EpochRandomBatches', 'make_loader', 'training_params', 'code_fingerprint', 'fingerprint_parts',
-           'fingerprint_of', 'run_fingerprint', 'fingerprint_changes', 'file_problem', 'checkpoint_problem',
-           'find_resume_checkpoint', 'load_resume_state', 'save_checkpoint', 'checkpoint_bytes', 'disk_full_behind',
-           'trim_live_curves', 'convert_weights', 'half_weight_share', 'fp16_weights', 'fp16_compute', 'precision',
-           'upcast_call', 'training_losses', 'evaluation_copy', 'moved_share', 'TrainingRun', 'build_run', 'fit',
-           'selection_score', 'teacher_params', 'fit_method']
+           'EpochRandomBatches', 'make_loader', 'training_params', 'training_modules', 'code_fingerprint',
+           'fingerprint_parts', 'fingerprint_of', 'run_fingerprint', 'fingerprint_changes', 'file_problem',
+           'checkpoint_problem', 'find_resume_checkpoint', 'load_resume_state', 'save_checkpoint', 'checkpoint_bytes',
+           'disk_full_behind', 'trim_live_curves', 'convert_weights', 'half_weight_share', 'fp16_weights',
+           'fp16_compute', 'precision', 'upcast_call', 'training_losses', 'evaluation_copy', 'moved_share',
+           'TrainingRun', 'build_run', 'fit', 'selection_score', 'teacher_params', 'fit_method']
 
 # %% ../nbs/07_train.ipynb #3a32c1f0
 def encoder_config(model_params: dict, tokenizer, pre=None) -> EncoderConfig:
@@ -214,34 +214,47 @@ def training_params(params: dict) -> dict:
     }
 
 
-# the modules whose code shapes a trained model (evaluate and metrics: they select the epoch); not
-# the pipeline's
-# orchestration, the download stage's sources, search or the docs
+# the shared modules whose code shapes a trained model (evaluate and metrics: they select the
+# epoch); not the pipeline's orchestration, the download stage's sources, search or the docs. The
+# methods' modules join them from their declarations (`training_modules`).
 TRAINING_CODE = (
     "core",
+    "plugins",
     "tokenizer",
     "data",
     "captions",
     "model",
     "pretrained",
     "objectives",
-    "bilma",
-    "ivt",
-    "lcr2s",
     "evaluate",
     "metrics",
     "train",
 )
 
 
-def code_fingerprint(modules=TRAINING_CODE) -> dict:
-    """Per module of `TRAINING_CODE`, a hash of its code as this process runs it: of its syntax
-    tree, so comments and layout do not count, and every other change does."""
-    import ast, tbpr
+def training_modules() -> list:
+    """The modules of `TRAINING_CODE` (as `tbpr.<name>`), then those declaring the installed methods
+    (`Method.module`: tbpr's own under tbpr/methods/, and other packages'), but a notebook
+    session's own (`__main__`, which has no file)."""
+    from tbpr.plugins import REGISTRY, discover
 
-    root = Path(tbpr.__file__).parent
-    tree = lambda m: ast.dump(ast.parse((root / f"{m}.py").read_text(encoding="utf-8")))
-    return {f"tbpr/{m}.py": hashlib.sha256(tree(m).encode()).hexdigest()[:16] for m in modules}
+    discover()
+    methods = sorted({m.module for m in REGISTRY.values()} - {"__main__"})
+    return [f"tbpr.{m}" for m in TRAINING_CODE] + methods
+
+
+def code_fingerprint(modules=None) -> dict:
+    """Per module of `modules` (dotted names; by default `training_modules()`), a hash of its code
+    as this process runs it: of its syntax tree, so comments and layout do not count, and every
+    other change does. Keyed by the module's path, e.g. `tbpr/methods/ivt.py`."""
+    import ast, importlib.util
+
+    out = {}
+    for name in modules or training_modules():
+        source = Path(importlib.util.find_spec(name).origin).read_text(encoding="utf-8")
+        tree = ast.dump(ast.parse(source))
+        out[name.replace(".", "/") + ".py"] = hashlib.sha256(tree.encode()).hexdigest()[:16]
+    return out
 
 
 def fingerprint_parts(params: dict, cache_dir, extra_files=()) -> dict:
@@ -1011,13 +1024,13 @@ def teacher_params(params: dict, teacher: str) -> dict:
     """`params` for training `teacher`: its method name, only the loss weights of its own
     objectives, and `select: last` (validation embeds single samples, which is not what a
     support-set teacher is trained to encode)."""
-    from tbpr.objectives import METHOD_OBJECTIVES
+    from tbpr.plugins import get_method
 
     p = json.loads(json.dumps(params))
     p["train"]["method"] = teacher
     p["train"]["select"] = "last"
     p["train"]["loss_weights"] = {
-        k: v for k, v in p["train"]["loss_weights"].items() if k in METHOD_OBJECTIVES[teacher]
+        k: v for k, v in p["train"]["loss_weights"].items() if k in get_method(teacher).objectives
     }
     return p
 
@@ -1027,10 +1040,10 @@ def fit_method(params: dict, cache_dir, model_dir, ckpt_dir, live_dir, teacher_d
     the teacher in `teacher_dir` (default `ckpt_dir/teacher`: its model/, checkpoints/ and live/),
     then the student, checkpointed in `ckpt_dir/student`, with the teacher's model frozen. Only the
     student goes to `model_dir`."""
-    from tbpr.objectives import METHOD_TEACHER, available_methods
+    from tbpr.plugins import get_method
 
-    method = check_choice(params["train"]["method"], available_methods(), "train.method")
-    teacher = METHOD_TEACHER[method]
+    method = params["train"]["method"]
+    teacher = get_method(method).teacher
     if teacher is None:
         return fit(params, cache_dir, model_dir, ckpt_dir, live_dir)
     tdir = Path(teacher_dir) if teacher_dir else Path(ckpt_dir) / "teacher"

@@ -8,7 +8,7 @@ from tbpr.core import resolve_params
 from tbpr.data import tokenize
 from tbpr.tokenizer import load_tokenizer, minilm_path
 from tbpr.model import EncoderConfig
-from tbpr.ivt import build_shared_encoder
+from tbpr.methods.ivt import build_shared_encoder
 from tbpr import pipeline as P
 from test_pipeline import TINY
 
