@@ -14,11 +14,11 @@ from .core import TbprError, atomic_path
 
 # %% auto #0
 __all__ = ['DIRECTIVE', 'API_HEADING', 'ANCHOR', 'DATAFRAME_STYLE', 'FENCED', 'CODE_SPANS', 'TEX', 'MTEXT', 'BACKTICKED',
-           'SCRIPTS_FROM_WEB', 'SHOW_DOC', 'PARTS', 'EXPERIMENTS', 'SHIM', 'cell_directives', 'notebook_summary',
+           'SCRIPTS_FROM_WEB', 'SHOW_DOC', 'PARTS', 'REPORT', 'SHIM', 'cell_directives', 'notebook_summary',
            'anchor_api_entries', 'tidy_dataframe_html', 'outside_code', 'tex_to_mathml', 'link_api_names',
            'offline_html', 'definition_order', 'in_source_order', 'notebook_markdown', 'api_entries', 'site_parts',
-           'part_of', 'entry_link', 'api_index', 'api_links', 'execute_notebook', 'Experiment', 'site_config',
-           'library_pages', 'committed_results', 'experiment_pages', 'processed_notebooks', 'build_docs']
+           'part_of', 'entry_link', 'api_index', 'api_links', 'execute_notebook', 'Experiment', 'experiments',
+           'site_config', 'library_pages', 'committed_results', 'experiment_pages', 'processed_notebooks', 'build_docs']
 
 # %% ../nbs/13_docs.ipynb #cc7f0686
 DIRECTIVE = re.compile(r"^\s*#\|\s*([\w-]+)\s*:?\s*(.*?)\s*$")
@@ -414,38 +414,25 @@ class Experiment(NamedTuple):
     results: str = ""  # the results committed from an earlier run, under nbs/ ("": none)
 
 
-EXPERIMENTS = {
-    "report": Experiment(
-        "artifacts/report/report.ipynb", "experiments/report.ipynb", "`dvc repro`"
-    ),
-    "bilma_ablation": Experiment(
-        "artifacts/ablations/bilma/report/bilma_ablation.ipynb",
-        "experiments/bilma_ablation.ipynb",
-        "`tbpr ablation bilma`",
-        "experiments/results/bilma",
-    ),
-    "bilma_sensitivity": Experiment(
-        "artifacts/ablations/bilma-sensitivity/report/bilma_sensitivity.ipynb",
-        "experiments/bilma_sensitivity.ipynb",
-        "`tbpr ablation bilma-sensitivity`",
-    ),
-    "ivt_ablation": Experiment(
-        "artifacts/ablations/ivt/report/ivt_ablation.ipynb",
-        "experiments/ivt_ablation.ipynb",
-        "`tbpr ablation ivt`",
-    ),
-    "lcr2s_ablation": Experiment(
-        "artifacts/ablations/lcr2s/report/lcr2s_ablation.ipynb",
-        "experiments/lcr2s_ablation.ipynb",
-        "`tbpr ablation lcr2s`",
-    ),
-    "recipes": Experiment(
-        "artifacts/ablations/recipes/report/recipes.ipynb",
-        "experiments/recipes.ipynb",
-        "`tbpr ablation recipes`",
-        "experiments/results/recipes",
-    ),
-}
+REPORT = Experiment("artifacts/report/report.ipynb", "experiments/report.ipynb", "`dvc repro`")
+
+
+def experiments() -> dict:
+    """The experiment pages: the pipeline's report, then each study of `tbpr ablation` (those the
+    methods declare and the shared ones, `tbpr.pipeline.ablations`), with the results committed
+    from an earlier run under nbs/experiments/results/<command> when there are some."""
+    from tbpr.pipeline import ablations
+
+    pages = {"report": REPORT}
+    for command, notebook in ablations().items():
+        stem = Path(notebook).stem
+        pages[stem] = Experiment(
+            f"artifacts/ablations/{command}/report/{stem}.ipynb",
+            Path(notebook).relative_to("nbs").as_posix(),
+            f"`tbpr ablation {command}`",
+            f"experiments/results/{command}",
+        )
+    return pages
 
 SHIM = ("_static/iframe-worker/shim.js", "assets/iframe-worker-shim.js")  # in nbs/, in the site
 
@@ -559,7 +546,7 @@ def experiment_pages(proc: Path, nbs: Path, pages: Path, root: Path) -> list:
     """The executed report and ablation notebooks from `artifacts/`; else their source with how to
     run them, after the results committed from an earlier run when there are some."""
     nav = []
-    for name, exp in EXPERIMENTS.items():
+    for name, exp in experiments().items():
         if (root / exp.executed).exists():
             title = notebook_markdown(root / exp.executed, pages, name, hide_code=True)
             nav.append({title: f"{name}.md"})

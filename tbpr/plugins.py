@@ -9,8 +9,8 @@ from typing import Callable
 from .core import TbprError, check_choice
 
 # %% auto #0
-__all__ = ['GROUP', 'REGISTRY', 'DECLARED_IN', 'FOUND', 'no_parsing_maps', 'Method', 'register', 'register_method',
-           'entry_point_origin', 'declared_by', 'find_methods', 'installed_entry_points', 'discover',
+__all__ = ['GROUP', 'REGISTRY', 'DECLARED_IN', 'FOUND', 'no_parsing_maps', 'EpochContext', 'Method', 'register',
+           'register_method', 'entry_point_origin', 'declared_by', 'find_methods', 'installed_entry_points', 'discover',
            'available_methods', 'get_method', 'encoder_class']
 
 # %% ../nbs/00a_plugins.ipynb #pl0cd003
@@ -20,6 +20,25 @@ GROUP = "tbpr.methods"  # the entry-point group a package declares its methods i
 def no_parsing_maps(params: dict) -> bool:
     "`Method.needs_parsing` of a method that trains on no human-parsing maps."
     return False
+
+
+@dataclass
+class EpochContext:
+    """What a method's hook before or after an epoch has at hand (`Method.before_epoch`,
+    `after_epoch`): the model being trained (`RetrievalModel`, unwrapped), the training split
+    (`split`, its `TrainData` `data` and the image `store`), the accelerator (its `device`, the
+    processes), the epoch (from 0), the run's parameters, and `state`: the method's own state, a
+    dict of JSON values (e.g. one number per training sample) saved in every checkpoint and given
+    back when the run resumes. Hooks run on every process; the main process's state is saved."""
+
+    model: object
+    split: object
+    data: object
+    store: object
+    accelerator: object
+    epoch: int
+    params: dict
+    state: dict
 
 
 @dataclass
@@ -33,7 +52,9 @@ class Method:
     `needs_parsing(params)`: whether the run trains on parsing maps; `label(params)`: its runs'
     name in tables (None: the method's name); `ablations`: `{command: notebook}` for
     `tbpr ablation`; `docs`: its page on the site; `module`: the module that declares it, whose
-    code goes into the training-code fingerprint (by default the builder's)."""
+    code goes into the training-code fingerprint (by default the builder's); `before_epoch` and
+    `after_epoch`: hooks of the training loop, `fn(EpochContext)` (`after_epoch` may return figures
+    to log with the epoch's)."""
 
     name: str
     build: Callable
@@ -47,6 +68,8 @@ class Method:
     ablations: dict = field(default_factory=dict)
     docs: str = ""
     module: str = ""
+    before_epoch: Callable | None = None
+    after_epoch: Callable | None = None
 
     def __post_init__(self):
         self.objectives, self.init_keys = tuple(self.objectives), tuple(self.init_keys)

@@ -32,6 +32,7 @@ from tbpr.model import (
     write_digests,
 )
 from .objectives import build_model, check_init_keys
+from .plugins import EpochContext, get_method
 from .evaluate import evaluate_split
 
 # %% auto #0
@@ -808,9 +809,10 @@ def _resume_state(accelerator, params: dict, cache_dir, ckpt_dir: Path, context:
     fp = fingerprint_of(parts)
     found = find_resume_checkpoint(ckpt_dir, fp, parts)
     if not found:
-        return {"fingerprint": fp, "parts": parts, "epoch": -1, "best": None, "history": []}
+        fresh = {"epoch": -1, "best": None, "history": [], "method_state": {}}
+        return {"fingerprint": fp, "parts": parts, **fresh}
     accelerator.load_state(str(found[0]))
-    state = found[1]
+    state = {"method_state": {}, **found[1]}
     _check_best(ckpt_dir, state)
     print(f"resuming after epoch {state['epoch'] + 1}")
     return state
@@ -911,8 +913,15 @@ def fit(params: dict, cache_dir, model_dir, ckpt_dir, live_dir, **context) -> di
     core = accelerator.unwrap_model(run.model)
     _say_sizes(run, core, train["method"])
     live = None  # opened after the first epoch: a run that fails first keeps the old curves
+    declared = get_method(train["method"])
     for epoch in range(state["epoch"] + 1, train["epochs"]):
+        hooked = (core, run.ds.train, run.data, run.store, accelerator, epoch, params)
+        context = EpochContext(*hooked, state["method_state"])
+        if declared.before_epoch:
+            declared.before_epoch(context)
         logs = _train_epoch(run, accelerator, epoch, train)
+        if declared.after_epoch:
+            logs.update(declared.after_epoch(context) or {})
         # the main process alone validates, logs and checkpoints; the others only train their
         # share of each batch
         if not accelerator.is_main_process:
