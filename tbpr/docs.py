@@ -306,7 +306,7 @@ PARTS = {  # the site's sections: a part of the library and its modules, in read
     "Basics": ("core",),
     "Data": ("synthetic", "tokenizer", "data", "sources", "captions", "parsing"),
     "Model": ("model", "pretrained"),
-    "Training and evaluation": ("metrics", "objectives", "evaluate", "train", "pipeline"),
+    "Training and evaluation": ("metrics", "objectives", "evaluate", "train", "pipeline", "cli"),
     "Methods": ("bilma", "ivt", "lcr2s"),
     "Search": ("search",),
     "Site": ("docs",),
