@@ -15,8 +15,8 @@ import yaml
 __all__ = ['TEMPORARY', 'DEFAULTS', 'CHOICES', 'PRESETS', 'RANGES', 'POSITIVE', 'PAIRS', 'TRIPLES', 'EMPTY_OR_PAIRS', 'TbprError',
            'check_choice', 'check_keys', 'load_params', 'merge_params', 'seed_everything', 'remove_stale_temporaries',
            'remove_stale_temporaries_under', 'atomic_path', 'write_json', 'read_json', 'sha256_file',
-           'free_space_margin', 'check_free_space', 'full_disk_as_error', 'NpyWriter', 'write_npy', 'data_dvc_mismatch',
-           'apply_preset', 'resolve_params', 'check_params']
+           'free_space_margin', 'shown_path', 'check_free_space', 'full_disk_as_error', 'NpyWriter', 'write_npy',
+           'data_dvc_mismatch', 'apply_preset', 'resolve_params', 'check_params']
 
 # %% ../nbs/00_core.ipynb #f98ff951
 class TbprError(Exception):
@@ -212,20 +212,36 @@ def free_space_margin(needed: int) -> int:
     return needed // 10 + 4 * 2**20
 
 
+def shown_path(path) -> Path:
+    """`path` as the user knows it: without `atomic_path`'s temporaries (`.cache.123-ab12cd34.tmp`,
+    which holds the new `cache`), as if the write were done."""
+    parts = Path(path).parts
+    kept = []
+    for i, part in enumerate(parts):
+        m = TEMPORARY.fullmatch(part)
+        if m is None:
+            kept.append(part)
+        elif parts[i + 1 : i + 2] != (m.group(1),):  # the temporary itself: named by its target
+            kept.append(m.group(1))
+    return Path(*kept)
+
+
 def check_free_space(folder, needed: int, what: str, margin: int | None = None) -> None:
     """Refuse to start writing `needed` bytes of `what` into `folder` when its disk has less free
-    than that plus `margin` (default `free_space_margin(needed)`); the message names all three."""
+    than that plus `margin` (default `free_space_margin(needed)`); the message names all three,
+    each with its exact bytes, and the folder as the user knows it (`shown_path`)."""
     folder = Path(folder)
     margin = free_space_margin(needed) if margin is None else margin
     probe = next(p for p in (folder, *folder.parents) if p.exists())
     free = shutil.disk_usage(probe).free
-    if free < needed + margin:
+    total = needed + margin
+    if free < total:
         raise TbprError(
-            f"{folder}: {what} needs {_gib(needed)} ({needed:,} bytes), and {_gib(margin)} "
-            f"are kept free beside it: {_gib(needed + margin)} in all, but the disk has only "
-            f"{_gib(free)} ({free:,} bytes) free",
-            fix="free some space (or move artifacts/ to a larger disk) and run again; "
-            "nothing was written",
+            f"{shown_path(folder)}: writing {what} takes {_gib(needed)} ({needed:,} bytes), "
+            f"and {_gib(margin)} ({margin:,} bytes) are kept free beside it: {total:,} bytes "
+            f"in all, but the disk has only {free:,} bytes ({_gib(free)}) free",
+            fix=f"free at least {total - free:,} bytes on the disk of {shown_path(folder)} "
+            "(or move that folder to a larger disk) and run again; nothing was written",
         )
 
 
@@ -239,8 +255,8 @@ def full_disk_as_error(folder, needed: int, what: str):
         if err.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
         raise TbprError(
-            f"{folder}: the disk filled up while writing {what} ({_gib(needed)} needed; "
-            f"{err.strerror})",
+            f"{shown_path(folder)}: the disk filled up while writing {what} ({_gib(needed)} "
+            f"needed; {err.strerror})",
             fix="free some space and run again; the partial files were removed",
         ) from None
 
@@ -332,8 +348,8 @@ def _dvc_status_changed(root: Path, dvc_file: Path) -> bool:
 
 def data_dvc_mismatch(root=".", dvc_file="data.dvc") -> str | None:
     """What differs between `data/` and what `data.dvc` records (None if they agree, or if there is
-    no `data/` or no `data.dvc`): a changed or never added `data/` that `dvc checkout` would replace.
-    """
+    no `data/` or no `data.dvc`): a changed or never added `data/` that `dvc checkout` would
+    replace."""
     root = Path(root)
     dvc_file = root / dvc_file
     recorded = _recorded_out(dvc_file)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_data.ipynb #7d30b268
 from __future__ import annotations
-import difflib, json, math, posixpath, random, re, unicodedata
+import difflib, json, math, posixpath, random, re, unicodedata, warnings
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from collections import defaultdict
@@ -29,7 +29,7 @@ __all__ = ['SCHEMAS', 'IMAGE_KEYS', 'INT64', 'ID_RANGE', 'BLANK_CAPTION', 'RESAM
            'SAMPLE_FORMATS', 'BOMB_FIX', 'CLIP_MEAN', 'CLIP_STD', 'BLACK', 'ERASE', 'IGNORE', 'NO_MASK_FIX',
            'LIP_LABELS', 'MIN_SIDE', 'MAX_UPSCALE', 'Schema', 'annotation_file', 'assign_splits', 'TrainSplit',
            'EvalSplit', 'PersonDataset', 'is_blank_caption', 'read_annotations', 'build_dataset',
-           'check_train_identities', 'check_protocol', 'load_dataset', 'write_fixture', 'fixture_entries',
+           'check_train_identities', 'check_protocol', 'load_dataset', 'write_fixture', 'fixture_entries', 'too_large',
            'tiff_samples', 'read_rgb', 'resize_rgb', 'load_image', 'to_tensor', 'pixel_norm', 'flip_draw',
            'random_flip', 'mirror_name', 'flip_permutation', 'black_pixel', 'crop_draw', 'pad_random_crop',
            'erase_draw', 'random_erasing', 'Augment', 'clean_caption', 'is_clip_bpe', 'tokenize', 'replacement_ids',
@@ -229,8 +229,8 @@ def _near_miss(key: str, schema: Schema, entry: dict) -> str | None:
 
 INT64 = (-(2**63), 2**63 - 1)  # the range of the int64 tensors evaluation holds person ids in
 ID_RANGE = (
-    "'id' outside the 64-bit integer range (-2**63 to 2**63-1) that evaluation holds ids in: "
-    "renumber the identities"
+    "'id' outside the 64-bit integer range (-2**63 to 2**63-1) that evaluation holds ids in "
+    "(renumber the identities)"
 )
 BLANK_CAPTION = (
     "empty or non-text caption (blank, or only punctuation, symbols or invisible characters)"
@@ -541,6 +541,19 @@ BOMB_FIX = (
 )
 
 
+def too_large(path, err) -> TbprError:
+    """The error for an image past PIL's decompression-bomb limit: its pixel count (read from PIL's
+    message) against `Image.MAX_IMAGE_PIXELS`."""
+    pixels = re.search(r"\((\d+) pixels\)", str(err))
+    size = f"{int(pixels.group(1)):,} pixels" if pixels else "its size unknown"
+    limit = Image.MAX_IMAGE_PIXELS
+    return TbprError(
+        f"{path}: image too large to decode safely ({size}, more than the {limit:,} of PIL's "
+        "decompression-bomb limit)",
+        fix=BOMB_FIX,
+    )
+
+
 def _rgb8(im: Image.Image, path) -> Image.Image:
     """`im` as 8-bit RGB. 16-bit greyscale (PNG, TIFF) is scaled to 0-255; a 32-bit integer or
     floating-point image is refused by name, since its range is unknown (PIL's own conversion would
@@ -592,14 +605,16 @@ def read_rgb(path) -> Image.Image:
     8 bits; 32-bit and floating-point ones are refused by name (`_rgb8`, `tiff_samples`), and so
     is an image larger than PIL's decompression-bomb limit, with its size."""
     try:
-        with Image.open(path) as im:
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            return _rgb8(im, path)
+        with warnings.catch_warnings():  # PIL only warns between its limit and twice it
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                im.load()
+                im = ImageOps.exif_transpose(im)
+                return _rgb8(im, path)
     except FileNotFoundError:
         raise TbprError(f"{path}: image file not found") from None
-    except Image.DecompressionBombError as err:
-        raise TbprError(f"{path}: image too large to decode safely ({err})", fix=BOMB_FIX) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise too_large(path, err) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         samples = tiff_samples(path)
         if samples:
@@ -625,7 +640,6 @@ def load_image(path, size: tuple | None = None, resize: str = "bilinear") -> np.
     array of shape (H, W, 3), resized (`resize`: bilinear or bicubic) to `size`=(H, W) if given.
     Every image the model sees is decoded here: the cache, the parser, search."""
     return resize_rgb(read_rgb(path), size, resize)
-
 
 # %% ../nbs/02_data.ipynb #f8ca13d0
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -939,11 +953,13 @@ class IdentitySampler:
 
     def __init__(self, pids, batch_size: int, num_instance: int = 4, seed: int = 0):
         if batch_size % num_instance or batch_size < 2 * num_instance:
+            two = 2 * num_instance
             raise TbprError(
                 f"train.batch_size={batch_size} must be a multiple of "
                 f"train.num_instance={num_instance} "
                 "holding at least two identities",
-                fix="e.g. batch_size 64 with num_instance 4",
+                fix=f"set train.batch_size to a multiple of {num_instance} of at least {two} "
+                f"(e.g. {two * max(1, batch_size // two)}), or lower train.num_instance",
             )
         self.by_pid = defaultdict(list)
         for i, p in enumerate(pids):

@@ -306,7 +306,7 @@ PARTS = {  # the site's sections: a part of the library and its modules, in read
     "Basics": ("core", "plugins"),
     "Data": ("synthetic", "tokenizer", "data", "sources", "captions", "parsing"),
     "Model": ("model", "pretrained"),
-    "Training and evaluation": ("metrics", "objectives", "evaluate", "train", "pipeline"),
+    "Training and evaluation": ("metrics", "objectives", "evaluate", "train", "pipeline", "cli"),
     "Methods": (),  # the installed methods' pages (`Method.docs`): see `site_parts`
     "Search": ("search",),
     "Site": ("docs",),

@@ -337,7 +337,10 @@ def image_processor(cfg: EncoderConfig, resize: str = "bilinear"):
 
 
 DIGESTS = "digests.json"  # a folder's sha256 manifest: tbpr's own file, which transformers ignores
-RESTORE_MODEL = "restore it (`dvc checkout artifacts/model`) or train again (`dvc repro -f train`)"
+RESTORE_MODEL = (
+    "restore it (`dvc checkout --force artifacts/model`) or ship it again from the training's "
+    "checkpoints (`dvc repro -f -s train`, this stage alone)"
+)
 
 
 def write_digests(folder) -> Path:

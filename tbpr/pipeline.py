@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from .core import TbprError, check_choice, check_keys, resolve_params, write_json, read_json
 from .core import atomic_path, data_dvc_mismatch, remove_stale_temporaries_under
+from .cli import interrupted
 from .data import load_dataset, build_cache, load_cached_dataset
 
 # %% auto #0
@@ -1174,29 +1175,47 @@ def main(argv=None) -> int:
         print(f"tbpr {args.command}: error: {err}", file=sys.stderr)
         print(restore_hint(args.command), file=sys.stderr, end="")
         return 2
+    except Exception as err:
+        if not interrupted(err):  # a bug: its traceback, after the way back
+            print(restore_hint(args.command), file=sys.stderr, end="")
+            raise
+        return _say_interrupted(args.command)
     except KeyboardInterrupt:
-        print(f"tbpr {args.command}: interrupted; nothing half-written was kept", file=sys.stderr)
-        print(restore_hint(args.command), file=sys.stderr, end="")
-        return 130
-    except Exception:
-        print(restore_hint(args.command), file=sys.stderr, end="")
-        raise
+        return _say_interrupted(args.command)
     return 0
 
 
-def restore_hint(stage: str, root=".") -> str:
+def _say_interrupted(command: str) -> int:
+    "Ctrl-C: one line and, under `dvc repro`, the way back; exit status 130."
+    print(f"tbpr {command}: interrupted; nothing half-written was kept", file=sys.stderr)
+    print(restore_hint(command, was_interrupted=True), file=sys.stderr, end="")
+    return 130
+
+
+def restore_hint(stage: str, root=".", was_interrupted: bool = False) -> str:
     """Under `dvc repro`, how to get back the outputs DVC removed before the failed `stage` ran (''
     elsewhere): `dvc checkout dvc.yaml` restores the pipeline's outputs only, never `data/`; a bare
     `dvc checkout` would replace a `data/` that differs from `data.dvc` (`data_dvc_mismatch`)."""
     if not os.environ.get("DVC_STAGE") or stage not in STAGES:
         return ""
+    if stage == "check" and was_interrupted:
+        return "No stage's outputs were removed: run `dvc repro` again.\n"
     if stage == "check":
-        return "No stage's outputs were removed: correct the value and run `dvc repro` again.\n"
+        return (
+            "No stage's outputs were removed: correct the value in params.yaml (`dvc exp run -S` "
+            "writes its values there too) and run `dvc repro` again.\n"
+        )
     hint = (
         f"DVC removed the previous outputs of the {stage} stage before running it. To get "
         "them back: `dvc checkout dvc.yaml` (the pipeline's outputs only; checkpoints, run "
         "records and the last evaluation's figures are kept as they were).\n"
     )
+    if stage == "download":  # data/ is no dependency: DVC cannot see that it changed
+        hint += (
+            "DVC's run-cache keeps the last good download: until this one succeeds, a plain `dvc "
+            "repro` restores it and goes on with the dataset you had before, not with data/ as it "
+            "is now. Correct data/, then run `dvc repro -f download`.\n"
+        )
     differs = data_dvc_mismatch(root)
     if differs:
         hint += (

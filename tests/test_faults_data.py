@@ -77,15 +77,18 @@ def float_tiff(path, pixels: np.ndarray) -> Path:
 
 def test_image_past_the_decompression_bomb_limit_is_named(tmp_path, monkeypatch, capsys):
     """PIL's DecompressionBombError (a 20000x20000 image; the limit is lowered to keep the file
-    small) was a traceback."""
+    small) was a traceback; between the limit and twice it PIL only warned, and it was decoded."""
     imgs = _dataset(tmp_path, monkeypatch)
     Image.new("L", (400, 300)).save(imgs / "test/0007_1.jpg", "PNG")
     # PIL errors past twice its limit: 179M pixels by default, 100,000 here
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50_000)
     rc, out, err = _tbpr(capsys, "download", "preprocess")
     _refused(
-        rc, err, "test/0007_1.jpg: image too large to decode safely", "120000 pixels", "shrink it"
+        rc, err, "test/0007_1.jpg: image too large to decode safely", "120,000 pixels", "shrink it"
     )
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100_000)  # 120,000 pixels: PIL only warns
+    rc, out, err = _tbpr(capsys, "preprocess")
+    _refused(rc, err, "test/0007_1.jpg: image too large to decode safely", "more than the 100,000")
     assert (
         not (tmp_path / "artifacts/cache").exists()
         and (tmp_path / "artifacts/dataset/manifest.json").exists()

@@ -120,7 +120,7 @@ def test_flipped_shipped_weights_are_refused_with_the_way_back(work):
     flip_middle(f)
     with pytest.raises(TbprError) as err:
         load_encoder(work / "e/model")
-    assert f"{f}: corrupt" in str(err.value) and "dvc checkout artifacts/model" in err.value.fix
+    assert f"{f}: corrupt" in str(err.value) and "dvc checkout --force artifacts/model" in err.value.fix
     gallery = work / "ds/imgs/test"
     with pytest.raises(TbprError, match="model.safetensors: corrupt"):
         search(work / "e/model", gallery, "a man", cache_dir=work / "e/cache", out=work / "e/g.png")
