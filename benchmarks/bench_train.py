@@ -56,7 +56,7 @@ def matmul_rate(dtype_name: str, device: str) -> float:
 
 def config_params(config: str, precision: str, compiled: bool, batch: int, clip_bpe: str) -> dict:
     "The parameters of one run: the configuration, offline (random init), on synthetic data."
-    from tbpr.core import resolve_params
+    from tbpr.plugins import resolve_params
     over = {"train": {"epochs": 1, "seeds": 1, "mixed_precision": precision, "compile": compiled,
                       "eval_every": 1, "log_every": 1000}}
     if config != "cpu":
@@ -68,7 +68,7 @@ def config_params(config: str, precision: str, compiled: bool, batch: int, clip_
     p = resolve_params("params.yaml" if config == "cpu" else None, over)
     # a preset sets the keys left at their defaults: these go in after it
     p["model"].update(OFFLINE)
-    p["train"]["loss_groups"] = 1              # a small batch holds too few identities for IVT's 4
+    p["ivt"]["loss_groups"] = 1              # a small batch holds too few identities for IVT's 4
     if p["model"]["tokenizer"] == "clip" and clip_bpe:
         p["model"]["tokenizer"] = clip_bpe          # OpenAI's BPE file: CLIP's 49,408 ids, offline
     elif p["model"]["tokenizer"] not in ("minilm", "clip"):

@@ -206,10 +206,10 @@ def check_levels(levels) -> tuple:
     "Validate a list of caption levels: known names, no repeats, starting with 'sentence'."
     levels = tuple(levels)
     for lv in levels:
-        check_choice(lv, LEVELS, "train.ivt_levels")
+        check_choice(lv, LEVELS, "ivt.levels")
     if not levels or levels[0] != "sentence" or len(set(levels)) != len(levels):
         raise TbprError(
-            f"train.ivt_levels={list(levels)}: must start with 'sentence' and name each level once",
+            f"ivt.levels={list(levels)}: must start with 'sentence' and name each level once",
             fix="e.g. [sentence], [sentence, phrase] or [sentence, phrase, word]",
         )
     return levels

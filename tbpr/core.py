@@ -12,11 +12,12 @@ import torch
 import yaml
 
 # %% auto #0
-__all__ = ['TEMPORARY', 'DEFAULTS', 'CHOICES', 'PRESETS', 'RANGES', 'POSITIVE', 'PAIRS', 'TRIPLES', 'EMPTY_OR_PAIRS', 'TbprError',
-           'check_choice', 'check_keys', 'load_params', 'merge_params', 'seed_everything', 'remove_stale_temporaries',
-           'remove_stale_temporaries_under', 'atomic_path', 'write_json', 'read_json', 'sha256_file',
-           'free_space_margin', 'shown_path', 'check_free_space', 'full_disk_as_error', 'NpyWriter', 'write_npy',
-           'data_dvc_mismatch', 'apply_preset', 'resolve_params', 'check_params']
+__all__ = ['TEMPORARY', 'DEFAULTS', 'CHOICES', 'PRESETS', 'RANGES', 'POSITIVE', 'PAIRS', 'TRIPLES', 'EMPTY_OR_PAIRS', 'OWNERS',
+           'TbprError', 'check_choice', 'check_keys', 'load_params', 'merge_params', 'seed_everything',
+           'remove_stale_temporaries', 'remove_stale_temporaries_under', 'atomic_path', 'write_json', 'read_json',
+           'sha256_file', 'free_space_margin', 'shown_path', 'check_free_space', 'full_disk_as_error', 'NpyWriter',
+           'write_npy', 'data_dvc_mismatch', 'add_preset', 'preset_values', 'apply_preset', 'settle_params',
+           'check_params', 'add_params']
 
 # %% ../nbs/00_core.ipynb #f98ff951
 class TbprError(Exception):
@@ -399,9 +400,6 @@ DEFAULTS = {
     "model": {
         "init": "",
         "init_sha256": "",
-        "init_vision": "",
-        "init_text": "",
-        "init_ivt": "",
         "tokenizer": "minilm",
         "mask_token": "append",
         "image_size": [144, 48],
@@ -443,21 +441,6 @@ DEFAULTS = {
         "cmt_depth": 2,
         "cmt_heads": 4,
         "cmt_style": "torch",
-        "mim_ratio": 0.15,
-        "mim_target": "semantic",
-        "mim_cross": "shared",
-        "mim_kl_temperature": 1.0,
-        "mim_ignore_background": False,
-        "ivt_levels": ["sentence", "phrase", "word"],
-        "bmm_ratio": 0.2,
-        "loss_groups": 1,
-        "drop_path": 0.0,
-        "text_dropout": 0.0,
-        "support_size": 3,
-        "support_from": "split",
-        "fusion_heads": 4,
-        "fusion_layers": 1,
-        "fusion_ff": 0,
         "loss_weights": {},
         "augment": {"flip": 0.5, "pad": 4, "erase": 0.5, "erase_max": 0.4, "erase_fill": "mean"},
         "select": "val",
@@ -484,14 +467,11 @@ CHOICES = {
     "data.resize": ["bilinear", "bicubic"],
     "train.sampler": ["identity", "random"],
     "data.parse": ["auto", "always", "never"],
-    "train.mim_target": ["semantic", "patch", "pixel", "feature", "pixel_norm", "feature_cos"],
-    "train.mim_cross": ["shared", "separate"],
     "train.select": ["val", "last", "test"],
     "train.cmt_style": ["torch", "irra"],
     "train.mixed_precision": ["fp32", "bf16", "fp16", "fp16-weights"],
     "model.mask_token": ["append", "irra"],
     "train.irr_padding": ["mask", "irra"],
-    "train.support_from": ["split", "batch"],
     "train.select_metric": ["R1", "R1+mAP"],
     "train.augment.erase_fill": ["mean", "noise"],
     "train.augment_on": ["loader", "device"],
@@ -500,118 +480,36 @@ CHOICES = {
 }
 
 # %% ../nbs/00_core.ipynb #c27eb9e9
-PRESETS = {
+PRESETS = {  # name -> values; each method adds its paper's recipe (`add_preset`)
     "cpu": {},
-    "irra-paper": {
-        "model": {
-            "init": "openai/clip-vit-base-patch16",
-            "tokenizer": "clip",
-            "mask_token": "irra",
-            "image_size": [384, 128],
-            "patch_size": 16,
-            "embed_dim": 512,
-            "vision_width": 768,
-            "vision_layers": 12,
-            "vision_heads": 12,
-            "text_width": 512,
-            "text_layers": 12,
-            "text_heads": 8,
-            "max_length": 77,
-        },
-        "train": {
-            "seeds": 3,
-            "epochs": 60,
-            "batch_size": 64,
-            "sampler": "random",
-            "lr": 1e-5,
-            "lr_factor": 5.0,
-            "bias_lr_factor": 2.0,
-            "weight_decay": 4e-5,
-            "adam_eps": 1e-3,
-            "grad_clip": 0.0,
-            "warmup_epochs": 5,
-            "temperature": 0.02,
-            "mlm_prob": 0.15,
-            "irr_padding": "irra",
-            "cmt_depth": 4,
-            "cmt_heads": 8,
-            "cmt_style": "irra",
-            "augment": {"flip": 0.5, "pad": 10, "erase": 0.5},
-            "select": "val",
-            "mixed_precision": "fp16-weights",
-        },
-        "eval": {"batch_size": 512},
-    },
-    "ivt-paper": {
-        "data": {"resize": "bicubic"},
-        "model": {
-            "init_vision": "google/vit-base-patch16-224",
-            "init_text": "bert-base-uncased",
-            "tokenizer": "bert-base-uncased",
-            "image_size": [384, 128],
-            "patch_size": 16,
-            "patch_stride": 12,
-            "vision_width": 768,
-            "vision_layers": 12,
-            "vision_heads": 12,
-            "max_length": 100,
-            "pixel_mean": [0.5, 0.5, 0.5],
-            "pixel_std": [0.5, 0.5, 0.5],
-        },
-        "train": {
-            "method": "ivt",
-            "seeds": 3,
-            "epochs": 120,
-            "batch_size": 112,
-            "sampler": "identity",
-            "num_instance": 4,
-            "optimizer": "sgd",
-            "lr": 0.005,
-            "weight_decay": 1e-4,
-            "bias_weight_decay": 1e-4,
-            "bias_lr_factor": 2.0,
-            "grad_clip": 0.0,
-            "warmup_epochs": 5,
-            "warmup_start": 0.01,
-            "cosine_shift": False,
-            "lr_floor": 0.002,
-            "loss_groups": 4,
-            "drop_path": 0.1,
-            "text_dropout": 0.1,
-            "select_metric": "R1+mAP",
-            "augment": {
-                "flip": 0.5,
-                "pad": 10,
-                "erase": 0.5,
-                "erase_max": 1 / 3,
-                "erase_fill": "noise",
-            },
-            "mixed_precision": "fp16",
-        },
-        "eval": {"batch_size": 512},
-    },
 }
 
-# BiLMa's recipe: IRRA's, plus MIM as the paper describes it (m = 0.15, weight 1, parsing labels
-# through IRR's module)
-PRESETS["bilma-paper"] = json.loads(json.dumps(PRESETS["irra-paper"]))
-PRESETS["bilma-paper"]["train"].update(
-    method="bilma", mim_ratio=0.15, mim_target="semantic", mim_cross="shared"
-)
 
-# LCR²S's, as far as it is known, on IRRA's CLIP recipe (the paper's own numbers are on another
-# backbone): supports
-# of K = 3 other views from the whole training split, fused by one attention layer with 8 heads
-PRESETS["lcr2s-paper"] = json.loads(json.dumps(PRESETS["irra-paper"]))
-PRESETS["lcr2s-paper"]["train"].update(
-    method="lcr2s",
-    support_size=3,
-    support_from="split",
-    fusion_heads=8,
-    fusion_layers=1,
-    fusion_ff=0,
-    mixed_precision="bf16",
-)
+def _deep_update(d: dict, more: dict) -> dict:
+    for k, v in more.items():
+        if isinstance(v, dict) and isinstance(d.get(k), dict):
+            _deep_update(d[k], v)
+        else:
+            d[k] = json.loads(json.dumps(v))
+    return d
+
+
+def add_preset(name: str, values: dict) -> None:
+    """Add preset `name`: `values` by section; `values["base"]`, if given, names a preset laid
+    first (`bilma-paper` is `irra-paper` plus BiLMa's own), found when the preset is applied."""
+    PRESETS[name] = json.loads(json.dumps(values))
+
+
+def preset_values(name: str) -> dict:
+    "The values preset `name` sets, its base's (and theirs) first."
+    check_choice(name, list(PRESETS), "preset")
+    values = json.loads(json.dumps(PRESETS[name]))  # a copy: laying it must not change the preset
+    base = values.pop("base", None)
+    if base is None:
+        return values
+    if base not in PRESETS:
+        check_choice(base, list(PRESETS), f"the base of preset {name}")
+    return _deep_update(preset_values(base), values)
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -634,10 +532,9 @@ def _set(d: dict, dotted: str, value):
 def apply_preset(params: dict, name: str) -> tuple:
     """Lay preset `name` over `params` on the keys still at their defaults; returns (params, keys
     kept from the user)."""
-    check_choice(name, list(PRESETS), "preset")
     defaults, mine, kept = _flatten(DEFAULTS), _flatten(params), []
     out = json.loads(json.dumps(params))
-    for key, value in _flatten(PRESETS[name]).items():
+    for key, value in _flatten(preset_values(name)).items():
         if mine.get(key) == defaults.get(key):
             _set(out, key, value)
         elif mine.get(key) != value:
@@ -645,13 +542,14 @@ def apply_preset(params: dict, name: str) -> tuple:
     return out, kept
 
 
-def resolve_params(
-    path="params.yaml", overrides: dict | None = None, verbose: bool = False
-) -> dict:
-    """`params.yaml` (and `overrides`) laid over `DEFAULTS` and the preset; unknown keys, invalid
-    choices and values of the wrong type or range are refused (`check_params`)."""
-    params = merge_params(DEFAULTS, load_params(path) if path else {}, "params")
-    params = merge_params(params, overrides or {}, "params")
+def settle_params(*layers: dict, verbose: bool = False) -> dict:
+    """`layers` (a parsed `params.yaml`, then overrides, or a few keys) laid in turn over `DEFAULTS`
+    and the preset; unknown keys, invalid choices and values of the wrong type or range are refused
+    (`check_params`). `tbpr.plugins.resolve_params` reads the file, with every installed method's
+    section."""
+    params = DEFAULTS
+    for values in layers:
+        params = merge_params(params, values or {}, "params")
     if params["train"]["mixed_precision"] in (False, "no"):  # YAML 1.1 reads `no` as false
         params["train"]["mixed_precision"] = "fp32"
     check_choice(params["preset"], list(PRESETS), "preset")
@@ -663,9 +561,7 @@ def resolve_params(
 
 RANGES = {  # dotted key: (low, high, low included, high included); None: no bound on that side
     # shares and probabilities
-    "train.mim_ratio": (0, 1, False, True),
     "train.mlm_prob": (0, 1, True, False),
-    "train.bmm_ratio": (0, 1, True, False),
     "train.augment.flip": (0, 1, True, True),
     "train.augment.erase": (0, 1, True, True),
     "synthetic.difficulty": (0, 1, True, True),
@@ -678,15 +574,11 @@ RANGES = {  # dotted key: (low, high, low included, high included); None: no bou
     "train.weight_decay": (0, None, True, True),
     "train.grad_clip": (0, None, True, True),
     "train.warmup_epochs": (0, None, True, True),
-    "train.mim_kl_temperature": (0, None, False, True),
     "data.parse_batch_size": (1, None, True, True),
     "train.bias_weight_decay": (0, None, True, True),
     "train.warmup_start": (0, 1, False, True),
     "train.lr_floor": (0, 1, True, False),
-    "train.drop_path": (0, 1, True, False),
-    "train.text_dropout": (0, 1, True, False),
     "train.augment.erase_max": (0, 1, False, True),
-    "train.fusion_ff": (0, None, True, True),
     "train.augment.pad": (0, None, True, True),
     "train.num_workers": (0, None, True, True),
     "seed": (0, 2**32 - 1, True, True),
@@ -705,10 +597,6 @@ POSITIVE = (
     "train.log_every",
     "train.cmt_depth",
     "train.cmt_heads",
-    "train.support_size",
-    "train.fusion_heads",
-    "train.fusion_layers",
-    "train.loss_groups",
     "eval.batch_size",
     "eval.chunk_size",
     "eval.max_rank",
@@ -851,3 +739,40 @@ def check_params(params: dict) -> dict:
                 fix="0 switches that loss off",
             )
     return params
+
+# %% ../nbs/00_core.ipynb #co0sec02
+OWNERS = {}  # dotted key or section -> who declared it (a method's name)
+
+
+def _own(dotted: str, owner: str) -> None:
+    if OWNERS.get(dotted, owner) != owner:
+        raise TbprError(
+            f"{owner} declares parameter {dotted}, which {OWNERS[dotted]} declared already",
+            fix=f"give {owner}'s parameter another name",
+        )
+    OWNERS[dotted] = owner
+
+
+def add_params(
+    section: str,
+    defaults: dict,
+    owner: str,
+    choices: dict | None = None,
+    ranges: dict | None = None,
+    positive=(),
+) -> None:
+    """Add `owner`'s parameters to `DEFAULTS`: `defaults` as section `section` of their own, or,
+    when `section` is a shared one (`model`), as keys of it. `choices`, `ranges` (as `RANGES`) and
+    `positive` name keys of `defaults`, without the section."""
+    if section in OWNERS or section not in DEFAULTS:  # a section of its own
+        _own(section, owner)
+        DEFAULTS[section] = {}
+    else:  # keys of a shared section, each owned
+        for key in defaults:
+            _own(f"{section}.{key}", owner)
+    for key, value in defaults.items():
+        DEFAULTS[section][key] = json.loads(json.dumps(value))
+    global POSITIVE
+    POSITIVE = (*POSITIVE, *(f"{section}.{k}" for k in positive))
+    CHOICES.update({f"{section}.{k}": list(v) for k, v in (choices or {}).items()})
+    RANGES.update({f"{section}.{k}": tuple(v) for k, v in (ranges or {}).items()})

@@ -8,13 +8,13 @@ from functools import cached_property
 import torch
 import torch.nn.functional as F
 from torch import nn
-from .core import TbprError, check_choice, check_keys
+from .core import DEFAULTS, TbprError, check_choice, check_keys
 from .model import DualEncoder, EncoderConfig, text_padding
 from .plugins import Method, available_methods, get_method, register, register_method
 
 # %% auto #0
-__all__ = ['INIT_KEYS', 'Step', 'Objective', 'RetrievalModel', 'sdm_loss', 'gather_features', 'SDM', 'IDLoss', 'QuickGELU',
-           'irra_stds', 'CrossModal', 'MLMHead', 'irra_padded', 'IRR', 'check_init_keys', 'build_model',
+__all__ = ['Step', 'Objective', 'RetrievalModel', 'sdm_loss', 'gather_features', 'SDM', 'IDLoss', 'QuickGELU', 'irra_stds',
+           'CrossModal', 'MLMHead', 'irra_padded', 'IRR', 'init_keys', 'check_init_keys', 'build_model',
            'check_cross_heads']
 
 # %% ../nbs/05_objectives.ipynb #221d45f0
@@ -286,18 +286,18 @@ class IRR(Objective):
         return F.cross_entropy(self.head(x[where]), labels[where])
 
 # %% ../nbs/05_objectives.ipynb #68e52f34
-INIT_KEYS = (
-    "init",
-    "init_vision",
-    "init_text",
-    "init_ivt",
-)  # the `model.*` keys naming pretrained weights
+def init_keys() -> list:
+    "The `model.*` keys naming pretrained weights: `model.init` and those the methods declare."
+    from tbpr.plugins import REGISTRY, discover
+
+    discover()
+    return list(dict.fromkeys(["init", *(k for m in REGISTRY.values() for k in m.init_keys)]))
 
 
 def check_init_keys(method: str, model_params: dict) -> None:
     "Refuse pretrained weights (`model.init*`) that `method` would silently ignore."
     reads = get_method(method).init_keys
-    for key in INIT_KEYS:
+    for key in init_keys():
         if model_params.get(key) and key not in reads:
             raise TbprError(
                 f"model.{key}={model_params[key]!r} is set, but train.method={method} does "
@@ -314,14 +314,17 @@ def build_model(
     train: dict,
     num_ids: int,
     model_params: dict | None = None,
+    own: dict | None = None,
     **context,
 ) -> RetrievalModel:
     """The `RetrievalModel` of `method` (`get_method`); refuses loss weights of objectives the
-    method lacks and pretrained weights (`model.init*`) it would not read."""
+    method lacks and pretrained weights (`model.init*`) it would not read. `own`: the method's
+    section of the parameters (`Method.section`; its defaults where not given)."""
     declared = get_method(method)
     check_init_keys(method, model_params or {})
     check_keys(train["loss_weights"], declared.objectives, "train.loss_weights")
-    return declared.build(cfg, train, num_ids, model_params=model_params or {}, **context)
+    own = {**DEFAULTS.get(declared.section, {}), **(own or {})}
+    return declared.build(cfg, train, num_ids, model_params=model_params or {}, own=own, **context)
 
 
 def check_cross_heads(params: dict) -> None:

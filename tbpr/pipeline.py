@@ -10,22 +10,24 @@ from unittest.mock import patch
 import yaml
 from pathlib import Path
 import torch
-from .core import TbprError, check_choice, check_keys, resolve_params, write_json, read_json
+from .core import TbprError, check_choice, check_keys, write_json, read_json
+from .plugins import resolve_params
 from .core import atomic_path, data_dvc_mismatch, remove_stale_temporaries_under
 from .cli import interrupted
 from .data import load_dataset, build_cache, load_cached_dataset
 
 # %% auto #0
-__all__ = ['ART', 'PATHS', 'CHECKED', 'PARAM_RULES', 'METRIC_KEYS', 'RUN_RECORD_KEYS', 'SHARED_ABLATIONS', 'STAGES', 'STAGE_HELP',
-           'stage_check', 'stage_download', 'needs_parsing', 'parse_skip_reason', 'parse_device', 'stage_parse',
-           'stage_preprocess', 'parsing_folder', 'run_seeds', 'seed_paths', 'stage_train', 'check_batch_layout',
-           'check_model_sizes', 'check_method_keys', 'check_some_objective_on', 'check_synthetic_rules', 'check_rules',
-           'seed_statistics', 'mean_std', 'per_variant', 'chance_levels', 'evaluate_model_dir', 'grid_queries',
-           'dataset_id', 'run_id', 'run_changes', 'run_label', 'live_curves', 'plot_training_curves', 'record_run',
-           'load_runs', 'keep_copy', 'put_back_missing', 'previous_kept', 'stage_evaluate', 'zero_shot_metrics',
-           'compare_recorded_runs', 'notebook_html', 'notebook_parameters', 'run_notebook', 'stage_report', 'ablations',
-           'train_variant', 'summarise_ablation', 'mim_curves', 'plot_mim_curves', 'results_table', 'sampling_error',
-           'compare_variants', 'run_ablation', 'cli_parser', 'run_command', 'main', 'restore_hint']
+__all__ = ['ART', 'PATHS', 'CHECKED', 'PARSE_KEYS', 'PARAM_RULES', 'METRIC_KEYS', 'RUN_RECORD_KEYS', 'SHARED_ABLATIONS', 'STAGES',
+           'STAGE_HELP', 'stage_inputs', 'stage_check', 'stage_download', 'needs_parsing', 'parse_skip_reason',
+           'parse_device', 'stage_parse', 'stage_preprocess', 'parsing_folder', 'run_seeds', 'seed_paths',
+           'stage_train', 'check_batch_layout', 'check_model_sizes', 'check_method_keys', 'check_some_objective_on',
+           'check_synthetic_rules', 'check_rules', 'seed_statistics', 'mean_std', 'per_variant', 'chance_levels',
+           'evaluate_model_dir', 'grid_queries', 'dataset_id', 'run_id', 'run_changes', 'run_label', 'live_curves',
+           'plot_training_curves', 'record_run', 'load_runs', 'keep_copy', 'put_back_missing', 'previous_kept',
+           'stage_evaluate', 'zero_shot_metrics', 'compare_recorded_runs', 'notebook_html', 'notebook_parameters',
+           'run_notebook', 'stage_report', 'ablations', 'train_variant', 'summarise_ablation', 'mim_curves',
+           'plot_mim_curves', 'results_table', 'sampling_error', 'compare_variants', 'run_ablation', 'cli_parser',
+           'run_command', 'main', 'restore_hint']
 
 # %% ../nbs/08_pipeline.ipynb #7d9a2d72
 ART = Path("artifacts")
@@ -41,6 +43,7 @@ PATHS = {
     "seeds": ART / "seeds",
     "runs": ART / "runs",
     "checked": ART / "checked.txt",
+    "stage_inputs": ART / "stage_inputs",
     "parsing": ART / "parsing",
 }
 
@@ -52,13 +55,49 @@ CHECKED = (
 )
 
 
+PARSE_KEYS = (
+    "name",
+    "parse",
+    "parser",
+    "parser_size",
+    "parsing_dir",
+)  # data.* the parse stage reads
+
+
+def stage_inputs(params: dict) -> dict:
+    """What shapes the outputs of the stages whose inputs depend on the method, `{stage: values}`:
+    `dvc.yaml` cannot name a method's parameters without naming the method, so the check stage
+    writes these and the stages depend on them. The train stage's are the parameters that shape a
+    run (`tbpr.train.training_params`: the shared ones and the sections of its method and teacher),
+    the seed count and the code that shapes its models (`code_fingerprint` of `training_modules`):
+    the same that decides whether checkpoints can be resumed, so editing one method's module or
+    `-S eval.grid_queries=8` retrains no run of another. The parse stage's: the parser's keys and
+    whether the method trains on maps (`Method.needs_parsing`)."""
+    from tbpr.train import code_fingerprint, training_modules, training_params
+
+    parse = {k: params["data"][k] for k in PARSE_KEYS}
+    return {
+        "parse": {"data": parse, "needs_maps": needs_parsing(params)},
+        "train": {
+            "params": training_params(params),
+            "seeds": params["train"]["seeds"],
+            "code": code_fingerprint(training_modules(params)),
+        },
+    }
+
+
 def stage_check(params: dict, out=PATHS["checked"]) -> Path:
-    """Refuse an unknown method (the parameters' types and ranges were checked by `resolve_params`);
-    write the constant note `out` the other stages depend on."""
+    """Refuse an unknown method (the parameters' types and ranges were checked by `resolve_params`)
+    and any rule between parameters; write the constant note `out` every other stage depends on,
+    and beside it `stage_inputs/<stage>.json` (`stage_inputs`)."""
     from tbpr.plugins import get_method
 
     get_method(params["train"]["method"])
     check_rules(params)
+    inputs = Path(out).parent / PATHS["stage_inputs"].name
+    inputs.mkdir(parents=True, exist_ok=True)
+    for stage, values in stage_inputs(params).items():
+        write_json(values, inputs / f"{stage}.json", sort_keys=True)
     with atomic_path(out) as tmp:
         tmp.write_text(CHECKED, encoding="utf-8")
     print("parameters checked")
@@ -459,9 +498,9 @@ def run_changes(params: dict) -> list:
     `key=value` strings."""
     from tbpr.core import DEFAULTS, _flatten, apply_preset
 
-    base = _flatten(
-        _run_params(apply_preset(json.loads(json.dumps(DEFAULTS)), params["preset"])[0])
-    )
+    base = apply_preset(json.loads(json.dumps(DEFAULTS)), params["preset"])[0]
+    base["train"]["method"] = params["train"]["method"]  # its section's defaults count as none
+    base = _flatten(_run_params(base))
     return [
         f"{k}={v}"
         for k, v in _flatten(_run_params(params)).items()
@@ -470,7 +509,7 @@ def run_changes(params: dict) -> list:
 
 
 def run_label(params: dict, max_changes: int = 4) -> str:
-    """The method and what it changed, e.g. `bilma (train.mim_target=pixel)`; the method as it
+    """The method and what it changed, e.g. `bilma (bilma.mim_target=pixel)`; the method as it
     names its runs (`Method.label`, e.g. IVT without its own pre-trained checkpoint says so), or
     its name when it is no longer installed."""
     from tbpr.plugins import REGISTRY, available_methods
@@ -858,8 +897,8 @@ def train_variant(
     name: str = "",
     teacher_dir=None,
 ) -> dict:
-    """Train one ablation run: `base` params with `overrides` of `train` (and of `model`, under the
-    key "model"), at `seed` for `epochs`; selected on val (the last epoch without one; never on
+    """Train one ablation run: `base` params with `overrides` of `train` (and of another section,
+    `model` or a method's, under its name: `{"bilma": {"mim_ratio": 0.3}}`), at `seed` for `epochs`; selected on val (the last epoch without one; never on
     test, whatever `params.yaml` says), evaluated on test. Its test metrics. A finished run
     (`run_dir/test.json`) is reused only when it was trained with the same parameters, data and
     teacher model (`run_fingerprint`); otherwise it is trained again. Variants of a method with a
@@ -873,7 +912,8 @@ def train_variant(
     p = json.loads(json.dumps(base))
     p["seed"] = seed
     overrides = dict(overrides)
-    p["model"].update(overrides.pop("model", {}))
+    for section in [k for k in overrides if k != "train" and isinstance(p.get(k), dict)]:
+        p[section].update(overrides.pop(section))
     p["train"].update(epochs=epochs, select="val", **overrides)
     teacher = Path(teacher_dir) / "model" / WEIGHTS if teacher_dir else None
     fingerprint = lambda: run_fingerprint(

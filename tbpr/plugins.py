@@ -6,12 +6,14 @@
 from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
-from .core import TbprError, check_choice
+import json
+from .core import DEFAULTS, TbprError, add_params, add_preset, check_choice, load_params
+from .core import settle_params
 
 # %% auto #0
-__all__ = ['GROUP', 'REGISTRY', 'DECLARED_IN', 'FOUND', 'no_parsing_maps', 'EpochContext', 'Method', 'register',
+__all__ = ['GROUP', 'REGISTRY', 'DECLARED_IN', 'FOUND', 'no_parsing_maps', 'EpochContext', 'Method', 'declare_params', 'register',
            'register_method', 'entry_point_origin', 'declared_by', 'find_methods', 'installed_entry_points', 'discover',
-           'available_methods', 'get_method', 'encoder_class']
+           'available_methods', 'get_method', 'encoder_class', 'renamed_keys', 'read_renamed', 'resolve_params']
 
 # %% ../nbs/00a_plugins.ipynb #pl0cd003
 GROUP = "tbpr.methods"  # the entry-point group a package declares its methods in (pyproject.toml)
@@ -54,7 +56,12 @@ class Method:
     `tbpr ablation`; `docs`: its page on the site; `module`: the module that declares it, whose
     code goes into the training-code fingerprint (by default the builder's); `before_epoch` and
     `after_epoch`: hooks of the training loop, `fn(EpochContext)` (`after_epoch` may return figures
-    to log with the epoch's)."""
+    to log with the epoch's). Its parameters: `params`, the defaults of its own section of
+    `params.yaml` (named `section`, by default the method's name; `build` receives the section as
+    `own`), with `choices`, `ranges` and `positive` keys as in `tbpr.core`; the `model.*` keys of
+    `init_keys` that are new are added with an empty default; `presets`: `{name: values}`, the
+    paper's recipe (`values["base"]`: a preset laid first); `renamed`: `{old dotted key: new}`, keys
+    that moved here from a shared section, read with a note."""
 
     name: str
     build: Callable
@@ -70,11 +77,23 @@ class Method:
     module: str = ""
     before_epoch: Callable | None = None
     after_epoch: Callable | None = None
+    params: dict = field(default_factory=dict)
+    section: str = ""
+    choices: dict = field(default_factory=dict)
+    ranges: dict = field(default_factory=dict)
+    positive: tuple = ()
+    presets: dict = field(default_factory=dict)
+    renamed: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.objectives, self.init_keys = tuple(self.objectives), tuple(self.init_keys)
         self.rules = tuple(self.rules)
         self.module = self.module or self.build.__module__
+        self.section = self.section or self.name
+
+    def own_params(self, params: dict) -> dict:
+        "This method's section of the resolved `params` (empty when it declares none)."
+        return params.get(self.section, {})
 
     def run_label(self, params: dict) -> str:
         "The name of a run of this method with `params` in tables."
@@ -85,8 +104,22 @@ REGISTRY = {}  # method name -> Method
 DECLARED_IN = {}  # module -> names of the methods it declared (kept when a session redefines one)
 
 
+def declare_params(method: Method) -> None:
+    """Add `method`'s parameters, new `model.*` weight keys and presets to those `params.yaml` may
+    set (`tbpr.core.add_params`, `add_preset`)."""
+    if method.params:
+        args = (method.choices, method.ranges, method.positive)
+        add_params(method.section, method.params, method.name, *args)
+    new_keys = [k for k in method.init_keys if k not in DEFAULTS["model"]]
+    if new_keys:
+        add_params("model", dict.fromkeys(new_keys, ""), method.name)
+    for name, values in method.presets.items():
+        add_preset(name, values)
+
+
 def register(method: Method) -> Method:
-    "Add `method` to the registry (replacing an earlier declaration of its name)."
+    "Add `method` to the registry (replacing an earlier declaration of its name), with its parameters."
+    declare_params(method)
     REGISTRY[method.name] = method
     DECLARED_IN.setdefault(method.module, [])
     if method.name not in DECLARED_IN[method.module]:
@@ -204,3 +237,52 @@ def encoder_class(arch: str):
     "The encoder class of architecture `arch` a method provides (None: no method provides it)."
     discover()
     return next((m.encoders[arch] for m in REGISTRY.values() if arch in m.encoders), None)
+
+# %% ../nbs/00a_plugins.ipynb #pl0cd011
+def renamed_keys() -> dict:
+    "Every old parameter name a method declares, `{old dotted key: its new dotted key}`."
+    discover()
+    return {old: new for m in REGISTRY.values() for old, new in m.renamed.items()}
+
+
+def _pop_dotted(d: dict, dotted: str):
+    *path, key = dotted.split(".")
+    for k in path:
+        d = d.get(k) if isinstance(d, dict) else None
+    if isinstance(d, dict) and key in d:
+        return d.pop(key)
+    return ...
+
+
+def read_renamed(values: dict, where: str) -> dict:
+    """`values` (a parsed `params.yaml`, or overrides) with every old key moved to its new name,
+    each said once; an old and a new name set to different values are refused."""
+    out = json.loads(json.dumps(values or {}))
+    for old, new in renamed_keys().items():
+        value = _pop_dotted(out, old)
+        if value is ...:
+            continue
+        *path, key = new.split(".")
+        section = out
+        for k in path:
+            section = section.setdefault(k, {})
+        if key in section and section[key] != value:
+            raise TbprError(
+                f"{where}: {old}={value!r} and {new}={section[key]!r} are one parameter, set twice",
+                fix=f"keep {new} only ({old} is its old name)",
+            )
+        section[key] = value
+        print(f"{where}: {old} is now {new}; read as {new}={value!r} (rename it there)")
+    return out
+
+
+def resolve_params(
+    path="params.yaml", overrides: dict | None = None, verbose: bool = False
+) -> dict:
+    """`params.yaml` (and `overrides`) laid over the defaults of every section, the shared ones and
+    each installed method's, and the preset; old names read as their new ones; unknown keys,
+    invalid choices and values of the wrong type or range refused (`tbpr.core.settle_params`)."""
+    discover()
+    values = read_renamed(load_params(path), str(path)) if path else {}
+    more = read_renamed(overrides, "overrides")
+    return settle_params(values, more, verbose=verbose)

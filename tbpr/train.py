@@ -5,7 +5,7 @@
 # %% ../nbs/07_train.ipynb #cd80f628
 from __future__ import annotations
 import contextlib, copy, errno, hashlib, json, math, shutil, time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 import torch
 from torch import nn
@@ -53,16 +53,8 @@ def encoder_config(model_params: dict, tokenizer, pre=None) -> EncoderConfig:
         from tbpr.pretrained import encoder_dims
 
         model_params = encoder_dims(model_params, pre)
-    not_sizes = (
-        "tokenizer",
-        "mask_token",
-        "init",
-        "init_sha256",
-        "init_vision",
-        "init_text",
-        "init_ivt",
-    )
-    kw = {k: v for k, v in model_params.items() if k not in not_sizes}
+    sizes = {f.name for f in fields(EncoderConfig)}  # not the tokenizer or the weights to load
+    kw = {k: v for k, v in model_params.items() if k in sizes}
 
     def first(*ids):  # WordPiece: [CLS]/[SEP]; CLIP BPE: start/end of text
         found = [i for i in ids if i is not None]
@@ -205,13 +197,20 @@ def make_loader(data: TrainData, collate: Collate, train: dict, seed: int) -> Da
 
 # %% ../nbs/07_train.ipynb #93289038
 def training_params(params: dict) -> dict:
-    """The parameters that shape training: the seed, `model`, and `train` but for how it runs
-    (workers, where images are augmented, logging, device, seed count)."""
+    """The parameters that shape training: the seed, `model`, `train` but for how it runs
+    (workers, where images are augmented, logging, device, seed count), and the sections of the
+    method and of its teacher (`Method.section`); not another method's."""
+    from tbpr.plugins import get_method
+
     skip = ("num_workers", "augment_on", "log_every", "device", "seeds")
+    method = get_method(params["train"]["method"])
+    teacher = get_method(method.teacher) if method.teacher else None
+    sections = {m.section for m in (method, teacher) if m is not None and m.section in params}
     return {
         "seed": params["seed"],
         "model": params["model"],
         "train": {k: v for k, v in params["train"].items() if k not in skip},
+        **{s: params[s] for s in sorted(sections)},
     }
 
 
@@ -233,14 +232,20 @@ TRAINING_CODE = (
 )
 
 
-def training_modules() -> list:
-    """The modules of `TRAINING_CODE` (as `tbpr.<name>`), then those declaring the installed methods
-    (`Method.module`: tbpr's own under tbpr/methods/, and other packages'), but a notebook
-    session's own (`__main__`, which has no file)."""
-    from tbpr.plugins import REGISTRY, discover
+def training_modules(params: dict | None = None) -> list:
+    """The modules of `TRAINING_CODE` (as `tbpr.<name>`), then those declaring the method of
+    `params` and its teacher (`Method.module`: tbpr's own under tbpr/methods/, or another
+    package's; every installed method's without `params`), but a notebook session's own
+    (`__main__`, which has no file): editing one method's module retrains none of the others."""
+    from tbpr.plugins import REGISTRY, discover, get_method
 
     discover()
-    methods = sorted({m.module for m in REGISTRY.values()} - {"__main__"})
+    if params is None:
+        declared = REGISTRY.values()
+    else:
+        method = get_method(params["train"]["method"])
+        declared = [method] + ([get_method(method.teacher)] if method.teacher else [])
+    methods = sorted({m.module for m in declared} - {"__main__"})
     return [f"tbpr.{m}" for m in TRAINING_CODE] + methods
 
 
@@ -271,7 +276,7 @@ def fingerprint_parts(params: dict, cache_dir, extra_files=()) -> dict:
     return {
         "params": training_params(params),
         "inputs": h.hexdigest()[:16],
-        "code": code_fingerprint(),
+        "code": code_fingerprint(training_modules(params)),
     }
 
 
@@ -704,6 +709,7 @@ def _method_model(params: dict, cfg: EncoderConfig, ds, parsing, pre, cache_dir,
         train,
         ds.train.num_ids,
         model_params=params["model"],
+        own=get_method(train["method"]).own_params(params),
         parsing_labels=parsing[1] if parsing else None,
         cache_dir=str(cache_dir),
         train_split=ds.train,

@@ -4,7 +4,7 @@ import json, os, subprocess, sys
 from pathlib import Path
 import pytest
 import yaml
-from tbpr.core import resolve_params
+from tbpr.plugins import resolve_params
 from tbpr import pipeline as P
 from test_pipeline import TINY
 

@@ -125,7 +125,8 @@ def test_every_module_a_stage_loaded_is_a_dep(ws):
             loaded.setdefault(stage, set()).add("/".join(module.split(".")) + ".py")
     assert set(loaded) == set(STAGES), f"no import recorded for {set(STAGES) - set(loaded)}: was the logging sitecustomize.py loaded?"
     assert "tbpr/pipeline.py" in loaded["report"] and "tbpr/train.py" in loaded["train"]
-    missing = {s: not_covered(loaded[s], stage_deps(ws.root / "dvc.yaml", s)) for s in STAGES}
+    inputs = ws.root / "artifacts/stage_inputs"
+    missing = {s: not_covered(loaded[s], stage_deps(ws.root / "dvc.yaml", s) | fingerprinted(s, inputs)) for s in STAGES}
     assert not any(missing.values()), f"imported by a stage but not in its deps in dvc.yaml: {missing}"
     graph = ImportGraph(ws.root / "tbpr")                       # and the static analysis below saw them all coming
     unseen = {s: sorted(loaded[s] - stage_modules(graph, s, ws.root)) for s in STAGES}
@@ -264,6 +265,17 @@ def test_exp_run_changes_train_metrics(ws):
 
 def stage_deps(dvc_yaml: Path, stage: str) -> set:
     return {d if isinstance(d, str) else next(iter(d)) for d in yaml.safe_load(dvc_yaml.read_text())["stages"][stage]["deps"]}
+
+
+def fingerprinted(stage: str, inputs: Path | None = None) -> set:
+    """The modules whose code the stage's file in artifacts/stage_inputs/ fingerprints (it is a dep of the stage): the
+    train stage's training code, as written there (`inputs`) or, without it, for every installed method."""
+    if stage != "train":
+        return set()
+    if inputs is not None:
+        return set(json.loads((inputs / "train.json").read_text())["code"])
+    from tbpr.train import code_fingerprint, training_modules
+    return set(code_fingerprint(training_modules()))
 
 
 def not_covered(files: set, deps: set) -> list:
@@ -405,5 +417,5 @@ def test_every_module_a_stage_can_import_is_a_dep():
     found = {s: stage_modules(graph, s) for s in STAGES}
     assert {"tbpr/sources.py", "tbpr/synthetic.py", "tbpr/core.py"} <= found["download"]       # the analysis sees lazy imports
     assert {"tbpr/methods/ivt.py", "tbpr/methods/lcr2s.py", "tbpr/train.py"} <= found["evaluate"]   # entry points, _run_params
-    missing = {s: not_covered(found[s], stage_deps(REPO / "dvc.yaml", s)) for s in STAGES}
+    missing = {s: not_covered(found[s], stage_deps(REPO / "dvc.yaml", s) | fingerprinted(s)) for s in STAGES}
     assert not any(missing.values()), f"tbpr modules a stage can import that are not in its deps in dvc.yaml: {missing}"

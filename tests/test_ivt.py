@@ -4,7 +4,7 @@ the same path as `model.init_vision: google/vit-base-patch16-224` would be."""
 import json
 import torch
 from transformers import BertModel, ViTConfig, ViTModel
-from tbpr.core import resolve_params
+from tbpr.plugins import resolve_params
 from tbpr.data import tokenize
 from tbpr.tokenizer import load_tokenizer, minilm_path
 from tbpr.model import EncoderConfig

@@ -3,7 +3,8 @@ import json
 from pathlib import Path
 import pytest
 import torch
-from tbpr.core import resolve_params, TbprError
+from tbpr.core import TbprError
+from tbpr.plugins import resolve_params
 from tbpr import pipeline as P
 
 REPO = Path(__file__).resolve().parents[1]

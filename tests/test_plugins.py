@@ -102,7 +102,8 @@ def test_hooks_before_and_after_each_epoch_keep_their_state_across_a_resume(tmp_
     the per-sample state they keep is saved in each checkpoint and given back when an interrupted run resumes."""
     from test_pipeline import TINY
     from tbpr import pipeline as P
-    from tbpr.core import resolve_params, read_json
+    from tbpr.core import read_json
+    from tbpr.plugins import resolve_params
     from tbpr.methods.irra import build_irra
     from tbpr.plugins import REGISTRY, Method, register
     from tbpr.train import fit

@@ -3,7 +3,8 @@ the CLIP weights path, and IRRA's paper preset end to end on a tiny CLIP."""
 import json, shutil
 from pathlib import Path
 import pytest
-from tbpr.core import resolve_params, TbprError, DEFAULTS
+from tbpr.core import TbprError, DEFAULTS
+from tbpr.plugins import resolve_params
 from tbpr.data import write_fixture, fixture_entries, SCHEMAS
 from tbpr.sources import OFFICIAL
 from tbpr import pipeline as P
@@ -201,7 +202,8 @@ def test_hub_id_loads_from_the_local_cache_offline(tmp_path):
     _fake_hub_cache(tmp_path / "hf_home", init, folder)
     script = """if True:
         import json
-        from tbpr.core import resolve_params, TbprError
+        from tbpr.core import TbprError
+        from tbpr.plugins import resolve_params
         from tbpr.pretrained import load_pretrained
         from tbpr.tokenizer import load_tokenizer
         model = resolve_params(None, {"preset": "irra-paper"})["model"]
@@ -295,7 +297,7 @@ def test_bilma_paper_preset_parses_then_trains_on_a_real_schema(tmp_path, monkey
             "model": {"init": str(clip)}, "eval": {"grid_queries": 2},
             "train": {"epochs": 1, "seeds": 1, "batch_size": 8, "cmt_depth": 1, "cmt_heads": 2}}
     params = resolve_params(None, over)
-    assert (params["train"]["method"], params["train"]["mim_cross"], params["train"]["lr"]) == ("bilma", "shared", 1e-5)
+    assert (params["train"]["method"], params["bilma"]["mim_cross"], params["train"]["lr"]) == ("bilma", "shared", 1e-5)
     P.stage_check(params); P.stage_download(params); P.stage_parse(params)
     record = json.loads((tmp_path / "artifacts/parsing/parsing.json").read_text())
     assert record["status"] == "made" and record["made_now"] == record["maps"] and record["labels"] == ATR_LABELS

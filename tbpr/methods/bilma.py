@@ -26,8 +26,8 @@ from tbpr.objectives import (
 )
 
 # %% auto #0
-__all__ = ['MIM_TARGETS', 'patch_labels', 'patch_pixels', 'patch_means', 'feature_kl', 'random_patch_mask', 'MIM',
-           'parsing_default_folder', 'needs_parsing_maps', 'build_bilma']
+__all__ = ['MIM_TARGETS', 'BILMA_PARAMS', 'BILMA_PAPER', 'patch_labels', 'patch_pixels', 'patch_means', 'feature_kl',
+           'random_patch_mask', 'MIM', 'parsing_default_folder', 'needs_parsing_maps', 'build_bilma']
 
 # %% ../../nbs/09_bilma.ipynb #c3fa0126
 def patch_labels(
@@ -116,7 +116,7 @@ MIM_TARGETS = {  # name: (what a masked patch predicts, its loss)
 class MIM(Objective):
     """Masked image modelling from the caption: the masked image's tokens attend to the unmasked
     caption's tokens and predict a target for each masked patch. `cross`: IRR's cross-modal module
-    to decode through (BiLMa as the paper describes it, `train.mim_cross: shared`); None builds a
+    to decode through (BiLMa as the paper describes it, `bilma.mim_cross: shared`); None builds a
     module of MIM's own (`separate`)."""
 
     def __init__(
@@ -133,7 +133,7 @@ class MIM(Objective):
         kl_temperature: float = 1.0,
     ):
         super().__init__()
-        self.target = check_choice(target, list(MIM_TARGETS), "train.mim_target")
+        self.target = check_choice(target, list(MIM_TARGETS), "bilma.mim_target")
         self.ratio, self.patch, self.eos = ratio, cfg.patch_size, cfg.eos_token_id
         self.num_classes, self.ignore_labels, self.kl_temperature = (
             num_classes,
@@ -265,7 +265,7 @@ def parsing_default_folder(cache_dir) -> str:
 def _no_maps_error(cache_dir) -> TbprError:
     folder = parsing_default_folder(cache_dir)
     return TbprError(
-        f"train.mim_target=semantic needs human-parsing maps, and {cache_dir} has none "
+        f"bilma.mim_target=semantic needs human-parsing maps, and {cache_dir} has none "
         "(parsing.npy): the dataset "
         f"has no {folder}, data.parsing_dir is not set, and the parse stage made none "
         "(data.parse: never?)",
@@ -276,32 +276,46 @@ def _no_maps_error(cache_dir) -> TbprError:
         "the image tree "
         "(label names in parsing_labels.json), or set data.parsing_dir to maps made "
         "elsewhere. Or train "
-        "without maps: -S train.mim_target=patch (or pixel, feature), -S "
+        "without maps: -S bilma.mim_target=patch (or pixel, feature), -S "
         "train.loss_weights.mim=0 (MLM "
         "only), or -S train.method=irra",
     )
 
 
-def _ignored_labels(train: dict, parsing_labels) -> list:
-    "The background class when `train.mim_ignore_background` asks to leave it out of the loss."
-    if not (
-        train["mim_ignore_background"] and train["mim_target"] == "semantic" and parsing_labels
-    ):
+def _ignored_labels(own: dict, parsing_labels) -> list:
+    "The background class when `bilma.mim_ignore_background` asks to leave it out of the loss."
+    if not (own["mim_ignore_background"] and own["mim_target"] == "semantic" and parsing_labels):
         return []
     if "Background" not in parsing_labels:
         raise TbprError(
-            f"train.mim_ignore_background is set, but the parsing labels {parsing_labels[:4]}... "
+            f"bilma.mim_ignore_background is set, but the parsing labels {parsing_labels[:4]}... "
             "have no 'Background'",
             fix="name the background class 'Background' in "
-            "parsing_labels.json, or set train.mim_ignore_background: false",
+            "parsing_labels.json, or set bilma.mim_ignore_background: false",
         )
     return [parsing_labels.index("Background")]
 
 
 def needs_parsing_maps(params: dict) -> bool:
     "Whether a BiLMa run trains on parsing maps: semantic MIM with a non-zero weight."
-    t = params["train"]
-    return t["mim_target"] == "semantic" and t["loss_weights"].get("mim", 1.0) != 0
+    semantic = params["bilma"]["mim_target"] == "semantic"
+    return semantic and params["train"]["loss_weights"].get("mim", 1.0) != 0
+
+
+BILMA_PARAMS = {  # params.yaml's `bilma:` section, with these defaults
+    "mim_ratio": 0.15,  # the share of image patches masked
+    "mim_target": "semantic",  # what a masked patch predicts (the table above)
+    "mim_cross": "shared",  # MIM decoded by IRR's cross-modal module, or one of its own
+    "mim_kl_temperature": 1.0,  # of the feature target's KL
+    "mim_ignore_background": False,  # leave patches whose majority label is Background out
+}
+# BiLMa's recipe: IRRA's, plus MIM as the paper describes it (m = 0.15, weight 1, parsing labels
+# through IRR's module)
+BILMA_PAPER = {
+    "base": "irra-paper",
+    "train": {"method": "bilma"},
+    "bilma": {"mim_ratio": 0.15, "mim_target": "semantic", "mim_cross": "shared"},
+}
 
 
 @register_method(
@@ -314,20 +328,26 @@ def needs_parsing_maps(params: dict) -> bool:
         "bilma-sensitivity": "nbs/experiments/bilma_sensitivity.ipynb",
     },
     docs="bilma",
+    params=BILMA_PARAMS,
+    choices={"mim_target": list(MIM_TARGETS), "mim_cross": ["shared", "separate"]},
+    ranges={"mim_ratio": (0, 1, False, True), "mim_kl_temperature": (0, None, False, True)},
+    presets={"bilma-paper": BILMA_PAPER},
+    renamed={f"train.{k}": f"bilma.{k}" for k in BILMA_PARAMS},
 )
 def build_bilma(
     cfg: EncoderConfig,
     train: dict,
     num_ids: int,
+    own: dict,
     parsing_labels=None,
     cache_dir: str = "the preprocess cache",
     **context,
 ) -> RetrievalModel:
     """BiLMa: SDM + ID + IRR (masked words from the image) + MIM (masked patches from the caption),
-    MIM decoded by IRR's cross-modal module (`train.mim_cross: shared`) or by one of its own
+    MIM decoded by IRR's cross-modal module (`bilma.mim_cross: shared`) or by one of its own
     (`separate`)."""
-    target = check_choice(train["mim_target"], list(MIM_TARGETS), "train.mim_target")
-    shared = check_choice(train["mim_cross"], ["shared", "separate"], "train.mim_cross") == "shared"
+    target = check_choice(own["mim_target"], list(MIM_TARGETS), "bilma.mim_target")
+    shared = check_choice(own["mim_cross"], ["shared", "separate"], "bilma.mim_cross") == "shared"
     if target == "semantic" and not parsing_labels and train["loss_weights"].get("mim", 1.0) != 0:
         raise _no_maps_error(cache_dir)
     heads, depth, style = train["cmt_heads"], train["cmt_depth"], train["cmt_style"]
@@ -335,14 +355,14 @@ def build_bilma(
     mim = MIM(
         cfg,
         target,
-        train["mim_ratio"],
+        own["mim_ratio"],
         heads,
         depth,
         len(parsing_labels) if parsing_labels else None,
-        _ignored_labels(train, parsing_labels),
+        _ignored_labels(own, parsing_labels),
         style,
         irr.cross if shared else None,
-        train["mim_kl_temperature"],
+        own["mim_kl_temperature"],
     )
     objectives = {
         "sdm": SDM(train["temperature"]),

@@ -8,7 +8,7 @@ from ..model import DualEncoder, EncoderConfig
 from ..objectives import IDLoss, IRR, Method, RetrievalModel, SDM, check_cross_heads, register
 
 # %% auto #0
-__all__ = ['IRRA', 'build_irra']
+__all__ = ['IRRA_PAPER', 'IRRA', 'build_irra']
 
 # %% ../../nbs/08a_irra.ipynb #ir0cd003
 def build_irra(cfg: EncoderConfig, train: dict, num_ids: int, **context) -> RetrievalModel:
@@ -28,6 +28,48 @@ def build_irra(cfg: EncoderConfig, train: dict, num_ids: int, **context) -> Retr
     return RetrievalModel(DualEncoder(cfg), objectives, train["loss_weights"])
 
 
+IRRA_PAPER = {  # IRRA's recipe: its run_irra.sh and utils/options.py (the prose above)
+    "model": {
+        "init": "openai/clip-vit-base-patch16",
+        "tokenizer": "clip",
+        "mask_token": "irra",
+        "image_size": [384, 128],
+        "patch_size": 16,
+        "embed_dim": 512,
+        "vision_width": 768,
+        "vision_layers": 12,
+        "vision_heads": 12,
+        "text_width": 512,
+        "text_layers": 12,
+        "text_heads": 8,
+        "max_length": 77,
+    },
+    "train": {
+        "method": "irra",
+        "seeds": 3,
+        "epochs": 60,
+        "batch_size": 64,
+        "sampler": "random",
+        "lr": 1e-5,
+        "lr_factor": 5.0,
+        "bias_lr_factor": 2.0,
+        "weight_decay": 4e-5,
+        "adam_eps": 1e-3,
+        "grad_clip": 0.0,
+        "warmup_epochs": 5,
+        "temperature": 0.02,
+        "mlm_prob": 0.15,
+        "irr_padding": "irra",
+        "cmt_depth": 4,
+        "cmt_heads": 8,
+        "cmt_style": "irra",
+        "augment": {"flip": 0.5, "pad": 10, "erase": 0.5},
+        "select": "val",
+        "mixed_precision": "fp16-weights",
+    },
+    "eval": {"batch_size": 512},
+}
+
 IRRA = register(
     Method(
         "irra",
@@ -35,5 +77,6 @@ IRRA = register(
         objectives=("sdm", "id", "mlm"),
         rules=(check_cross_heads,),
         docs="irra",
+        presets={"irra-paper": IRRA_PAPER},
     )
 )

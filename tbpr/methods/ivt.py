@@ -24,11 +24,11 @@ from ..tokenizer import minilm_path
 
 # %% auto #0
 __all__ = ['SHARED_INIT_KEYS', 'IVT_PREFIX', 'IVT_CHECKPOINT_FIX', 'IVT_UNREADABLE_FIX', 'IVT_NAMES', 'IVT_QKV', 'IVT_SKIPPED',
-           'IVT_NEEDED', 'IVT_SIZE_FIXES', 'IVT_RATES', 'shared_vit_config', 'keep_tokens', 'drop_path', 'DropPath',
-           'drop_path_rates', 'SharedEncoder', 'text_embed_config', 'shared_config', 'load_shared_checkpoints',
-           'checkpoint_sizes', 'init_shared_encoder', 'shared_sizes', 'init_summary', 'build_shared_encoder',
-           'read_ivt_checkpoint', 'ivt_name', 'ivt_to_shared', 'ivt_sizes', 'ivt_size_problems', 'table_grid',
-           'fit_ivt_tensor', 'unused_summary', 'ivt_shape_problems', 'load_ivt_state', 'cmpm_loss',
+           'IVT_NEEDED', 'IVT_SIZE_FIXES', 'IVT_RATES', 'IVT_PARAMS', 'IVT_PAPER', 'shared_vit_config', 'keep_tokens',
+           'drop_path', 'DropPath', 'drop_path_rates', 'SharedEncoder', 'text_embed_config', 'shared_config',
+           'load_shared_checkpoints', 'checkpoint_sizes', 'init_shared_encoder', 'shared_sizes', 'init_summary',
+           'build_shared_encoder', 'read_ivt_checkpoint', 'ivt_name', 'ivt_to_shared', 'ivt_sizes', 'ivt_size_problems',
+           'table_grid', 'fit_ivt_tensor', 'unused_summary', 'ivt_shape_problems', 'load_ivt_state', 'cmpm_loss',
            'training_processes', 'process_groups', 'check_loss_groups', 'group_rows', 'grouped_cmpm', 'MLA',
            'level_inputs', 'check_ivt_rules', 'ivt_run_label', 'build_ivt']
 
@@ -592,23 +592,22 @@ def training_processes() -> int:
 
 
 def process_groups(groups: int, processes: int | None = None) -> int:
-    "The loss groups each process computes on its own batch: `train.loss_groups` shared out."
+    "The loss groups each process computes on its own batch: `ivt.loss_groups` shared out."
     processes = processes or training_processes()
     if groups % processes:
         raise TbprError(
-            f"train.loss_groups={groups} does not share out over {processes} training processes",
-            fix=f"set train.loss_groups to a multiple of {processes} (each process "
+            f"ivt.loss_groups={groups} does not share out over {processes} training processes",
+            fix=f"set ivt.loss_groups to a multiple of {processes} (each process "
             f"computes loss_groups / {processes} groups of its own batch), or to 1 "
             "for one CMPM over the gathered batch",
         )
     return groups // processes
 
 
-def check_loss_groups(train: dict, processes: int | None = None) -> int:
-    """`train.loss_groups`, refused unless it cuts each process's batch into groups of two or more
-    whole identities (the identity sampler lays a batch out as consecutive blocks of
-    `train.num_instance` captions of one identity)."""
-    groups = train["loss_groups"]
+def check_loss_groups(train: dict, groups: int, processes: int | None = None) -> int:
+    """`groups` (`ivt.loss_groups`), refused unless it cuts each process's batch (`train`'s) into
+    groups of two or more whole identities (the identity sampler lays a batch out as consecutive
+    blocks of `train.num_instance` captions of one identity)."""
     if groups == 1:
         return groups
     share, bs, k = process_groups(groups, processes), train["batch_size"], train["num_instance"]
@@ -617,10 +616,10 @@ def check_loss_groups(train: dict, processes: int | None = None) -> int:
         raise TbprError(
             f"train.batch_size={bs} does not split into {share} loss group(s) per "
             f"process of two or more whole identities of train.num_instance={k} "
-            f"captions (train.loss_groups={groups})",
+            f"captions (ivt.loss_groups={groups})",
             fix=f"make train.batch_size a multiple of {share * unit}, at least "
             f"{2 * share * unit} (IVT: 112 = 4 groups x 7 identities x 4 "
-            "captions), or set train.loss_groups: 1",
+            "captions), or set ivt.loss_groups: 1",
         )
     return groups
 
@@ -663,7 +662,7 @@ class MLA(Objective):
 
     def forward(self, step) -> torch.Tensor:
         """CMPM over the rows of every level (sentence, phrase, word) of the batch; with
-        `train.loss_groups`, per group of items, averaged."""
+        `ivt.loss_groups`, per group of items, averaged."""
         images, ids, pids = level_inputs(step.batch)
         v = step.encoder.encode_image(images, drop=self.bmm)[0]
         t = step.encoder.encode_text(ids, drop=self.bmm)[0]
@@ -691,13 +690,66 @@ IVT_RATES = {
     "drop_path": "IVT uses 0.1; 0 turns it off",
     "text_dropout": "IVT uses 0.1; 0 turns it off",
 }
+IVT_PARAMS = {  # params.yaml's `ivt:` section, with these defaults
+    "levels": ["sentence", "phrase", "word"],  # multi-level alignment: each against its own view
+    "bmm_ratio": 0.2,  # at most this share of image and of text tokens dropped per batch
+    "loss_groups": 1,  # CMPM per group of whole identities, averaged (IVT: 4); 1 = the batch
+    "drop_path": 0.0,  # stochastic depth rising linearly over the shared blocks (IVT: 0.1)
+    "text_dropout": 0.0,  # dropout on the text embeddings (IVT: 0.1)
+}
+IVT_PAPER = {  # IVT's recipe (the prose above)
+    "data": {"resize": "bicubic"},
+    "model": {
+        "init_vision": "google/vit-base-patch16-224",
+        "init_text": "bert-base-uncased",
+        "tokenizer": "bert-base-uncased",
+        "image_size": [384, 128],
+        "patch_size": 16,
+        "patch_stride": 12,
+        "vision_width": 768,
+        "vision_layers": 12,
+        "vision_heads": 12,
+        "max_length": 100,
+        "pixel_mean": [0.5, 0.5, 0.5],
+        "pixel_std": [0.5, 0.5, 0.5],
+    },
+    "train": {
+        "method": "ivt",
+        "seeds": 3,
+        "epochs": 120,
+        "batch_size": 112,
+        "sampler": "identity",
+        "num_instance": 4,
+        "optimizer": "sgd",
+        "lr": 0.005,
+        "weight_decay": 1e-4,
+        "bias_weight_decay": 1e-4,
+        "bias_lr_factor": 2.0,
+        "grad_clip": 0.0,
+        "warmup_epochs": 5,
+        "warmup_start": 0.01,
+        "cosine_shift": False,
+        "lr_floor": 0.002,
+        "select_metric": "R1+mAP",
+        "augment": {
+            "flip": 0.5,
+            "pad": 10,
+            "erase": 0.5,
+            "erase_max": 1 / 3,
+            "erase_fill": "noise",
+        },
+        "mixed_precision": "fp16",
+    },
+    "ivt": {"loss_groups": 4, "drop_path": 0.1, "text_dropout": 0.1},
+    "eval": {"batch_size": 512},
+}
 
 
 def check_ivt_rules(params: dict) -> None:
     """IVT's caption levels (`tbpr.captions.check_levels`) and its loss groups of whole identities
     in a batch (`check_loss_groups`, for the processes this command sees)."""
-    check_levels(params["train"]["ivt_levels"])
-    check_loss_groups(params["train"])
+    check_levels(params["ivt"]["levels"])
+    check_loss_groups(params["train"], params["ivt"]["loss_groups"])
 
 
 def ivt_run_label(params: dict) -> str:
@@ -715,28 +767,37 @@ def ivt_run_label(params: dict) -> str:
     label=ivt_run_label,
     ablations={"ivt": "nbs/experiments/ivt_ablation.ipynb"},
     docs="ivt",
+    params=IVT_PARAMS,
+    ranges={k: (0, 1, True, False) for k in IVT_RATES},
+    positive=("loss_groups",),
+    presets={"ivt-paper": IVT_PAPER},
+    renamed={
+        "train.ivt_levels": "ivt.levels",
+        **{f"train.{k}": f"ivt.{k}" for k in IVT_PARAMS if k != "levels"},
+    },
 )
 def build_ivt(
     cfg: EncoderConfig,
     train: dict,
     num_ids: int,
+    own: dict,
     model_params: dict | None = None,
     cache_dir: str = "the preprocess cache",
     train_split=None,
     **context,
 ) -> RetrievalModel:
-    """IVT: the shared encoder (stochastic depth `train.drop_path`, text dropout
-    `train.text_dropout`) trained by multi-level alignment (CMPM over `train.loss_groups` groups)
-    with token dropping."""
-    levels = check_levels(train["ivt_levels"])
+    """IVT: the shared encoder (stochastic depth `ivt.drop_path`, text dropout `ivt.text_dropout`)
+    trained by multi-level alignment (CMPM over `ivt.loss_groups` groups) with token dropping; `own`:
+    the `ivt` section of the parameters."""
+    levels = check_levels(own["levels"])
     for key, hint in IVT_RATES.items():
-        if not 0 <= train[key] < 1:
-            raise TbprError(f"train.{key}={train[key]!r} must be in [0, 1)", fix=hint)
-    groups = check_loss_groups(train)
+        if not 0 <= own[key] < 1:
+            raise TbprError(f"ivt.{key}={own[key]!r} must be in [0, 1)", fix=hint)
+    groups = check_loss_groups(train, own["loss_groups"])
     n_items = len(train_split) if train_split is not None else None
     attributes = load_attributes(cache_dir, n_items) if "word" in levels else None
     # both act in training only: evaluation and the shipped model are unchanged
-    cfg = replace(cfg, drop_path=train["drop_path"], text_dropout=train["text_dropout"])
+    cfg = replace(cfg, drop_path=own["drop_path"], text_dropout=own["text_dropout"])
     encoder = build_shared_encoder(cfg, model_params)
-    mla = MLA(levels, train["bmm_ratio"], attributes, groups)
+    mla = MLA(levels, own["bmm_ratio"], attributes, groups)
     return RetrievalModel(encoder, {"cmpm": mla}, train["loss_weights"])

@@ -17,11 +17,11 @@ from ..objectives import IDLoss, Objective, RetrievalModel, SDM, Step, register_
 from ..metrics import rank_metrics
 
 # %% auto #0
-__all__ = ['SPLIT_FIELDS', 'SUPPORT_FROM', 'support_sets', 'SplitSupports', 'FusionLayer', 'MHAF', 'check_fusion',
-           'SupportEncoder', 'encode_valid', 'SupportStep', 'support_step', 'check_batch_support', 'check_support',
-           'images_by_identity', 'split_fill', 'batch_fill', 'support_counts', 'report_support', 'StudentStep',
-           'student_step', 'cosine', 'direction_mse', 'FeatureDistill', 'RelationDistill', 'SupportModel',
-           'support_extras', 'fusion_config', 'build_lcr2s_teacher', 'load_teacher', 'check_teacher',
+__all__ = ['SPLIT_FIELDS', 'SUPPORT_FROM', 'LCR2S_PARAMS', 'LCR2S_PAPER', 'support_sets', 'SplitSupports', 'FusionLayer', 'MHAF',
+           'check_fusion', 'SupportEncoder', 'encode_valid', 'SupportStep', 'support_step', 'check_batch_support',
+           'check_support', 'images_by_identity', 'split_fill', 'batch_fill', 'support_counts', 'report_support',
+           'StudentStep', 'student_step', 'cosine', 'direction_mse', 'FeatureDistill', 'RelationDistill',
+           'SupportModel', 'support_extras', 'fusion_config', 'build_lcr2s_teacher', 'load_teacher', 'check_teacher',
            'check_lcr2s_rules', 'build_lcr2s', 'evaluate_with_support']
 
 # %% ../../nbs/11_lcr2s.ipynb #b1bbe066
@@ -59,7 +59,7 @@ def _padded(values: list, k: int, fill) -> list:
 
 
 class SplitSupports:
-    """`TrainData`'s `extras` for `train.support_from: split`: for each item, up to `k` image
+    """`TrainData`'s `extras` for `lcr2s.support_from: split`: for each item, up to `k` image
     supports (augmented views of other images of its identity: distinct image ids, never its own)
     and up to `k` caption supports (captions of other images of its identity, never of its own
     image), drawn at random without replacement from the item's generator. Fields:
@@ -150,17 +150,17 @@ def check_fusion(cfg: EncoderConfig) -> EncoderConfig:
         cfg = replace(cfg, fusion_heads=4)
     if cfg.embed_dim % cfg.fusion_heads:
         raise TbprError(
-            f"train.fusion_heads={cfg.fusion_heads} does not divide "
+            f"lcr2s.fusion_heads={cfg.fusion_heads} does not divide "
             f"model.embed_dim={cfg.embed_dim}",
             fix="choose heads that divide the embedding size, e.g. 4 or 8",
         )
     if not isinstance(cfg.fusion_layers, int) or cfg.fusion_layers < 1:
         raise TbprError(
-            f"train.fusion_layers={cfg.fusion_layers!r} must be a positive integer", fix="e.g. 1"
+            f"lcr2s.fusion_layers={cfg.fusion_layers!r} must be a positive integer", fix="e.g. 1"
         )
     if not isinstance(cfg.fusion_ff, int) or cfg.fusion_ff < 0:
         raise TbprError(
-            f"train.fusion_ff={cfg.fusion_ff!r} must be an integer >= 0",
+            f"lcr2s.fusion_ff={cfg.fusion_ff!r} must be an integer >= 0",
             fix="0: no feed-forward block; e.g. 4: a hidden width of 4 x embed_dim",
         )
     return cfg
@@ -226,7 +226,7 @@ class SupportStep(Step):
         field, mask = SPLIT_FIELDS[modality]
         if field not in b:
             raise TbprError(
-                f"this batch has no '{field}', and train.support_from=split reads "
+                f"this batch has no '{field}', and lcr2s.support_from=split reads "
                 "the supports from it",
                 fix="build TrainData with the model's data_options (tbpr.train.fit does)",
             )
@@ -264,27 +264,27 @@ def check_batch_support(train: dict, k: int) -> None:
     "Refuse a sampler that cannot put the sample and `k` others of its identity in a batch."
     if train["sampler"] != "identity":
         raise TbprError(
-            "train.support_from=batch builds support sets from the batch, and "
+            "lcr2s.support_from=batch builds support sets from the batch, and "
             "train.sampler=random does not group identities",
-            fix="set train.sampler: identity, or train.support_from: split",
+            fix="set train.sampler: identity, or lcr2s.support_from: split",
         )
     if train["num_instance"] < k + 1:
         raise TbprError(
-            f"train.support_size={k} with train.support_from=batch needs "
+            f"lcr2s.support_size={k} with lcr2s.support_from=batch needs "
             f"train.num_instance >= {k + 1} (the sample and {k} others per identity "
             "in a batch)",
-            fix=f"set train.num_instance: {k + 1}, train.support_size: "
-            f"{train['num_instance'] - 1}, or train.support_from: split",
+            fix=f"set train.num_instance: {k + 1}, lcr2s.support_size: "
+            f"{train['num_instance'] - 1}, or lcr2s.support_from: split",
         )
 
 
-def check_support(train: dict) -> tuple:
-    """(`train.support_size`, `train.support_from`), checked (against the batch sampler when the
-    supports come from the batch)."""
-    k = train["support_size"]
+def check_support(train: dict, own: dict) -> tuple:
+    """(`lcr2s.support_size`, `lcr2s.support_from`) of `own`, checked (against `train`'s batch
+    sampler when the supports come from the batch)."""
+    k = own["support_size"]
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise TbprError(f"train.support_size={k!r} must be a positive integer", fix="e.g. 3")
-    source = check_choice(train["support_from"], SUPPORT_FROM, "train.support_from")
+        raise TbprError(f"lcr2s.support_size={k!r} must be a positive integer", fix="e.g. 3")
+    source = check_choice(own["support_from"], SUPPORT_FROM, "lcr2s.support_from")
     if source == "batch":
         check_batch_support(train, k)
     return k, source
@@ -447,27 +447,53 @@ def support_extras(k: int, source: str):
     return SplitSupports(k) if source == "split" else None
 
 
-def fusion_config(cfg: EncoderConfig, train: dict) -> EncoderConfig:
-    "`cfg` with the fusion sizes of `train` (`fusion_heads`, `fusion_layers`, `fusion_ff`)."
+def fusion_config(cfg: EncoderConfig, own: dict) -> EncoderConfig:
+    "`cfg` with the fusion sizes of `own` (`fusion_heads`, `fusion_layers`, `fusion_ff`)."
     return replace(
         cfg,
-        fusion_heads=train["fusion_heads"],
-        fusion_layers=train["fusion_layers"],
-        fusion_ff=train["fusion_ff"],
+        fusion_heads=own["fusion_heads"],
+        fusion_layers=own["fusion_layers"],
+        fusion_ff=own["fusion_ff"],
     )
 
 
+LCR2S_PARAMS = {  # params.yaml's `lcr2s:` section (the teacher's and the student's), with defaults
+    "support_size": 3,  # other views of the same identity fused with each sample
+    "support_from": "split",  # split (the whole training split, the paper's) | batch
+    "fusion_heads": 4,  # heads of the teacher's multi-head attentional fusion
+    "fusion_layers": 1,  # attention layers of the fusion
+    "fusion_ff": 0,  # feed-forward width of each fusion layer, x embed_dim (0: none)
+}
+# LCR²S's, as far as it is known, on IRRA's CLIP recipe (the paper's own numbers are on another
+# backbone): supports of K = 3 other views from the whole training split, fused by one attention
+# layer with 8 heads
+LCR2S_PAPER = {
+    "base": "irra-paper",
+    "train": {"method": "lcr2s", "mixed_precision": "bf16"},
+    "lcr2s": {
+        "support_size": 3,
+        "support_from": "split",
+        "fusion_heads": 8,
+        "fusion_layers": 1,
+        "fusion_ff": 0,
+    },
+}
+
+
 @register_method(
-    "lcr2s-teacher", objectives=("sdm", "id"), encoders={"support": SupportEncoder}
+    "lcr2s-teacher",
+    objectives=("sdm", "id"),
+    encoders={"support": SupportEncoder},
+    section="lcr2s",
 )
 def build_lcr2s_teacher(
-    cfg: EncoderConfig, train: dict, num_ids: int, train_split=None, **context
+    cfg: EncoderConfig, train: dict, num_ids: int, own: dict, train_split=None, **context
 ) -> RetrievalModel:
     "LCR²S's teacher: the dual encoder with support-set fusion, aligned on enriched features."
-    k, source = check_support(train)
+    k, source = check_support(train, own)
     if train_split is not None:
         report_support(train_split, k, source, train["num_instance"])
-    encoder = SupportEncoder(fusion_config(cfg, train))
+    encoder = SupportEncoder(fusion_config(cfg, own))
     objectives = {"sdm": SDM(train["temperature"]), "id": IDLoss(cfg.embed_dim, num_ids)}
     return SupportModel(
         encoder,
@@ -503,10 +529,10 @@ def check_teacher(teacher: SupportEncoder, cfg: EncoderConfig, teacher_dir) -> N
 def check_lcr2s_rules(params: dict) -> None:
     """LCR²S's support sets (`check_support`: from the batch, they need its layout) and its
     fusion's heads against the embedding (`check_fusion`, unless `model.init` sets its size)."""
-    check_support(params["train"])
+    check_support(params["train"], params["lcr2s"])
     if not params["model"]["init"]:
         cfg = EncoderConfig(embed_dim=params["model"]["embed_dim"])
-        check_fusion(fusion_config(cfg, params["train"]))
+        check_fusion(fusion_config(cfg, params["lcr2s"]))
 
 
 @register_method(
@@ -516,13 +542,19 @@ def check_lcr2s_rules(params: dict) -> None:
     rules=(check_lcr2s_rules,),
     ablations={"lcr2s": "nbs/experiments/lcr2s_ablation.ipynb"},
     docs="lcr2s",
+    params=LCR2S_PARAMS,
+    choices={"support_from": list(SUPPORT_FROM)},
+    ranges={"fusion_ff": (0, None, True, True)},
+    positive=("support_size", "fusion_heads", "fusion_layers"),
+    presets={"lcr2s-paper": LCR2S_PAPER},
+    renamed={f"train.{k}": f"lcr2s.{k}" for k in LCR2S_PARAMS},
 )
 def build_lcr2s(
-    cfg: EncoderConfig, train: dict, num_ids: int, teacher_dir=None, **context
+    cfg: EncoderConfig, train: dict, num_ids: int, own: dict, teacher_dir=None, **context
 ) -> RetrievalModel:
     """LCR²S's student: the plain dual encoder (SDM + ID) distilled from the frozen teacher
     (feature MSE + relation)."""
-    k, source = check_support(train)
+    k, source = check_support(train, own)
     if teacher_dir is None:
         raise TbprError(
             "the lcr2s student needs its trained teacher",
