@@ -306,7 +306,15 @@ PARTS = {  # the site's sections: a part of the library and its modules, in read
     "Basics": ("core", "plugins"),
     "Data": ("synthetic", "tokenizer", "data", "sources", "captions", "parsing"),
     "Model": ("model", "pretrained"),
-    "Training and evaluation": ("metrics", "objectives", "evaluate", "train", "pipeline", "cli"),
+    "Training and evaluation": (
+        "metrics",
+        "objectives",
+        "evaluate",
+        "checkpoints",
+        "train",
+        "pipeline",
+        "cli",
+    ),
     "Methods": (),  # the installed methods' pages (`Method.docs`): see `site_parts`
     "Search": ("search",),
     "Site": ("docs",),
@@ -433,6 +441,7 @@ def experiments() -> dict:
             f"experiments/results/{command}",
         )
     return pages
+
 
 SHIM = ("_static/iframe-worker/shim.js", "assets/iframe-worker-shim.js")  # in nbs/, in the site
 

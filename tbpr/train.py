@@ -4,14 +4,14 @@
 
 # %% ../nbs/07_train.ipynb #cd80f628
 from __future__ import annotations
-import contextlib, copy, errno, hashlib, json, math, shutil, time
+import contextlib, copy, hashlib, json, math, shutil, time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, BatchSampler, RandomSampler
 from tqdm.auto import tqdm
-from .core import TbprError, atomic_path, check_choice, read_json, write_json, seed_everything
+from .core import TbprError, check_choice, seed_everything
 from tbpr.data import (
     Augment,
     AugmentedLoader,
@@ -29,21 +29,26 @@ from tbpr.model import (
     digest_problem,
     replace_model_folder,
     save_encoder,
-    write_digests,
 )
 from .objectives import build_model, check_init_keys
 from .plugins import EpochContext, get_method
 from .evaluate import evaluate_split
+from tbpr.checkpoints import (
+    disk_full_behind,
+    file_problem,
+    newest_good_checkpoint,
+    save_checkpoint,
+    trim_live_curves,
+)
 
 # %% auto #0
-__all__ = ['CROSS_IO_NORMS', 'TRAINING_CODE', 'CHECKPOINTS', 'HALF_PARAMETERS', 'encoder_config', 'lr_scale',
-           'new_module_prefixes', 'param_groups', 'make_optimizer', 'warmup_cosine', 'schedule_scale',
-           'EpochRandomBatches', 'make_loader', 'training_params', 'training_modules', 'code_fingerprint',
-           'fingerprint_parts', 'fingerprint_of', 'run_fingerprint', 'fingerprint_changes', 'file_problem',
-           'checkpoint_problem', 'find_resume_checkpoint', 'load_resume_state', 'save_checkpoint', 'checkpoint_bytes',
-           'disk_full_behind', 'trim_live_curves', 'convert_weights', 'half_weight_share', 'fp16_weights',
+__all__ = ['CROSS_IO_NORMS', 'TRAINING_CODE', 'HALF_PARAMETERS', 'encoder_config', 'lr_scale', 'new_module_prefixes',
+           'param_groups', 'make_optimizer', 'warmup_cosine', 'schedule_scale', 'EpochRandomBatches', 'make_loader',
+           'training_params', 'training_modules', 'code_fingerprint', 'fingerprint_parts', 'fingerprint_of',
+           'run_fingerprint', 'fingerprint_changes', 'convert_weights', 'half_weight_share', 'fp16_weights',
            'fp16_compute', 'precision', 'upcast_call', 'training_losses', 'evaluation_copy', 'moved_share',
-           'TrainingRun', 'build_run', 'fit', 'selection_score', 'teacher_params', 'fit_method']
+           'TrainingRun', 'build_run', 'selection_score', 'find_resume_checkpoint', 'load_resume_state', 'fit',
+           'teacher_params', 'fit_method']
 
 # %% ../nbs/07_train.ipynb #3a32c1f0
 def encoder_config(model_params: dict, tokenizer, pre=None) -> EncoderConfig:
@@ -309,167 +314,6 @@ def fingerprint_changes(old: dict | None, new: dict) -> str:
         why.append(f"the code changed ({', '.join(code)})")
     return "; ".join(why) or "it is from another run"
 
-# %% ../nbs/07_train.ipynb #rs0cd01a
-CHECKPOINTS = (
-    "next",
-    "last",
-    "prev",
-)  # newest first: `next` is complete only once `last` is about to be replaced
-
-
-def file_problem(f) -> str | None:
-    """What makes the checkpoint file `f` unreadable, or None: safetensors are read by their header
-    (which covers the file's length), accelerate's torch pickles by the CRC of every member of their
-    zip, `trainer_state.json` as JSON; other files are not checked."""
-    import zipfile
-    from safetensors import safe_open
-
-    f = Path(f)
-    try:
-        if f.suffix == ".safetensors":
-            with safe_open(str(f), "pt") as st:
-                list(st.keys())
-        elif f.suffix in (".bin", ".pkl", ".pt"):
-            with zipfile.ZipFile(f) as z:
-                bad = z.testzip()
-            if bad:
-                return f"{f}: corrupt (member {bad} fails its checksum)"
-        elif f.name == "trainer_state.json":
-            if not isinstance(read_json(f, "trainer state").get("epoch"), int):
-                return f"{f}: no epoch recorded"
-    except Exception as err:  # whatever the reader raises: the file cannot be used
-        return f"{f}: truncated or corrupt ({str(err).splitlines()[0][:120]})"
-    return None
-
-
-def checkpoint_problem(folder) -> str | None:
-    """What makes the checkpoint in `folder` unusable (a missing file, `file_problem` of one, or
-    a file whose sha256 is not the one recorded when it was written: `digest_problem`), or None."""
-    folder = Path(folder)
-    for need in ("trainer_state.json", "model.safetensors", "optimizer.bin"):
-        if not (folder / need).is_file():
-            return f"{folder / need}: missing"
-    unreadable = next(filter(None, map(file_problem, sorted(folder.iterdir()))), None)
-    return unreadable or digest_problem(folder)
-
-
-def find_resume_checkpoint(ckpt_dir, fingerprint: str, parts: dict | None = None) -> tuple | None:
-    """(folder, trainer state) of the newest readable checkpoint in `ckpt_dir` of the same run
-    (`fingerprint`), or None to start afresh. Unreadable checkpoints are named and passed over; a
-    checkpoint of another run is reported with what changed (`fingerprint_changes` against `parts`).
-    The checkpoints are checked newest first, and only until one is good: checking the digests
-    reads every byte of a checkpoint.
-    """
-    dated = []
-    for name in CHECKPOINTS:
-        folder = Path(ckpt_dir) / name
-        f = folder / "trainer_state.json"
-        if not folder.is_dir():
-            continue
-        problem = file_problem(f) if f.is_file() else f"{f}: missing"
-        if problem:
-            print(f"checkpoint {folder} cannot be used: {problem}")
-            continue
-        dated.append((folder, read_json(f, "trainer state")))
-    # newest first; at the same epoch in the order of CHECKPOINTS (the sort is stable)
-    for folder, state in sorted(dated, key=lambda found: -found[1]["epoch"]):
-        problem = checkpoint_problem(folder)
-        if not problem:
-            break
-        print(f"checkpoint {folder} cannot be used: {problem}")
-    else:
-        return None
-    if state.get("fingerprint") != fingerprint:
-        why = fingerprint_changes(state.get("parts"), parts) if parts else "it is from another run"
-        print(f"checkpoint in {folder} does not match this run: {why}. Starting afresh")
-        return None
-    if folder.name != "last":
-        print(
-            f"going on from {folder} (epoch {state['epoch'] + 1}), the newest checkpoint "
-            "that can be read"
-        )
-    return folder, state
-
-
-def load_resume_state(ckpt_dir, fingerprint: str, parts: dict | None = None) -> dict | None:
-    "The trainer state of `find_resume_checkpoint`, or None."
-    found = find_resume_checkpoint(ckpt_dir, fingerprint, parts)
-    return found[1] if found else None
-
-
-def save_checkpoint(ckpt_dir, accelerator, state: dict) -> Path:
-    """Write the whole training state to `ckpt_dir/next`, then turn the old `last` into `prev` and
-    `next` into `last`: a complete `last` exists before the old one goes. A full disk is an error
-    naming the folder."""
-    from tbpr.core import check_free_space, full_disk_as_error
-
-    ckpt_dir = Path(ckpt_dir)
-    nxt, last, prev = (ckpt_dir / n for n in ("next", "last", "prev"))
-    size = checkpoint_bytes(accelerator, last)
-    with full_disk_as_error(ckpt_dir, size, "a checkpoint"):
-        check_free_space(ckpt_dir, size, "a checkpoint")
-        with atomic_path(nxt, is_dir=True) as tmp, disk_full_behind(tmp, size):
-            accelerator.save_state(str(tmp), safe_serialization=True)
-            write_json(state, tmp / "trainer_state.json")
-            write_digests(tmp)
-    if last.exists():
-        shutil.rmtree(prev, ignore_errors=True)
-        last.rename(prev)
-    nxt.rename(last)
-    return last
-
-
-def checkpoint_bytes(accelerator, last=None) -> int:
-    """About how many bytes a checkpoint takes: the tensors of the prepared models and of the
-    optimisers' states, or the previous checkpoint `last`'s files if they are larger."""
-    tensors = [t for m in getattr(accelerator, "_models", []) for t in m.state_dict().values()]
-    for opt in getattr(accelerator, "_optimizers", []):
-        state = opt.state_dict()["state"]
-        tensors += [t for s in state.values() for t in s.values() if torch.is_tensor(t)]
-    size = sum(t.numel() * t.element_size() for t in tensors)
-    if last is not None and Path(last).is_dir():
-        size = max(size, sum(f.stat().st_size for f in Path(last).iterdir() if f.is_file()))
-    return size
-
-
-@contextlib.contextmanager
-def disk_full_behind(folder, needed: int, margin: int = 8 * 2**20):
-    """Let an error that a library raises for a write that ran out of space, hiding the
-    `OSError` (torch's `RuntimeError ... unexpected pos`, safetensors' `SafetensorError`), out as
-    the `OSError` (ENOSPC) it stands for, when the disk under `folder` has no room for what was
-    still to be written (of `needed` bytes in all) at that moment. Runs before the partial files
-    are removed; any other error goes out as it came."""
-    try:
-        yield
-    except (OSError, TbprError):
-        raise
-    except Exception as err:
-        folder = Path(folder)
-        files = [f for f in folder.rglob("*") if f.is_file()] if folder.is_dir() else []
-        written = sum(f.stat().st_size for f in files)
-        free = shutil.disk_usage(next(p for p in (folder, *folder.parents) if p.exists())).free
-        said = str(err)
-        if "No space left" in said or free < max(needed - written, 0) + margin:
-            raise OSError(errno.ENOSPC, "No space left on device") from err
-        raise
-
-
-def trim_live_curves(live_dir, last_step: int) -> None:
-    """Drop the dvclive rows after step `last_step` (epochs logged after the checkpoint a resume
-    goes on from), so the curves of a resumed run are those of an uninterrupted one."""
-    import csv, io
-
-    for f in sorted((Path(live_dir) / "plots" / "metrics").rglob("*.tsv")):
-        rows = list(csv.DictReader(io.StringIO(f.read_text()), delimiter="\t"))
-        kept = [r for r in rows if int(r["step"]) <= last_step]
-        if len(kept) == len(rows):
-            continue
-        with atomic_path(f) as tmp, open(tmp, "w", newline="") as out:
-            # LF, as dvclive writes them (csv's own default is CRLF)
-            w = csv.DictWriter(out, fieldnames=list(rows[0]), delimiter="\t", lineterminator="\n")
-            w.writeheader()
-            w.writerows(kept)
-
 # %% ../nbs/07_train.ipynb #fp0cd01b
 HALF_PARAMETERS = (
     "in_proj_weight",
@@ -571,94 +415,7 @@ def moved_share(before: dict, model: torch.nn.Module, dtype=None) -> float:
     changed = sum(int((a != b).sum()) for a, b in pairs)
     return changed / max(1, sum(b.numel() for _, b in pairs))
 
-# %% ../nbs/07_train.ipynb #e0557cd1
-def _device_args(train: dict) -> dict:
-    if train["device"] == "cuda" and not torch.cuda.is_available():
-        raise TbprError(
-            "train.device=cuda but no CUDA device is visible", fix="use train.device: auto or cpu"
-        )
-    mixed = {"fp32": "no", "fp16-weights": "no"}.get(
-        train["mixed_precision"], train["mixed_precision"]
-    )
-    out = {
-        "cpu": train["device"] == "cpu" or not torch.cuda.is_available(),
-        "mixed_precision": mixed,
-    }
-    if train["compile"]:  # each repeated block compiled on its own, with static shapes
-        from accelerate.utils import TorchDynamoPlugin
-        import torch._functorch.config as functorch_config
-
-        # rebuild outputs that alias others with as_strided: torch 2.13's replay of their views
-        # produces garbage shapes here (github.com/pytorch/pytorch/issues/185630)
-        functorch_config.view_replay_for_aliased_outputs = False
-        out["dynamo_plugin"] = TorchDynamoPlugin(
-            backend="inductor", dynamic=False, use_regional_compilation=True
-        )
-    return out
-
-
-def _live_name(key: str) -> str:
-    "dvclive metric name: val_R1 -> val/R1, test_R1 -> test/R1, loss_sdm -> train/loss_sdm."
-    split, _, rest = key.partition("_")
-    return f"{split}/{rest}" if split in ("val", "test") else "train/" + key
-
-
-def _finite_everywhere(value: float, accelerator) -> bool:
-    """Whether the loss is finite on every process (all stop together, none waits for the others
-    forever)."""
-    ok = torch.tensor([math.isfinite(value)], device=accelerator.device)
-    return bool(accelerator.gather(ok).all()) if accelerator.num_processes > 1 else bool(ok)
-
-
-def _non_finite(epoch: int, step: int, losses: dict) -> TbprError:
-    said = ", ".join(f"{k} {v.item():.4g}" for k, v in losses.items())
-    return TbprError(
-        f"epoch {epoch + 1}, step {step + 1}: the loss is not finite ({said}); training "
-        "stopped before "
-        "this step changed the weights",
-        fix="the last good checkpoint is kept (a run with fixed values goes on from it or "
-        "starts afresh): "
-        "lower train.lr, raise train.temperature, set train.grad_clip (e.g. 1.0), or train in "
-        "bf16/fp32 instead of fp16",
-    )
-
-
-def _epoch(model, loader, opt, accelerator, epoch: int, train: dict) -> dict:
-    """One pass over the training batches; returns mean losses and throughput. A non-finite loss
-    stops it."""
-    model.train()
-    sums, n, images, t0 = {}, 0, 0, time.perf_counter()
-    bar = tqdm(
-        loader,
-        desc=f"epoch {epoch + 1}/{train['epochs']}",
-        leave=False,
-        mininterval=2,
-        disable=not accelerator.is_local_main_process,
-    )
-    for i, batch in enumerate(bar):
-        with precision(train, accelerator):
-            losses = training_losses(model, batch, train, accelerator.device)
-            total = accelerator.unwrap_model(model).total(losses)
-        loss = total.item()  # the one sync a step makes (the logs need it anyway)
-        if not _finite_everywhere(loss, accelerator):
-            raise _non_finite(epoch, i, losses)
-        opt.zero_grad(set_to_none=True)
-        accelerator.backward(total)
-        if train["grad_clip"]:
-            accelerator.clip_grad_norm_(model.parameters(), train["grad_clip"])
-        opt.step()
-        for k, v in losses.items():
-            sums[k] = sums.get(k, 0.0) + v.item()
-        sums["total"] = sums.get("total", 0.0) + loss
-        n += 1
-        images += len(batch["pids"])
-        if i % train["log_every"] == 0:
-            bar.set_postfix(loss=f"{loss:.3f}")
-    secs = time.perf_counter() - t0
-    means = {f"loss_{k}": v / max(n, 1) for k, v in sums.items()}
-    return {**means, "images_per_s": images / secs, "epoch_secs": secs}
-
-
+# %% ../nbs/07_train.ipynb #lp07run1
 @dataclass
 class TrainingRun:
     """What one training run is made of (`build_run`): the cached splits and images, the tokenizer
@@ -767,6 +524,31 @@ def build_run(params: dict, cache_dir, **context) -> TrainingRun:
     parts = (ds, store, tok, cfg, parsing, model, augment, data, loader, opt, base_lrs)
     return TrainingRun(*parts, batches=loader.batch_sampler)
 
+# %% ../nbs/07_train.ipynb #lp07dev1
+def _device_args(train: dict) -> dict:
+    if train["device"] == "cuda" and not torch.cuda.is_available():
+        raise TbprError(
+            "train.device=cuda but no CUDA device is visible", fix="use train.device: auto or cpu"
+        )
+    mixed = {"fp32": "no", "fp16-weights": "no"}.get(
+        train["mixed_precision"], train["mixed_precision"]
+    )
+    out = {
+        "cpu": train["device"] == "cpu" or not torch.cuda.is_available(),
+        "mixed_precision": mixed,
+    }
+    if train["compile"]:  # each repeated block compiled on its own, with static shapes
+        from accelerate.utils import TorchDynamoPlugin
+        import torch._functorch.config as functorch_config
+
+        # rebuild outputs that alias others with as_strided: torch 2.13's replay of their views
+        # produces garbage shapes here (github.com/pytorch/pytorch/issues/185630)
+        functorch_config.view_replay_for_aliased_outputs = False
+        out["dynamo_plugin"] = TorchDynamoPlugin(
+            backend="inductor", dynamic=False, use_regional_compilation=True
+        )
+    return out
+
 
 def _accelerate(run: TrainingRun, train: dict):
     """An accelerator for this run, with the model, optimiser and loader prepared for it (replaced
@@ -787,7 +569,78 @@ def _accelerate(run: TrainingRun, train: dict):
     run.model, run.opt, run.loader = accelerator.prepare(run.model, run.opt, run.loader)
     return accelerator
 
+# %% ../nbs/07_train.ipynb #lp07epo1
+def _finite_everywhere(value: float, accelerator) -> bool:
+    """Whether the loss is finite on every process (all stop together, none waits for the others
+    forever)."""
+    ok = torch.tensor([math.isfinite(value)], device=accelerator.device)
+    return bool(accelerator.gather(ok).all()) if accelerator.num_processes > 1 else bool(ok)
 
+
+def _non_finite(epoch: int, step: int, losses: dict) -> TbprError:
+    said = ", ".join(f"{k} {v.item():.4g}" for k, v in losses.items())
+    return TbprError(
+        f"epoch {epoch + 1}, step {step + 1}: the loss is not finite ({said}); training "
+        "stopped before "
+        "this step changed the weights",
+        fix="the last good checkpoint is kept (a run with fixed values goes on from it or "
+        "starts afresh): "
+        "lower train.lr, raise train.temperature, set train.grad_clip (e.g. 1.0), or train in "
+        "bf16/fp32 instead of fp16",
+    )
+
+
+def _epoch(model, loader, opt, accelerator, epoch: int, train: dict) -> dict:
+    """One pass over the training batches; returns mean losses and throughput. A non-finite loss
+    stops it."""
+    model.train()
+    sums, n, images, t0 = {}, 0, 0, time.perf_counter()
+    bar = tqdm(
+        loader,
+        desc=f"epoch {epoch + 1}/{train['epochs']}",
+        leave=False,
+        mininterval=2,
+        disable=not accelerator.is_local_main_process,
+    )
+    for i, batch in enumerate(bar):
+        with precision(train, accelerator):
+            losses = training_losses(model, batch, train, accelerator.device)
+            total = accelerator.unwrap_model(model).total(losses)
+        loss = total.item()  # the one sync a step makes (the logs need it anyway)
+        if not _finite_everywhere(loss, accelerator):
+            raise _non_finite(epoch, i, losses)
+        opt.zero_grad(set_to_none=True)
+        accelerator.backward(total)
+        if train["grad_clip"]:
+            accelerator.clip_grad_norm_(model.parameters(), train["grad_clip"])
+        opt.step()
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0.0) + v.item()
+        sums["total"] = sums.get("total", 0.0) + loss
+        n += 1
+        images += len(batch["pids"])
+        if i % train["log_every"] == 0:
+            bar.set_postfix(loss=f"{loss:.3f}")
+    secs = time.perf_counter() - t0
+    means = {f"loss_{k}": v / max(n, 1) for k, v in sums.items()}
+    return {**means, "images_per_s": images / secs, "epoch_secs": secs}
+
+
+def _train_epoch(run: TrainingRun, accelerator, epoch: int, train: dict) -> dict:
+    "Set the epoch's learning rates and draws, then train one pass over its batches."
+    scale = schedule_scale(epoch, train)
+    for g, lr in zip(run.opt.param_groups, run.base_lrs):
+        g["lr"] = lr * scale
+    run.loader.set_epoch(epoch)
+    # every process draws the same epoch's batches, each takes its share
+    run.batches.set_epoch(epoch)
+    run.data.set_epoch(epoch)
+    loader = AugmentedLoader(run.loader, run.augment) if run.data.deferred else run.loader
+    logs = _epoch(run.model, loader, run.opt, accelerator, epoch, train)
+    logs["lr"] = run.opt.param_groups[0]["lr"]
+    return logs
+
+# %% ../nbs/07_train.ipynb #lp07val1
 def _selection(train: dict, ds) -> tuple:
     """How the shipped epoch is chosen (`train.select`, `last` without a validation split) and the
     split watched every `eval_every` epochs: `(select, split, split_name)`."""
@@ -807,49 +660,13 @@ def _selection(train: dict, ds) -> tuple:
     return (select, ds.test, "test") if select == "test" else (select, ds.val, "val")
 
 
-def _resume_state(accelerator, params: dict, cache_dir, ckpt_dir: Path, context: dict) -> dict:
-    """The state of the last checkpoint made by this very run (same fingerprint: parameters, data,
-    code, teacher), loaded into the accelerator; a fresh state when there is none."""
-    teacher = [Path(context["teacher_dir"]) / WEIGHTS] if context.get("teacher_dir") else []
-    parts = fingerprint_parts(params, cache_dir, teacher)
-    fp = fingerprint_of(parts)
-    found = find_resume_checkpoint(ckpt_dir, fp, parts)
-    if not found:
-        fresh = {"epoch": -1, "best": None, "history": [], "method_state": {}}
-        return {"fingerprint": fp, "parts": parts, **fresh}
-    accelerator.load_state(str(found[0]))
-    state = {"method_state": {}, **found[1]}
-    _check_best(ckpt_dir, state)
-    print(f"resuming after epoch {state['epoch'] + 1}")
-    return state
-
-
-def _say_sizes(run: TrainingRun, core, method: str) -> None:
-    encoder = sum(p.numel() for p in core.encoder.parameters()) / 1e6
-    total = sum(p.numel() for p in core.parameters()) / 1e6
-    print(
-        f"{method}: {encoder:.2f}M encoder parameters, {total:.2f}M in training; "
-        f"{len(run.ds.train)} captions, {run.ds.train.num_ids} ids"
-    )
-
-
-def _train_epoch(run: TrainingRun, accelerator, epoch: int, train: dict) -> dict:
-    "Set the epoch's learning rates and draws, then train one pass over its batches."
-    scale = schedule_scale(epoch, train)
-    for g, lr in zip(run.opt.param_groups, run.base_lrs):
-        g["lr"] = lr * scale
-    run.loader.set_epoch(epoch)
-    # every process draws the same epoch's batches, each takes its share
-    run.batches.set_epoch(epoch)
-    run.data.set_epoch(epoch)
-    loader = AugmentedLoader(run.loader, run.augment) if run.data.deferred else run.loader
-    logs = _epoch(run.model, loader, run.opt, accelerator, epoch, train)
-    logs["lr"] = run.opt.param_groups[0]["lr"]
-    return logs
-
-
 def _is_eval_epoch(epoch: int, train: dict) -> bool:
     return (epoch + 1) % train["eval_every"] == 0 or epoch + 1 == train["epochs"]
+
+
+def selection_score(metrics: dict, metric: str) -> float:
+    "What selection maximises (`train.select_metric`): R1, or IVT's mean of R1 and mAP."
+    return metrics["R1"] if metric == "R1" else 0.5 * (metrics["R1"] + metrics["mAP"])
 
 
 def _validate(run: TrainingRun, core, split, name: str, params: dict, accelerator) -> tuple:
@@ -875,6 +692,12 @@ def _validate(run: TrainingRun, core, split, name: str, params: dict, accelerato
     logs.update({f"{name}_{k}": v for k, v in held.items()})
     return logs, selection_score(m, train["select_metric"])
 
+# %% ../nbs/07_train.ipynb #lp07log1
+def _live_name(key: str) -> str:
+    "dvclive metric name: val_R1 -> val/R1, test_R1 -> test/R1, loss_sdm -> train/loss_sdm."
+    split, _, rest = key.partition("_")
+    return f"{split}/{rest}" if split in ("val", "test") else "train/" + key
+
 
 def _log_epoch(live, state: dict, epoch: int, logs: dict) -> None:
     "The epoch's logs to dvclive (throughput stays out of the curves), the run record and stdout."
@@ -886,6 +709,26 @@ def _log_epoch(live, state: dict, epoch: int, logs: dict) -> None:
     print(f"epoch {epoch + 1}: " + ", ".join(f"{k} {v:.4g}" for k, v in logs.items()))
 
 
+def _open_live(live_dir: Path, ckpt_dir: Path, state: dict, train: dict, seed: int):
+    """dvclive for this run. A fresh run first removes the previous run's checkpoints and curves
+    (only now, after its first epoch trained); a resumed one drops the curves' rows after its
+    checkpoint and logs from the step after it."""
+    from dvclive import Live
+
+    resume = state["epoch"] >= 0
+    if resume:
+        trim_live_curves(live_dir, state["epoch"])
+    else:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        shutil.rmtree(live_dir, ignore_errors=True)
+    live = Live(str(live_dir), resume=resume, save_dvc_exp=False, dvcyaml=None)
+    if resume:
+        live.step = state["epoch"] + 1
+    else:
+        live.log_params({"method": train["method"], "seed": seed})
+    return live
+
+# %% ../nbs/07_train.ipynb #lp07bst1
 def _keep_if_best(state, select: str, score, logs: dict, epoch: int, ckpt_dir: Path, core, train):
     "Save the encoder to `ckpt_dir/best` when this epoch's selection score beats the best so far."
     best = state["best"]
@@ -902,6 +745,119 @@ def _keep_if_best(state, select: str, score, logs: dict, epoch: int, ckpt_dir: P
     }
     write = lambda tmp: save_encoder(core.encoder, tmp)
     _write_model_folder(ckpt_dir / "best", write, core.encoder)
+
+
+def _check_best(ckpt_dir: Path, state: dict) -> None:
+    """Forget the best epoch so far when its saved encoder cannot be read (and say so): it cannot be
+    shipped."""
+    f = ckpt_dir / "best" / WEIGHTS
+    problem = None
+    if state["best"]:
+        problem = f"{f}: missing" if not f.is_file() else file_problem(f)
+        problem = problem or digest_problem(f.parent)
+    if problem:
+        print(
+            f"{problem}: the best epoch so far ({state['best']['epoch']}) is lost; "
+            "selection goes on over the "
+            "epochs still to train"
+        )
+        state["best"] = None
+
+
+def _write_model_folder(folder, write, encoder) -> bool:
+    """`replace_model_folder` with `write`, where a full disk (safetensors' disguised one too) is
+    an error naming the folder and the encoder's size; the folder in place stays as it was."""
+    from tbpr.core import full_disk_as_error
+
+    needed = sum(t.numel() * t.element_size() for t in encoder.state_dict().values())
+
+    def guarded(tmp):
+        with disk_full_behind(tmp, needed):
+            write(tmp)
+
+    with full_disk_as_error(folder, needed, "a model folder"):
+        return replace_model_folder(folder, guarded)
+
+# %% ../nbs/07_train.ipynb #lp07res1
+def find_resume_checkpoint(ckpt_dir, fingerprint: str, parts: dict | None = None) -> tuple | None:
+    """(folder, trainer state) of the newest readable checkpoint in `ckpt_dir` of the same run
+    (`fingerprint`), or None to start afresh. Unreadable checkpoints are named and passed over
+    (`newest_good_checkpoint`, nbs/06b_checkpoints); a checkpoint of another run is reported with
+    what changed (`fingerprint_changes` against `parts`)."""
+    found = newest_good_checkpoint(ckpt_dir)
+    if found is None:
+        return None
+    folder, state = found
+    if state.get("fingerprint") != fingerprint:
+        why = fingerprint_changes(state.get("parts"), parts) if parts else "it is from another run"
+        print(f"checkpoint in {folder} does not match this run: {why}. Starting afresh")
+        return None
+    if folder.name != "last":
+        print(
+            f"going on from {folder} (epoch {state['epoch'] + 1}), the newest checkpoint "
+            "that can be read"
+        )
+    return folder, state
+
+
+def load_resume_state(ckpt_dir, fingerprint: str, parts: dict | None = None) -> dict | None:
+    "The trainer state of `find_resume_checkpoint`, or None."
+    found = find_resume_checkpoint(ckpt_dir, fingerprint, parts)
+    return found[1] if found else None
+
+
+def _resume_state(accelerator, params: dict, cache_dir, ckpt_dir: Path, context: dict) -> dict:
+    """The state of the last checkpoint made by this very run (same fingerprint: parameters, data,
+    code, teacher), loaded into the accelerator; a fresh state when there is none."""
+    teacher = [Path(context["teacher_dir"]) / WEIGHTS] if context.get("teacher_dir") else []
+    parts = fingerprint_parts(params, cache_dir, teacher)
+    fp = fingerprint_of(parts)
+    found = find_resume_checkpoint(ckpt_dir, fp, parts)
+    if not found:
+        fresh = {"epoch": -1, "best": None, "history": [], "method_state": {}}
+        return {"fingerprint": fp, "parts": parts, **fresh}
+    accelerator.load_state(str(found[0]))
+    state = {"method_state": {}, **found[1]}
+    _check_best(ckpt_dir, state)
+    print(f"resuming after epoch {state['epoch'] + 1}")
+    return state
+
+# %% ../nbs/07_train.ipynb #lp07shp1
+def _ship(
+    state: dict, select: str, params: dict, ckpt_dir: Path, model_dir, encoder, tok, live
+) -> dict:
+    """Close the logs and write the selected encoder to `model_dir`, atomically: a self-contained
+    model folder (nbs/03_model) with its tokenizer, preprocessing, the training summary and the
+    resolved parameters."""
+    live.end()
+    chosen = ckpt_dir / ("best" if select in ("val", "test") and state["best"] else "last")
+    last_epoch = state["epoch"] + 1
+    summary = {
+        "method": params["train"]["method"],
+        "tokenizer": params["model"]["tokenizer"],
+        "select": select,
+        "selected_epoch": state["best"]["epoch"] if chosen.name == "best" else last_epoch,
+        "best": state["best"],
+        "epochs": params["train"]["epochs"],
+        "history": state["history"],
+    }
+    weights_from = chosen if chosen.name == "best" else None
+    resize = params["data"]["resize"]
+    write = lambda tmp: save_encoder(
+        encoder, tmp, tok, resize=resize, weights_from=weights_from, params=params, **summary
+    )
+    if not _write_model_folder(model_dir, write, encoder):
+        print(f"{model_dir}: unchanged (the same files as before)")
+    return summary
+
+# %% ../nbs/07_train.ipynb #e0557cd1
+def _say_sizes(run: TrainingRun, core, method: str) -> None:
+    encoder = sum(p.numel() for p in core.encoder.parameters()) / 1e6
+    total = sum(p.numel() for p in core.parameters()) / 1e6
+    print(
+        f"{method}: {encoder:.2f}M encoder parameters, {total:.2f}M in training; "
+        f"{len(run.ds.train)} captions, {run.ds.train.num_ids} ids"
+    )
 
 
 def fit(params: dict, cache_dir, model_dir, ckpt_dir, live_dir, **context) -> dict:
@@ -947,91 +903,6 @@ def fit(params: dict, cache_dir, model_dir, ckpt_dir, live_dir, **context) -> di
         summary = _ship(state, select, params, ckpt_dir, model_dir, core.encoder, run.tok, live)
     # the shipped model exists before any process goes on (e.g. a student)
     accelerator.wait_for_everyone()
-    return summary
-
-
-def selection_score(metrics: dict, metric: str) -> float:
-    "What selection maximises (`train.select_metric`): R1, or IVT's mean of R1 and mAP."
-    return metrics["R1"] if metric == "R1" else 0.5 * (metrics["R1"] + metrics["mAP"])
-
-
-def _check_best(ckpt_dir: Path, state: dict) -> None:
-    """Forget the best epoch so far when its saved encoder cannot be read (and say so): it cannot be
-    shipped."""
-    f = ckpt_dir / "best" / WEIGHTS
-    problem = None
-    if state["best"]:
-        problem = f"{f}: missing" if not f.is_file() else file_problem(f)
-        problem = problem or digest_problem(f.parent)
-    if problem:
-        print(
-            f"{problem}: the best epoch so far ({state['best']['epoch']}) is lost; "
-            "selection goes on over the "
-            "epochs still to train"
-        )
-        state["best"] = None
-
-
-def _open_live(live_dir: Path, ckpt_dir: Path, state: dict, train: dict, seed: int):
-    """dvclive for this run. A fresh run first removes the previous run's checkpoints and curves
-    (only now, after its first epoch trained); a resumed one drops the curves' rows after its
-    checkpoint and logs from the step after it."""
-    from dvclive import Live
-
-    resume = state["epoch"] >= 0
-    if resume:
-        trim_live_curves(live_dir, state["epoch"])
-    else:
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
-        shutil.rmtree(live_dir, ignore_errors=True)
-    live = Live(str(live_dir), resume=resume, save_dvc_exp=False, dvcyaml=None)
-    if resume:
-        live.step = state["epoch"] + 1
-    else:
-        live.log_params({"method": train["method"], "seed": seed})
-    return live
-
-
-def _write_model_folder(folder, write, encoder) -> bool:
-    """`replace_model_folder` with `write`, where a full disk (safetensors' disguised one too) is
-    an error naming the folder and the encoder's size; the folder in place stays as it was."""
-    from tbpr.core import full_disk_as_error
-
-    needed = sum(t.numel() * t.element_size() for t in encoder.state_dict().values())
-
-    def guarded(tmp):
-        with disk_full_behind(tmp, needed):
-            write(tmp)
-
-    with full_disk_as_error(folder, needed, "a model folder"):
-        return replace_model_folder(folder, guarded)
-
-
-def _ship(
-    state: dict, select: str, params: dict, ckpt_dir: Path, model_dir, encoder, tok, live
-) -> dict:
-    """Close the logs and write the selected encoder to `model_dir`, atomically: a self-contained
-    model folder (nbs/03_model) with its tokenizer, preprocessing, the training summary and the
-    resolved parameters."""
-    live.end()
-    chosen = ckpt_dir / ("best" if select in ("val", "test") and state["best"] else "last")
-    last_epoch = state["epoch"] + 1
-    summary = {
-        "method": params["train"]["method"],
-        "tokenizer": params["model"]["tokenizer"],
-        "select": select,
-        "selected_epoch": state["best"]["epoch"] if chosen.name == "best" else last_epoch,
-        "best": state["best"],
-        "epochs": params["train"]["epochs"],
-        "history": state["history"],
-    }
-    weights_from = chosen if chosen.name == "best" else None
-    resize = params["data"]["resize"]
-    write = lambda tmp: save_encoder(
-        encoder, tmp, tok, resize=resize, weights_from=weights_from, params=params, **summary
-    )
-    if not _write_model_folder(model_dir, write, encoder):
-        print(f"{model_dir}: unchanged (the same files as before)")
     return summary
 
 # %% ../nbs/07_train.ipynb #7d05d39f

@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 import tbpr.train as T
+from tbpr.checkpoints import checkpoint_problem, disk_full_behind
 from tbpr.core import TbprError, read_json
 from tbpr.plugins import resolve_params
 from tbpr.data import build_cache, fixture_entries, load_dataset, write_fixture
@@ -162,7 +163,7 @@ def test_full_disk_during_a_checkpoint_is_named_and_keeps_the_last_one(work, mon
     assert str(ckpt) in err.value.message and "disk filled up" in err.value.message
     assert "needed" in err.value.message and err.value.fix
     assert not (ckpt / "next").exists() and temporaries(ckpt) == []
-    assert T.checkpoint_problem(ckpt / "last") is None
+    assert checkpoint_problem(ckpt / "last") is None
     assert read_json(ckpt / "last/trainer_state.json")["epoch"] == 0
     monkeypatch.undo()
     assert "resuming after epoch 1" in fit(work, "f")
@@ -170,7 +171,7 @@ def test_full_disk_during_a_checkpoint_is_named_and_keeps_the_last_one(work, mon
 
 def test_other_errors_while_writing_are_not_taken_for_a_full_disk(tmp_path):
     room = pytest.raises(RuntimeError, match="unexpected pos")
-    with room, T.disk_full_behind(tmp_path, needed=1000):
+    with room, disk_full_behind(tmp_path, needed=1000):
         raise RuntimeError("unexpected pos 1 vs 2")  # the disk has room: another cause
 
 
