@@ -18,7 +18,8 @@ from safetensors.torch import load_file
 
 import tbpr.train as T
 from tbpr.core import TbprError, read_json, resolve_params
-from tbpr.data import build_cache, fixture_entries, load_dataset, write_fixture
+from tbpr.data import fixture_entries, load_dataset, write_fixture
+from tbpr.cache import build_cache
 from tbpr.model import DIGESTS, WEIGHTS, load_encoder
 from tbpr.search import GalleryIndex, grid_caption, plot_ranked, search
 
