@@ -17,7 +17,10 @@ import time
 import numpy as np
 import torch
 
-from tbpr.data import Augment, Collate, ImageStore, TrainData, TrainSplit, augment_pending
+from tbpr.data import TrainSplit
+from tbpr.augment import Augment, augment_pending
+from tbpr.cache import ImageStore
+from tbpr.batches import Collate, TrainData
 from tbpr.tokenizer import load_tokenizer
 
 

@@ -304,7 +304,18 @@ def api_entries(lib: str = "tbpr") -> list:
 
 PARTS = {  # the site's sections: a part of the library and its modules, in reading order
     "Basics": ("core", "plugins"),
-    "Data": ("synthetic", "tokenizer", "data", "sources", "captions", "parsing"),
+    "Data": (
+        "synthetic",
+        "tokenizer",
+        "images",
+        "data",
+        "sources",
+        "captions",
+        "augment",
+        "cache",
+        "parsing",
+        "batches",
+    ),
     "Model": ("model", "pretrained"),
     "Training and evaluation": (
         "metrics",

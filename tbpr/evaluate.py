@@ -11,7 +11,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 from .core import TbprError
-from .data import EvalSplit, ImageStore, pixel_norm, to_tensor, tokenize
+from .tokenizer import tokenize
+from .data import EvalSplit
+from .augment import pixel_norm, to_tensor
+from .cache import ImageStore
 from .metrics import rank_metrics
 
 # %% auto #0

@@ -14,7 +14,8 @@ from .core import TbprError, check_choice, check_keys, write_json, read_json
 from .plugins import resolve_params
 from .core import atomic_path, data_dvc_mismatch, remove_stale_temporaries_under
 from .cli import interrupted
-from .data import load_dataset, build_cache, load_cached_dataset
+from .data import load_dataset
+from .cache import build_cache, load_cached_dataset
 
 # %% auto #0
 __all__ = ['ART', 'PATHS', 'CHECKED', 'PARSE_KEYS', 'PARAM_RULES', 'METRIC_KEYS', 'RUN_RECORD_KEYS', 'SHARED_ABLATIONS', 'STAGES',
@@ -301,9 +302,9 @@ def stage_train(params: dict) -> dict:
 
 # %% ../nbs/08_pipeline.ipynb #pa0rul01
 def check_batch_layout(params: dict) -> None:
-    """The identity sampler's rule (`tbpr.data.IdentitySampler`): `train.batch_size` is whole
+    """The identity sampler's rule (`tbpr.batches.IdentitySampler`): `train.batch_size` is whole
     blocks of `train.num_instance` captions of one identity, two identities at least."""
-    from tbpr.data import IdentitySampler
+    from tbpr.batches import IdentitySampler
 
     t = params["train"]
     if t["sampler"] == "identity":  # as many identities as captions: only the layout is checked

@@ -19,7 +19,9 @@ from tbpr.core import (
     write_json,
     write_npy,
 )
-from .data import load_image, pixel_norm, to_tensor, tokenize
+from .tokenizer import tokenize
+from .images import load_image
+from .augment import pixel_norm, to_tensor
 from .model import WEIGHTS, is_tbpr_config, model_config, recorded_digests
 from .pretrained import load_retrieval_model, model_fingerprint
 

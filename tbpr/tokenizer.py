@@ -4,14 +4,16 @@
 
 # %% ../nbs/01a_tokenizer.ipynb #tk0cd001
 from __future__ import annotations
-import json
+import json, re
 from pathlib import Path
+import torch
 from .core import TbprError, check_choice
 
 # %% auto #0
-__all__ = ['OPENAI_BPE', 'CLIP_HUB_ID', 'CLIP_CONTEXT', 'bytes_to_unicode', 'openai_bpe_vocab', 'is_clip_tokenizer',
-           'irra_mask_vocabulary', 'prepare_clip_tokenizer', 'load_clip_tokenizer', 'write_tiny_clip_tokenizer',
-           'write_tiny_openai_bpe', 'minilm_path', 'load_tokenizer']
+__all__ = ['OPENAI_BPE', 'CLIP_HUB_ID', 'CLIP_CONTEXT', 'NO_MASK_FIX', 'bytes_to_unicode', 'openai_bpe_vocab',
+           'is_clip_tokenizer', 'irra_mask_vocabulary', 'prepare_clip_tokenizer', 'load_clip_tokenizer',
+           'write_tiny_clip_tokenizer', 'write_tiny_openai_bpe', 'minilm_path', 'load_tokenizer', 'clean_caption',
+           'is_clip_bpe', 'tokenize', 'replacement_ids', 'mask_tokens']
 
 # %% ../nbs/01a_tokenizer.ipynb #tk0cd005
 OPENAI_BPE = "bpe_simple_vocab_16e6.txt.gz"  # the BPE merges file of OpenAI's clip package
@@ -307,3 +309,98 @@ def load_tokenizer(
             fix="set model.mask_token: append",
         )
     return tok
+
+# %% ../nbs/01a_tokenizer.ipynb #782aaee4
+def clean_caption(text: str) -> str:
+    """IRRA's (and OpenAI CLIP's) text cleaning before BPE (`utils/simple_tokenizer.py`):
+    `ftfy.fix_text` mends mojibake and curly quotes, HTML entities are unescaped twice (`&amp;amp;`
+    -> `&`), runs of whitespace become one space. Lower-casing is left to the tokenizer, whose
+    normaliser does it."""
+    import html, ftfy
+
+    text = html.unescape(html.unescape(ftfy.fix_text(text)))
+    return re.sub(r"\s+", " ", text.strip()).strip()
+
+
+def is_clip_bpe(tokenizer) -> bool:
+    """Whether `tokenizer` is CLIP's BPE (its start token is `<|startoftext|>`): its captions are
+    cleaned first."""
+    return getattr(tokenizer, "bos_token", None) == "<|startoftext|>"
+
+
+def tokenize(tokenizer, captions: list, max_length: int) -> torch.Tensor:
+    """Token ids (N, L): start token, tokens, end token, padding to the longest caption (at most
+    `max_length`); truncation keeps the end token. Padding sits after the end token, where causal
+    attention and end-token pooling never look, so padding to the batch's longest caption instead of
+    `max_length` changes no feature and saves time. For CLIP's BPE the captions are first cleaned as
+    IRRA cleans them (`clean_caption`)."""
+    captions = [clean_caption(c) for c in captions] if is_clip_bpe(tokenizer) else list(captions)
+    return tokenizer(
+        captions, max_length=max_length, truncation=True, padding="longest", return_tensors="pt"
+    )["input_ids"]
+
+
+NO_MASK_FIX = (
+    "give a tokenizer with a mask token: model.tokenizer clip, a CLIP tokenizer folder or OpenAI's "
+    "bpe_simple_vocab_16e6.txt.gz (these get <|mask|>), minilm, or a BERT tokenizer "
+    "folder; or switch IRR off with "
+    "train.mlm_prob=0 and train.loss_weights.mlm=0"
+)
+
+
+def replacement_ids(tokenizer) -> torch.Tensor:
+    """The ids a selected token may be replaced with at random: every id of `tokenizer` but its
+    special tokens (start, end, padding, mask, unknown), id 0 and WordPiece's `[unusedN]`
+    placeholders, which no caption contains. For IRRA's CLIP vocabulary (`model.mask_token:
+    irra`) these are exactly IRRA's 1..49404."""
+    special = set(tokenizer.all_special_ids) | {
+        i for i, t in tokenizer.added_tokens_decoder.items() if t.special
+    }
+    tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    return torch.tensor(
+        [
+            i
+            for i, t in enumerate(tokens)
+            if i != 0
+            and i not in special
+            and not (str(t).startswith("[unused") and str(t).endswith("]"))
+        ]
+    )
+
+
+def mask_tokens(
+    ids: torch.Tensor,
+    tokenizer,
+    prob: float = 0.15,
+    g: torch.Generator | None = None,
+    replace_ids: torch.Tensor | None = None,
+):
+    """BERT-style masking of regular tokens; returns (masked ids, labels with 0 where not masked).
+    Random replacements are drawn from `replace_ids` (default: `replacement_ids(tokenizer)`), never
+    a special token, as in IRRA. As in IRRA (`datasets/bases.py`), id 0 is never masked (0 is the
+    label of an unmasked position, so it could not be a target), and a caption in which no token was
+    picked gets its first regular token masked, always with the mask token."""
+    if tokenizer.mask_token_id is None:
+        raise TbprError(
+            f"tokenizer {tokenizer.name_or_path!r} has no mask token to mask captions with",
+            fix=NO_MASK_FIX,
+        )
+    special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
+    regular = ~torch.isin(ids, special) & (ids != 0)
+    pick = (torch.rand(ids.shape, generator=g) < prob) & regular
+    none = ~pick.any(1) & regular.any(1)  # always mask at least one token per caption
+    fallback = torch.zeros_like(pick)
+    if none.any():
+        first = regular.float().argmax(1)
+        fallback[none.nonzero().squeeze(1), first[none]] = True
+    pick |= fallback
+    labels = torch.where(pick, ids, torch.zeros_like(ids))
+    u = torch.rand(ids.shape, generator=g).masked_fill(
+        fallback, 0.0
+    )  # the fallback: the mask token
+    masked = ids.clone()
+    masked[pick & (u < 0.8)] = tokenizer.mask_token_id
+    rnd = pick & (u >= 0.8) & (u < 0.9)
+    pool = replacement_ids(tokenizer) if replace_ids is None else replace_ids
+    masked[rnd] = pool[torch.randint(len(pool), (int(rnd.sum()),), generator=g)]
+    return masked, labels

@@ -12,16 +12,9 @@ from torch import nn
 from torch.utils.data import DataLoader, BatchSampler, RandomSampler
 from tqdm.auto import tqdm
 from .core import TbprError, check_choice, seed_everything
-from tbpr.data import (
-    Augment,
-    AugmentedLoader,
-    Collate,
-    IdentitySampler,
-    TrainData,
-    flip_permutation,
-    load_cached_dataset,
-    load_parsing,
-)
+from .augment import Augment, AugmentedLoader, flip_permutation
+from .cache import load_cached_dataset, load_parsing
+from .batches import Collate, IdentitySampler, TrainData
 from .tokenizer import load_tokenizer
 from tbpr.model import (
     WEIGHTS,
@@ -227,6 +220,10 @@ TRAINING_CODE = (
     "plugins",
     "tokenizer",
     "data",
+    "images",
+    "augment",
+    "cache",
+    "batches",
     "captions",
     "model",
     "pretrained",

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest, yaml
 from PIL import Image
-from tbpr.data import IdentitySampler, fixture_entries, write_fixture
+from tbpr.data import fixture_entries, write_fixture
+from tbpr.batches import IdentitySampler
 from tbpr.core import TbprError
 from tbpr import pipeline as P
 

@@ -20,7 +20,8 @@ import tbpr.train as T
 from tbpr.checkpoints import checkpoint_problem, disk_full_behind
 from tbpr.core import TbprError, read_json
 from tbpr.plugins import resolve_params
-from tbpr.data import build_cache, fixture_entries, load_dataset, write_fixture
+from tbpr.data import fixture_entries, load_dataset, write_fixture
+from tbpr.cache import build_cache
 from tbpr.model import DIGESTS, WEIGHTS, load_encoder
 from tbpr.search import GalleryIndex, grid_caption, plot_ranked, search
 

@@ -5,7 +5,7 @@ import json
 import torch
 from transformers import BertModel, ViTConfig, ViTModel
 from tbpr.plugins import resolve_params
-from tbpr.data import tokenize
+from tbpr.tokenizer import tokenize
 from tbpr.tokenizer import load_tokenizer, minilm_path
 from tbpr.model import EncoderConfig
 from tbpr.methods.ivt import build_shared_encoder

@@ -234,7 +234,7 @@ def test_hub_id_loads_from_the_local_cache_offline(tmp_path):
 def test_every_clip_tokenizer_form_gets_a_mask_token(tmp_path):
     """model.tokenizer as a CLIP folder without a mask token, as OpenAI's bpe_simple_vocab_16e6.txt.gz, and `clip` with that
     file beside an OpenAI .pt: one vocabulary, one set of ids, <|mask|> appended, 77 positions.
-    Needs the new `load_tokenizer` of nbs/02_data."""
+    Needs the new `load_tokenizer` of nbs/01a_tokenizer."""
     from tbpr.pretrained import write_tiny_clip, load_pretrained
     from tbpr.tokenizer import write_tiny_clip_tokenizer, write_tiny_openai_bpe
     from tbpr.tokenizer import load_tokenizer
@@ -255,7 +255,7 @@ def test_irr_refuses_a_tokenizer_without_mask_token(tmp_path):
     "IRR's masking needs a mask token: a tokenizer without one is refused when the collate is built, naming the fix. Needs the new `Collate`."
     from transformers import AutoTokenizer
     from tbpr.tokenizer import write_tiny_clip_tokenizer
-    from tbpr.data import Collate
+    from tbpr.batches import Collate
     tok = AutoTokenizer.from_pretrained(write_tiny_clip_tokenizer(tmp_path / "tok"))
     assert tok.mask_token is None
     with pytest.raises(TbprError, match="no mask token") as err: Collate(tok, 77, mlm_prob=0.15)
@@ -267,7 +267,7 @@ def test_random_replacements_are_never_special_tokens(tmp_path):
     """BERT's 10% random replacements come from the tokenizer's regular ids: never CLIP's <|startoftext|>, <|endoftext|> or
     <|mask|>, nor WordPiece's [CLS]/[SEP]/[PAD]/[MASK]/[unusedN]. Needs the new `mask_tokens` / `replacement_ids`."""
     from tbpr.tokenizer import write_tiny_clip_tokenizer, load_clip_tokenizer
-    from tbpr.data import mask_tokens, replacement_ids
+    from tbpr.tokenizer import mask_tokens, replacement_ids
     from tbpr.tokenizer import load_tokenizer
     clip = load_clip_tokenizer(str(write_tiny_clip_tokenizer(tmp_path / "tok", words=WORDS)))
     pool = set(replacement_ids(clip).tolist())

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 from pathlib import Path
 from ..core import TbprError, check_choice, read_json
-from ..data import IGNORE, pixel_norm, to_tensor, tokenize
+from ..tokenizer import tokenize
+from ..augment import IGNORE, pixel_norm, to_tensor
 from ..model import DualEncoder, EncoderConfig, text_padding
 from tbpr.objectives import (
     Objective,

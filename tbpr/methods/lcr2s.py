@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from ..core import TbprError, check_choice
-from ..data import stack_any
+from ..augment import stack_any
 from ..model import DualEncoder, EncoderConfig, load_encoder
 from ..objectives import IDLoss, Objective, RetrievalModel, SDM, Step, register_method
 from ..metrics import rank_metrics
