@@ -143,8 +143,8 @@ def run_command(args) -> None:
 def main(argv=None) -> int:
     """Entry point of the `tbpr` command: parse the command line, load the library (Ctrl-C while it
     loads is one line and exit status 130), run the command."""
-    args = cli_parser().parse_args(argv)
     try:
+        args = cli_parser().parse_args(argv)
         from tbpr.core import TbprError  # torch and numpy: seconds
     except BaseException as err:
         if not interrupted(err):
