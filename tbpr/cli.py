@@ -4,10 +4,11 @@
 
 # %% ../nbs/08b_cli.ipynb #f13a83ba
 from __future__ import annotations
-import sys
+import argparse, os, sys
+from . import __version__
 
 # %% auto #0
-__all__ = ['interrupted', 'main']
+__all__ = ['STAGE_HELP', 'interrupted', 'cli_parser', 'run_command', 'main', 'restore_hint']
 
 # %% ../nbs/08b_cli.ipynb #4783b907
 def interrupted(err: BaseException | None) -> bool:
@@ -21,15 +22,194 @@ def interrupted(err: BaseException | None) -> bool:
         err = err.__cause__ or err.__context__
     return False
 
+# %% ../nbs/08b_cli.ipynb #c186d8a3
+STAGE_HELP = {
+    "check": "check params.yaml (every stage depends on it)",
+    "download": "make the synthetic benchmark, or check and unpack a real dataset",
+    "parse": "human-parsing maps for BiLMa's semantic MIM, when it needs them",
+    "preprocess": "resize the images into the uint8 cache; caption phrases for IVT",
+    "train": "train the method of params.yaml (GPU when present)",
+    "evaluate": "test metrics, the CMC curve and a retrieval grid",
+    "report": "the HTML report of the run",
+}
+
+
+def _add_params_option(parser):
+    parser.add_argument(
+        "--params",
+        default="params.yaml",
+        metavar="FILE",
+        help="parameter file (default: params.yaml)",
+    )
+
+
+def _add_search_command(commands):
+    sp = commands.add_parser(
+        "search",
+        help="rank a folder of crops for a description",
+        description="Rank a folder of person crops for a free-text "
+        "description with a trained model.",
+    )
+    sp.add_argument(
+        "--images", required=True, metavar="FOLDER", help="the crops to rank (sub-folders included)"
+    )
+    sp.add_argument("--query", default="", help="the description of the person")
+    sp.add_argument(
+        "--model",
+        default="artifacts/model",  # PATHS["model"] of tbpr.runs
+        metavar="FOLDER",
+        help="a trained model folder (default: artifacts/model)",
+    )
+    sp.add_argument("--k", type=int, default=10, help="how many crops to show (default: 10)")
+    sp.add_argument(
+        "--out",
+        default="artifacts/search/result.png",
+        metavar="PNG",
+        help="the image grid to write (default: artifacts/search/result.png)",
+    )
+    sp.add_argument(
+        "--cache",
+        default="artifacts/search_cache",
+        metavar="FOLDER",
+        help="where gallery embeddings are cached (default: artifacts/search_cache)",
+    )
+
+
+def cli_parser() -> argparse.ArgumentParser:
+    "The `tbpr` command: one sub-command per stage and tool, each with its own options."
+    ap = argparse.ArgumentParser(
+        prog="tbpr",
+        description="Text-based person retrieval: the "
+        "pipeline's stages (see dvc.yaml) and its tools.",
+    )
+    ap.add_argument("--version", action="version", version=f"tbpr {__version__}")
+    commands = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, text in STAGE_HELP.items():
+        _add_params_option(
+            commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        )
+    _add_params_option(commands.add_parser("params", help="print the resolved parameters"))
+    ab = commands.add_parser("ablation", help="run an ablation notebook (papermill)")
+    ab.add_argument(
+        "name", help="the ablation: a method's own study or recipes (an unknown name lists them)"
+    )
+    _add_params_option(ab)
+    ab.add_argument("--epochs", type=int, help="epochs per run (default: the notebook's)")
+    ab.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the notebook's)")
+    _add_search_command(commands)
+    docs = commands.add_parser("docs", help="build the documentation site")
+    docs.add_argument(
+        "--out", default="_site", metavar="FOLDER", help="the site folder (default: _site)"
+    )
+    docs.add_argument(
+        "--no-execute",
+        action="store_true",
+        help="do not run the notebooks first (quicker, no outputs)",
+    )
+    return ap
+
+
+def run_command(args) -> None:
+    "Run the sub-command `args` were parsed for."
+    if args.command == "search":  # needs no params.yaml: it runs on any model and folder
+        from tbpr.search import search
+
+        search(args.model, args.images, args.query, args.k, args.out, args.cache)
+        return
+    if args.command == "docs":
+        from tbpr.docs import build_docs
+
+        build_docs(args.out, execute=not args.no_execute)
+        return
+    import yaml
+    from tbpr.core import remove_stale_temporaries_under
+    from tbpr.plugins import resolve_params
+    from tbpr.runs import ART
+    from tbpr.pipeline import STAGES
+
+    params = resolve_params(args.params, verbose=True)
+    if args.command in STAGES and int(os.environ.get("RANK", "0")) == 0:
+        for tmp in remove_stale_temporaries_under(ART) if ART.is_dir() else []:
+            print(f"removed {tmp}, left by a killed run")
+    if args.command == "params":
+        print(yaml.safe_dump(params, sort_keys=False))
+    elif args.command == "ablation":
+        from tbpr.ablation import run_ablation
+
+        run_ablation(args.name, args.params, args.epochs, args.seeds)
+    else:
+        STAGES[args.command](params)
+
 
 def main(argv=None) -> int:
-    """Entry point of the `tbpr` command: load the pipeline (`tbpr.pipeline.main` runs the
-    command); Ctrl-C while it loads is one line and exit status 130."""
+    """Entry point of the `tbpr` command: parse the command line, load the library (Ctrl-C while it
+    loads is one line and exit status 130), run the command."""
     try:
-        from tbpr.pipeline import main as run
+        args = cli_parser().parse_args(argv)
+        from tbpr.core import TbprError  # torch and numpy: seconds
     except BaseException as err:
         if not interrupted(err):
             raise
         print("tbpr: interrupted while starting; nothing was written", file=sys.stderr)
         return 130
-    return run(argv)
+    try:
+        run_command(args)
+    except TbprError as err:
+        print(f"tbpr {args.command}: error: {err}", file=sys.stderr)
+        print(restore_hint(args.command), file=sys.stderr, end="")
+        return 2
+    except Exception as err:
+        if not interrupted(err):  # a bug: its traceback, after the way back
+            print(restore_hint(args.command), file=sys.stderr, end="")
+            raise
+        return _say_interrupted(args.command)
+    except KeyboardInterrupt:
+        return _say_interrupted(args.command)
+    return 0
+
+
+def _say_interrupted(command: str) -> int:
+    "Ctrl-C: one line and, under `dvc repro`, the way back; exit status 130."
+    print(f"tbpr {command}: interrupted; nothing half-written was kept", file=sys.stderr)
+    print(restore_hint(command, was_interrupted=True), file=sys.stderr, end="")
+    return 130
+
+
+def restore_hint(stage: str, root=".", was_interrupted: bool = False) -> str:
+    """Under `dvc repro`, how to get back the outputs DVC removed before the failed `stage` ran (''
+    elsewhere): `dvc checkout dvc.yaml` restores the pipeline's outputs only, never `data/`; a bare
+    `dvc checkout` would replace a `data/` that differs from `data.dvc` (`data_dvc_mismatch`)."""
+    if not os.environ.get("DVC_STAGE") or stage not in STAGE_HELP:
+        return ""
+    if stage == "check" and was_interrupted:
+        return "No stage's outputs were removed: run `dvc repro` again.\n"
+    if stage == "check":
+        return (
+            "No stage's outputs were removed: correct the value in params.yaml (`dvc exp run -S` "
+            "writes its values there too) and run `dvc repro` again.\n"
+        )
+    hint = (
+        f"DVC removed the previous outputs of the {stage} stage before running it. To get "
+        "them back: `dvc checkout dvc.yaml` (the pipeline's outputs only; checkpoints, run "
+        "records and the last evaluation's figures are kept as they were).\n"
+    )
+    if stage == "download":  # data/ is no dependency: DVC cannot see that it changed
+        hint += (
+            "DVC's run-cache keeps the last good download: until this one succeeds, a plain `dvc "
+            "repro` restores it and goes on with the dataset you had before, not with data/ as it "
+            "is now. Correct data/, then run `dvc repro -f download`.\n"
+        )
+    from tbpr.core import data_dvc_mismatch
+
+    differs = data_dvc_mismatch(root)
+    if differs:
+        hint += (
+            f"Never run dvc checkout without naming dvc.yaml: {differs}, and it would replace "
+            "your data/ with what data.dvc records. Record your data first: `dvc add data`.\n"
+        )
+    return hint
+
+# %% ../nbs/08b_cli.ipynb #4e9a7911
+#| eval: false
+if __name__ == "__main__":
+    sys.exit(main())  # `python -m tbpr.cli train`, e.g. under `accelerate launch`

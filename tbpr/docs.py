@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import NamedTuple
 import yaml
 from .core import TbprError, atomic_path
+from .notebooks import offline_html, outside_code, tex_to_mathml
 
 # %% auto #0
-__all__ = ['DIRECTIVE', 'API_HEADING', 'ANCHOR', 'DATAFRAME_STYLE', 'FENCED', 'CODE_SPANS', 'TEX', 'MTEXT', 'BACKTICKED',
-           'SCRIPTS_FROM_WEB', 'SHOW_DOC', 'PARTS', 'REPORT', 'SHIM', 'cell_directives', 'notebook_summary',
-           'anchor_api_entries', 'tidy_dataframe_html', 'outside_code', 'tex_to_mathml', 'link_api_names',
-           'offline_html', 'definition_order', 'in_source_order', 'notebook_markdown', 'api_entries', 'site_parts',
-           'part_of', 'entry_link', 'api_index', 'api_links', 'execute_notebook', 'Experiment', 'experiments',
-           'site_config', 'library_pages', 'committed_results', 'experiment_pages', 'processed_notebooks', 'build_docs']
+__all__ = ['DIRECTIVE', 'API_HEADING', 'ANCHOR', 'DATAFRAME_STYLE', 'BACKTICKED', 'SHOW_DOC', 'PARTS', 'REPORT', 'SHIM',
+           'cell_directives', 'notebook_summary', 'anchor_api_entries', 'tidy_dataframe_html', 'link_api_names',
+           'definition_order', 'in_source_order', 'notebook_markdown', 'api_entries', 'site_parts', 'part_of',
+           'entry_link', 'api_index', 'api_links', 'execute_notebook', 'Experiment', 'experiments', 'site_config',
+           'library_pages', 'committed_results', 'experiment_pages', 'processed_notebooks', 'build_docs']
 
 # %% ../nbs/13_docs.ipynb #cc7f0686
 DIRECTIVE = re.compile(r"^\s*#\|\s*([\w-]+)\s*:?\s*(.*?)\s*$")
@@ -82,48 +82,6 @@ def tidy_dataframe_html(output) -> None:
         )
 
 # %% ../nbs/13_docs.ipynb #mth0cd01
-FENCED = re.compile(r"(```.*?```)", re.S)
-CODE_SPANS = re.compile(r"(```.*?```|`[^`\n]+`)", re.S)
-TEX = re.compile(
-    r"(?<![\\$])\$\$(.+?)\$\$"  # $$display$$
-    r"|(?<![\\$\w])\$(?![\s$])([^$\n]+?)(?<![\s\\])\$(?![\w$])",
-    re.S,
-)  # $inline$
-
-
-def outside_code(markdown: str, edit, spans: bool = True) -> str:
-    """`markdown` with `edit` (text to text) applied outside its fenced code blocks and, with
-    `spans`, outside its `code spans` too."""
-    parts = (CODE_SPANS if spans else FENCED).split(markdown)
-    return "".join(p if i % 2 else edit(p) for i, p in enumerate(parts))
-
-
-MTEXT = re.compile(r"<mtext>.*?</mtext>", re.S)
-
-
-def _mathml(tex: str, display: bool) -> str:
-    from latex2mathml.converter import convert
-
-    out = convert(tex.strip(), display="block" if display else "inline")
-    # TeX's escapes in \text{...} (latex2mathml keeps `max\_rank`'s backslash)
-    out = MTEXT.sub(lambda m: re.sub(r"\\([_%&#$])", r"\1", m[0]), out)
-    return out.replace("*", "&#42;").replace("_", "&#95;")  # nothing left for Markdown's emphasis
-
-
-def tex_to_mathml(markdown: str) -> str:
-    """`markdown` with its TeX (`$...$` inline, `$$...$$` display) as MathML, which browsers draw
-    without a script or a network; code spans and blocks are left as they are."""
-
-    def one(m):
-        display = m[1] is not None
-        try:
-            return _mathml(m[1] if display else m[2], display)
-        except Exception:  # what latex2mathml cannot read stays TeX
-            return m[0]
-
-    return outside_code(markdown, lambda text: TEX.sub(one, text))
-
-
 BACKTICKED = re.compile(r"(?<![\[`])`([A-Za-z_][\w.]*)(\(\))?`(?![`\]])")
 
 
@@ -136,23 +94,6 @@ def link_api_names(markdown: str, links: dict) -> str:
         return f"[{m[0]}]({target})" if target else m[0]
 
     return outside_code(markdown, lambda text: BACKTICKED.sub(one, text), spans=False)
-
-# %% ../nbs/13_docs.ipynb #off0cd01
-SCRIPTS_FROM_WEB = (
-    re.compile(r'<script[^>]*\bsrc="https?://[^"]*"[^>]*>\s*</script>\s*'),
-    re.compile(r'<script type="text/x-mathjax-config">.*?</script>\s*', re.S),
-    re.compile(
-        r'<script type="module">(?:(?!</script>).)*?https?://(?:(?!</script>).)*</script>\s*', re.S
-    ),
-)
-
-
-def offline_html(html: str) -> str:
-    """An nbconvert page without the scripts it would fetch from the web (MathJax, require.js,
-    mermaid)."""
-    for pattern in SCRIPTS_FROM_WEB:
-        html = pattern.sub("", html)
-    return html
 
 # %% ../nbs/13_docs.ipynb #5a934fb0
 SHOW_DOC = re.compile(r"(?:#\|.*\n)*show_doc\(([\w.]+)\)")
@@ -321,10 +262,13 @@ PARTS = {  # the site's sections: a part of the library and its modules, in read
         "metrics",
         "objectives",
         "evaluate",
+        "notebooks",
         "checkpoints",
         "train",
+        "runs",
         "pipeline",
         "cli",
+        "ablation",
     ),
     "Methods": (),  # the installed methods' pages (`Method.docs`): see `site_parts`
     "Search": ("search",),
@@ -438,9 +382,9 @@ REPORT = Experiment("artifacts/report/report.ipynb", "experiments/report.ipynb",
 
 def experiments() -> dict:
     """The experiment pages: the pipeline's report, then each study of `tbpr ablation` (those the
-    methods declare and the shared ones, `tbpr.pipeline.ablations`), with the results committed
+    methods declare and the shared ones, `tbpr.ablation.ablations`), with the results committed
     from an earlier run under nbs/experiments/results/<command> when there are some."""
-    from tbpr.pipeline import ablations
+    from tbpr.ablation import ablations
 
     pages = {"report": REPORT}
     for command, notebook in ablations().items():
@@ -525,7 +469,7 @@ def _demoted(markdown: str) -> str:
 def _runs_table(runs_csv: Path) -> str:
     "Mean ± std over seeds of every metric, per variant, from an experiment's runs.csv, as HTML."
     import pandas as pd
-    from tbpr.pipeline import per_variant  # here: the pipeline's report imports this module
+    from tbpr.runs import per_variant
 
     _, shown = per_variant(pd.read_csv(runs_csv))
     seeds = shown.pop("seeds")

@@ -18,7 +18,7 @@ def test_two_process_training(tmp_path, monkeypatch, method):
     params = resolve_params(tmp_path / "tiny.yaml")
     P.stage_download(params); P.stage_preprocess(params)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "tbpr.pipeline",
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "tbpr.cli",
                           "train", "--params", "tiny.yaml"], capture_output=True, text=True, env=env, timeout=600)
     errors = [l for l in (run.stdout + run.stderr).splitlines() if "Error" in l or "[rank1]" in l]   # the failing rank's own words
     assert run.returncode == 0, "\n".join(errors[-40:]) + "\n" + run.stderr[-2000:]

@@ -17,7 +17,7 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--
 def site(tmp_path_factory):
     "The site, built by the documented command into a scratch folder."
     out = tmp_path_factory.mktemp("docs") / "site"
-    done = subprocess.run([sys.executable, "-m", "tbpr.pipeline", "docs", "--out", str(out)], cwd=REPO,
+    done = subprocess.run([sys.executable, "-m", "tbpr.cli", "docs", "--out", str(out)], cwd=REPO,
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return out

@@ -385,7 +385,7 @@ def stage_modules(graph: ImportGraph, stage: str, repo: Path = REPO) -> set:
     """What `tbpr <stage>` can load: `main` reads the parameters (`resolve_params`) and calls `stage_<stage>`; the report
     stage runs its notebook too. (tbpr/__init__.py holds only the version.)"""
     code = notebook_code(repo / REPORT_NOTEBOOK) if stage == "report" else []
-    return graph.reach([("pipeline", f"stage_{stage}"), ("pipeline", "resolve_params")], code)
+    return graph.reach([("pipeline", f"stage_{stage}"), ("plugins", "resolve_params")], code)
 
 
 def test_import_graph_finds_lazy_and_indirect_imports(tmp_path):

@@ -11,7 +11,7 @@ from PIL import Image
 from tbpr.data import fixture_entries, write_fixture
 from tbpr.batches import IdentitySampler
 from tbpr.core import TbprError
-from tbpr import pipeline as P
+from tbpr import pipeline as P, cli as C
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = "data:\n  name: cuhkpedes\nmodel:\n  image_size: [48, 16]\n  patch_size: 8\n"
@@ -31,7 +31,7 @@ def _tbpr(capsys, *stages) -> tuple:
     "Run the stages in order, stopping at the first that fails: (exit status, stdout, stderr)."
     capsys.readouterr()
     for stage in stages:
-        rc = P.main([stage, "--params", "p.yaml"])
+        rc = C.main([stage, "--params", "p.yaml"])
         if rc:
             break
     out = capsys.readouterr()

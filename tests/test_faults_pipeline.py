@@ -39,7 +39,7 @@ def scratch_repo(root: Path) -> Workspace:
 def test_restore_hint_restores_outputs_and_keeps_data(tmp_path, monkeypatch):
     """The command the hint prints, run by the real dvc, brings back a stage's removed output and
     leaves a data/ that differs from data.dvc as it is; the hint says to `dvc add data`."""
-    from tbpr.pipeline import restore_hint
+    from tbpr.cli import restore_hint
 
     w = scratch_repo(tmp_path / "repo")
     (w.root / "data").mkdir()
@@ -138,7 +138,7 @@ def test_all_loss_weights_zero_refused_by_check(checked):
 
 def test_stage_removes_stale_temporaries(tmp_path, monkeypatch):
     "A stage first removes what killed runs left under artifacts/; a running process's stays."
-    from tbpr.pipeline import main
+    from tbpr.cli import main
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text("seed: 0\n")
@@ -158,7 +158,7 @@ def test_report_notebook_draws_into_its_own_folder(tmp_path):
 
     report = REPO / "nbs/experiments/report.ipynb"
     assert "mkdtemp" not in report.read_text()
-    from tbpr.pipeline import notebook_parameters, run_notebook
+    from tbpr.notebooks import notebook_parameters, run_notebook
 
     assert "figures_dir" in notebook_parameters(report)
     nb = nbformat.v4.new_notebook()

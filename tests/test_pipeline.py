@@ -5,7 +5,7 @@ import pytest
 import torch
 from tbpr.core import TbprError
 from tbpr.plugins import resolve_params
-from tbpr import pipeline as P
+from tbpr import pipeline as P, runs as R, ablation as A, cli as C
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"synthetic": {"size": "tiny", "height": 96, "width": 32},
@@ -64,7 +64,7 @@ def test_report_compares_every_trained_method(run, capsys):
     work, params, *_ = run
     bilma = resolve_params(None, {**TINY, "train": {**TINY["train"], "method": "bilma", "epochs": 1, "seeds": 2}})
     P.stage_train(bilma); P.stage_evaluate(bilma); P.stage_report(bilma, notebook=REPO / "nbs/experiments/report.ipynb")
-    runs = P.load_runs(work / "artifacts/runs", P.dataset_id(work / "artifacts/cache"))
+    runs = R.load_runs(work / "artifacts/runs", R.dataset_id(work / "artifacts/cache"))
     assert [r["method"] for r in runs] == ["irra", "bilma"] and [r["stats"]["n_seeds"] for r in runs] == [1, 2]
     n_test = len(json.loads((work / "artifacts/cache/dataset.json").read_text())["test"]["captions"])
     assert np.load(runs[1]["dir"] / "topk.npy").shape == (n_test, 10)
@@ -85,7 +85,7 @@ def test_report_compares_every_trained_method(run, capsys):
     assert table[2].startswith("irra ") and table[3].startswith("bilma ") and " ± " in table[3]
     broken = work / "artifacts/runs/irra-broken"; broken.mkdir()
     (broken / "run.json").write_text('{"method": "irra"}')     # a record from elsewhere: skipped, and said so
-    assert len(P.load_runs(work / "artifacts/runs")) == 2
+    assert len(R.load_runs(work / "artifacts/runs")) == 2
     assert "skipping" in capsys.readouterr().out
     import shutil; shutil.rmtree(broken)
 
@@ -105,7 +105,7 @@ def test_failed_preprocess_keeps_previous_cache(run):
 def test_cli_reports_errors_without_traceback(run, capsys):
     work, *_ = run
     (work / "bad.yaml").write_text("data:\n  name: market\n")
-    assert P.main(["download", "--params", str(work / "bad.yaml")]) == 2
+    assert C.main(["download", "--params", str(work / "bad.yaml")]) == 2
     err = capsys.readouterr().err
     assert "data.name='market'" in err and "Traceback" not in err
 
@@ -131,22 +131,22 @@ def test_bilma_ablation_notebook_runs(run):
     work, params, *_ = run
     (work / "tiny.yaml").write_text(yaml.safe_dump(TINY))
     nb = REPO / "nbs/experiments/bilma_ablation.ipynb"
-    P.run_ablation("bilma", work / "tiny.yaml", epochs=1, seeds=[0], variants=["MLM only", "both"], notebook=nb)
+    A.run_ablation("bilma", work / "tiny.yaml", epochs=1, seeds=[0], variants=["MLM only", "both"], notebook=nb)
     out = work / "artifacts/ablations/bilma"
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary) == {"MLM only", "both"} and 0 <= summary["both"]["R1"]["mean"] <= 100
     html = (out / "report/bilma_ablation.html").read_text()
     assert "one seed gives no spread to judge a difference by" in html and "<img" in html
     first = (out / "both/seed0/test.json").stat().st_mtime
-    P.run_ablation("bilma", work / "tiny.yaml", epochs=1, seeds=[0], variants=["MLM only", "both"], notebook=nb)
+    A.run_ablation("bilma", work / "tiny.yaml", epochs=1, seeds=[0], variants=["MLM only", "both"], notebook=nb)
     assert (out / "both/seed0/test.json").stat().st_mtime == first
     # a finished run trained with other parameters is not reused: two epochs retrain it, and the record says so
-    P.run_ablation("bilma", work / "tiny.yaml", epochs=2, seeds=[0], variants=["both"], notebook=nb)
+    A.run_ablation("bilma", work / "tiny.yaml", epochs=2, seeds=[0], variants=["both"], notebook=nb)
     again = json.loads((out / "both/seed0/test.json").read_text())
     assert again["epochs"] == 2 and (out / "both/seed0/test.json").stat().st_mtime > first
     # the sensitivity study: its centre point (m 0.15, b 1) is the ablation's `both` run, reused; one more ratio
     trained = (out / "both/seed0/test.json").stat().st_mtime
-    P.run_ablation("bilma-sensitivity", work / "tiny.yaml", epochs=2, seeds=[0],
+    A.run_ablation("bilma-sensitivity", work / "tiny.yaml", epochs=2, seeds=[0],
                    notebook=REPO / "nbs/experiments/bilma_sensitivity.ipynb", ratios=[0.15, 0.5], weights=[1.0],
                    reference_dir=str(out / "both"))
     assert (out / "both/seed0/test.json").stat().st_mtime == trained
@@ -174,7 +174,7 @@ def test_ivt_ablation_notebook_runs(run):
     import yaml
     work, params, *_ = run
     (work / "tiny.yaml").write_text(yaml.safe_dump(TINY))
-    P.run_ablation("ivt", work / "tiny.yaml", epochs=1, seeds=[0], variants=["sentence", "+ BMM"],
+    A.run_ablation("ivt", work / "tiny.yaml", epochs=1, seeds=[0], variants=["sentence", "+ BMM"],
                    notebook=REPO / "nbs/experiments/ivt_ablation.ipynb")
     out = work / "artifacts/ablations/ivt"
     summary = json.loads((out / "summary.json").read_text())
@@ -187,7 +187,7 @@ def test_recipes_notebook_runs(run):
     import csv, yaml
     work, params, *_ = run
     (work / "tiny.yaml").write_text(yaml.safe_dump(TINY))
-    P.run_ablation("recipes", work / "tiny.yaml", epochs=1, seeds=[0], group="irra",
+    A.run_ablation("recipes", work / "tiny.yaml", epochs=1, seeds=[0], group="irra",
                    variants=["IRRA (fp32)", "IRRA, fp16 weights"], notebook=REPO / "nbs/experiments/recipes.ipynb")
     out = work / "artifacts/ablations/recipes/irra"
     assert set(json.loads((out / "summary.json").read_text())) == {"IRRA (fp32)", "IRRA, fp16 weights"}
@@ -220,7 +220,7 @@ def test_lcr2s_ablation_notebook_runs(run):
     import yaml
     work, params, *_ = run
     (work / "tiny.yaml").write_text(yaml.safe_dump({**TINY, "train": {**LCR2S, "method": "irra"}}))
-    P.run_ablation("lcr2s", work / "tiny.yaml", epochs=1, seeds=[0], variants=["student alone", "+ both (LCR²S)"],
+    A.run_ablation("lcr2s", work / "tiny.yaml", epochs=1, seeds=[0], variants=["student alone", "+ both (LCR²S)"],
                    notebook=REPO / "nbs/experiments/lcr2s_ablation.ipynb")
     summary = json.loads((work / "artifacts/ablations/lcr2s/summary.json").read_text())
     assert set(summary) == {"student alone", "+ both (LCR²S)", "teacher alone", "teacher + oracle supports"}
@@ -232,13 +232,13 @@ def test_search_command_on_the_trained_model(run, capsys):
     gallery = work / "artifacts/dataset/imgs/test"
     args = ["search", "--model", str(work / "artifacts/model"), "--images", str(gallery), "--query",
             "a woman in a red coat", "--k", "4", "--out", str(work / "search.png"), "--cache", str(work / "search_cache")]
-    assert P.main(args) == 0
+    assert C.main(args) == 0
     out = capsys.readouterr().out
     n = len(list(gallery.rglob("*.jpg")))
     assert out.count("  0.") + out.count("  -0.") >= 4 and (work / "search.png").exists() and f"{n} encoded, 0 from the cache" in out
-    assert P.main(args) == 0 and f" 0 encoded, {n} from the cache" in capsys.readouterr().out
-    assert P.main(args[:-6] + ["--query", " "]) == 2 and "the query is empty" in capsys.readouterr().err
-    assert P.main(["search", "--model", str(work / "artifacts/model"), "--images", str(work / "nowhere"), "--query", "x"]) == 2
+    assert C.main(args) == 0 and f" 0 encoded, {n} from the cache" in capsys.readouterr().out
+    assert C.main(args[:-6] + ["--query", " "]) == 2 and "the query is empty" in capsys.readouterr().err
+    assert C.main(["search", "--model", str(work / "artifacts/model"), "--images", str(work / "nowhere"), "--query", "x"]) == 2
 
 
 @pytest.mark.parametrize("method", ["bilma", "ivt", "lcr2s"])
@@ -280,4 +280,4 @@ def test_zero_shot_clip_in_evaluate_report_and_search(run):
     gallery = work / "artifacts/dataset/imgs/test"
     args = ["search", "--model", str(clip), "--images", str(gallery), "--query", "a man",
             "--k", "3", "--out", str(work / "zero_shot.png"), "--cache", str(work / "zs_cache")]
-    assert P.main(args) == 0 and (work / "zero_shot.png").exists()
+    assert C.main(args) == 0 and (work / "zero_shot.png").exists()

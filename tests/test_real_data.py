@@ -7,7 +7,7 @@ from tbpr.core import TbprError, DEFAULTS
 from tbpr.plugins import resolve_params
 from tbpr.data import write_fixture, fixture_entries, SCHEMAS
 from tbpr.sources import OFFICIAL
-from tbpr import pipeline as P
+from tbpr import pipeline as P, cli as C
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -71,7 +71,7 @@ def test_an_image_replaced_in_place_reaches_the_cache(tmp_path, monkeypatch, cap
 def test_missing_real_dataset_names_the_place(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "p.yaml").write_text("data:\n  name: icfgpedes\n")
-    assert P.main(["download", "--params", "p.yaml"]) == 2
+    assert C.main(["download", "--params", "p.yaml"]) == 2
     err = capsys.readouterr().err
     assert "data/ICFG-PEDES" in err and "dvc add data" in err and not (tmp_path / "artifacts/dataset").exists()
 

@@ -28,7 +28,8 @@ from tbpr.objectives import (
 
 # %% auto #0
 __all__ = ['MIM_TARGETS', 'BILMA_PARAMS', 'BILMA_PAPER', 'patch_labels', 'patch_pixels', 'patch_means', 'feature_kl',
-           'random_patch_mask', 'MIM', 'parsing_default_folder', 'needs_parsing_maps', 'build_bilma']
+           'random_patch_mask', 'MIM', 'parsing_default_folder', 'needs_parsing_maps', 'build_bilma', 'mim_curves',
+           'plot_mim_curves']
 
 # %% ../../nbs/09_bilma.ipynb #c3fa0126
 def patch_labels(
@@ -372,3 +373,46 @@ def build_bilma(
         "mim": mim,
     }
     return RetrievalModel(DualEncoder(cfg), objectives, train["loss_weights"])
+
+# %% ../../nbs/09_bilma.ipynb #bm0cd008
+def mim_curves(runs: dict) -> "pd.DataFrame":
+    """Per variant (`{variant: [run folders]}`), each run's held-out MIM accuracy and its majority
+    baseline by epoch, from the run's dvclive curves (`live_curves` of `<run>/live`), one row per
+    run and epoch."""
+    import pandas as pd
+    from tbpr.runs import live_curves
+
+    rows = [
+        {**r, "variant": variant}
+        for variant, dirs in runs.items()
+        for r in live_curves({Path(d).name: Path(d) / "live" for d in dirs})
+        if r["group"] == "val" and r["metric"] in ("mim_acc", "mim_majority")
+    ]
+    if not rows:
+        return pd.DataFrame()
+    wide = pd.DataFrame(rows).pivot_table(
+        index=["variant", "seed", "epoch"], columns="metric", values="value"
+    )
+    wide = wide.reset_index().rename(
+        columns={"seed": "run", "mim_acc": "MIM accuracy", "mim_majority": "majority label"}
+    )
+    return wide[["variant", "run", "epoch", "MIM accuracy", "majority label"]]
+
+
+def plot_mim_curves(curves, path, title: str) -> Path:
+    """Held-out MIM accuracy by epoch per variant (mean and spread over runs), the majority baseline
+    dashed."""
+    import matplotlib.pyplot as plt, seaborn as sns
+
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    sns.lineplot(
+        curves, x="epoch", y="MIM accuracy", hue="variant", marker="o", errorbar="sd", ax=ax
+    )
+    base = curves.groupby("epoch")["majority label"].mean()
+    ax.plot(base.index, base.values, "k--", label="majority label (baseline)")
+    ax.set(title=title, ylabel="accuracy on masked val patches (%)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.show()
+    return Path(path)
