@@ -272,8 +272,9 @@ def fingerprinted(stage: str, inputs: Path | None = None) -> set:
     train stage's training code, as written there (`inputs`) or, without it, for every installed method."""
     if stage != "train":
         return set()
-    if inputs is not None:
-        return set(json.loads((inputs / "train.json").read_text())["code"])
+    every_method = {str(p.relative_to(REPO)) for p in (REPO / "tbpr/methods").glob("*.py")}   # loaded by the registry;
+    if inputs is not None:                                              # the run's own method's code is fingerprinted
+        return set(json.loads((inputs / "train.json").read_text())["code"]) | every_method
     from tbpr.train import code_fingerprint, training_modules
     return set(code_fingerprint(training_modules()))
 
@@ -385,7 +386,10 @@ def stage_modules(graph: ImportGraph, stage: str, repo: Path = REPO) -> set:
     """What `tbpr <stage>` can load: `main` reads the parameters (`resolve_params`) and calls `stage_<stage>`; the report
     stage runs its notebook too. (tbpr/__init__.py holds only the version.)"""
     code = notebook_code(repo / REPORT_NOTEBOOK) if stage == "report" else []
-    return graph.reach([("pipeline", f"stage_{stage}"), ("plugins", "resolve_params")], code)
+    found = graph.reach([("pipeline", f"stage_{stage}"), ("plugins", "resolve_params")], code) | {"tbpr/cli.py"}
+    if stage == "check":                # stage_inputs fingerprints the training code, named in train.TRAINING_CODE
+        found |= fingerprinted("train")
+    return found
 
 
 def test_import_graph_finds_lazy_and_indirect_imports(tmp_path):
