@@ -507,8 +507,7 @@ def preset_values(name: str) -> dict:
     base = values.pop("base", None)
     if base is None:
         return values
-    if base not in PRESETS:
-        check_choice(base, list(PRESETS), f"the base of preset {name}")
+    check_choice(base, list(PRESETS), f"the base of preset {name}")
     return _deep_update(preset_values(base), values)
 
 

@@ -313,13 +313,13 @@ def check_method_keys(params: dict) -> None:
 def check_some_objective_on(params: dict) -> None:
     """At least one objective of the method (and of its teacher, which trains on its own loss
     weights) has a weight above 0: a weight left out is 1.0."""
-    from tbpr.plugins import get_method
+    from tbpr.plugins import run_methods
 
     weights, method = params["train"]["loss_weights"], params["train"]["method"]
-    for name in filter(None, (method, get_method(method).teacher)):
-        keys = get_method(name).objectives
+    for declared in run_methods(params):
+        keys = declared.objectives
         if all(weights.get(k, 1.0) == 0 for k in keys):
-            whose = method if name == method else f"{method}'s teacher ({name})"
+            whose = method if declared.name == method else f"{method}'s teacher ({declared.name})"
             raise TbprError(
                 f"train.loss_weights={weights}: every objective of method {whose} is switched off "
                 f"({', '.join(f'{k}=0' for k in keys)}), so there is nothing to train",

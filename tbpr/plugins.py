@@ -13,7 +13,8 @@ from .core import settle_params
 # %% auto #0
 __all__ = ['GROUP', 'REGISTRY', 'DECLARED_IN', 'FOUND', 'no_parsing_maps', 'EpochContext', 'Method', 'declare_params', 'register',
            'register_method', 'entry_point_origin', 'declared_by', 'find_methods', 'installed_entry_points', 'discover',
-           'available_methods', 'get_method', 'encoder_class', 'renamed_keys', 'read_renamed', 'resolve_params']
+           'available_methods', 'get_method', 'run_methods', 'encoder_class', 'renamed_keys', 'read_renamed',
+           'resolve_params']
 
 # %% ../nbs/00a_plugins.ipynb #pl0cd003
 GROUP = "tbpr.methods"  # the entry-point group a package declares its methods in (pyproject.toml)
@@ -231,6 +232,12 @@ def get_method(name: str) -> Method:
     "The declaration of method `name` (`train.method`), refusing an unknown one."
     check_choice(name, available_methods(), "train.method")
     return REGISTRY[name]
+
+
+def run_methods(params: dict) -> list:
+    "The methods a run of `params` trains: `train.method`, then its teacher when it has one."
+    method = get_method(params["train"]["method"])
+    return [method] + ([get_method(method.teacher)] if method.teacher else [])
 
 
 def encoder_class(arch: str):

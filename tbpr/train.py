@@ -198,12 +198,10 @@ def training_params(params: dict) -> dict:
     """The parameters that shape training: the seed, `model`, `train` but for how it runs
     (workers, where images are augmented, logging, device, seed count), and the sections of the
     method and of its teacher (`Method.section`); not another method's."""
-    from tbpr.plugins import get_method
+    from tbpr.plugins import run_methods
 
     skip = ("num_workers", "augment_on", "log_every", "device", "seeds")
-    method = get_method(params["train"]["method"])
-    teacher = get_method(method.teacher) if method.teacher else None
-    sections = {m.section for m in (method, teacher) if m is not None and m.section in params}
+    sections = {m.section for m in run_methods(params) if m.section in params}
     return {
         "seed": params["seed"],
         "model": params["model"],
@@ -239,14 +237,10 @@ def training_modules(params: dict | None = None) -> list:
     `params` and its teacher (`Method.module`: tbpr's own under tbpr/methods/, or another
     package's; every installed method's without `params`), but a notebook session's own
     (`__main__`, which has no file): editing one method's module retrains none of the others."""
-    from tbpr.plugins import REGISTRY, discover, get_method
+    from tbpr.plugins import REGISTRY, discover, run_methods
 
     discover()
-    if params is None:
-        declared = REGISTRY.values()
-    else:
-        method = get_method(params["train"]["method"])
-        declared = [method] + ([get_method(method.teacher)] if method.teacher else [])
+    declared = REGISTRY.values() if params is None else run_methods(params)
     methods = sorted({m.module for m in declared} - {"__main__"})
     return [f"tbpr.{m}" for m in TRAINING_CODE] + methods
 
