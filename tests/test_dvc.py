@@ -62,22 +62,34 @@ class Workspace:
     def json(self, path): return json.loads((self.root / path).read_text())
 
 
+def copy_repository(root: Path, leave_out=("artifacts",)) -> None:
+    """The repository's files (tracked, and new ones git does not ignore) copied into `root`, but those under the
+    folders `leave_out`; a file deleted in the working tree is skipped."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            capture_output=True, text=True, check=True).stdout.split("\0")
+    for rel in filter(None, listed):
+        src = REPO / rel
+        if any(rel.startswith(folder + "/") for folder in leave_out) or not src.is_file():
+            continue
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, root / rel)
+
+
+def committed_params() -> dict:
+    "params.yaml as committed (HEAD), whatever the working tree holds."
+    shown_file = subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=REPO, capture_output=True, text=True,
+                                check=True)
+    return yaml.safe_load(shown_file.stdout)
+
+
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     """A copy of the repository's files (tracked, and new ones git does not ignore; nothing of artifacts/) committed in
     a fresh git repository, params.yaml the committed one with TINY over it; then `dvc repro`, committed too."""
     top = tmp_path_factory.mktemp("dvc")
     root, hooks, log = top / "repo", top / "hooks", top / "imports.log"
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                            capture_output=True, text=True, check=True).stdout.split("\0")
-    for rel in filter(None, listed):
-        src = REPO / rel
-        if rel.split("/")[0] == "artifacts" or not src.is_file(): continue     # deleted in the working tree: skipped
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, root / rel)
-    committed = yaml.safe_load(subprocess.run(["git", "show", "HEAD:params.yaml"], cwd=REPO, capture_output=True,
-                                              text=True, check=True).stdout)
-    (root / "params.yaml").write_text(yaml.safe_dump(merge(committed, tiny_params()), sort_keys=False))
+    copy_repository(root)
+    (root / "params.yaml").write_text(yaml.safe_dump(merge(committed_params(), tiny_params()), sort_keys=False))
     hooks.mkdir(); (hooks / "sitecustomize.py").write_text(SITECUSTOMIZE)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
            # the stages run the copied tbpr (before the editable install's finder), the code dvc hashed as their deps

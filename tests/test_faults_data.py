@@ -3,7 +3,7 @@ command as a user runs it: the stage stops with the file and the entry named and
 2, no traceback), or warns, and keeps what it had. The last test runs `dvc repro -f download` in a
 scratch copy of the repository."""
 
-import json, os, shutil, struct, subprocess, sys
+import json, os, struct, subprocess, sys
 from pathlib import Path
 import numpy as np
 import pytest, yaml
@@ -11,7 +11,8 @@ from PIL import Image
 from tbpr.data import fixture_entries, write_fixture
 from tbpr.batches import IdentitySampler
 from tbpr.core import TbprError
-from tbpr import pipeline as P, cli as C
+from tbpr import cli as C
+from test_dvc import committed_params, copy_repository
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = "data:\n  name: cuhkpedes\nmodel:\n  image_size: [48, 16]\n  patch_size: 8\n"
@@ -206,28 +207,8 @@ def test_float_rgb_tiff_is_named_for_what_it_is(tmp_path, monkeypatch, capsys):
 def _scratch_repository(root: Path) -> dict:
     """The repository's files (tracked, and new ones git does not ignore; not artifacts/, nbs/,
     benchmarks/) in a fresh git repository, params.yaml the committed one reading CUHK-PEDES."""
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    for rel in filter(None, listed):
-        src = REPO / rel
-        if rel.split("/")[0] in ("artifacts", "nbs", "benchmarks") or not src.is_file():
-            continue
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, root / rel)
-    params = yaml.safe_load(
-        subprocess.run(
-            ["git", "show", "HEAD:params.yaml"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
+    copy_repository(root, leave_out=("artifacts", "nbs", "benchmarks"))
+    params = committed_params()
     params["data"]["name"] = "cuhkpedes"
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {

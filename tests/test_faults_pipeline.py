@@ -6,11 +6,11 @@ no stage names (`-S +foo=1`) and let all-zero loss weights through to train; the
 killed run stayed under artifacts/; the report notebook drew its figures into a
 `tempfile.mkdtemp()` folder that nothing removed."""
 
-import os, re, shlex, subprocess, sys
+import os, re, shlex, sys
 from pathlib import Path
 import pytest, yaml
 
-from test_dvc import REPO, Workspace, merge, shown, tiny_params
+from test_dvc import REPO, Workspace, committed_params, copy_repository, merge, shown, tiny_params
 
 ENV = {
     "DVC_NO_ANALYTICS": "1",
@@ -83,30 +83,9 @@ def checked(tmp_path_factory):
     """A copy of the repository (as tests/test_dvc.py makes it, TINY parameters), committed after
     `dvc repro check`."""
     w = scratch_repo(tmp_path_factory.mktemp("check") / "repo")
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    for rel in filter(None, listed):
-        src = REPO / rel
-        if rel.split("/")[0] == "artifacts" or rel.startswith(".dvc/") or not src.is_file():
-            continue
-        (w.root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (w.root / rel).write_bytes(src.read_bytes())
-    committed = yaml.safe_load(
-        subprocess.run(
-            ["git", "show", "HEAD:params.yaml"],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
+    copy_repository(w.root, leave_out=("artifacts", ".dvc"))
     (w.root / "params.yaml").write_text(
-        yaml.safe_dump(merge(committed, tiny_params()), sort_keys=False)
+        yaml.safe_dump(merge(committed_params(), tiny_params()), sort_keys=False)
     )
     w.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(w.root), os.environ.get("PYTHONPATH")]))
     w.git("add", "-A")
