@@ -74,6 +74,8 @@ class EncoderConfig:
         0.40821073,
     )  # input normalisation (CLIP's; IVT: 0.5)
     pixel_std: tuple = (0.26862954, 0.26130258, 0.27577711)
+    # options of an architecture a method provides (e.g. RDE's token selection), saved with it
+    options: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.image_size = tuple(self.image_size)

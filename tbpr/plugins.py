@@ -32,7 +32,9 @@ class EpochContext:
     (`split`, its `TrainData` `data` and the image `store`), the accelerator (its `device`, the
     processes), the epoch (from 0), the run's parameters, and `state`: the method's own state, a
     dict of JSON values (e.g. one number per training sample) saved in every checkpoint and given
-    back when the run resumes. Hooks run on every process; the main process's state is saved."""
+    back when the run resumes; and the run's training `loader` (its collate function) and image
+    `augment`, for a hook that passes over the split itself (RDE's CCD). Hooks run on every
+    process; the main process's state is saved."""
 
     model: object
     split: object
@@ -42,6 +44,8 @@ class EpochContext:
     epoch: int
     params: dict
     state: dict
+    loader: object = None
+    augment: object = None
 
 
 @dataclass

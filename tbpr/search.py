@@ -90,7 +90,7 @@ def _encode_files(encoder, root: Path, rels: list, batch_size: int) -> np.ndarra
     return (
         np.concatenate(out).astype(np.float16)
         if out
-        else np.zeros((0, encoder.cfg.embed_dim), np.float16)
+        else np.zeros((0, encoder.embed_dim), np.float16)
     )
 
 # %% ../nbs/12_search.ipynb #c519fae6

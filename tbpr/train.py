@@ -36,12 +36,12 @@ from tbpr.checkpoints import (
 
 # %% auto #0
 __all__ = ['CROSS_IO_NORMS', 'TRAINING_CODE', 'HALF_PARAMETERS', 'encoder_config', 'lr_scale', 'new_module_prefixes',
-           'param_groups', 'make_optimizer', 'warmup_cosine', 'schedule_scale', 'EpochRandomBatches', 'make_loader',
-           'training_params', 'training_modules', 'code_fingerprint', 'fingerprint_parts', 'fingerprint_of',
-           'run_fingerprint', 'fingerprint_changes', 'convert_weights', 'half_weight_share', 'fp16_weights',
-           'fp16_compute', 'precision', 'upcast_call', 'training_losses', 'evaluation_copy', 'moved_share',
-           'TrainingRun', 'build_run', 'selection_score', 'find_resume_checkpoint', 'load_resume_state', 'fit',
-           'teacher_params', 'fit_method']
+           'module_lrs', 'param_groups', 'make_optimizer', 'warmup_cosine', 'schedule_scale', 'EpochRandomBatches',
+           'make_loader', 'training_params', 'training_modules', 'code_fingerprint', 'fingerprint_parts',
+           'fingerprint_of', 'run_fingerprint', 'fingerprint_changes', 'convert_weights', 'half_weight_share',
+           'fp16_weights', 'fp16_compute', 'precision', 'upcast_call', 'training_losses', 'evaluation_copy',
+           'moved_share', 'TrainingRun', 'build_run', 'selection_score', 'find_resume_checkpoint', 'load_resume_state',
+           'fit', 'teacher_params', 'fit_method']
 
 # %% ../nbs/07_train.ipynb #3a32c1f0
 def encoder_config(model_params: dict, tokenizer, pre=None) -> EncoderConfig:
@@ -101,6 +101,17 @@ def new_module_prefixes(model) -> tuple:
     )
 
 
+def module_lrs(model) -> dict:
+    """`{name prefix: base learning rate}` of the modules whose rate a module sets in its
+    `module_lrs` (`{child: rate}`, e.g. RDE's TSE heads at 1e-3): their parameters take that rate,
+    before the schedule, instead of `train.lr` times a factor."""
+    return {
+        f"{name}.{child}." if name else f"{child}.": lr
+        for name, m in model.named_modules()
+        for child, lr in getattr(m, "module_lrs", {}).items()
+    }
+
+
 def param_groups(
     model,
     lr: float,
@@ -111,12 +122,15 @@ def param_groups(
 ) -> list:
     """Optimizer parameter groups by `lr_scale`; biases with `bias_weight_decay` (IRRA: 0; IVT: its
     weight decay)."""
-    groups, new = {}, new_module_prefixes(model)
+    groups, new, fixed = {}, new_module_prefixes(model), module_lrs(model)
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         decay = bias_weight_decay if name.endswith("bias") else weight_decay
-        key = (lr * lr_scale(name, lr_factor, bias_lr_factor, new), decay)
+        rate = next((r for prefix, r in fixed.items() if name.startswith(prefix)), None)
+        if rate is None:
+            rate = lr * lr_scale(name, lr_factor, bias_lr_factor, new)
+        key = (rate, decay)
         groups.setdefault(key, []).append(p)
     return [{"params": ps, "lr": k[0], "weight_decay": k[1]} for k, ps in groups.items()]
 
@@ -449,7 +463,9 @@ def _check_cached_size(store, cfg: EncoderConfig, cache_dir) -> None:
 
 
 def _method_model(params: dict, cfg: EncoderConfig, ds, parsing, pre, cache_dir, **context):
-    "The method's model from the registry, initialised from `pre` and in fp16 when asked."
+    """The method's model from the registry, initialised from `pre` and in fp16 when asked. The
+    builder also receives the parsing labels, the cache folder, the training split and (in
+    `context`) the tokenizer."""
     train = params["train"]
     model = build_model(
         train["method"],
@@ -494,7 +510,7 @@ def build_run(params: dict, cache_dir, **context) -> TrainingRun:
     cfg = encoder_config(params["model"], tok, pre)
     _check_cached_size(store, cfg, cache_dir)
     parsing = load_parsing(cache_dir)
-    model = _method_model(params, cfg, ds, parsing, pre, cache_dir, **context)
+    model = _method_model(params, cfg, ds, parsing, pre, cache_dir, tokenizer=tok, **context)
     flips = flip_permutation(parsing[1]) if parsing else None
     mean, std = cfg.pixel_mean, cfg.pixel_std
     augment = Augment(**train["augment"], label_flip=flips, mean=mean, std=std)
@@ -869,7 +885,7 @@ def fit(params: dict, cache_dir, model_dir, ckpt_dir, live_dir, **context) -> di
     declared = get_method(train["method"])
     for epoch in range(state["epoch"] + 1, train["epochs"]):
         hooked = (core, run.ds.train, run.data, run.store, accelerator, epoch, params)
-        context = EpochContext(*hooked, state["method_state"])
+        context = EpochContext(*hooked, state["method_state"], run.loader, run.augment)
         if declared.before_epoch:
             declared.before_epoch(context)
         logs = _train_epoch(run, accelerator, epoch, train)

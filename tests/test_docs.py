@@ -50,7 +50,7 @@ def test_every_page_loads_without_errors(site, browser):
     pages = sorted(p for p in site.rglob("*.html")
                    if "assets" not in p.parts and p.name != "404.html" and not attached(p))
     assert len(pages) >= 20, pages
-    expected = {"index", "core", "data", "model", "train", "pipeline", "bilma", "ivt", "lcr2s", "search", "docs", "api",
+    expected = {"index", "core", "data", "model", "train", "pipeline", "bilma", "ivt", "lcr2s", "rde", "search", "docs", "api",
                 "report"}
     assert expected <= {p.stem for p in pages}
     for path in pages:
