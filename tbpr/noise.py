@@ -142,8 +142,9 @@ def check_file_rate(index, rate: float, path) -> None:
     if abs(share - rate) > RATE_TOLERANCE:
         moved = int(round(share * len(index)))
         raise TbprError(
-            f"data.noise_file={str(path)!r} moves {moved:,} of its {len(index):,} captions (a share "
-            f"of {share:.4f}), but data.noise_rate={rate}: more than {RATE_TOLERANCE} apart",
+            f"data.noise_file={str(path)!r} moves {moved:,} of its {len(index):,} captions "
+            f"(a share of {share:.4f}), but data.noise_rate={rate}: more than {RATE_TOLERANCE} "
+            "apart",
             fix=f"set data.noise_rate to {round(share, 2)}, the file's rate, or use the file made "
             f"for {rate}",
         )

@@ -259,8 +259,9 @@ RUN_RECORD_KEYS = ("method", "dataset", "data", "stats", "per_seed", "cmc_mean",
 def load_runs(runs=PATHS["runs"], dataset: str | None = None) -> list:
     """The recorded runs (their `run.json` plus `dir`, `label`, `changes` and `name`), those on
     `dataset` only when given, by method then label. `changes` are worked out now, against today's
-    defaults; the label ends with the noise of the training pairs (`noise_label`), if any. `name` is short, for figures: the method, with a letter when a method has several runs
-    (`bilma a`). A record that cannot be read is skipped, and said so."""
+    defaults; the label ends with the noise of the training pairs (`noise_label`), if any. `name`
+    is short, for figures: the method, with a letter when a method has several runs (`bilma a`).
+    A record that cannot be read is skipped, and said so."""
     from tbpr.core import DEFAULTS
     from tbpr.plugins import available_methods
 
