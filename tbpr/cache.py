@@ -204,14 +204,20 @@ def tiny_images_warning(sizes: dict, size: tuple, limit: int = 3) -> str:
 
 
 def build_cache(
-    dataset: PersonDataset, out_dir, size: tuple, parsing_root=None, resize: str = "bilinear"
+    dataset: PersonDataset,
+    out_dir,
+    size: tuple,
+    parsing_root=None,
+    resize: str = "bilinear",
+    noise: dict | None = None,
 ) -> Path:
     """Write `images.npy` (all distinct images resized to `size` with `resize`), `cache.json` (with
     the digest of the cached pixels) and `dataset.json` to `out_dir`, atomically; with
     `parsing_root`, also `parsing.npy` and `parsing.json` (label names from `parsing_labels.json`
     there, else LIP's); and `attributes.json`, the attribute phrases of every training caption.
     Images with the same bytes under two names are reported, and so are tiny ones
-    (`tiny_images_warning`)."""
+    (`tiny_images_warning`). `noise`, the record of the noisy-correspondence protocol whose
+    captions `dataset` carries (`tbpr.noise.add_noise`), goes into cache.json when given."""
     paths, root, bad, digests = dataset.all_image_paths(), Path(dataset.images_root), [], {}
     sizes, fixes = {}, {}
 
@@ -251,6 +257,8 @@ def build_cache(
             labels = read_json(names, "parsing label names") if names.exists() else LIP_LABELS
             meta["parsing_sha256"] = _cache_parsing(paths, parsing_root, size, tmp, labels)
         write_attributes(dataset.train.captions, tmp)  # IVT's word level (nbs/02b_captions)
+        if noise is not None:
+            meta["noise"] = noise
         write_json(meta, tmp / "cache.json")
         write_json(dataset.to_dict(), tmp / "dataset.json")
     return Path(out_dir)

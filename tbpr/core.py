@@ -383,6 +383,9 @@ DEFAULTS = {
         "source": "",
         "parsing_dir": "",
         "resize": "bilinear",
+        "noise_rate": 0.0,
+        "noise_seed": 0,
+        "noise_file": "",
         "parse": "auto",
         "parser": "mattmdjaga/segformer_b2_clothes",
         "parser_size": [],
@@ -564,6 +567,7 @@ RANGES = {  # dotted key: (low, high, low included, high included); None: no bou
     "train.augment.flip": (0, 1, True, True),
     "train.augment.erase": (0, 1, True, True),
     "synthetic.difficulty": (0, 1, True, True),
+    "data.noise_rate": (0, 1, True, False),  # training captions moved (nbs/02g_noise)
     # rates and scales: a zero or negative value trains on nothing (or on NaN losses)
     "train.lr": (0, None, False, True),
     "train.temperature": (0, None, False, True),
@@ -581,6 +585,7 @@ RANGES = {  # dotted key: (low, high, low included, high included); None: no bou
     "train.augment.pad": (0, None, True, True),
     "train.num_workers": (0, None, True, True),
     "seed": (0, 2**32 - 1, True, True),
+    "data.noise_seed": (0, 2**32 - 1, True, True),
     "model.patch_stride": (0, None, True, True),
     "eval.grid_queries": (0, None, True, True),
     "synthetic.height": (16, None, True, True),

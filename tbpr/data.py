@@ -111,12 +111,15 @@ def assign_splits(entries: list, split_ids: tuple, ann: Path) -> list:
 # %% ../nbs/02_data.ipynb #c72f5fff
 @dataclass
 class TrainSplit:
-    "IRRA's training tuples, one per caption, as parallel lists."
+    """IRRA's training tuples, one per caption, as parallel lists. `caption_from`, under the
+    noisy-correspondence protocol (nbs/02g_noise), holds for each pair the index of the pair whose
+    caption it carries (its own index: a clean pair); None when every pair is clean."""
 
     pids: list
     image_ids: list
     img_paths: list
     captions: list
+    caption_from: list | None = None
 
     def __len__(self):
         return len(self.captions)
@@ -151,8 +154,12 @@ class PersonDataset:
     val: EvalSplit | None = None
 
     def to_dict(self):
-        "The dataset as plain dicts and lists (JSON-ready)."
-        return asdict(self)
+        """The dataset as plain dicts and lists (JSON-ready); a clean training split has no
+        `caption_from` (so a clean dataset.json is the same with or without the noise protocol)."""
+        d = asdict(self)
+        if d["train"]["caption_from"] is None:
+            del d["train"]["caption_from"]
+        return d
 
     @classmethod
     def from_dict(cls, d):

@@ -256,6 +256,7 @@ PARTS = {  # the site's sections: a part of the library and its modules, in read
         "cache",
         "parsing",
         "batches",
+        "noise",
     ),
     "Model": ("model", "pretrained"),
     "Training and evaluation": (

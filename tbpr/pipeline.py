@@ -12,16 +12,16 @@ from .core import TbprError, check_keys, write_json, read_json, atomic_path
 from .data import load_dataset
 from .cache import build_cache, load_cached_dataset
 from .runs import PATHS, METRIC_KEYS, seed_statistics, mean_std, dataset_id, record_run
-from .runs import compare_recorded_runs
+from .runs import compare_recorded_runs, noise_of
 from .notebooks import run_notebook
 
 # %% auto #0
 __all__ = ['CHECKED', 'PARSE_KEYS', 'PARAM_RULES', 'STAGES', 'stage_inputs', 'stage_check', 'stage_download', 'needs_parsing',
            'parse_skip_reason', 'parse_device', 'stage_parse', 'stage_preprocess', 'parsing_folder', 'run_seeds',
            'seed_paths', 'stage_train', 'check_batch_layout', 'check_model_sizes', 'check_method_keys',
-           'check_some_objective_on', 'check_synthetic_rules', 'check_rules', 'chance_levels', 'evaluate_model_dir',
-           'grid_queries', 'keep_copy', 'put_back_missing', 'previous_kept', 'stage_evaluate', 'zero_shot_metrics',
-           'stage_report']
+           'check_some_objective_on', 'check_synthetic_rules', 'check_noise_file', 'check_rules', 'chance_levels',
+           'evaluate_model_dir', 'grid_queries', 'keep_copy', 'put_back_missing', 'previous_kept', 'stage_evaluate',
+           'zero_shot_metrics', 'stage_report']
 
 # %% ../nbs/08_pipeline.ipynb #b7157e9a
 CHECKED = (
@@ -179,18 +179,24 @@ def stage_preprocess(
     params: dict, dataset=PATHS["dataset"], out=PATHS["cache"], parsed=PATHS["parsing"]
 ) -> Path:
     """Validate the dataset and cache its images (and parsing maps, if any) at the model's input
-    size."""
+    size, with the training pairs of the noisy-correspondence protocol when `data.noise_rate` asks
+    for it (`tbpr.noise.add_noise`: drawn once here, so every method and seed trains on them)."""
     from tbpr.sources import dataset_root
+    from tbpr.noise import add_noise, describe_noise
 
     root = dataset_root(dataset)
     ds = load_dataset(root, params["data"]["name"])
     print(ds.summary())
+    ds, noise = add_noise(ds, params["data"])
+    if noise:
+        print(describe_noise(noise))
     return build_cache(
         ds,
         out,
         tuple(params["model"]["image_size"]),
         parsing_root=parsing_folder(params, root, parsed),
         resize=params["data"]["resize"],
+        noise=noise,
     )
 
 
@@ -348,12 +354,22 @@ def check_synthetic_rules(params: dict) -> None:
         raise TbprError(message, fix=err.fix) from None
 
 
+def check_noise_file(params: dict) -> None:
+    """A noise file (`data.noise_file`) is one RDE could have written, and moves the share of pairs
+    `data.noise_rate` says (`tbpr.noise.check_noise_params`; its length is checked when the
+    preprocess stage knows the training split)."""
+    from tbpr.noise import check_noise_params
+
+    check_noise_params(params["data"])
+
+
 PARAM_RULES = (
     check_batch_layout,
     check_model_sizes,
     check_method_keys,
     check_some_objective_on,
     check_synthetic_rules,
+    check_noise_file,
 )
 
 
@@ -451,6 +467,7 @@ def stage_evaluate(
     with previous_kept(out, Path(out).parent / PATHS["eval_previous"].name):
         ev = params["eval"]
         ds, store = load_cached_dataset(cache)
+        noise = noise_of(cache)
         evaluate = lambda d: evaluate_model_dir(d, ds.test, store, ev)
         seeds = run_seeds(params)
         m, _, meta = evaluate_model_dir(model_dir, ds.test, store, ev, top_k=10)  # the shipped one
@@ -470,6 +487,8 @@ def stage_evaluate(
                 "selected_epoch": meta.get("selected_epoch"),
                 "select": meta.get("select"),
                 "seed": seeds[0],
+                "noise_rate": noise["rate"],  # the training pairs' (nbs/02g_noise)
+                "noise_moved_share": noise["moved_share"],
                 "seeds": seed_statistics(per_seed),
                 "per_seed": {str(s): v for s, v in per_seed.items()},
             }

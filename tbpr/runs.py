@@ -9,9 +9,9 @@ from pathlib import Path
 from .core import TbprError, atomic_path, read_json, write_json
 
 # %% auto #0
-__all__ = ['ART', 'PATHS', 'METRIC_KEYS', 'RUN_RECORD_KEYS', 'seed_statistics', 'mean_std', 'per_variant', 'dataset_id', 'run_id',
-           'run_changes', 'run_label', 'live_curves', 'plot_training_curves', 'record_run', 'load_runs',
-           'compare_recorded_runs']
+__all__ = ['ART', 'PATHS', 'METRIC_KEYS', 'CLEAN', 'RUN_RECORD_KEYS', 'seed_statistics', 'mean_std', 'per_variant', 'noise_of',
+           'noise_label', 'dataset_id', 'run_id', 'run_changes', 'run_label', 'live_curves', 'plot_training_curves',
+           'record_run', 'load_runs', 'compare_recorded_runs']
 
 # %% ../nbs/07a_runs.ipynb #7d9a2d72
 ART = Path("artifacts")
@@ -71,11 +71,35 @@ def per_variant(runs, keys=METRIC_KEYS) -> tuple:
     return agg, table
 
 # %% ../nbs/07a_runs.ipynb #rn0cd003
+CLEAN = {"rate": 0.0, "moved_share": 0.0}  # the noise of clean training pairs
+
+
+def noise_of(cache=PATHS["cache"]) -> dict:
+    """The noise in the preprocess cache's training pairs: cache.json's `noise` record
+    (`tbpr.noise.noise_record`: the rate, the seed or file, the pairs moved and their share), or
+    `CLEAN`."""
+    f = Path(cache) / "cache.json"
+    meta = read_json(f, "preprocess cache index") if f.exists() else {}
+    return meta.get("noise") or dict(CLEAN)
+
+
+def noise_label(noise: dict) -> str:
+    "A run's noise in a few words: '' for clean pairs, else `noise 0.2` (`noise 0.2 from a file`)."
+    if not noise.get("rate"):
+        return ""
+    return f"noise {noise['rate']:g}" + (" from a file" if noise.get("file") else "")
+
+
 def dataset_id(cache=PATHS["cache"]) -> str:
-    """A short hash of the preprocessed dataset (its splits and image list): runs with the same one
-    are comparable."""
+    """A short hash of the preprocessed dataset (its splits and image list) as written with clean
+    training pairs: runs with the same one were tested on the same split, so they are comparable,
+    whatever the noise in their training pairs (the clean dataset.json's hash is in its record,
+    `noise_of`)."""
     import hashlib
 
+    clean = noise_of(cache).get("clean_dataset_sha256")
+    if clean:
+        return clean[:12]
     return hashlib.sha256((Path(cache) / "dataset.json").read_bytes()).hexdigest()[:12]
 
 
@@ -88,12 +112,13 @@ def _run_params(params: dict) -> dict:
 
 
 def run_id(params: dict, cache=PATHS["cache"]) -> str:
-    "`<method>-<hash>` of the model-shaping parameters and the dataset."
+    """`<method>-<hash>` of the model-shaping parameters and the dataset, with the noise of its
+    training pairs when there is some."""
     import hashlib
 
-    h = hashlib.sha256(
-        json.dumps([_run_params(params), dataset_id(cache)], sort_keys=True).encode()
-    ).hexdigest()[:10]
+    noise = noise_of(cache)
+    key = [_run_params(params), dataset_id(cache), *([noise] if noise != CLEAN else [])]
+    h = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
     return f"{params['train']['method']}-{h}"
 
 
@@ -192,7 +217,7 @@ def record_run(
 ) -> Path:
     """Record an evaluated run in `runs/<run_id>/`, atomically: `metrics` of `stage_evaluate` (its
     `per_seed` and `seeds` statistics), the CMC curve of each seed, the shipped model's top 10 per
-    query, the seeds' dvclive folders."""
+    query, the seeds' dvclive folders, the noise of the training pairs (`noise_of`)."""
     import numpy as np, datetime
 
     if meta.get("method", params["train"]["method"]) != params["train"]["method"]:
@@ -206,6 +231,7 @@ def record_run(
         "method": params["train"]["method"],
         "dataset": dataset_id(cache),
         "data": params["data"]["name"],
+        "noise": noise_of(cache),
         "seeds": [int(s) for s in metrics["per_seed"]],
         "stats": metrics["seeds"],
         "per_seed": metrics["per_seed"],
@@ -233,8 +259,9 @@ RUN_RECORD_KEYS = ("method", "dataset", "data", "stats", "per_seed", "cmc_mean",
 def load_runs(runs=PATHS["runs"], dataset: str | None = None) -> list:
     """The recorded runs (their `run.json` plus `dir`, `label`, `changes` and `name`), those on
     `dataset` only when given, by method then label. `changes` are worked out now, against today's
-    defaults. `name` is short, for figures: the method, with a letter when a method has several runs
-    (`bilma a`). A record that cannot be read is skipped, and said so."""
+    defaults; the label ends with the noise of the training pairs (`noise_label`), if any. `name`
+    is short, for figures: the method, with a letter when a method has several runs (`bilma a`).
+    A record that cannot be read is skipped, and said so."""
     from tbpr.core import DEFAULTS
     from tbpr.plugins import available_methods
 
@@ -247,7 +274,9 @@ def load_runs(runs=PATHS["runs"], dataset: str | None = None) -> list:
             missing = [k for k in RUN_RECORD_KEYS if k not in r]
             if missing:
                 raise TbprError(f"{f}: not a run record (no {', '.join(missing)})")
-            r.update(changes=run_changes(r["params"]), label=run_label(r["params"]), dir=f.parent)
+            noisy = noise_label(r.setdefault("noise", dict(CLEAN)))  # none: recorded clean
+            label = run_label(r["params"]) + (f" [{noisy}]" if noisy else "")
+            r.update(changes=run_changes(r["params"]), label=label, dir=f.parent)
         except (TbprError, KeyError, TypeError) as err:
             print(f"skipping {f.parent}: {err} (evaluate that run again, or delete the folder)")
             continue
@@ -272,11 +301,12 @@ def compare_recorded_runs(runs_dir, dataset: str) -> str:
         (
             label(r),
             str(r["stats"]["n_seeds"]),
+            f"{r['noise']['rate']:g}",
             *(mean_std(r["stats"], k) for k in METRIC_KEYS),
         )
         for r in runs
     ]
-    head = ("run", "seeds", "R1", "R5", "R10", "mAP", "mINP")
+    head = ("run", "seeds", "noise", "R1", "R5", "R10", "mAP", "mINP")
     width = [max(len(x) for x in col) for col in zip(head, *rows)]
     line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, width))
     return "\n".join(

@@ -281,3 +281,53 @@ def test_zero_shot_clip_in_evaluate_report_and_search(run):
     args = ["search", "--model", str(clip), "--images", str(gallery), "--query", "a man",
             "--k", "3", "--out", str(work / "zero_shot.png"), "--cache", str(work / "zs_cache")]
     assert C.main(args) == 0 and (work / "zero_shot.png").exists()
+
+
+def test_noisy_pairs_through_the_pipeline(tmp_path, monkeypatch, capsys):
+    """`data.noise_rate` (RDE's protocol, nbs/02g_noise): preprocess writes the noisy pairs and their record into the
+    cache, so a run's fingerprint changes with them; evaluate, the run records, the report and the printed table say
+    the rate, beside the clean run on the same test split. A noise file disagreeing with the rate is refused by the
+    check stage; back at 0 the cache is byte for byte the clean one."""
+    import numpy as np
+    from tbpr.noise import draw_noise_index, noisy_mask
+    from tbpr.train import fingerprint_parts
+    from tbpr.cache import load_cached_dataset
+    monkeypatch.chdir(tmp_path)
+    with_noise = lambda **data: resolve_params(None, {**TINY, "data": data, "train": {**TINY["train"], "epochs": 1}})
+    cache, clean = tmp_path / "artifacts/cache", with_noise()
+    P.stage_download(clean); P.stage_preprocess(clean); P.stage_train(clean)
+    assert P.stage_evaluate(clean)["noise_rate"] == 0.0
+    files = ("dataset.json", "cache.json", "attributes.json")
+    before, inputs, split = {f: (cache / f).read_bytes() for f in files}, fingerprint_parts(clean, cache), R.dataset_id(cache)
+    assert "noise" not in json.loads(before["cache.json"])
+
+    noisy = with_noise(noise_rate=0.2)
+    P.stage_check(noisy); capsys.readouterr()
+    P.stage_preprocess(noisy)
+    assert "noisy pairs: " in capsys.readouterr().out
+    ds, _ = load_cached_dataset(cache)
+    record, n = json.loads((cache / "cache.json").read_text())["noise"], len(ds.train)
+    assert record["moved"] == int(0.2 * n) == noisy_mask(ds.train).sum() and record["seed"] == 0
+    assert fingerprint_parts(noisy, cache)["inputs"] != inputs["inputs"] and R.dataset_id(cache) == split
+    P.stage_train(noisy)
+    metrics = P.stage_evaluate(noisy)
+    assert metrics["noise_rate"] == 0.2 and metrics["noise_moved_share"] == round(int(0.2 * n) / n, 6)
+    assert json.loads((tmp_path / "artifacts/eval/metrics.json").read_text())["noise_rate"] == 0.2
+    table = capsys.readouterr().out.split("runs recorded on this test split (2")[1].splitlines()
+    column = table[1].index("noise")
+    assert table[1].split()[:3] == ["run", "seeds", "noise"] and "[noise 0.2]" in table[3]
+    assert [table[2][column:].split()[0], table[3][column:].split()[0]] == ["0", "0.2"]
+    runs = R.load_runs(tmp_path / "artifacts/runs", split)
+    assert [r["noise"]["rate"] for r in runs] == [0.0, 0.2] and runs[1]["noise"]["moved"] == int(0.2 * n)
+    P.stage_report(noisy, notebook=REPO / "nbs/experiments/report.ipynb")
+    html = (tmp_path / "artifacts/report/report.html").read_text()
+    assert "noisy pairs" in html and "data.noise_rate: 0.2" in html and "2 run(s)" in html
+
+    np.save(tmp_path / "tiny_0.5.npy", draw_noise_index(n, 0.5, seed=4))
+    with pytest.raises(TbprError, match="set data.noise_rate to 0.5"):
+        P.stage_check(with_noise(noise_rate=0.2, noise_file="tiny_0.5.npy"))
+    P.stage_preprocess(with_noise(noise_rate=0.5, noise_seed=9, noise_file="tiny_0.5.npy"))
+    record = json.loads((cache / "cache.json").read_text())["noise"]
+    assert (record["seed"], record["file"], record["moved"]) == (None, "tiny_0.5.npy", int(0.5 * n))
+    P.stage_preprocess(clean)
+    assert {f: (cache / f).read_bytes() for f in files} == before
