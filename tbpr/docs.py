@@ -265,6 +265,7 @@ PARTS = {  # the site's sections: a part of the library and its modules, in read
         "evaluate",
         "notebooks",
         "checkpoints",
+        "precision",
         "train",
         "runs",
         "pipeline",

@@ -4,14 +4,14 @@
 
 # %% ../nbs/07_train.ipynb #cd80f628
 from __future__ import annotations
-import contextlib, copy, hashlib, json, math, shutil, time
-from dataclasses import asdict, dataclass, fields
+import hashlib, json, math, shutil, time
+from dataclasses import dataclass, fields
 from pathlib import Path
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, BatchSampler, RandomSampler
 from tqdm.auto import tqdm
-from .core import TbprError, check_choice, seed_everything
+from .core import TbprError, seed_everything
 from .augment import Augment, AugmentedLoader, flip_permutation
 from .cache import load_cached_dataset, load_parsing
 from .batches import Collate, IdentitySampler, TrainData
@@ -26,6 +26,14 @@ from tbpr.model import (
 from .objectives import build_model, check_init_keys
 from .plugins import EpochContext, get_method
 from .evaluate import evaluate_split
+from tbpr.precision import (
+    convert_weights,
+    evaluation_copy,
+    fp16_weights,
+    half_weight_share,
+    precision,
+    training_losses,
+)
 from tbpr.checkpoints import (
     disk_full_behind,
     file_problem,
@@ -35,13 +43,11 @@ from tbpr.checkpoints import (
 )
 
 # %% auto #0
-__all__ = ['CROSS_IO_NORMS', 'TRAINING_CODE', 'HALF_PARAMETERS', 'encoder_config', 'lr_scale', 'new_module_prefixes',
-           'module_lrs', 'param_groups', 'make_optimizer', 'warmup_cosine', 'schedule_scale', 'EpochRandomBatches',
-           'make_loader', 'training_params', 'training_modules', 'code_fingerprint', 'fingerprint_parts',
-           'fingerprint_of', 'run_fingerprint', 'fingerprint_changes', 'convert_weights', 'half_weight_share',
-           'fp16_weights', 'fp16_compute', 'precision', 'upcast_call', 'training_losses', 'evaluation_copy',
-           'moved_share', 'TrainingRun', 'build_run', 'selection_score', 'find_resume_checkpoint', 'load_resume_state',
-           'fit', 'teacher_params', 'fit_method']
+__all__ = ['CROSS_IO_NORMS', 'TRAINING_CODE', 'encoder_config', 'lr_scale', 'new_module_prefixes', 'module_lrs', 'param_groups',
+           'make_optimizer', 'warmup_cosine', 'schedule_scale', 'EpochRandomBatches', 'make_loader', 'training_params',
+           'training_modules', 'code_fingerprint', 'fingerprint_parts', 'fingerprint_of', 'run_fingerprint',
+           'fingerprint_changes', 'TrainingRun', 'build_run', 'selection_score', 'find_resume_checkpoint',
+           'load_resume_state', 'fit', 'teacher_params', 'fit_method']
 
 # %% ../nbs/07_train.ipynb #3a32c1f0
 def encoder_config(model_params: dict, tokenizer, pre=None) -> EncoderConfig:
@@ -242,6 +248,7 @@ TRAINING_CODE = (
     "objectives",
     "evaluate",
     "metrics",
+    "precision",
     "train",
 )
 
@@ -318,107 +325,6 @@ def fingerprint_changes(old: dict | None, new: dict) -> str:
     if code:
         why.append(f"the code changed ({', '.join(code)})")
     return "; ".join(why) or "it is from another run"
-
-# %% ../nbs/07_train.ipynb #fp0cd01b
-HALF_PARAMETERS = (
-    "in_proj_weight",
-    "q_proj_weight",
-    "k_proj_weight",
-    "v_proj_weight",
-    "in_proj_bias",
-    "bias_k",
-    "bias_v",
-)  # nn.MultiheadAttention's own, as in CLIP's convert_weights
-
-
-def convert_weights(model: torch.nn.Module) -> torch.nn.Module:
-    """CLIP's (and IRRA's) `convert_weights`, in place: the weights and biases of every `Linear`,
-    `Conv1d`, `Conv2d` and `MultiheadAttention` to fp16. LayerNorms and embeddings stay fp32.
-    Returns `model`."""
-    for m in model.modules():
-        names = ("weight", "bias") if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)) else ()
-        if isinstance(m, nn.MultiheadAttention):
-            names = HALF_PARAMETERS
-        for name in names:
-            p = getattr(m, name, None)
-            if isinstance(p, nn.Parameter):
-                p.data = p.data.half()
-    return model
-
-
-def half_weight_share(model: torch.nn.Module) -> float:
-    "The share of `model`'s parameters (counted by element) stored in fp16."
-    sizes = [(p.numel(), p.dtype == torch.float16) for p in model.parameters()]
-    return sum(n for n, half in sizes if half) / max(1, sum(n for n, _ in sizes))
-
-
-def fp16_weights(train: dict) -> bool:
-    "Whether `train` asks for IRRA's fp16 weights, with an Adam eps that fp16 can hold."
-    if train["mixed_precision"] != "fp16-weights":
-        return False
-    if train["optimizer"] == "adam" and train["adam_eps"] < 1e-4:
-        raise TbprError(
-            f"train.mixed_precision=fp16-weights with train.adam_eps={train['adam_eps']}: "
-            "Adam's moments "
-            "are fp16 there, and its second moment underflows to 0 at small gradients, so "
-            "the update "
-            "divides by eps alone; below about 1e-4 that blows up",
-            fix="set train.adam_eps: 1.0e-3 (IRRA's), or train in fp32/bf16",
-        )
-    return True
-
-
-def fp16_compute(train: dict, device) -> bool:
-    """Whether `fp16-weights` also computes in fp16 (autocast: IRRA's numerics), which it does on a
-    GPU. A CPU's fp16 matrix products are slow (about 15x fp32's on this project's machine), so
-    there the forward pass computes in fp32 from the fp16 weights (`upcast_call`)."""
-    return train["mixed_precision"] == "fp16-weights" and torch.device(device).type == "cuda"
-
-
-def precision(train: dict, accelerator):
-    """The context a forward pass runs in: fp16 autocast for `fp16-weights` on a GPU (its fp16
-    weights need fp16 inputs; the LayerNorms and losses compute in fp32), none for it on a CPU
-    (`upcast_call` computes in fp32), else accelerate's own (autocast for bf16 and fp16, none for
-    fp32)."""
-    if train["mixed_precision"] == "fp16-weights":
-        if fp16_compute(train, accelerator.device):
-            return torch.autocast(accelerator.device.type, dtype=torch.float16)
-        return contextlib.nullcontext()
-    return accelerator.autocast()
-
-
-def upcast_call(model: torch.nn.Module, *args):
-    """Call `model` with its fp16 weights cast to fp32 inside the graph: the products run in fp32,
-    and each weight's gradient is rounded back to fp16 on its way to the weight, so the weights,
-    their gradients, Adam's moments and every update stay fp16."""
-    weights = {n: p.float() for n, p in model.named_parameters() if p.dtype == torch.float16}
-    return torch.func.functional_call(model, weights, args, strict=False)
-
-
-def training_losses(model, batch: dict, train: dict, device) -> dict:
-    "The unweighted losses of `model` on `batch`, through `upcast_call` for fp16 weights on a CPU."
-    if train["mixed_precision"] == "fp16-weights" and not fp16_compute(train, device):
-        return upcast_call(model, batch)
-    return model(batch)
-
-
-def evaluation_copy(model: torch.nn.Module, train: dict, device) -> torch.nn.Module:
-    "`model` itself, or for fp16 weights on a CPU an fp32 copy of it (the same values) to evaluate."
-    if train["mixed_precision"] == "fp16-weights" and not fp16_compute(train, device):
-        return copy.deepcopy(model).float()
-    return model
-
-
-def moved_share(before: dict, model: torch.nn.Module, dtype=None) -> float:
-    """The share of the elements of `model`'s trainable parameters (of `dtype` only, if given) that
-    differ from the copy `before` (name: tensor)."""
-    pairs = [
-        (before[n], p.detach())
-        for n, p in model.named_parameters()
-        if p.requires_grad and dtype in (None, p.dtype)
-    ]
-    changed = sum(int((a != b).sum()) for a, b in pairs)
-    return changed / max(1, sum(b.numel() for _, b in pairs))
 
 # %% ../nbs/07_train.ipynb #lp07run1
 @dataclass

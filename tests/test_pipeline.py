@@ -226,6 +226,26 @@ def test_lcr2s_ablation_notebook_runs(run):
     assert set(summary) == {"student alone", "+ both (LCR²S)", "teacher alone", "teacher + oracle supports"}
 
 
+def test_rde_ablation_notebook_runs(run):
+    """`tbpr ablation rde` on the pipeline's cache: IRRA and RDE on clean and shuffled captions (a cache
+    per noise rate, made from the pipeline's dataset), CCD scored against the shuffled pairs, one variant."""
+    work, *_ = run
+    (work / "tiny.yaml").write_text(json.dumps(TINY))
+    A.run_ablation("rde", work / "tiny.yaml", epochs=1, seeds=[0], variants=["no CCD"],
+                   noise_rates=[0.0, 0.5], notebook=REPO / "nbs/experiments/rde_ablation.ipynb")
+    out = work / "artifacts/ablations/rde"
+    noisy = json.loads((out / "caches/noise50/cache.json").read_text())["noise"]
+    assert noisy["rate"] == 0.5 and noisy["moved"] > 0
+    runs = (out / "noise_runs.csv").read_text().splitlines()
+    assert len(runs) == 1 + 4 and {"IRRA", "RDE"} <= {r.split(",")[0] for r in runs[1:]}
+    ccd = (out / "ccd.csv").read_text().splitlines()
+    header, rows = ccd[0].split(","), [dict(zip(ccd[0].split(","), r.split(","))) for r in ccd[1:]]
+    assert "ccd_recall" in header and any(r["noise (%)"] == "50" and r["ccd_recall"] for r in rows)
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary) == {"RDE", "no CCD"}
+    assert (out / "noise.png").exists() and (out / "ccd.png").exists() and (out / "report/rde_ablation.html").exists()
+
+
 def test_search_command_on_the_trained_model(run, capsys):
     "`tbpr search` with the pipeline's model on the synthetic test crops: top-k printed, grid written, cache reused."
     work, params, *_ = run

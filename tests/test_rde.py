@@ -93,3 +93,22 @@ def test_ccd_off_trains_every_pair_and_one_embedding_alone(work):
     assert "loss_bge" in state["history"][0] and "loss_tse" not in state["history"][0]
     encoder, _ = load_encoder(work / "c/model")
     assert encoder.embed_dim == 16
+
+
+def test_ccd_is_scored_against_the_shuffled_pairs(work):
+    "On a cache with half the captions shuffled, each epoch logs how well CCD found them."
+    from tbpr.cache import load_cached_dataset
+    from tbpr.noise import add_noise, noisy_mask
+
+    ds, _ = load_cached_dataset(work / "cache")
+    noisy, record = add_noise(ds, {"noise_rate": 0.5, "noise_seed": 0, "noise_file": ""})
+    build_cache(noisy, work / "noisy", (48, 16), noise=record)
+    p = resolve_params(None, {**copy.deepcopy(TINY), "data": {"noise_rate": 0.5}})
+    T.fit(p, work / "noisy", *(work / "n" / d for d in ("model", "ckpt", "live")))
+    state = read_json(work / "n/ckpt/last/trainer_state.json")
+    labels = torch.tensor(state["method_state"]["ccd_labels"])
+    injected = torch.as_tensor(noisy_mask(noisy.train))
+    found = ((labels == 0) & injected).sum().item()
+    last = state["history"][-1]
+    assert last["ccd_recall"] == pytest.approx(100 * found / injected.sum().item())
+    assert last["ccd_precision"] == pytest.approx(100 * found / (labels == 0).sum().item())

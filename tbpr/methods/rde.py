@@ -20,7 +20,7 @@ from ..augment import AugmentedLoader
 from ..model import DualEncoder, EncoderConfig, eot_positions, text_padding
 from ..objectives import Objective, RetrievalModel, Step
 from ..plugins import EpochContext, Method, register
-from ..train import evaluation_copy, precision
+from ..precision import evaluation_copy, precision
 
 # %% auto #0
 __all__ = ['EMBEDDINGS', 'RDE_ARCH', 'LOSSES', 'GMM_SETTINGS', 'RDE_PARAMS', 'RDE_CHOICES', 'RDE_RANGES', 'RDE_PAPER', 'RDE',
@@ -625,6 +625,7 @@ RDE = register(
         before_epoch=ccd_before_epoch,
         after_epoch=ccd_after_epoch,
         label=rde_label,
+        ablations={"rde": "nbs/experiments/rde_ablation.ipynb"},
         docs="rde",
         params=RDE_PARAMS,
         choices=RDE_CHOICES,
