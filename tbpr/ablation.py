@@ -176,7 +176,7 @@ def run_ablation(
         parameters["epochs"] = epochs
     if seeds:
         parameters["seeds"] = list(seeds)
-    if variants:
+    if variants is not None:  # an empty list too: none of the notebook's optional variants
         parameters["variants"] = list(variants)
     parameters.update(extra)
     run_notebook(notebook or studies[name], out / "report", parameters)
