@@ -15,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from ..core import TbprError, check_choice
-from ..tokenizer import NO_MASK_FIX
+from ..tokenizer import NO_MASK_FIX, replacement_ids
 from ..augment import AugmentedLoader
 from ..model import DualEncoder, EncoderConfig, eot_positions, text_padding
 from ..objectives import Objective, RetrievalModel, Step
@@ -277,10 +277,10 @@ def cosines(text: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     return F.normalize(text.float(), dim=-1) @ F.normalize(image.float(), dim=-1).t()
 
 # %% ../../nbs/11a_rde.ipynb #rd0cd008
-def word_table(vocab_size: int, special_ids) -> torch.Tensor:
-    "(vocab_size,) True for the ids that are words (not a start, end, padding or mask token)."
-    words = torch.ones(vocab_size, dtype=torch.bool)
-    words[[i for i in special_ids if i is not None and 0 <= i < vocab_size]] = False
+def word_table(vocab_size: int, word_ids: torch.Tensor) -> torch.Tensor:
+    "(vocab_size,) True for `word_ids`, the ids that are words."
+    words = torch.zeros(vocab_size, dtype=torch.bool)
+    words[word_ids] = True
     return words
 
 
@@ -568,8 +568,8 @@ def caption_augment(cfg: EncoderConfig, tokenizer) -> CaptionAugment:
             f"rde.text_augment masks caption words, and the tokenizer {name!r} has no mask token",
             fix=NO_MASK_FIX + "; or set rde.text_augment: false",
         )
-    special = [*tokenizer.all_special_ids, cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id]
-    words = word_table(cfg.vocab_size, special)
+    # the ids IRR's masking may draw: for IRRA's CLIP vocabulary 1..49404, the official word range
+    words = word_table(cfg.vocab_size, replacement_ids(tokenizer))
     return CaptionAugment(words, tokenizer.mask_token_id, cfg.pad_token_id)
 
 
