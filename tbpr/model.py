@@ -21,6 +21,7 @@ from transformers import (
     CLIPVisionConfig,
 )
 from transformers import PretrainedConfig, PreTrainedModel
+from transformers.utils import ModelOutput
 from transformers.models.clip.modeling_clip import CLIPVisionEmbeddings
 from .core import TbprError, atomic_path, read_json, sha256_file, write_json
 from .tokenizer import load_tokenizer
@@ -28,9 +29,9 @@ from .tokenizer import load_tokenizer
 # %% auto #0
 __all__ = ['ENCODERS', 'WEIGHTS', 'DIGESTS', 'RESTORE_MODEL', 'SHAPE_KEYS', 'ARCH_SHAPE_KEYS', 'EncoderConfig',
            'RectVisionEmbeddings', 'interpolate_position_table', 'eot_positions', 'text_padding', 'DualEncoder',
-           'build_encoder', 'TbprConfig', 'TbprModel', 'image_processor', 'write_digests', 'recorded_digests',
-           'digest_problem', 'check_digests', 'save_encoder', 'replace_model_folder', 'is_tbpr_config', 'model_config',
-           'load_encoder', 'load_encoder_tokenizer']
+           'build_encoder', 'TbprConfig', 'TbprOutput', 'refuse_unknown_inputs', 'check_caption_ids', 'TbprModel',
+           'image_processor', 'write_digests', 'recorded_digests', 'digest_problem', 'check_digests', 'save_encoder',
+           'replace_model_folder', 'is_tbpr_config', 'model_config', 'load_encoder', 'load_encoder_tokenizer']
 
 # %% ../nbs/03_model.ipynb #9a46d7c5
 @dataclass
@@ -281,11 +282,58 @@ class TbprConfig(PretrainedConfig):
         super().__init__(**kwargs)
 
 
+@dataclass
+class TbprOutput(ModelOutput):
+    """What `TbprModel` returns, under `CLIPOutput`'s names: the similarity logits (captions x
+    images, and their transpose) and the L2-normalised embeddings of each side given."""
+
+    logits_per_image: torch.Tensor | None = None
+    logits_per_text: torch.Tensor | None = None
+    text_embeds: torch.Tensor | None = None
+    image_embeds: torch.Tensor | None = None
+
+
+def refuse_unknown_inputs(unused: dict) -> None:
+    """Inputs a tokenizer or processor may add that the encoders have no use for pass when
+    empty (`None`); any other input is refused by name rather than silently ignored."""
+    given = sorted(k for k, v in unused.items() if v is not None)
+    if given:
+        raise TbprError(
+            f"TbprModel takes input_ids, attention_mask, token_type_ids and pixel_values; "
+            f"it was also given {', '.join(given)}",
+            fix="pass what the folder's tokenizer and image processor return, and nothing else",
+        )
+
+
+def check_caption_ids(ids, attention_mask, token_type_ids, cfg: EncoderConfig) -> None:
+    """The checks that make a tokenizer's output safe to encode: at most `cfg.max_length` tokens
+    (the position table's length), one segment, padding on the right after the end token (the
+    encoders find each caption's end by its end token, so a mask saying otherwise is refused)."""
+    if ids.shape[1] > cfg.max_length:
+        raise TbprError(
+            f"captions of {ids.shape[1]} tokens: the model reads at most {cfg.max_length}",
+            fix="tokenize with truncation=True (the folder's tokenizer cuts at that length)",
+        )
+    if token_type_ids is not None and bool(token_type_ids.any()):
+        raise TbprError(
+            "token_type_ids mark a second segment: the model encodes one caption per row",
+            fix="tokenize each caption alone: tokenizer(texts), not tokenizer(texts, others)",
+        )
+    if attention_mask is not None:
+        expected = ~text_padding(ids, cfg.eos_token_id)
+        if not torch.equal(attention_mask.bool(), expected.to(attention_mask.device)):
+            raise TbprError(
+                "the attention mask does not end each caption at its end token",
+                fix="tokenize with the folder's tokenizer, padding on the right "
+                "(tokenizer.padding_side = 'right')",
+            )
+
+
 class TbprModel(PreTrainedModel):
     """A tbpr encoder (any architecture) as a transformers model:
     `AutoModel.from_pretrained(folder)` once `tbpr` is imported, `save_pretrained`,
     `push_to_hub`. Its weights are the encoder's, under the prefix `encoder.`;
-    `get_image_features` and `get_text_features` as `CLIPModel` has them."""
+    `get_image_features`, `get_text_features` and `forward` as `CLIPModel` has them."""
 
     config_class = TbprConfig
     main_input_name = "pixel_values"
@@ -308,14 +356,44 @@ class TbprModel(PreTrainedModel):
         "Text embeddings (B, embed_dim) of `input_ids`, as `CLIPModel`'s."
         return self.encoder.encode_text(input_ids)[0]
 
-    def forward(self, input_ids=None, pixel_values=None) -> dict:
-        "The global features of whichever inputs are given (`text_embeds`, `image_embeds`)."
-        out = {}
+    @property
+    def logit_scale(self) -> float:
+        """The factor on the cosines in the logits: `config.logit_scale` when set, else the inverse
+        of the temperature the model trained with (`train.temperature`), else IRRA's 1/0.02."""
+        if getattr(self.config, "logit_scale", None):
+            return float(self.config.logit_scale)
+        params = getattr(self.config, "params", None) or {}
+        return 1.0 / float(params.get("train", {}).get("temperature", 0.02))
+
+    def forward(
+        self,
+        input_ids=None,
+        pixel_values=None,
+        attention_mask=None,
+        token_type_ids=None,
+        return_dict=None,
+        **unused,
+    ) -> TbprOutput | tuple:
+        """The embeddings of whichever inputs are given, L2-normalised, and, given both, the
+        scaled cosines of every caption with every image, as `CLIPModel` returns them:
+        `model(**tokenizer(texts, padding=True, truncation=True, return_tensors="pt"),
+        **processor(images, return_tensors="pt"))`."""
+        refuse_unknown_inputs(unused)
+        text = image = per_text = None
         if input_ids is not None:
-            out["text_embeds"] = self.get_text_features(input_ids)
+            check_caption_ids(input_ids, attention_mask, token_type_ids, self.encoder.cfg)
+            text = F.normalize(self.get_text_features(input_ids), dim=-1)
         if pixel_values is not None:
-            out["image_embeds"] = self.get_image_features(pixel_values)
-        return out
+            image = F.normalize(self.get_image_features(pixel_values), dim=-1)
+        if text is not None and image is not None:
+            per_text = self.logit_scale * text @ image.t()
+        out = TbprOutput(  # built at once: a ModelOutput's tuple follows the order fields are set
+            logits_per_image=None if per_text is None else per_text.t(),
+            logits_per_text=per_text,
+            text_embeds=text,
+            image_embeds=image,
+        )
+        return out if return_dict is not False else out.to_tuple()
 
 
 AutoConfig.register("tbpr", TbprConfig)
@@ -423,7 +501,10 @@ def save_encoder(
     image_processor(encoder.cfg, resize).save_pretrained(str(out_dir))
     if tok is not None:
         _forget_call_settings(tok)
+        # saved with the encoder's length, so `tokenizer(texts, truncation=True)` cuts there
+        kept, tok.model_max_length = tok.model_max_length, encoder.cfg.max_length
         tok.save_pretrained(str(out_dir))
+        tok.model_max_length = kept
     write_digests(out_dir)
     return out_dir
 
