@@ -438,6 +438,8 @@ DEFAULTS = {
         "warmup_start": 0.1,
         "cosine_shift": True,
         "lr_floor": 0.0,
+        "lr_bounds": "relative",
+        "schedule_offset": 0,
         "temperature": 0.05,
         "mlm_prob": 0.15,
         "irr_padding": "mask",
@@ -479,6 +481,7 @@ CHOICES = {
     "train.augment.erase_fill": ["mean", "noise"],
     "train.augment_on": ["loader", "device"],
     "train.optimizer": ["adam", "sgd"],
+    "train.lr_bounds": ["relative", "absolute"],
     "train.device": ["auto", "cpu", "cuda"],
 }
 
@@ -577,6 +580,7 @@ RANGES = {  # dotted key: (low, high, low included, high included); None: no bou
     "train.weight_decay": (0, None, True, True),
     "train.grad_clip": (0, None, True, True),
     "train.warmup_epochs": (0, None, True, True),
+    "train.schedule_offset": (0, None, True, True),
     "data.parse_batch_size": (1, None, True, True),
     "train.bias_weight_decay": (0, None, True, True),
     "train.warmup_start": (0, 1, False, True),

@@ -44,7 +44,7 @@ from tbpr.checkpoints import (
 
 # %% auto #0
 __all__ = ['CROSS_IO_NORMS', 'TRAINING_CODE', 'encoder_config', 'lr_scale', 'new_module_prefixes', 'module_lrs', 'param_groups',
-           'make_optimizer', 'warmup_cosine', 'schedule_scale', 'EpochRandomBatches', 'make_loader', 'training_params',
+           'make_optimizer', 'warmup_cosine', 'group_rate', 'EpochRandomBatches', 'make_loader', 'training_params',
            'training_modules', 'code_fingerprint', 'fingerprint_parts', 'fingerprint_of', 'run_fingerprint',
            'fingerprint_changes', 'TrainingRun', 'build_run', 'selection_score', 'find_resume_checkpoint',
            'load_resume_state', 'fit', 'teacher_params', 'fit_method']
@@ -167,18 +167,25 @@ def warmup_cosine(
     if epoch < warmup:
         return start + (1 - start) * epoch / warmup
     offset = warmup if shift else 0
-    progress = (epoch - offset) / max(1, epochs - offset)
+    progress = min(1.0, (epoch - offset) / max(1, epochs - offset))  # then at its floor, as timm's
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def schedule_scale(epoch: int, train: dict) -> float:
-    "`warmup_cosine` at `epoch` for the `train` parameters."
-    return warmup_cosine(
-        epoch,
+def group_rate(base: float, epoch: int, train: dict) -> float:
+    """The learning rate at `epoch` (0-based) of a parameter group whose rate is `base`:
+    `warmup_cosine` at `epoch + train.schedule_offset`, its warm-up start and floor
+    (`train.warmup_start`, `train.lr_floor`) fractions of `base` (`train.lr_bounds: relative`,
+    IRRA's) or rates of their own, the same for every group (`absolute`: timm's `warmup_lr_init`
+    and `lr_min`, IVT's)."""
+    start, floor = train["warmup_start"], train["lr_floor"]
+    if train["lr_bounds"] == "absolute":
+        start, floor = start / base, floor / base
+    return base * warmup_cosine(
+        epoch + train["schedule_offset"],
         train["epochs"],
         train["warmup_epochs"],
-        train["warmup_start"],
-        train["lr_floor"],
+        start,
+        floor,
         train["cosine_shift"],
     )
 
@@ -541,9 +548,8 @@ def _epoch(model, loader, opt, accelerator, epoch: int, train: dict) -> dict:
 
 def _train_epoch(run: TrainingRun, accelerator, epoch: int, train: dict) -> dict:
     "Set the epoch's learning rates and draws, then train one pass over its batches."
-    scale = schedule_scale(epoch, train)
     for g, lr in zip(run.opt.param_groups, run.base_lrs):
-        g["lr"] = lr * scale
+        g["lr"] = group_rate(lr, epoch, train)
     run.loader.set_epoch(epoch)
     # every process draws the same epoch's batches, each takes its share
     run.batches.set_epoch(epoch)

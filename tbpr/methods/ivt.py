@@ -727,9 +727,11 @@ IVT_PAPER = {  # IVT's recipe (the prose above)
         "bias_lr_factor": 2.0,
         "grad_clip": 0.0,
         "warmup_epochs": 5,
-        "warmup_start": 0.01,
+        "warmup_start": 5e-5,  # timm's warmup_lr_init and lr_min: rates, for every group
         "cosine_shift": False,
-        "lr_floor": 0.002,
+        "lr_floor": 1e-5,
+        "lr_bounds": "absolute",
+        "schedule_offset": 1,  # its loop steps the scheduler with epoch 1..120 before each epoch
         "select_metric": "R1+mAP",
         "augment": {
             "flip": 0.5,
