@@ -24,13 +24,14 @@ from ..tokenizer import minilm_path
 
 # %% auto #0
 __all__ = ['SHARED_INIT_KEYS', 'IVT_PREFIX', 'IVT_CHECKPOINT_FIX', 'IVT_UNREADABLE_FIX', 'IVT_NAMES', 'IVT_QKV', 'IVT_SKIPPED',
-           'IVT_NEEDED', 'IVT_SIZE_FIXES', 'IVT_RATES', 'IVT_PARAMS', 'IVT_PAPER', 'shared_vit_config', 'keep_tokens',
-           'drop_path', 'DropPath', 'drop_path_rates', 'SharedEncoder', 'text_embed_config', 'shared_config',
-           'load_shared_checkpoints', 'checkpoint_sizes', 'init_shared_encoder', 'shared_sizes', 'init_summary',
-           'build_shared_encoder', 'read_ivt_checkpoint', 'ivt_name', 'ivt_to_shared', 'ivt_sizes', 'ivt_size_problems',
-           'table_grid', 'fit_ivt_tensor', 'unused_summary', 'ivt_shape_problems', 'load_ivt_state', 'cmpm_loss',
-           'training_processes', 'process_groups', 'check_loss_groups', 'group_rows', 'grouped_cmpm', 'MLA',
-           'level_inputs', 'check_ivt_rules', 'ivt_run_label', 'build_ivt']
+           'IVT_NEEDED', 'IVT_SIZE_FIXES', 'IMAGE_TABLES', 'TABLE_POLICIES', 'IVT_RATES', 'IVT_PARAMS',
+           'IVT_TRAIN_KEYS', 'IVT_PAPER', 'shared_vit_config', 'keep_tokens', 'drop_path', 'DropPath',
+           'drop_path_rates', 'SharedEncoder', 'text_embed_config', 'shared_config', 'load_shared_checkpoints',
+           'checkpoint_sizes', 'init_shared_encoder', 'shared_sizes', 'init_summary', 'build_shared_encoder',
+           'read_ivt_checkpoint', 'ivt_name', 'ivt_to_shared', 'ivt_sizes', 'ivt_size_problems', 'table_grid',
+           'table_misfits', 'fit_ivt_tensor', 'tables_note', 'unused_summary', 'ivt_shape_problems', 'load_ivt_state',
+           'cmpm_loss', 'training_processes', 'process_groups', 'check_loss_groups', 'group_rows', 'grouped_cmpm',
+           'MLA', 'level_inputs', 'check_ivt_rules', 'ivt_run_label', 'build_ivt']
 
 # %% ../../nbs/10_ivt.ipynb #6e92a12b
 def shared_vit_config(cfg: EncoderConfig) -> ViTConfig:
@@ -339,10 +340,13 @@ def init_summary(model_params: dict, loaded: tuple) -> str:
     )
 
 
-def build_shared_encoder(cfg: EncoderConfig, model_params: dict | None = None) -> SharedEncoder:
+def build_shared_encoder(
+    cfg: EncoderConfig, model_params: dict | None = None, tables: str = "skip"
+) -> SharedEncoder:
     """The shared encoder for `cfg`, sized by and initialised from `model.init_vision` and
     `model.init_text` when given, then from IVT's own pre-training `model.init_ivt` (below) when
-    given. Its `init_sources` names the keys loaded."""
+    given, its image tables of another grid skipped or resized (`tables`). Its `init_sources`
+    names the keys loaded."""
     mp = model_params or {}
     vit, bert = load_shared_checkpoints(mp)
     ivt = read_ivt_checkpoint(mp["init_ivt"]) if mp.get("init_ivt") else None  # bad: fail early
@@ -350,7 +354,7 @@ def build_shared_encoder(cfg: EncoderConfig, model_params: dict | None = None) -
     if vit is not None or bert is not None:
         init_shared_encoder(enc, vit, bert)
     if ivt is not None:
-        load_ivt_state(enc, *ivt, source=mp["init_ivt"])
+        load_ivt_state(enc, *ivt, source=mp["init_ivt"], tables=tables)
     enc.init_sources = tuple(k for k in SHARED_INIT_KEYS if mp.get(k))
     print(init_summary(mp, enc.init_sources))
     return enc
@@ -504,16 +508,44 @@ def table_grid(rows: int, like: tuple) -> tuple:
     return min(pairs, key=lambda p: abs(math.log(p[0] / p[1]) - math.log(like[0] / like[1])))
 
 
+IMAGE_TABLES = ("image_pos", "image_type")  # IVT's pos_embed and type_embed
+TABLE_POLICIES = ("skip", "resize")  # ivt.checkpoint_tables
+
+
+def table_misfits(ours: dict, cfg: EncoderConfig) -> list:
+    "The image tables of IVT's checkpoint (`ours`: our name -> (its name, tensor)) not of our grid."
+    rows = 1 + cfg.grid[0] * cfg.grid[1]
+    return [k for k in IMAGE_TABLES if k in ours and ours[k][1].shape[1] != rows]
+
+
 def fit_ivt_tensor(name: str, t: torch.Tensor, cfg: EncoderConfig) -> torch.Tensor:
     """IVT's tensor for our `name`, fitted to `cfg`: the text positions cut to `model.max_length`,
-    the image position and type tables resized bilinearly to our grid (`vit_vl.py`'s
-    `resize_pos_embed`)."""
+    an image table of another grid resized bilinearly to ours (as `vit_vl.py`'s `resize_pos_embed`
+    resizes an ImageNet table; `ivt.checkpoint_tables: resize`)."""
     if name == "text_embed.position_embeddings.weight":
         return t[: cfg.max_length]
-    if name in ("image_pos", "image_type") and t.shape[1] != 1 + cfg.grid[0] * cfg.grid[1]:
+    if name in IMAGE_TABLES and t.shape[1] != 1 + cfg.grid[0] * cfg.grid[1]:
         old = table_grid(t.shape[1] - 1, cfg.grid)
         return interpolate_position_table(t[0], old, cfg.grid, mode="bilinear")[None]
     return t
+
+
+def tables_note(ours: dict, misfits: list, cfg: EncoderConfig, tables: str) -> str:
+    "What became of the checkpoint's image tables that are not of our grid, in words."
+    if not misfits:
+        return ""
+    grid = table_grid(ours[misfits[0]][1].shape[1] - 1, cfg.grid)
+    what = ", ".join(f"{IVT_PREFIX}{ours[k][0]}" for k in misfits)
+    if tables == "resize":
+        return (
+            f"; {what} resized bilinearly from the checkpoint's {grid[0]}x{grid[1]} grid to the "
+            f"model's {cfg.grid[0]}x{cfg.grid[1]} (ivt.checkpoint_tables: resize)"
+        )
+    return (
+        f"; {what} skipped: the checkpoint's {grid[0]}x{grid[1]} grid is not the model's "
+        f"{cfg.grid[0]}x{cfg.grid[1]}, and the official loader copies only what fits (the tables "
+        "stay as initialised; ivt.checkpoint_tables: resize fits them instead)"
+    )
 
 
 def unused_summary(names: list) -> str:
@@ -536,10 +568,12 @@ def ivt_shape_problems(ours: dict, fitted: dict, target: dict) -> list:
 
 
 def load_ivt_state(
-    enc: SharedEncoder, state: dict, others: list = (), source: str = ""
+    enc: SharedEncoder, state: dict, others: list = (), source: str = "", tables: str = "skip"
 ) -> SharedEncoder:
     """Copy IVT's pre-trained encoder tensors (`read_ivt_checkpoint`) into `enc`: every tensor of
-    ours must come from the checkpoint at its shape. Prints the checkpoint's names not loaded."""
+    ours must come from the checkpoint at its shape, but for image tables of another grid, which
+    are skipped (`tables="skip"`, the official loader's) or resized (`"resize"`). Prints what was
+    loaded, skipped or resized, and the checkpoint's names not loaded."""
     problems = ivt_size_problems(state, enc.cfg, source)
     if problems:
         raise TbprError(
@@ -548,7 +582,9 @@ def load_ivt_state(
             fix="; ".join(f for _, f in problems),
         )
     ours, unused = ivt_to_shared(state)
-    target = enc.state_dict()
+    misfits = table_misfits(ours, enc.cfg)
+    skipped = misfits if tables == "skip" else []
+    target = {k: v for k, v in enc.state_dict().items() if k not in skipped}
     fitted = {k: fit_ivt_tensor(k, t, enc.cfg) for k, (_, t) in ours.items() if k in target}
     wrong = ivt_shape_problems(ours, fitted, target)
     if wrong:
@@ -559,11 +595,12 @@ def load_ivt_state(
             "patch_size 16)",
         )
     with torch.no_grad():
-        enc.load_state_dict(fitted)
-    left = list(others) + unused + [IVT_PREFIX + ours[k][0] for k in ours if k not in target]
+        enc.load_state_dict(fitted, strict=not skipped)  # all of `target`: checked above
+    names = set(target) | set(skipped)
+    left = list(others) + unused + [IVT_PREFIX + ours[k][0] for k in ours if k not in names]
     print(
-        f"model.init_ivt: {len(fitted)} encoder tensors loaded from {source}; "
-        f"not loaded: {unused_summary(left)}"
+        f"model.init_ivt: {len(fitted)} encoder tensors loaded from {source}"
+        f"{tables_note(ours, misfits, enc.cfg, tables)}; not loaded: {unused_summary(left)}"
     )
     return enc
 
@@ -696,7 +733,10 @@ IVT_PARAMS = {  # params.yaml's `ivt:` section, with these defaults
     "loss_groups": 1,  # CMPM per group of whole identities, averaged (IVT: 4); 1 = the batch
     "drop_path": 0.0,  # stochastic depth rising linearly over the shared blocks (IVT: 0.1)
     "text_dropout": 0.0,  # dropout on the text embeddings (IVT: 0.1)
+    # model.init_ivt's image tables of another grid: skip (the official loader) | resize
+    "checkpoint_tables": "skip",
 }
+IVT_TRAIN_KEYS = ("levels", "bmm_ratio", "loss_groups", "drop_path", "text_dropout")  # once train.*
 IVT_PAPER = {  # IVT's recipe (the prose above)
     "data": {"resize": "bicubic"},
     "model": {
@@ -772,10 +812,11 @@ def ivt_run_label(params: dict) -> str:
     params=IVT_PARAMS,
     ranges={k: (0, 1, True, False) for k in IVT_RATES},
     positive=("loss_groups",),
+    choices={"checkpoint_tables": list(TABLE_POLICIES)},
     presets={"ivt-paper": IVT_PAPER},
     renamed={
         "train.ivt_levels": "ivt.levels",
-        **{f"train.{k}": f"ivt.{k}" for k in IVT_PARAMS if k != "levels"},
+        **{f"train.{k}": f"ivt.{k}" for k in IVT_TRAIN_KEYS if k != "levels"},
     },
 )
 def build_ivt(
@@ -800,6 +841,6 @@ def build_ivt(
     attributes = load_attributes(cache_dir, n_items) if "word" in levels else None
     # both act in training only: evaluation and the shipped model are unchanged
     cfg = replace(cfg, drop_path=own["drop_path"], text_dropout=own["text_dropout"])
-    encoder = build_shared_encoder(cfg, model_params)
+    encoder = build_shared_encoder(cfg, model_params, own["checkpoint_tables"])
     mla = MLA(levels, own["bmm_ratio"], attributes, groups)
     return RetrievalModel(encoder, {"cmpm": mla}, train["loss_weights"])
