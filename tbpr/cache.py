@@ -18,7 +18,7 @@ from .augment import IGNORE
 
 # %% auto #0
 __all__ = ['LIP_LABELS', 'MIN_SIDE', 'MAX_UPSCALE', 'ImageStore', 'load_parsing_map', 'same_bytes_warning', 'min_image_sides',
-           'tiny_images_warning', 'build_cache', 'load_parsing', 'load_cached_dataset']
+           'tiny_images_warning', 'resize_filters', 'build_cache', 'load_parsing', 'load_cached_dataset']
 
 # %% ../nbs/02d_cache.ipynb #6e6cc401
 class ImageStore:
@@ -203,6 +203,15 @@ def tiny_images_warning(sizes: dict, size: tuple, limit: int = 3) -> str:
     )
 
 
+def resize_filters(dataset: PersonDataset, resize: str, eval_resize: str = "") -> dict:
+    """The filter each distinct image is resized with: `resize` for the training split's images,
+    `eval_resize` ("" : the same) for those only val and test hold (IVT's official transforms:
+    bicubic for training, bilinear for testing)."""
+    train = set(dataset.train.img_paths)
+    other = eval_resize or resize
+    return {p: resize if p in train else other for p in dataset.all_image_paths()}
+
+
 def build_cache(
     dataset: PersonDataset,
     out_dir,
@@ -210,8 +219,10 @@ def build_cache(
     parsing_root=None,
     resize: str = "bilinear",
     noise: dict | None = None,
+    eval_resize: str = "",
 ) -> Path:
-    """Write `images.npy` (all distinct images resized to `size` with `resize`), `cache.json` (with
+    """Write `images.npy` (all distinct images resized to `size` with `resize`, those only val and
+    test hold with `eval_resize` when set: `resize_filters`), `cache.json` (with
     the digest of the cached pixels) and `dataset.json` to `out_dir`, atomically; with
     `parsing_root`, also `parsing.npy` and `parsing.json` (label names from `parsing_labels.json`
     there, else LIP's); and `attributes.json`, the attribute phrases of every training caption.
@@ -220,6 +231,7 @@ def build_cache(
     captions `dataset` carries (`tbpr.noise.add_noise`), goes into cache.json when given."""
     paths, root, bad, digests = dataset.all_image_paths(), Path(dataset.images_root), [], {}
     sizes, fixes = {}, {}
+    filters = resize_filters(dataset, resize, eval_resize)
 
     def images():
         for p in tqdm(paths, desc="preprocess", mininterval=2):
@@ -227,7 +239,7 @@ def build_cache(
                 digests[p] = sha256_file(root / p)
                 im = read_rgb(root / p)
                 sizes[p] = im.size
-                yield resize_rgb(im, size, resize)
+                yield resize_rgb(im, size, filters[p])
             except (TbprError, FileNotFoundError) as err:
                 bad.append(str(err).splitlines()[0])
                 fixes.setdefault(getattr(err, "fix", None) or "re-extract or remove these images")
@@ -235,6 +247,7 @@ def build_cache(
 
     with atomic_path(out_dir, is_dir=True) as tmp:
         meta = {"paths": paths, "size": list(size), "name": dataset.name, "resize": resize}
+        meta["eval_resize"] = eval_resize or resize
         shape = (len(paths), *size, 3)
         meta["images_sha256"] = write_npy(
             tmp / "images.npy", shape, np.uint8, images(), "the image cache"

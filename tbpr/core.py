@@ -383,6 +383,7 @@ DEFAULTS = {
         "source": "",
         "parsing_dir": "",
         "resize": "bilinear",
+        "eval_resize": "",
         "noise_rate": 0.0,
         "noise_seed": 0,
         "noise_file": "",
@@ -470,6 +471,7 @@ DEFAULTS = {
 CHOICES = {
     "data.name": ["synthetic", "cuhkpedes", "icfgpedes", "rstpreid"],
     "data.resize": ["bilinear", "bicubic"],
+    "data.eval_resize": ["", "bilinear", "bicubic"],
     "train.sampler": ["identity", "random"],
     "data.parse": ["auto", "always", "never"],
     "train.select": ["val", "last", "test"],

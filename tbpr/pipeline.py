@@ -197,6 +197,7 @@ def stage_preprocess(
         parsing_root=parsing_folder(params, root, parsed),
         resize=params["data"]["resize"],
         noise=noise,
+        eval_resize=params["data"]["eval_resize"],
     )
 
 

@@ -761,7 +761,7 @@ def _ship(
         "history": state["history"],
     }
     weights_from = chosen if chosen.name == "best" else None
-    resize = params["data"]["resize"]
+    resize = params["data"]["eval_resize"] or params["data"]["resize"]  # as test images are
     write = lambda tmp: save_encoder(
         encoder, tmp, tok, resize=resize, weights_from=weights_from, params=params, **summary
     )

@@ -738,7 +738,7 @@ IVT_PARAMS = {  # params.yaml's `ivt:` section, with these defaults
 }
 IVT_TRAIN_KEYS = ("levels", "bmm_ratio", "loss_groups", "drop_path", "text_dropout")  # once train.*
 IVT_PAPER = {  # IVT's recipe (the prose above)
-    "data": {"resize": "bicubic"},
+    "data": {"resize": "bicubic", "eval_resize": "bilinear"},  # its train and test transforms
     "model": {
         "init_vision": "google/vit-base-patch16-224",
         "init_text": "bert-base-uncased",
