@@ -150,6 +150,7 @@ h1 { margin: 0; font-size: 20px; }
 #info { margin: 0; color: var(--muted); font-size: 13px; overflow-wrap: anywhere; }
 main { max-width: 1320px; padding: 18px 24px 32px; }
 form { display: flex; flex-wrap: wrap; gap: 8px; align-items: center; }
+label[for=k] { color: var(--muted); }
 #q { flex: 1 1 320px; padding: 9px 12px; font-size: 16px; border: 1px solid var(--line);
   border-radius: 6px; }
 #q:focus, select:focus, button:focus-visible { outline: 2px solid var(--accent); outline-offset: 1px; }
@@ -166,7 +167,7 @@ select, button { font: inherit; padding: 8px 10px; border: 1px solid var(--line)
 .warning { background: #fff8c5; border-color: #d4a72c; }
 .note { background: #ddf4ff; border-color: #54aeff; }
 #summary { min-height: 1.45em; margin: 14px 0 10px; color: var(--muted); }
-#results { display: grid; grid-template-columns: repeat(auto-fill, minmax(118px, 1fr)); gap: 14px;
+#results { display: grid; grid-template-columns: repeat(auto-fill, minmax(106px, 1fr)); gap: 14px;
   margin: 0; padding: 0; list-style: none; }
 .hit { overflow: hidden; border: 1px solid var(--line); border-radius: 8px; background: #fff; }
 .crop { display: block; width: 100%; padding: 0; border: 0; border-radius: 0; background: var(--bg);
@@ -178,8 +179,9 @@ select, button { font: inherit; padding: 8px 10px; border: 1px solid var(--line)
   font-variant-numeric: tabular-nums; }
 .rank { font-weight: 600; }
 .score { color: var(--muted); }
-.name { display: block; padding: 0 8px 8px; overflow: hidden; color: var(--muted); font-size: 12px;
-  text-overflow: ellipsis; white-space: nowrap; }
+.name { display: -webkit-box; margin: 0 8px 8px; overflow: hidden; color: var(--muted);
+  font-size: 12px; line-height: 1.35; overflow-wrap: anywhere; -webkit-line-clamp: 2;
+  -webkit-box-orient: vertical; }
 #overlay { position: fixed; inset: 0; z-index: 10; display: flex; align-items: center;
   justify-content: center; background: rgba(0, 0, 0, .85); cursor: zoom-out; }
 #overlay figure { margin: 0; color: #fff; text-align: center; }
@@ -269,7 +271,7 @@ document.addEventListener("keydown", (e) => { if (e.key === "Escape") $("overlay
 async function start() {
   const {ok, body} = await getJSON("/api/status");
   if (!ok || !body.ready) { $("info").textContent = "the gallery is not open"; sayError(body, true); return; }
-  $("info").textContent = body.count + " images in " + body.images + "  \\u00b7  model " + body.model;
+  $("info").textContent = body.count + " crops in " + body.images + "  \\u00b7  model: " + body.model;
   const asked = new URLSearchParams(location.search);
   if (asked.has("q")) {
     query.value = asked.get("q");
