@@ -2,10 +2,11 @@
 test_docs.py), against a uvicorn server on a free localhost port: a description ranks the crops in the order the API
 returns, with their scores and names; a crop opens large; an empty description shows its message; the page loads
 nothing from elsewhere. Screenshots go to artifacts/ (TBPR_SERVE_SHOTS=nbs/_static refreshes the site's figures)."""
-import json, os
+import json, os, time
 from pathlib import Path
 from urllib.parse import urlencode
-from urllib.request import urlopen
+from urllib.error import HTTPError
+from urllib.request import Request, urlopen
 import pytest
 from test_docs import CHROMIUM, FLAGS
 
@@ -132,3 +133,50 @@ def test_a_broken_gallery_shows_its_error_and_recovers(tmp_path, browser, monkey
         page.press("#q", "Enter")
         page.wait_for_selector("#results .hit")
         assert page.inner_text("#results .name") == "red.jpg" and page.is_hidden("#error")
+
+
+def test_the_command_reuses_the_cache_and_stops_on_ctrl_c(tmp_path):
+    """`tbpr serve` as a user runs it: it finds the cache an earlier index wrote (nothing encoded again), prints the
+    page's address, serves it on this machine only, and stops on Ctrl-C without a traceback."""
+    import signal, socket, subprocess, sys
+    from PIL import Image
+    from tbpr.model import DualEncoder, EncoderConfig, save_encoder
+    from tbpr.search import GalleryIndex
+    from tbpr.tokenizer import load_tokenizer
+    tok = load_tokenizer()
+    cfg = EncoderConfig(image_size=(48, 16), patch_size=8, embed_dim=16, vision_width=32, vision_layers=1,
+                        vision_heads=2, text_width=32, text_layers=1, text_heads=2, max_length=24, vocab_size=len(tok))
+    save_encoder(DualEncoder(cfg), tmp_path / "model", tok=tok)
+    (tmp_path / "crops").mkdir()
+    for i in range(3):
+        Image.new("RGB", (32, 96), (80 * i, 40, 200 - 60 * i)).save(tmp_path / f"crops/{i}.jpg")
+    GalleryIndex(tmp_path / "model", tmp_path / "crops", tmp_path / "cache").update()   # an earlier run's cache
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "tbpr.cli", "serve", "--model", "model", "--images", "crops",
+               "--cache-dir", "cache", "--port", str(port), "--k", "2"]
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        said = [proc.stdout.readline(), proc.stdout.readline()]
+        assert said[0].strip() == "gallery crops: 3 images, 0 encoded, 3 from the cache", said
+        assert said[1].startswith(f"search page: http://127.0.0.1:{port}/"), said
+        for _ in range(100):                                   # the address is printed just before uvicorn binds
+            try:
+                with urlopen(f"http://127.0.0.1:{port}/api/search?q=a+man") as reply:
+                    assert len(json.load(reply)["results"]) == 2   # --k
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError("the page never answered")
+        rebound = Request(f"http://127.0.0.1:{port}/api/status", headers={"Host": f"rebound.example:{port}"})
+        with pytest.raises(HTTPError) as refused:                 # only this machine's names are answered
+            urlopen(rebound)
+        assert refused.value.code == 400
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "Traceback" not in err, err
