@@ -80,6 +80,7 @@ class SearchService:
         self.model_dir, self.images_dir = Path(model_dir), Path(images_dir)
         self.cache_dir, self.kw = cache_dir, kw  # kw: GalleryIndex's (batch_size, device, backend)
         self.gallery, self.error, self.rows = None, None, {}
+        self.opened = None  # the model, once it loaded: a retry after a gallery error reuses it
         self.lock = threading.Lock()  # one model call at a time
 
     def load(self) -> bool:
@@ -89,7 +90,11 @@ class SearchService:
             if self.gallery is not None:
                 return True
             try:
-                gallery = GalleryIndex(self.model_dir, self.images_dir, self.cache_dir, **self.kw)
+                if self.opened is None:
+                    self.opened = GalleryIndex(
+                        self.model_dir, self.images_dir, self.cache_dir, **self.kw
+                    )
+                gallery = self.opened
                 gallery.update()
             except TbprError as err:
                 self.error = err
