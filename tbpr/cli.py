@@ -75,6 +75,48 @@ def _add_search_command(commands):
     )
 
 
+def _add_serve_command(commands):
+    sp = commands.add_parser(
+        "serve",
+        help="a search page in the browser over a folder of crops",
+        description="Index a folder of person crops once, then search it by description "
+        "from a page in the browser (nbs/12b_serve).",
+    )
+    sp.add_argument(
+        "--images",
+        required=True,
+        metavar="FOLDER",
+        help="the crops to search (sub-folders included)",
+    )
+    sp.add_argument(
+        "--model",
+        default="artifacts/model",
+        metavar="FOLDER",
+        help="a trained model folder, or a CLIP folder for zero-shot (default: artifacts/model)",
+    )
+    sp.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="the address to listen on (default: 127.0.0.1, this machine only)",
+    )
+    sp.add_argument("--port", type=int, default=7860, help="the port (default: 7860)")
+    sp.add_argument(
+        "--k", type=int, default=10, help="crops shown per query at first (default: 10)"
+    )
+    sp.add_argument(
+        "--cache-dir",
+        default="artifacts/search_cache",
+        metavar="FOLDER",
+        help="where gallery embeddings are cached (default: artifacts/search_cache)",
+    )
+    sp.add_argument(
+        "--backend",
+        default="torch",
+        choices=("torch", "onnx"),
+        help="how the model runs (default: torch)",
+    )
+
+
 def cli_parser() -> argparse.ArgumentParser:
     "The `tbpr` command: one sub-command per stage and tool, each with its own options."
     ap = argparse.ArgumentParser(
@@ -97,6 +139,7 @@ def cli_parser() -> argparse.ArgumentParser:
     ab.add_argument("--epochs", type=int, help="epochs per run (default: the notebook's)")
     ab.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the notebook's)")
     _add_search_command(commands)
+    _add_serve_command(commands)
     docs = commands.add_parser("docs", help="build the documentation site")
     docs.add_argument(
         "--out", default="_site", metavar="FOLDER", help="the site folder (default: _site)"
@@ -115,6 +158,19 @@ def run_command(args) -> None:
         from tbpr.search import search
 
         search(args.model, args.images, args.query, args.k, args.out, args.cache)
+        return
+    if args.command == "serve":  # a search page over any model and folder
+        try:
+            from tbpr.serve import serve
+        except ModuleNotFoundError as err:
+            if err.name not in ("fastapi", "starlette", "uvicorn"):
+                raise
+            from tbpr.core import TbprError
+
+            raise TbprError(
+                f"tbpr serve needs {err.name}", fix='pip install "tbpr[serve]"'
+            ) from None
+        serve(args.model, args.images, args.host, args.port, args.k, args.cache_dir, args.backend)
         return
     if args.command == "docs":
         from tbpr.docs import build_docs
