@@ -4,11 +4,13 @@ with onnxruntime (CPUExecutionProvider), in one run on this machine's CPU, on th
 A random model of the default size (params.yaml's model section), or with --vit-b16 one of CLIP ViT-B/16's size
 (768/512 wide, 12 layers each, 384x128 crops, 77 text positions: IRRA's model), is saved as a model folder and
 exported through the real path (`export_model`, which also prints the largest difference it measured). Images go in
-batches of --batch (as search encodes a gallery), queries one at a time (as search encodes a query).
+batches of --batch (as search encodes a gallery), queries one at a time (as search encodes a query). Both run with
+--threads CPU threads (torch.set_num_threads, onnxruntime's intra-op threads): on a machine shared with other work,
+more threads than idle cores slow torch far more than onnxruntime, so compare at the same, idle count.
 
-    python benchmarks/bench_export.py [--vit-b16] [--images 256] [--batch 32] [--queries 200]
+    python benchmarks/bench_export.py [--vit-b16] [--threads 1] [--images 256] [--batch 32] [--queries 200]
 """
-import argparse, contextlib, io, tempfile, time
+import argparse, contextlib, io, os, tempfile, time
 from dataclasses import fields
 from pathlib import Path
 import numpy as np
@@ -44,6 +46,7 @@ def rate(fn, items, per_call: int) -> float:
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--vit-b16", action="store_true", help="CLIP ViT-B/16-sized random weights")
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--images", type=int, default=256)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--queries", type=int, default=200)
@@ -51,7 +54,9 @@ def main():
     from tbpr.model import DualEncoder, save_encoder
     from tbpr.tokenizer import load_tokenizer, tokenize
     from tbpr.export import export_model
-    from tbpr.search import OnnxBackend, TorchBackend
+    from tbpr.search import ONNX_FILES, OnnxBackend, TorchBackend
+    import onnxruntime
+    torch.set_num_threads(args.threads)
     tok = load_tokenizer()
     torch.manual_seed(0)
     enc = DualEncoder(default_config(tok, args.vit_b16)).eval()
@@ -62,6 +67,11 @@ def main():
         export_model(Path(d) / "model", Path(d) / "onnx")
         export_s = time.perf_counter() - t
         backends = {"torch": TorchBackend(Path(d) / "model", device="cpu"), "onnxruntime": OnnxBackend(Path(d) / "onnx")}
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = args.threads, 1
+        backends["onnxruntime"].sessions = {
+            part: onnxruntime.InferenceSession(str(Path(d) / "onnx" / name), options, providers=["CPUExecutionProvider"])
+            for part, name in ONNX_FILES.items()}
         g = torch.Generator().manual_seed(0)
         batches = [torch.randn(args.batch, 3, *cfg.image_size, generator=g)
                    for _ in range(max(1, args.images // args.batch))]
@@ -70,7 +80,8 @@ def main():
         print(f"model: {sum(p.numel() for p in enc.parameters()) / 1e6:.1f} M parameters, images "
               f"{cfg.image_size[0]}x{cfg.image_size[1]}, {cfg.vision_layers}+{cfg.text_layers} layers of "
               f"{cfg.vision_width}/{cfg.text_width}; export {export_s:.1f} s, ONNX files {mb:.0f} MB")
-        print(f"CPU threads: torch {torch.get_num_threads()}, onnxruntime default (one per core)")
+        print(f"CPU threads: {args.threads} each (torch {torch.get_num_threads()}, onnxruntime intra-op "
+              f"{options.intra_op_num_threads}); {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
         for name, b in backends.items():
             with contextlib.redirect_stdout(io.StringIO()):
                 img = rate(b.encode_images, batches, args.batch)
