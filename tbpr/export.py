@@ -19,7 +19,7 @@ from .search import EXPORT_MANIFEST, ONNX_FILES, TorchBackend, import_onnxruntim
 # %% auto #0
 __all__ = ['CAPTIONS', 'OPSET', 'TOLERANCE', 'NormalisedImage', 'NormalisedText', 'export_module', 'batch_dim', 'export_text',
            'example_inputs', 'pad_ids', 'largest_difference', 'check_differences', 'write_companions',
-           'export_manifest', 'export_model']
+           'export_manifest', 'check_out', 'export_model']
 
 # %% ../nbs/12a_export.ipynb #ex12a006
 CAPTIONS = (  # real captions the export is checked on, tokenized as search tokenizes queries
@@ -65,8 +65,8 @@ def _quiet(fn, *args, **kwargs):
 
 def export_module(module: nn.Module, example: torch.Tensor, name: str, out, dims: dict, opset):
     """`module` as one self-contained ONNX file `out` (input `name`; output `image_embeds` or
-    `text_embeds`, as `CLIPModel` names them), traced by torch's dynamo exporter on `example`; `dims`
-    maps input axes to `torch.export.Dim`s."""
+    `text_embeds`, as `CLIPModel` names them), traced by torch's dynamo exporter on `example`;
+    `dims` maps input axes to `torch.export.Dim`s."""
     program = _quiet(
         torch.onnx.export,
         module,
@@ -196,14 +196,27 @@ def export_manifest(model_dir, backend, opset: int, text_length, diffs: dict, to
     }
 
 
+def check_out(out: Path) -> None:
+    """Refuse an `out` that holds anything but an earlier export (or nothing): the export replaces
+    its folder whole."""
+    if not out.exists() or (out / EXPORT_MANIFEST).is_file():
+        return
+    if out.is_dir() and not any(out.iterdir()):
+        return
+    raise TbprError(
+        f"{out}: exists and is not an ONNX export (no {EXPORT_MANIFEST} in it); an export "
+        "replaces its --out folder whole, so it was left as it is",
+        fix="give a new folder, or an earlier export's, as --out",
+    )
+
+
 def export_model(model_dir, out="artifacts/onnx", opset: int = OPSET, tolerance=TOLERANCE):
     """Export the image and text encoders of `model_dir` (a tbpr model folder, or a CLIP as the
     zero-shot baseline) to `out` as ONNX, checked against torch on the same inputs, with what
     running them needs. Written atomically: a failed or interrupted export leaves `out` as it was.
     Returns the manifest."""
     model_dir, out = Path(model_dir), Path(out)
-    if out.resolve() == model_dir.resolve():
-        raise TbprError(f"{out}: the export would replace its own model", fix="--out elsewhere")
+    check_out(out)
     backend = TorchBackend(model_dir, device="cpu")
     enc, tok = backend.encoder.float().eval(), backend.tok
     images, texts = NormalisedImage(enc).eval(), NormalisedText(enc).eval()
