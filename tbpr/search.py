@@ -207,10 +207,10 @@ def read_export(folder) -> dict:
     if not folder.is_dir():
         raise TbprError(f"{folder}: ONNX model folder not found", fix=EXPORT_FIX)
     if not (folder / EXPORT_MANIFEST).is_file():
-        what = "a torch model folder" if (folder / WEIGHTS).is_file() else "not a folder"
+        what = "a torch model folder, not" if (folder / WEIGHTS).is_file() else "not"
         raise TbprError(
-            f"{folder}: {what} `tbpr export` wrote (no {EXPORT_MANIFEST}): --backend onnx "
-            "runs exported encoders",
+            f"{folder}: {what} an ONNX export (no {EXPORT_MANIFEST}): --backend onnx runs the "
+            "encoders `tbpr export` writes",
             fix=f"tbpr export --model {folder} --out {folder}-onnx, then search with --backend "
             f"onnx --model {folder}-onnx (or search {folder} with --backend torch)",
         )
