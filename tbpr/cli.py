@@ -58,7 +58,8 @@ def _add_search_command(commands):
         "--model",
         default="artifacts/model",  # PATHS["model"] of tbpr.runs
         metavar="FOLDER",
-        help="a trained model folder (default: artifacts/model)",
+        help="a trained model folder; with --backend onnx, one `tbpr export` wrote "
+        "(default: artifacts/model)",
     )
     sp.add_argument("--k", type=int, default=10, help="how many crops to show (default: 10)")
     sp.add_argument(
@@ -72,6 +73,38 @@ def _add_search_command(commands):
         default="artifacts/search_cache",
         metavar="FOLDER",
         help="where gallery embeddings are cached (default: artifacts/search_cache)",
+    )
+    sp.add_argument(
+        "--backend",
+        default="torch",
+        choices=("torch", "onnx"),
+        help="torch: --model is a model folder (or a CLIP); onnx: --model is a folder "
+        "`tbpr export` wrote, run by onnxruntime (default: torch)",
+    )
+
+
+def _add_export_command(commands):
+    ex = commands.add_parser(
+        "export",
+        help="write a model's image and text encoders as ONNX",
+        description="Write a trained model's image and text encoders as ONNX files (checked "
+        "against torch), with the tokenizer and preprocessing beside them, for --backend onnx.",
+    )
+    ex.add_argument(
+        "--model",
+        default="artifacts/model",
+        metavar="FOLDER",
+        help="a trained model folder, or a CLIP folder (zero-shot) (default: artifacts/model)",
+    )
+    ex.add_argument(
+        "--out", default="artifacts/onnx", metavar="FOLDER", help="default: artifacts/onnx"
+    )
+    ex.add_argument("--opset", type=int, default=18, help="ONNX opset (default: 18)")
+    ex.add_argument(
+        "--tolerance",
+        type=float,
+        default=1e-3,
+        help="largest difference from torch allowed on normalised embeddings (default: 1e-3)",
     )
 
 
@@ -140,6 +173,7 @@ def cli_parser() -> argparse.ArgumentParser:
     ab.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the notebook's)")
     _add_search_command(commands)
     _add_serve_command(commands)
+    _add_export_command(commands)
     docs = commands.add_parser("docs", help="build the documentation site")
     docs.add_argument(
         "--out", default="_site", metavar="FOLDER", help="the site folder (default: _site)"
@@ -157,7 +191,14 @@ def run_command(args) -> None:
     if args.command == "search":  # needs no params.yaml: it runs on any model and folder
         from tbpr.search import search
 
-        search(args.model, args.images, args.query, args.k, args.out, args.cache)
+        search(
+            args.model, args.images, args.query, args.k, args.out, args.cache, backend=args.backend
+        )
+        return
+    if args.command == "export":  # needs no params.yaml either
+        from tbpr.export import export_model
+
+        export_model(args.model, args.out, args.opset, args.tolerance)
         return
     if args.command == "serve":  # a search page over any model and folder
         try:

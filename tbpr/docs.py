@@ -273,7 +273,7 @@ PARTS = {  # the site's sections: a part of the library and its modules, in read
         "ablation",
     ),
     "Methods": (),  # the installed methods' pages (`Method.docs`): see `site_parts`
-    "Search": ("search", "serve"),
+    "Search": ("search", "export", "serve"),
     "Site": ("docs",),
 }
 

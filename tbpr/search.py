@@ -19,17 +19,21 @@ from tbpr.core import (
     write_json,
     write_npy,
 )
+from .core import check_choice
 from .tokenizer import tokenize
 from .images import load_image
 from .augment import pixel_norm, to_tensor
 from .model import WEIGHTS, is_tbpr_config, model_config, recorded_digests
+from .model import digest_problem
+from .tokenizer import load_tokenizer
 from .pretrained import load_retrieval_model, model_fingerprint
 
 # %% auto #0
-__all__ = ['IMAGE_SUFFIXES', 'LOW_SCORE', 'LOW_MARGIN', 'RANKED_CROP_IN', 'CAPTION_WIDTH', 'CAPTION_LINES', 'list_gallery',
-           'exact_topk', 'index_spec', 'build_index', 'index_topk', 'check_query', 'query_tokens', 'cut_query_note',
-           'weights_digest', 'GalleryIndex', 'short_name', 'low_score_warning', 'grid_caption', 'write_png',
-           'plot_ranked', 'search']
+__all__ = ['IMAGE_SUFFIXES', 'BACKENDS', 'EXPORT_MANIFEST', 'ONNX_FILES', 'EXPORT_FIX', 'LOW_SCORE', 'LOW_MARGIN',
+           'RANKED_CROP_IN', 'CAPTION_WIDTH', 'CAPTION_LINES', 'list_gallery', 'exact_topk', 'index_spec',
+           'build_index', 'index_topk', 'TorchBackend', 'import_onnxruntime', 'read_export', 'OnnxBackend',
+           'open_backend', 'check_query', 'query_tokens', 'cut_query_note', 'weights_digest', 'GalleryIndex',
+           'short_name', 'low_score_warning', 'grid_caption', 'write_png', 'plot_ranked', 'search']
 
 # %% ../nbs/12_search.ipynb #d056be69
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -59,10 +63,10 @@ def list_gallery(images_dir) -> list:
     ]
 
 
-def _encode_files(encoder, root: Path, rels: list, batch_size: int) -> np.ndarray:
-    """L2-normalised float16 embeddings of the images `rels` under `root`; unreadable files are
-    collected and refused together."""
-    size, device = encoder.cfg.image_size, next(encoder.parameters()).device
+def _encode_files(backend, root: Path, rels: list, batch_size: int) -> np.ndarray:
+    """L2-normalised float16 embeddings of the images `rels` under `root` (encoded by `backend`, a
+    `TorchBackend` or an `OnnxBackend`); unreadable files are collected and refused together."""
+    size = backend.image_size
     out, bad = [], []
     for i in tqdm(
         range(0, len(rels), batch_size),
@@ -77,11 +81,7 @@ def _encode_files(encoder, root: Path, rels: list, batch_size: int) -> np.ndarra
             except TbprError as err:
                 bad.append(str(err).splitlines()[0])
         if arrays and not bad:
-            with torch.inference_mode():
-                pixels = to_tensor(np.stack(arrays), *pixel_norm(encoder)).to(device)
-                out.append(
-                    F.normalize(encoder.encode_image(pixels)[0].float(), dim=-1).cpu().numpy()
-                )
+            out.append(backend.encode_images(to_tensor(np.stack(arrays), *backend.pixel_norm)))
     if bad:
         raise TbprError(
             f"{len(bad)} unreadable image(s) in {root}:\n  " + "\n  ".join(bad[:10]),
@@ -90,7 +90,7 @@ def _encode_files(encoder, root: Path, rels: list, batch_size: int) -> np.ndarra
     return (
         np.concatenate(out).astype(np.float16)
         if out
-        else np.zeros((0, encoder.embed_dim), np.float16)
+        else np.zeros((0, backend.embed_dim), np.float16)
     )
 
 # %% ../nbs/12_search.ipynb #c519fae6
@@ -143,6 +143,132 @@ def index_topk(
     sc = np.asarray(emb[cand], np.float32) @ q
     order = np.argsort(-sc, kind="stable")[:k]
     return sc[order], cand[order]
+
+# %% ../nbs/12_search.ipynb #bk12cd01
+BACKENDS = ("torch", "onnx")
+EXPORT_MANIFEST = "export.json"  # what `tbpr export` writes beside its ONNX files (nbs/12a_export)
+ONNX_FILES = {"image": "image_encoder.onnx", "text": "text_encoder.onnx"}
+EXPORT_FIX = "export it: tbpr export --model artifacts/model --out artifacts/onnx"
+
+
+def _normalised(x: torch.Tensor) -> np.ndarray:
+    return F.normalize(x.float(), dim=-1).cpu().numpy()
+
+
+class TorchBackend:
+    """A model's torch encoders: a tbpr model folder, or a CLIP (folder, hub id or OpenAI's `.pt`)
+    as the zero-shot baseline. `encode_images` and `encode_texts` give L2-normalised embeddings."""
+
+    name = "torch"
+
+    def __init__(self, model_dir, device=None):
+        if (Path(model_dir) / EXPORT_MANIFEST).is_file():
+            raise TbprError(
+                f"{model_dir}: an ONNX export ({EXPORT_MANIFEST} is in it), not a torch model",
+                fix=f"search it with --backend onnx --model {model_dir}",
+            )
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        _check_tbpr_folder(model_dir)
+        # a trained model, or a CLIP zero-shot; `meta`: its config
+        self.encoder, self.tok, self.meta = load_retrieval_model(model_dir, self.device)
+        cfg = self.encoder.cfg
+        self.image_size, self.max_length = tuple(cfg.image_size), cfg.max_length
+        self.pixel_norm, self.embed_dim = pixel_norm(self.encoder), self.encoder.embed_dim
+        self.digest = weights_digest(model_dir)
+
+    def encode_images(self, pixels: torch.Tensor) -> np.ndarray:
+        "Embeddings (B, D) of normalised pixels (B, 3, H, W)."
+        with torch.inference_mode():
+            return _normalised(self.encoder.encode_image(pixels.to(self.device))[0])
+
+    def encode_texts(self, ids: torch.Tensor) -> np.ndarray:
+        "Embeddings (B, D) of token ids (B, L)."
+        with torch.inference_mode():
+            return _normalised(self.encoder.encode_text(ids.to(self.device))[0])
+
+
+def import_onnxruntime():
+    "onnxruntime, or an error saying how to install it."
+    try:
+        import onnxruntime
+    except ImportError:
+        raise TbprError(
+            "onnxruntime is not installed: the ONNX backend runs the exported encoders with it",
+            fix='pip install "tbpr[onnx]" (or onnxruntime), or search with --backend torch',
+        ) from None
+    return onnxruntime
+
+
+def read_export(folder) -> dict:
+    """The manifest of an ONNX folder `tbpr export` wrote, its files checked: both `.onnx` files
+    there and, byte for byte, the ones it wrote (`digests.json`). A torch model folder, or one with
+    files missing, is refused with the command that fixes it."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise TbprError(f"{folder}: ONNX model folder not found", fix=EXPORT_FIX)
+    if not (folder / EXPORT_MANIFEST).is_file():
+        what = "a torch model folder, not" if (folder / WEIGHTS).is_file() else "not"
+        raise TbprError(
+            f"{folder}: {what} an ONNX export (no {EXPORT_MANIFEST}): --backend onnx runs the "
+            "encoders `tbpr export` writes",
+            fix=f"tbpr export --model {folder} --out {folder}-onnx, then search with --backend "
+            f"onnx --model {folder}-onnx (or search {folder} with --backend torch)",
+        )
+    meta = read_json(folder / EXPORT_MANIFEST, "ONNX export manifest")
+    again = f"export it again: tbpr export --model {meta.get('source', '<model folder>')} "
+    for part, name in ONNX_FILES.items():
+        if not (folder / name).is_file():
+            raise TbprError(
+                f"{folder / name}: missing (the {part} encoder of this ONNX export)",
+                fix=again + f"--out {folder}",
+            )
+    problem = digest_problem(folder)
+    if problem:
+        raise TbprError(problem, fix=again + f"--out {folder}")
+    return meta
+
+
+class OnnxBackend:
+    """The encoders `tbpr export` wrote, run by onnxruntime on the CPU: the tokenizer and the input
+    sizes come from the folder, no torch model is built. Their outputs are L2-normalised already."""
+
+    name = "onnx"
+
+    def __init__(self, folder, device=None):
+        ort = import_onnxruntime()
+        self.folder = Path(folder)
+        meta = read_export(folder)
+        self.meta, self.tok = meta, load_tokenizer(str(folder))
+        self.image_size, self.max_length = tuple(meta["image_size"]), meta["max_length"]
+        self.pixel_norm = (tuple(meta["pixel_mean"]), tuple(meta["pixel_std"]))
+        self.embed_dim, self.text_length = meta["embed_dim"], meta["text_length"]
+        table = recorded_digests(folder)
+        parts = "|".join(["onnx", *(table[n] for n in ONNX_FILES.values())])
+        self.digest = hashlib.sha256(parts.encode()).hexdigest()
+        self.sessions = {
+            part: ort.InferenceSession(str(self.folder / name), providers=["CPUExecutionProvider"])
+            for part, name in ONNX_FILES.items()
+        }
+
+    def encode_images(self, pixels) -> np.ndarray:
+        "Embeddings (B, D) of normalised pixels (B, 3, H, W)."
+        x = np.asarray(pixels, np.float32)
+        return self.sessions["image"].run(None, {"pixel_values": x})[0]
+
+    def encode_texts(self, ids) -> np.ndarray:
+        """Embeddings (B, D) of token ids (B, L); padded to the exported length when the text
+        encoder was exported at a fixed one (padding after the end token changes no feature)."""
+        x = np.asarray(ids, np.int64)
+        if self.text_length and x.shape[1] < self.text_length:
+            pad = self.text_length - x.shape[1]
+            x = np.pad(x, ((0, 0), (0, pad)), constant_values=self.meta["pad_token_id"])
+        return self.sessions["text"].run(None, {"input_ids": x})[0]
+
+
+def open_backend(backend: str, model_dir, device=None):
+    "The `backend` (`torch` or `onnx`) for the model in `model_dir`."
+    check_choice(backend, BACKENDS, "backend")
+    return (TorchBackend if backend == "torch" else OnnxBackend)(model_dir, device)
 
 # %% ../nbs/12_search.ipynb #dd31654d
 def check_query(query) -> str:
@@ -207,12 +333,12 @@ class GalleryIndex:
         batch_size: int = 128,
         exact_limit: int = 200_000,
         device=None,
+        backend: str = "torch",
     ):
         self.model_dir, self.root = Path(model_dir), Path(images_dir)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        _check_tbpr_folder(model_dir)
-        self.encoder, self.tok, _ = load_retrieval_model(model_dir, device)  # or a CLIP, zero-shot
-        self.model_sha = weights_digest(model_dir)
+        self.backend = open_backend(backend, model_dir, device)
+        self.encoder, self.tok = getattr(self.backend, "encoder", None), self.backend.tok
+        self.model_sha = self.backend.digest  # names the cache: one per weights and backend
         key = hashlib.sha256(f"{self.root.resolve()}|{self.model_sha}".encode()).hexdigest()[:16]
         self.cache = Path(cache_dir or "artifacts/search_cache") / key
         self.batch_size, self.exact_limit = batch_size, exact_limit
@@ -237,7 +363,7 @@ class GalleryIndex:
         }
         needs_index = len(now) > self.exact_limit and not (self.cache / "index.faiss").exists()
         if todo or counts["removed"] or needs_index or not (self.cache / "embeddings.npy").exists():
-            new = _encode_files(self.encoder, self.root, todo, self.batch_size)
+            new = _encode_files(self.backend, self.root, todo, self.batch_size)
             prev = np.load(self.cache / "embeddings.npy", mmap_mode="r") if old else None
             shape = (len(now), new.shape[1])
             with atomic_path(self.cache, is_dir=True) as tmp:
@@ -253,6 +379,7 @@ class GalleryIndex:
                 write_json(
                     {
                         "model_sha256": self.model_sha,
+                        "backend": self.backend.name,
                         "images": str(self.root.resolve()),
                         "entries": [[*e, row] for row, e in enumerate(now)],
                     },
@@ -275,14 +402,12 @@ class GalleryIndex:
 
     def query_features(self, query: str) -> np.ndarray:
         "The L2-normalised text feature of `query`."
-        query, max_length = check_query(query), self.encoder.cfg.max_length
+        query, max_length = check_query(query), self.backend.max_length
         ids, whole = query_tokens(self.tok, query, max_length)
         note = cut_query_note(ids.shape[1], whole, max_length)
         if note:
             print(note)
-        ids = ids.to(next(self.encoder.parameters()).device)
-        with torch.inference_mode():
-            return F.normalize(self.encoder.encode_text(ids)[0].float(), dim=-1)[0].cpu().numpy()
+        return self.backend.encode_texts(ids)[0]
 
     def median_score(self, q: np.ndarray, sample: int = 10_000) -> float:
         """The median cosine of the query feature `q` over the gallery (over `sample` crops of a

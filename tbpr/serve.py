@@ -51,7 +51,7 @@ def page_query(query) -> str:
 
 def query_note(gallery, query: str) -> str:
     "`cut_query_note` for `query` as `gallery`'s model reads it (empty when nothing was cut)."
-    max_length = gallery.encoder.cfg.max_length
+    max_length = gallery.backend.max_length  # torch's or onnx's, alike
     ids, whole = query_tokens(gallery.tok, query, max_length)
     return cut_query_note(ids.shape[1], whole, max_length)
 
@@ -430,8 +430,7 @@ def serve(
     "Index the gallery `images_dir` with the model in `model_dir`, then serve the search page."
     k = parse_k(k)
     check_port(host, port)
-    kw = {} if backend == "torch" else {"backend": backend}  # torch: GalleryIndex's own default
-    service = SearchService(model_dir, images_dir, cache_dir, **kw)
+    service = SearchService(model_dir, images_dir, cache_dir, backend=backend)
     if not service.load():
         print(f"tbpr serve: {service.error}", file=sys.stderr)
         print("the page shows this error; fix it, then reload the page", file=sys.stderr)

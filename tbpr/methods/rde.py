@@ -209,7 +209,7 @@ class RDEEncoder(DualEncoder):
         last = self.clip.text_model.encoder.layers[-1]
         out, entering = run_capturing_input(last, lambda: self.clip.text_model(input_ids=ids))
         tokens = self.clip.text_projection(out.last_hidden_state)
-        rows = torch.arange(len(ids), device=ids.device)
+        rows = torch.arange(ids.shape[0], device=ids.device)  # len() would fix an export batch
         bge, tse = self.uses
         global_ = tokens[rows, self.eot_positions(ids)]
         if not tse:
