@@ -498,6 +498,8 @@ def generalisation_table(
     cross = load_runs(cross_runs_dir, cross=True)
     if trained_on is not None:
         cross = [r for r in cross if r["trained_on"].get("dataset") == trained_on]
+    if not cross:
+        return pd.DataFrame()
     home = {r["id"]: r for r in load_runs(runs_dir)}
     names = {}
     for r in cross:
@@ -521,5 +523,6 @@ def generalisation_table(
         order += [col] if col not in order else []
         row.update({(col, k): mean_std(r["stats"], k) for k in keys})
     table = pd.DataFrame.from_dict(rows, orient="index")
+    order = [first, *sorted(order[1:])]  # the targets by name
     columns = pd.MultiIndex.from_tuples([(c, k) for c in order for k in keys], names=["test", ""])
     return table.reindex(columns=columns).fillna("–").rename_axis("run")
