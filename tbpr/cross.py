@@ -513,9 +513,8 @@ def generalisation_table(
     for r in cross:
         source = r["trained_on"]["run"]
         mine = home.get(source)
-        label = (mine or r)["label"] + (
-            "" if mine or len(homes) < 2 else f" ({r['trained_on']['data']})"
-        )
+        label = mine["name"] if mine else r["label"]  # the in-domain tables' short name
+        label += "" if mine or len(homes) < 2 else f" ({r['trained_on']['data']})"
         row = rows.setdefault(label, {})
         if mine:
             row.update({(first, k): mean_std(mine["stats"], k) for k in keys})
