@@ -150,6 +150,37 @@ def _add_serve_command(commands):
     )
 
 
+def _add_cross_command(commands):
+    cp = commands.add_parser(
+        "cross",
+        help="test a trained model on other datasets' test splits",
+        description="Test a trained model on other datasets' test splits (nbs/08d_cross): "
+        "without options, the pipeline's model and seeds on every target of cross.targets (the "
+        "cross stage); each pairing is recorded as a run in artifacts/cross_runs/.",
+    )
+    _add_params_option(cp)
+    cp.add_argument(
+        "--model",
+        metavar="FOLDER",
+        help="a trained model folder, in the pipeline or not (default: artifacts/model)",
+    )
+    cp.add_argument(
+        "--data",
+        metavar="NAME",
+        help="a dataset (synthetic, cuhkpedes, icfgpedes, rstpreid) or a target of "
+        "cross.targets (default: every target)",
+    )
+    cp.add_argument(
+        "-S",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a key of the --data target: seed, difficulty, size, ... (synthetic); raw_dir, "
+        "source, url, sha256 (real); repeatable",
+    )
+
+
 def cli_parser() -> argparse.ArgumentParser:
     "The `tbpr` command: one sub-command per stage and tool, each with its own options."
     ap = argparse.ArgumentParser(
@@ -174,6 +205,7 @@ def cli_parser() -> argparse.ArgumentParser:
     _add_search_command(commands)
     _add_serve_command(commands)
     _add_export_command(commands)
+    _add_cross_command(commands)
     docs = commands.add_parser("docs", help="build the documentation site")
     docs.add_argument(
         "--out", default="_site", metavar="FOLDER", help="the site folder (default: _site)"
@@ -230,6 +262,10 @@ def run_command(args) -> None:
             print(f"removed {tmp}, left by a killed run")
     if args.command == "params":
         print(yaml.safe_dump(params, sort_keys=False))
+    elif args.command == "cross":
+        from tbpr.cross import cross_command
+
+        cross_command(params, args.model, args.data, args.overrides)
     elif args.command == "ablation":
         from tbpr.ablation import run_ablation
 

@@ -466,6 +466,12 @@ DEFAULTS = {
         "grid_queries": 6,
         "zero_shot": "",
     },
+    "cross": {  # other datasets' test splits the trained model ranks (nbs/08d_cross)
+        "targets": [
+            {"name": "synthetic-seed1", "data": "synthetic", "seed": 1},
+            {"name": "synthetic-seed2-hard", "data": "synthetic", "seed": 2, "difficulty": 0.8},
+        ],
+    },
 }
 
 CHOICES = {

@@ -271,6 +271,7 @@ PARTS = {  # the site's sections: a part of the library and its modules, in read
         "pipeline",
         "cli",
         "ablation",
+        "cross",
     ),
     "Methods": (),  # the installed methods' pages (`Method.docs`): see `site_parts`
     "Search": ("search", "export", "serve"),

@@ -549,6 +549,7 @@ def stage_report(
             "live_dir": str(PATHS["live"]),
             "model_dir": str(PATHS["model"]),
             "runs_dir": str(PATHS["runs"]),
+            "cross_runs_dir": str(PATHS["cross_runs"]),  # the cross stage's (nbs/08d_cross)
             "cache_dir": str(PATHS["cache"]),
             "seed": params["seed"],
             "grid_queries": params["eval"]["grid_queries"],

@@ -29,6 +29,9 @@ PATHS = {
     "checked": ART / "checked.txt",
     "stage_inputs": ART / "stage_inputs",
     "parsing": ART / "parsing",
+    "cross": ART / "cross",  # other datasets' test splits (nbs/08d_cross)
+    "cross_runs": ART / "cross_runs",  # runs tested on another dataset than they trained on
+    "cross_metrics": ART / "cross_metrics.json",
 }
 
 # %% ../nbs/07a_runs.ipynb #mt0seed2
@@ -256,9 +259,10 @@ def record_run(
 RUN_RECORD_KEYS = ("method", "dataset", "data", "stats", "per_seed", "cmc_mean", "epochs", "params")
 
 
-def load_runs(runs=PATHS["runs"], dataset: str | None = None) -> list:
+def load_runs(runs=PATHS["runs"], dataset: str | None = None, cross: bool = False) -> list:
     """The recorded runs (their `run.json` plus `dir`, `label`, `changes` and `name`), those on
-    `dataset` only when given, by method then label. `changes` are worked out now, against today's
+    `dataset` only when given, by method then label; in-domain runs only, or with `cross` only
+    the runs tested on another dataset than they were trained on (`trained_on`, nbs/08d_cross). `changes` are worked out now, against today's
     defaults; the label ends with the noise of the training pairs (`noise_label`), if any. `name`
     is short, for figures: the method, with a letter when a method has several runs (`bilma a`).
     A record that cannot be read is skipped, and said so."""
@@ -280,7 +284,7 @@ def load_runs(runs=PATHS["runs"], dataset: str | None = None) -> list:
         except (TbprError, KeyError, TypeError) as err:
             print(f"skipping {f.parent}: {err} (evaluate that run again, or delete the folder)")
             continue
-        if dataset is None or r["dataset"] == dataset:
+        if (dataset is None or r["dataset"] == dataset) and bool(r.get("trained_on")) == cross:
             found.append(r)
     found.sort(key=lambda r: (order.get(r["method"], 99), r["label"]))
     for method in {r["method"] for r in found}:

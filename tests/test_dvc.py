@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest, yaml
 
 REPO = Path(__file__).resolve().parents[1]
-STAGES = ("check", "download", "parse", "preprocess", "train", "evaluate", "report")
+STAGES = ("check", "download", "parse", "preprocess", "train", "evaluate", "cross", "report")
 REPORT_NOTEBOOK = "nbs/experiments/report.ipynb"
 CHROMIUM = os.environ.get("TBPR_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"     # as tests/test_docs.py
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -398,7 +398,8 @@ def stage_modules(graph: ImportGraph, stage: str, repo: Path = REPO) -> set:
     """What `tbpr <stage>` can load: `main` reads the parameters (`resolve_params`) and calls `stage_<stage>`; the report
     stage runs its notebook too. (tbpr/__init__.py holds only the version.)"""
     code = notebook_code(repo / REPORT_NOTEBOOK) if stage == "report" else []
-    found = graph.reach([("pipeline", f"stage_{stage}"), ("plugins", "resolve_params")], code) | {"tbpr/cli.py"}
+    entry = ("cross", "cross_command") if stage == "cross" else ("pipeline", f"stage_{stage}")   # cli.run_command
+    found = graph.reach([entry, ("plugins", "resolve_params")], code) | {"tbpr/cli.py"}
     if stage == "check":                # stage_inputs fingerprints the training code, named in train.TRAINING_CODE
         found |= fingerprinted("train")
     return found

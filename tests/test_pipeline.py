@@ -5,7 +5,7 @@ import pytest
 import torch
 from tbpr.core import TbprError
 from tbpr.plugins import resolve_params
-from tbpr import pipeline as P, runs as R, ablation as A, cli as C
+from tbpr import pipeline as P, runs as R, ablation as A, cli as C, cross as X
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"synthetic": {"size": "tiny", "height": 96, "width": 32},
@@ -56,6 +56,46 @@ def test_report_shows_metrics(run):
     assert "https://cdnjs" not in html and "TqdmWarning" not in html      # reads offline, no warning boxes
     with Image.open(run[0] / "artifacts/eval/retrieval_grid.png") as grid:
         assert grid.width <= 760, grid.size                               # a page's width: text stays legible
+
+
+def test_cross_dataset_runs_beside_in_domain(run, capsys):
+    """The cross stage: the tiny model on the two default targets (another seed; another seed, harder), as tiny as the
+    training data; a run recorded per target, apart from the in-domain ones; the same again replaces them; the report's
+    generalisation table; `tbpr cross` on a model folder, and its errors in one line."""
+    import yaml
+    work, params, *_ = run
+    found = X.stage_cross(params)
+    assert list(found) == ["synthetic-seed1", "synthetic-seed2-hard"] and all(0 <= m["R1"] <= 100 for m in found.values())
+    cross = work / "artifacts/cross_runs"
+    records = R.load_runs(cross, cross=True)
+    assert {r["target"] for r in records} == set(found)
+    assert {r["trained_on"]["run"] for r in records} == {R.run_id(params, work / "artifacts/cache")}
+    assert R.load_runs(cross) == [] and len(R.load_runs(work / "artifacts/runs")) == 1   # in-domain readers never mix them
+    hard = next(r for r in records if r["target"] == "synthetic-seed2-hard")
+    meta = json.loads((work / "artifacts/cross/synthetic-seed2-hard/dataset/reid_raw.json").read_text())
+    assert hard["target_params"]["difficulty"] == 0.8 and {e["split"] for e in meta} == {"test"}
+    capsys.readouterr()
+    X.stage_cross(params)                                       # the same parameters: reused splits, replaced records
+    assert capsys.readouterr().out.count("(reused)") == 2 and len(list(cross.glob("*/run.json"))) == 2
+    P.stage_report(params, notebook=REPO / "nbs/experiments/report.ipynb")
+    nb = json.loads((work / "artifacts/report/report.ipynb").read_text())
+    outputs = lambda heading: json.dumps([c.get("outputs") for c in nb["cells"][[i for i, c in enumerate(nb["cells"])
+                                          if heading in "".join(c["source"])][0] + 1:][:1]])
+    table = outputs("## Generalisation to other datasets")
+    assert "synthetic (in-domain)" in table and "synthetic-seed2-hard" in table
+    assert "synthetic-seed1" not in outputs("## Every method trained on this dataset")
+    (work / "tiny.yaml").write_text(yaml.safe_dump(TINY))
+    tiny = ["--params", str(work / "tiny.yaml")]
+    assert C.main(["cross", *tiny, "--model", "artifacts/model", "--data", "synthetic", "-S", "seed=5"]) == 0
+    assert "synthetic-seed5" in {r["target"] for r in R.load_runs(cross, cross=True)}
+    for argv, says in ((["--data", "market"], "'market' is neither a dataset nor a target of cross.targets"),
+                       (["--data", "icfgpedes"], "cross target icfgpedes: icfgpedes: no dataset found"),
+                       (["--model", "nowhere"], "nowhere: not a model folder"),
+                       (["-S", "seed=3"], "it needs --data")):
+        capsys.readouterr()
+        assert C.main(["cross", *tiny, *argv]) == 2, argv
+        err = capsys.readouterr().err
+        assert says in err and "Traceback" not in err, err
 
 
 def test_report_compares_every_trained_method(run, capsys):
