@@ -661,8 +661,8 @@ def check_loss_groups(
             f"process of two or more whole identities of train.num_instance={k} "
             f"captions (ivt.loss_groups={groups})",
             fix=f"make train.batch_size a multiple of {share * unit}, at least "
-            f"{2 * share * unit} (IVT: 112 = 4 groups x 7 identities x 4 "
-            "captions), or set ivt.loss_groups: 1",
+            f"{2 * share * unit} (IVT: 112 = 4 groups of 28, from 28 "
+            "identities x 4 captions), or set ivt.loss_groups: 1",
         )
     if makeup == "interleaved" and bs % share**2:
         raise TbprError(
