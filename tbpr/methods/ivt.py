@@ -16,7 +16,7 @@ from torch import nn
 from transformers import BertConfig, ViTConfig
 from transformers.models.bert.modeling_bert import BertEmbeddings
 from transformers.models.vit.modeling_vit import ViTLayer, ViTMLP
-from ..core import TbprError
+from ..core import TbprError, check_choice
 from ..model import EncoderConfig, interpolate_position_table, text_padding
 from ..objectives import Objective, RetrievalModel, gather_features, register_method
 from ..captions import CaptionLevels, check_levels, load_attributes
@@ -24,14 +24,14 @@ from ..tokenizer import minilm_path
 
 # %% auto #0
 __all__ = ['SHARED_INIT_KEYS', 'IVT_PREFIX', 'IVT_CHECKPOINT_FIX', 'IVT_UNREADABLE_FIX', 'IVT_NAMES', 'IVT_QKV', 'IVT_SKIPPED',
-           'IVT_NEEDED', 'IVT_SIZE_FIXES', 'IMAGE_TABLES', 'TABLE_POLICIES', 'IVT_RATES', 'IVT_PARAMS',
+           'IVT_NEEDED', 'IVT_SIZE_FIXES', 'IMAGE_TABLES', 'TABLE_POLICIES', 'GROUP_MAKEUPS', 'IVT_RATES', 'IVT_PARAMS',
            'IVT_TRAIN_KEYS', 'IVT_PAPER', 'shared_vit_config', 'keep_tokens', 'drop_path', 'DropPath',
            'drop_path_rates', 'SharedEncoder', 'text_embed_config', 'shared_config', 'load_shared_checkpoints',
            'checkpoint_sizes', 'init_shared_encoder', 'shared_sizes', 'init_summary', 'build_shared_encoder',
            'read_ivt_checkpoint', 'ivt_name', 'ivt_to_shared', 'ivt_sizes', 'ivt_size_problems', 'table_grid',
            'table_misfits', 'fit_ivt_tensor', 'tables_note', 'unused_summary', 'ivt_shape_problems', 'load_ivt_state',
-           'cmpm_loss', 'training_processes', 'process_groups', 'check_loss_groups', 'group_rows', 'grouped_cmpm',
-           'MLA', 'level_inputs', 'check_ivt_rules', 'ivt_run_label', 'build_ivt']
+           'cmpm_loss', 'training_processes', 'process_groups', 'check_loss_groups', 'group_items', 'group_rows',
+           'grouped_cmpm', 'MLA', 'level_inputs', 'check_ivt_rules', 'ivt_run_label', 'build_ivt']
 
 # %% ../../nbs/10_ivt.ipynb #6e92a12b
 def shared_vit_config(cfg: EncoderConfig) -> ViTConfig:
@@ -641,10 +641,16 @@ def process_groups(groups: int, processes: int | None = None) -> int:
     return groups // processes
 
 
-def check_loss_groups(train: dict, groups: int, processes: int | None = None) -> int:
+GROUP_MAKEUPS = ("identities", "interleaved")  # ivt.group_makeup
+
+
+def check_loss_groups(
+    train: dict, groups: int, processes: int | None = None, makeup: str = "identities"
+) -> int:
     """`groups` (`ivt.loss_groups`), refused unless it cuts each process's batch (`train`'s) into
-    groups of two or more whole identities (the identity sampler lays a batch out as consecutive
-    blocks of `train.num_instance` captions of one identity)."""
+    groups of two or more identities: whole ones (the identity sampler lays a batch out as
+    consecutive blocks of `train.num_instance` captions of one identity), or with `makeup`
+    "interleaved" (IVT's), each group every G-th of G x G equal chunks (`group_items`)."""
     if groups == 1:
         return groups
     share, bs, k = process_groups(groups, processes), train["batch_size"], train["num_instance"]
@@ -655,34 +661,60 @@ def check_loss_groups(train: dict, groups: int, processes: int | None = None) ->
             f"process of two or more whole identities of train.num_instance={k} "
             f"captions (ivt.loss_groups={groups})",
             fix=f"make train.batch_size a multiple of {share * unit}, at least "
-            f"{2 * share * unit} (IVT: 112 = 4 groups x 7 identities x 4 "
-            "captions), or set ivt.loss_groups: 1",
+            f"{2 * share * unit} (IVT: 112 = 4 groups of 28, from 28 "
+            "identities x 4 captions), or set ivt.loss_groups: 1",
+        )
+    if makeup == "interleaved" and bs % share**2:
+        raise TbprError(
+            f"train.batch_size={bs} does not cut into {share} x {share} equal chunks for "
+            f"{share} interleaved loss group(s) per process (ivt.loss_groups={groups}, "
+            "ivt.group_makeup: interleaved)",
+            fix=f"make train.batch_size a multiple of {share * share} (IVT: 112 = 16 chunks "
+            "of 7), or set ivt.group_makeup: identities",
         )
     return groups
 
 
-def group_rows(items: int, levels: int, groups: int) -> torch.Tensor:
-    """(groups, levels x items / groups) row indices into level-major inputs (row `l * items + i`,
-    see `level_inputs`): group g holds items g*s .. (g+1)*s - 1 at all levels (s = items/groups)."""
-    if items % groups:
+def group_items(items: int, groups: int, makeup: str = "identities") -> torch.Tensor:
+    """(groups, items / groups) item indices of each loss group. "identities": group g holds the
+    consecutive items g*s .. (g+1)*s - 1 (s = items / groups); "interleaved": the batch is cut
+    into groups x groups chunks of c = items / groups**2 consecutive items and group g holds
+    chunks g, g + groups, g + 2 groups, ... (IVT's per-GPU batches, `RandomIdentitySampler_DDP_CUHK`
+    in `datasets/sampler_ddp.py`: rank r takes every 4th chunk of 7 of the 112 sampled captions)."""
+    check_choice(makeup, list(GROUP_MAKEUPS), "ivt.group_makeup")
+    cut = groups * groups if makeup == "interleaved" else groups
+    if items % cut:
         raise TbprError(
-            f"a batch of {items} items does not split into {groups} loss groups",
-            fix="make train.batch_size a multiple of the loss groups per process",
+            f"a batch of {items} items does not split into {groups} {makeup} loss groups",
+            fix=f"make train.batch_size a multiple of {cut} per process",
         )
-    rows = torch.arange(levels * items).view(levels, groups, items // groups)
+    if makeup == "identities":
+        return torch.arange(items).view(groups, items // groups)
+    chunks = torch.arange(items).view(groups, groups, items // cut)  # (round, group, item)
+    return chunks.transpose(0, 1).flatten(1)
+
+
+def group_rows(items: int, levels: int, groups: int, makeup: str = "identities") -> torch.Tensor:
+    """(groups, levels x items / groups) row indices into level-major inputs (row `l * items + i`,
+    see `level_inputs`): group g holds its items (`group_items`) at all levels."""
+    members = group_items(items, groups, makeup)
+    rows = torch.arange(levels).view(levels, 1, 1) * items + members  # (level, group, item)
     return rows.transpose(0, 1).flatten(1)
 
 
-def grouped_cmpm(image_feats, text_feats, pids, items: int, groups: int) -> torch.Tensor:
-    "CMPM per group of `items / groups` consecutive items over all their levels' rows, averaged."
-    rows = group_rows(items, len(pids) // items, groups).to(pids.device)
+def grouped_cmpm(
+    image_feats, text_feats, pids, items: int, groups: int, makeup: str = "identities"
+) -> torch.Tensor:
+    "CMPM per group of `items / groups` items (`group_items`) over all their levels' rows, averaged."
+    rows = group_rows(items, len(pids) // items, groups, makeup).to(pids.device)
     return torch.stack([cmpm_loss(image_feats[r], text_feats[r], pids[r]) for r in rows]).mean()
 
 
 class MLA(Objective):
     """IVT's multi-level alignment: every caption level against its own augmented view, tokens
     dropped (BMM); one CMPM over all levels of the (gathered) batch, or, with `groups` > 1, the mean
-    CMPM of groups of whole identities, each process computing its share without gathering."""
+    CMPM of groups of the batch (`makeup`: whole identities, or IVT's interleaved chunks), each
+    process computing its share without gathering."""
 
     def __init__(
         self,
@@ -690,9 +722,11 @@ class MLA(Objective):
         bmm_ratio: float = 0.2,
         attributes: list | None = None,
         groups: int = 1,
+        makeup: str = "identities",
     ):
         super().__init__()
         self.levels, self.bmm, self.groups = check_levels(levels), bmm_ratio, groups
+        self.makeup = check_choice(makeup, list(GROUP_MAKEUPS), "ivt.group_makeup")
         # what each item must carry: one image view per level, the captions of the later levels
         extra = CaptionLevels(self.levels, attributes) if len(self.levels) > 1 else None
         self.data_options = {"views": len(self.levels), "caption_levels": extra} if extra else {}
@@ -705,7 +739,8 @@ class MLA(Objective):
         t = step.encoder.encode_text(ids, drop=self.bmm)[0]
         if self.groups == 1:
             return cmpm_loss(*gather_features(v, t, pids))
-        return grouped_cmpm(v, t, pids, len(step.batch["pids"]), process_groups(self.groups))
+        items, share = len(step.batch["pids"]), process_groups(self.groups)
+        return grouped_cmpm(v, t, pids, items, share, self.makeup)
 
 
 def level_inputs(batch: dict) -> tuple:
@@ -730,7 +765,9 @@ IVT_RATES = {
 IVT_PARAMS = {  # params.yaml's `ivt:` section, with these defaults
     "levels": ["sentence", "phrase", "word"],  # multi-level alignment: each against its own view
     "bmm_ratio": 0.2,  # at most this share of image and of text tokens dropped per batch
-    "loss_groups": 1,  # CMPM per group of whole identities, averaged (IVT: 4); 1 = the batch
+    "loss_groups": 1,  # CMPM per group of the batch, averaged (IVT: 4); 1 = the batch
+    # the groups' makeup: identities (whole, consecutive) | interleaved (IVT's per-GPU chunks)
+    "group_makeup": "identities",
     "drop_path": 0.0,  # stochastic depth rising linearly over the shared blocks (IVT: 0.1)
     "text_dropout": 0.0,  # dropout on the text embeddings (IVT: 0.1)
     # model.init_ivt's image tables of another grid: skip (the official loader) | resize
@@ -782,16 +819,22 @@ IVT_PAPER = {  # IVT's recipe (the prose above)
         },
         "mixed_precision": "fp16",
     },
-    "ivt": {"loss_groups": 4, "drop_path": 0.1, "text_dropout": 0.1},
+    "ivt": {
+        "loss_groups": 4,
+        "group_makeup": "interleaved",
+        "drop_path": 0.1,
+        "text_dropout": 0.1,
+    },
     "eval": {"batch_size": 512},
 }
 
 
 def check_ivt_rules(params: dict) -> None:
-    """IVT's caption levels (`tbpr.captions.check_levels`) and its loss groups of whole identities
-    in a batch (`check_loss_groups`, for the processes this command sees)."""
-    check_levels(params["ivt"]["levels"])
-    check_loss_groups(params["train"], params["ivt"]["loss_groups"])
+    """IVT's caption levels (`tbpr.captions.check_levels`) and its loss groups in a batch
+    (`check_loss_groups`, for the processes this command sees)."""
+    own = params["ivt"]
+    check_levels(own["levels"])
+    check_loss_groups(params["train"], own["loss_groups"], makeup=own["group_makeup"])
 
 
 def ivt_run_label(params: dict) -> str:
@@ -812,7 +855,7 @@ def ivt_run_label(params: dict) -> str:
     params=IVT_PARAMS,
     ranges={k: (0, 1, True, False) for k in IVT_RATES},
     positive=("loss_groups",),
-    choices={"checkpoint_tables": list(TABLE_POLICIES)},
+    choices={"checkpoint_tables": list(TABLE_POLICIES), "group_makeup": list(GROUP_MAKEUPS)},
     presets={"ivt-paper": IVT_PAPER},
     renamed={
         "train.ivt_levels": "ivt.levels",
@@ -836,11 +879,11 @@ def build_ivt(
     for key, hint in IVT_RATES.items():
         if not 0 <= own[key] < 1:
             raise TbprError(f"ivt.{key}={own[key]!r} must be in [0, 1)", fix=hint)
-    groups = check_loss_groups(train, own["loss_groups"])
+    groups = check_loss_groups(train, own["loss_groups"], makeup=own["group_makeup"])
     n_items = len(train_split) if train_split is not None else None
     attributes = load_attributes(cache_dir, n_items) if "word" in levels else None
     # both act in training only: evaluation and the shipped model are unchanged
     cfg = replace(cfg, drop_path=own["drop_path"], text_dropout=own["text_dropout"])
     encoder = build_shared_encoder(cfg, model_params, own["checkpoint_tables"])
-    mla = MLA(levels, own["bmm_ratio"], attributes, groups)
+    mla = MLA(levels, own["bmm_ratio"], attributes, groups, own["group_makeup"])
     return RetrievalModel(encoder, {"cmpm": mla}, train["loss_weights"])
