@@ -26,10 +26,10 @@ from .model import WEIGHTS, is_tbpr_config, model_config, recorded_digests
 from .pretrained import load_retrieval_model, model_fingerprint
 
 # %% auto #0
-__all__ = ['IMAGE_SUFFIXES', 'NPROBE_SHARE', 'RERANK', 'LOW_SCORE', 'LOW_MARGIN', 'RANKED_CROP_IN', 'CAPTION_WIDTH',
-           'CAPTION_LINES', 'list_gallery', 'exact_topk', 'index_nlist', 'index_spec', 'build_index', 'index_topk',
-           'check_query', 'query_tokens', 'cut_query_note', 'weights_digest', 'GalleryIndex', 'short_name',
-           'low_score_warning', 'grid_caption', 'write_png', 'plot_ranked', 'search']
+__all__ = ['IMAGE_SUFFIXES', 'NPROBE', 'RERANK', 'LOW_SCORE', 'LOW_MARGIN', 'RANKED_CROP_IN', 'CAPTION_WIDTH', 'CAPTION_LINES',
+           'list_gallery', 'exact_topk', 'index_nlist', 'index_spec', 'build_index', 'index_topk', 'check_query',
+           'query_tokens', 'cut_query_note', 'weights_digest', 'GalleryIndex', 'short_name', 'low_score_warning',
+           'grid_caption', 'write_png', 'plot_ranked', 'search']
 
 # %% ../nbs/12_search.ipynb #d056be69
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -117,7 +117,7 @@ def index_spec(n: int, d: int) -> str:
     return f"IVF{nlist},Flat" if n < 10_000 or d % 8 else f"IVF{nlist},PQ{d // 8}"
 
 
-NPROBE_SHARE, RERANK = 1 / 8, 4000  # the lists probed (of nlist) and the candidates re-scored
+NPROBE, RERANK = 512, 4000  # the lists probed and the candidates re-scored, by default
 
 
 def build_index(emb: np.ndarray, spec: str | None = None, seed: int = 0, chunk: int = 100_000):
@@ -140,14 +140,13 @@ def build_index(emb: np.ndarray, spec: str | None = None, seed: int = 0, chunk: 
 
 
 def index_topk(
-    index, emb: np.ndarray, q: np.ndarray, k: int, nprobe: int | None = None, rerank: int = RERANK
+    index, emb: np.ndarray, q: np.ndarray, k: int, nprobe: int = NPROBE, rerank: int = RERANK
 ) -> tuple:
-    """Top-`k` via the faiss `index` (`rerank` candidates from `nprobe` cells, `NPROBE_SHARE` of
-    them by default), re-scored exactly from `emb`."""
+    """Top-`k` via the faiss `index` (`rerank` candidates from `nprobe` cells), re-scored exactly
+    from `emb`."""
     import faiss
 
-    ivf = faiss.extract_index_ivf(index)
-    ivf.nprobe = nprobe or max(1, round(NPROBE_SHARE * ivf.nlist))
+    faiss.extract_index_ivf(index).nprobe = nprobe
     _, cand = index.search(q[None].astype(np.float32), max(k, rerank))
     cand = np.unique(cand[0][cand[0] >= 0])
     sc = np.asarray(emb[cand], np.float32) @ q
