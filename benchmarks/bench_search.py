@@ -15,7 +15,16 @@ tbpr's `build_index` and times them in one run, for ratios that hold under a sha
 Timings on a shared CPU are noisy: compare rows of one run (`--compare` for two chosen configurations).
 On 2 cores shared with other jobs, 1,000,000 x 512-d: the exact scan took 3.7 s a query (4.44 same-identity
 images in its top 10) and the coarse k-means of 4,000 centroids 1,253 s, so a full sweep takes hours there;
-the index rows of that run are not recorded here yet.
+the index rows of that run are not recorded here yet. At 250,000 x 512-d on the same loaded cores (nlist 2000,
+build s include the shared 950 s k-means; exact top 10 holds 3.90 same-identity images):
+
+    index              build s B/image nprobe rerank ms/query recall@10 same-id index
+    IVF2000,PQ64          1633    90.5    500   4000    150.6     0.784  3.88
+    IVF2000,PQ64          1633    90.5   1000   4000    190.0     0.880  3.90
+    IVF2000,PQ64x4fs      1099    60.5   1000   4000    104.6     0.802  3.90 *
+    IVF2000,PQ128x4fs     1121    96.3    500   4000    104.6     0.796  3.88 *
+    IVF2000,PQ128x4fs     1121    96.3   1000   4000    118.1     0.904  3.90 *
+    IVF2000,PQ128x4fs     1121    96.3   1000  16000    314.0     0.910  3.90 *
 """
 import argparse, os, tempfile, time
 import numpy as np
