@@ -29,11 +29,12 @@ from .tokenizer import load_tokenizer
 from .pretrained import load_retrieval_model, model_fingerprint
 
 # %% auto #0
-__all__ = ['IMAGE_SUFFIXES', 'BACKENDS', 'EXPORT_MANIFEST', 'ONNX_FILES', 'EXPORT_FIX', 'LOW_SCORE', 'LOW_MARGIN',
-           'RANKED_CROP_IN', 'CAPTION_WIDTH', 'CAPTION_LINES', 'list_gallery', 'exact_topk', 'index_spec',
-           'build_index', 'index_topk', 'TorchBackend', 'import_onnxruntime', 'read_export', 'OnnxBackend',
-           'open_backend', 'check_query', 'query_tokens', 'cut_query_note', 'weights_digest', 'GalleryIndex',
-           'short_name', 'low_score_warning', 'grid_caption', 'write_png', 'plot_ranked', 'search']
+__all__ = ['IMAGE_SUFFIXES', 'NPROBE', 'RERANK', 'BACKENDS', 'EXPORT_MANIFEST', 'ONNX_FILES', 'EXPORT_FIX', 'LOW_SCORE',
+           'LOW_MARGIN', 'RANKED_CROP_IN', 'CAPTION_WIDTH', 'CAPTION_LINES', 'list_gallery', 'exact_topk',
+           'index_nlist', 'index_spec', 'build_index', 'index_topk', 'TorchBackend', 'import_onnxruntime',
+           'read_export', 'OnnxBackend', 'open_backend', 'check_query', 'query_tokens', 'cut_query_note',
+           'weights_digest', 'GalleryIndex', 'short_name', 'low_score_warning', 'grid_caption', 'write_png',
+           'plot_ranked', 'search']
 
 # %% ../nbs/12_search.ipynb #d056be69
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -106,18 +107,27 @@ def exact_topk(emb: np.ndarray, q: np.ndarray, k: int, chunk: int = 65536) -> tu
     return best_s, best_i
 
 
+def index_nlist(n: int) -> int:
+    "The inverted lists for `n` embeddings: about 4√n, with at least 39 training points each."
+    return max(1, min(int(4 * math.sqrt(n)), n // 39))
+
+
 def index_spec(n: int, d: int) -> str:
     "The faiss factory string for `n` embeddings of dimension `d`."
-    nlist = max(1, min(int(4 * math.sqrt(n)), n // 39))
+    nlist = index_nlist(n)
     return f"IVF{nlist},Flat" if n < 10_000 or d % 8 else f"IVF{nlist},PQ{d // 8}"
 
 
-def build_index(emb: np.ndarray, seed: int = 0, chunk: int = 100_000):
-    "A trained faiss inner-product index holding every row of `emb` (added in chunks)."
+NPROBE, RERANK = 512, 4000  # the lists probed and the candidates re-scored, by default
+
+
+def build_index(emb: np.ndarray, spec: str | None = None, seed: int = 0, chunk: int = 100_000):
+    """A trained faiss inner-product index holding every row of `emb` (added in chunks), of the
+    factory string `spec` (`index_spec`'s by default)."""
     import faiss
 
     n, d = emb.shape
-    index = faiss.index_factory(d, index_spec(n, d), faiss.METRIC_INNER_PRODUCT)
+    index = faiss.index_factory(d, spec or index_spec(n, d), faiss.METRIC_INNER_PRODUCT)
     rng = np.random.default_rng(seed)
     sample = np.sort(
         rng.choice(
@@ -131,7 +141,7 @@ def build_index(emb: np.ndarray, seed: int = 0, chunk: int = 100_000):
 
 
 def index_topk(
-    index, emb: np.ndarray, q: np.ndarray, k: int, nprobe: int = 512, rerank: int = 4000
+    index, emb: np.ndarray, q: np.ndarray, k: int, nprobe: int = NPROBE, rerank: int = RERANK
 ) -> tuple:
     """Top-`k` via the faiss `index` (`rerank` candidates from `nprobe` cells), re-scored exactly
     from `emb`."""
