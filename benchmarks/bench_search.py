@@ -89,9 +89,9 @@ def pareto(rows):
 
 def parse_config(text, n, dim):
     "'SPEC:NPROBE:RERANK', or 'default' for tbpr's own index_spec and index_topk defaults."
-    from tbpr.search import NPROBE, RERANK, index_spec
+    from tbpr.search import PROBE_SHARE, RERANK, index_nlist, index_spec
     if text == "default":
-        return index_spec(n, dim), NPROBE, RERANK
+        return index_spec(n, dim), max(1, int(index_nlist(n) * PROBE_SHARE)), RERANK
     spec, nprobe, rerank = text.rsplit(":", 2)
     return spec, int(nprobe), int(rerank)
 

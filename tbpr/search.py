@@ -29,12 +29,12 @@ from .tokenizer import load_tokenizer
 from .pretrained import load_retrieval_model, model_fingerprint
 
 # %% auto #0
-__all__ = ['IMAGE_SUFFIXES', 'NPROBE', 'RERANK', 'BACKENDS', 'EXPORT_MANIFEST', 'ONNX_FILES', 'EXPORT_FIX', 'LOW_SCORE',
+__all__ = ['IMAGE_SUFFIXES', 'PROBE_SHARE', 'RERANK', 'BACKENDS', 'EXPORT_MANIFEST', 'ONNX_FILES', 'EXPORT_FIX', 'LOW_SCORE',
            'LOW_MARGIN', 'RANKED_CROP_IN', 'CAPTION_WIDTH', 'CAPTION_LINES', 'list_gallery', 'exact_topk',
-           'index_nlist', 'index_spec', 'build_index', 'index_topk', 'TorchBackend', 'import_onnxruntime',
-           'read_export', 'OnnxBackend', 'open_backend', 'check_query', 'query_tokens', 'cut_query_note',
-           'weights_digest', 'GalleryIndex', 'short_name', 'low_score_warning', 'grid_caption', 'write_png',
-           'plot_ranked', 'search']
+           'index_nlist', 'index_spec', 'default_nprobe', 'build_index', 'index_topk', 'TorchBackend',
+           'import_onnxruntime', 'read_export', 'OnnxBackend', 'open_backend', 'check_query', 'query_tokens',
+           'cut_query_note', 'weights_digest', 'GalleryIndex', 'short_name', 'low_score_warning', 'grid_caption',
+           'write_png', 'plot_ranked', 'search']
 
 # %% ../nbs/12_search.ipynb #d056be69
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -113,12 +113,20 @@ def index_nlist(n: int) -> int:
 
 
 def index_spec(n: int, d: int) -> str:
-    "The faiss factory string for `n` embeddings of dimension `d`."
+    """The faiss factory string for `n` embeddings of dimension `d`: 4-bit fast-scan PQ codes of
+    D/4 sub-quantizers (D/8 bytes an image), flat cells below 10,000 images."""
     nlist = index_nlist(n)
-    return f"IVF{nlist},Flat" if n < 10_000 or d % 8 else f"IVF{nlist},PQ{d // 8}"
+    return f"IVF{nlist},Flat" if n < 10_000 or d % 4 else f"IVF{nlist},PQ{d // 4}x4fs"
 
 
-NPROBE, RERANK = 512, 4000  # the lists probed and the candidates re-scored, by default
+PROBE_SHARE, RERANK = 0.5, 4000  # the share of lists probed and the candidates re-scored
+
+
+def default_nprobe(index) -> int:
+    "The lists a query probes by default: `PROBE_SHARE` of the index's."
+    import faiss
+
+    return max(1, int(faiss.extract_index_ivf(index).nlist * PROBE_SHARE))
 
 
 def build_index(emb: np.ndarray, spec: str | None = None, seed: int = 0, chunk: int = 100_000):
@@ -141,13 +149,13 @@ def build_index(emb: np.ndarray, spec: str | None = None, seed: int = 0, chunk: 
 
 
 def index_topk(
-    index, emb: np.ndarray, q: np.ndarray, k: int, nprobe: int = NPROBE, rerank: int = RERANK
+    index, emb: np.ndarray, q: np.ndarray, k: int, nprobe: int | None = None, rerank: int = RERANK
 ) -> tuple:
-    """Top-`k` via the faiss `index` (`rerank` candidates from `nprobe` cells), re-scored exactly
-    from `emb`."""
+    """Top-`k` via the faiss `index` (`rerank` candidates from `nprobe` cells, `default_nprobe`
+    when None), re-scored exactly from `emb`."""
     import faiss
 
-    faiss.extract_index_ivf(index).nprobe = nprobe
+    faiss.extract_index_ivf(index).nprobe = nprobe or default_nprobe(index)
     _, cand = index.search(q[None].astype(np.float32), max(k, rerank))
     cand = np.unique(cand[0][cand[0] >= 0])
     sc = np.asarray(emb[cand], np.float32) @ q
