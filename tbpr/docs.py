@@ -258,7 +258,7 @@ PARTS = {  # the site's sections: a part of the library and its modules, in read
         "batches",
         "noise",
     ),
-    "Model": ("model", "pretrained"),
+    "Model": ("hub", "model", "pretrained"),
     "Training and evaluation": (
         "metrics",
         "objectives",

@@ -20,17 +20,18 @@ from transformers import (
     CLIPTextConfig,
     CLIPVisionConfig,
 )
-from transformers import PretrainedConfig, PreTrainedModel
+from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 from transformers.models.clip.modeling_clip import CLIPVisionEmbeddings
 from .core import TbprError, atomic_path, read_json, sha256_file, write_json
 from .tokenizer import load_tokenizer
+from .hub import TbprConfig
 
 # %% auto #0
 __all__ = ['ENCODERS', 'WEIGHTS', 'DIGESTS', 'RESTORE_MODEL', 'SHAPE_KEYS', 'ARCH_SHAPE_KEYS', 'EncoderConfig',
            'RectVisionEmbeddings', 'interpolate_position_table', 'eot_positions', 'text_padding', 'DualEncoder',
-           'build_encoder', 'TbprConfig', 'TbprOutput', 'refuse_unknown_inputs', 'check_caption_ids', 'TbprModel',
-           'image_processor', 'write_digests', 'recorded_digests', 'digest_problem', 'check_digests', 'save_encoder',
+           'build_encoder', 'TbprOutput', 'refuse_unknown_inputs', 'check_caption_ids', 'TbprModel', 'image_processor',
+           'write_digests', 'recorded_digests', 'digest_problem', 'check_digests', 'save_encoder',
            'replace_model_folder', 'is_tbpr_config', 'model_config', 'load_encoder', 'load_encoder_tokenizer']
 
 # %% ../nbs/03_model.ipynb #9a46d7c5
@@ -270,18 +271,6 @@ def build_encoder(cfg: EncoderConfig) -> nn.Module:
 WEIGHTS = "model.safetensors"  # a model folder's weights, under transformers' name for them
 
 
-class TbprConfig(PretrainedConfig):
-    """The `config.json` of a tbpr model folder: the encoder's sizes (`encoder`, an `EncoderConfig`
-    as a dict) and what the training kept beside them (method, tokenizer, the selected epoch, the
-    resolved parameters), under the transformers model type `tbpr`."""
-
-    model_type = "tbpr"
-
-    def __init__(self, encoder: dict | None = None, **kwargs):
-        self.encoder = dict(encoder or {})
-        super().__init__(**kwargs)
-
-
 @dataclass
 class TbprOutput(ModelOutput):
     """What `TbprModel` returns, under `CLIPOutput`'s names: the similarity logits (captions x
@@ -396,8 +385,9 @@ class TbprModel(PreTrainedModel):
         return out if return_dict is not False else out.to_tuple()
 
 
-AutoConfig.register("tbpr", TbprConfig)
-AutoModel.register(TbprConfig, TbprModel)
+# the real model in the place `tbpr.hub` kept for it
+AutoConfig.register("tbpr", TbprConfig, exist_ok=True)
+AutoModel.register(TbprConfig, TbprModel, exist_ok=True)
 
 
 def image_processor(cfg: EncoderConfig, resize: str = "bilinear"):
