@@ -418,14 +418,19 @@ class GalleryIndex:
         )
         return counts
 
-    def query_features(self, query: str) -> np.ndarray:
-        "The L2-normalised text feature of `query`."
+    def encode_query(self, query: str) -> tuple:
+        """The L2-normalised text feature of `query`, and what cutting it to the model's length lost
+        (`cut_query_note`: empty when nothing was cut)."""
         query, max_length = check_query(query), self.backend.max_length
         ids, whole = query_tokens(self.tok, query, max_length)
-        note = cut_query_note(ids.shape[1], whole, max_length)
+        return self.backend.encode_texts(ids)[0], cut_query_note(ids.shape[1], whole, max_length)
+
+    def query_features(self, query: str) -> np.ndarray:
+        "The L2-normalised text feature of `query`; the note that it was cut, if so, is printed."
+        q, note = self.encode_query(query)
         if note:
             print(note)
-        return self.backend.encode_texts(ids)[0]
+        return q
 
     def median_score(self, q: np.ndarray, sample: int = 10_000) -> float:
         """The median cosine of the query feature `q` over the gallery (over `sample` crops of a

@@ -12,12 +12,12 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from .core import TbprError
-from .search import GalleryIndex, check_query, cut_query_note, low_score_warning, query_tokens
+from .search import GalleryIndex, check_query, low_score_warning
 
 # %% auto #0
 __all__ = ['MAX_K', 'K_CHOICES', 'PAGE_STYLE', 'PAGE_SCRIPT', 'PAGE_HTML', 'PAGE_POLICY', 'ICON', 'LOCAL_HOSTS', 'NO_SNIFF',
-           'parse_k', 'page_query', 'query_note', 'error_body', 'unexpected_error', 'SearchService', 'csp_source',
-           'page_html', 'make_app', 'check_port', 'page_url', 'serve', 'running_server']
+           'parse_k', 'page_query', 'error_body', 'unexpected_error', 'SearchService', 'csp_source', 'page_html',
+           'make_app', 'check_port', 'page_url', 'serve', 'running_server']
 
 # %% ../nbs/12b_serve.ipynb #sv12b05
 MAX_K = 100  # the most crops one query shows
@@ -47,13 +47,6 @@ def page_query(query) -> str:
             err.message,
             fix='type a description of the person, e.g. "a woman in a red coat with a black backpack"',
         ) from None
-
-
-def query_note(gallery, query: str) -> str:
-    "`cut_query_note` for `query` as `gallery`'s model reads it (empty when nothing was cut)."
-    max_length = gallery.backend.max_length  # torch's or onnx's, alike
-    ids, whole = query_tokens(gallery.tok, query, max_length)
-    return cut_query_note(ids.shape[1], whole, max_length)
 
 
 def error_body(err: TbprError) -> dict:
@@ -117,8 +110,7 @@ class SearchService:
         them, with the low-score warning and the cut-query note."""
         gallery = self.gallery
         with self.lock:
-            note = query_note(gallery, query)
-            q = gallery.query_features(query)
+            q, note = gallery.encode_query(query)  # the note goes to the page
             hits = gallery.rank(q, k)
             median = gallery.median_score(q)
         results = [
