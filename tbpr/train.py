@@ -43,11 +43,11 @@ from tbpr.checkpoints import (
 )
 
 # %% auto #0
-__all__ = ['CROSS_IO_NORMS', 'TRAINING_CODE', 'encoder_config', 'lr_scale', 'new_module_prefixes', 'module_lrs', 'param_groups',
-           'make_optimizer', 'warmup_cosine', 'group_rate', 'EpochRandomBatches', 'make_loader', 'training_params',
-           'training_modules', 'code_fingerprint', 'fingerprint_parts', 'fingerprint_of', 'run_fingerprint',
-           'fingerprint_changes', 'TrainingRun', 'build_run', 'selection_score', 'find_resume_checkpoint',
-           'load_resume_state', 'fit', 'teacher_params', 'fit_method']
+__all__ = ['CROSS_IO_NORMS', 'TRAINING_CODE', 'encoder_config', 'lr_scale', 'declared_children', 'new_module_prefixes',
+           'module_lrs', 'param_groups', 'make_optimizer', 'warmup_cosine', 'group_rate', 'EpochRandomBatches',
+           'make_loader', 'training_params', 'training_modules', 'code_fingerprint', 'fingerprint_parts',
+           'fingerprint_of', 'run_fingerprint', 'fingerprint_changes', 'TrainingRun', 'build_run', 'selection_score',
+           'find_resume_checkpoint', 'load_resume_state', 'fit', 'teacher_params', 'fit_method']
 
 # %% ../nbs/07_train.ipynb #3a32c1f0
 def encoder_config(model_params: dict, tokenizer, pre=None) -> EncoderConfig:
@@ -97,25 +97,29 @@ def lr_scale(name: str, lr_factor: float, bias_lr_factor: float, new_prefixes=()
     return scale
 
 
+def declared_children(model, attribute: str, empty=()) -> list:
+    """`(name prefix, entry)` for each child a module of `model` names in its `attribute` (a
+    collection of child names, or a `{child: value}` dict, whose entry is then the value)."""
+    out = []
+    for name, m in model.named_modules():
+        declared = getattr(m, attribute, empty)
+        for child in declared:
+            prefix = f"{name}.{child}." if name else f"{child}."
+            out.append((prefix, declared[child] if isinstance(declared, dict) else child))
+    return out
+
+
 def new_module_prefixes(model) -> tuple:
     """Name prefixes of the randomly initialised modules a module declares in its `new_modules`
     (e.g. LCR²S's fusion)."""
-    return tuple(
-        f"{name}.{child}." if name else f"{child}."
-        for name, m in model.named_modules()
-        for child in getattr(m, "new_modules", ())
-    )
+    return tuple(prefix for prefix, _ in declared_children(model, "new_modules"))
 
 
 def module_lrs(model) -> dict:
     """`{name prefix: base learning rate}` of the modules whose rate a module sets in its
     `module_lrs` (`{child: rate}`, e.g. RDE's TSE heads at 1e-3): their parameters take that rate,
     before the schedule, instead of `train.lr` times a factor."""
-    return {
-        f"{name}.{child}." if name else f"{child}.": lr
-        for name, m in model.named_modules()
-        for child, lr in getattr(m, "module_lrs", {}).items()
-    }
+    return dict(declared_children(model, "module_lrs", {}))
 
 
 def param_groups(
